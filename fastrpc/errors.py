@@ -1,0 +1,103 @@
+"""Every exception fastrpc raises. Compiled modules return error codes or raise
+these classes; nothing else is raised to the caller for a transport or
+protocol fault."""
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "RPCError",
+    "RemoteError",
+    "MethodNotFoundError",
+    "InvalidArgumentsError",
+    "TimeoutError",
+    "ConnectionError",
+    "ConnectionLostError",
+    "ConnectionClosedError",
+    "ProtocolError",
+    "FrameTooLargeError",
+    "CodecError",
+    "EncodeError",
+    "DecodeError",
+    "DecodeLimitError",
+]
+
+
+class RPCError(Exception):
+    """Base class of every fastrpc error."""
+
+
+class RemoteError(RPCError):
+    """The remote handler raised, or the server rejected the call.
+
+    ``type`` is the remote exception's type name (``"ZeroDivisionError"``,
+    ``"MethodNotFound"``...), ``message`` its text.
+    """
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+
+    def __reduce__(self):
+        return (self.__class__, (self.type, self.message))
+
+
+class MethodNotFoundError(RemoteError):
+    """The server has no such service or method (remote type ``MethodNotFound``)."""
+
+
+class InvalidArgumentsError(RemoteError):
+    """The arguments do not fit the method's signature (remote type ``InvalidArguments``)."""
+
+
+# Remote type names that map to a more specific RemoteError subclass.
+REMOTE_ERROR_CLASSES = {
+    "MethodNotFound": MethodNotFoundError,
+    "InvalidArguments": InvalidArgumentsError,
+}
+
+
+def remote_error(type_name: str, message: str) -> RemoteError:
+    """Build the RemoteError (or its specific subclass) for an error reply."""
+    return REMOTE_ERROR_CLASSES.get(type_name, RemoteError)(type_name, message)
+
+
+class TimeoutError(RPCError, builtins.TimeoutError):
+    """A call or connect did not finish within its timeout."""
+
+
+class ConnectionError(RPCError, builtins.ConnectionError):
+    """The transport failed: connect refused, connection lost or closed."""
+
+
+class ConnectionLostError(ConnectionError):
+    """The connection broke while the call was pending; the call may or may not have run."""
+
+
+class ConnectionClosedError(ConnectionError):
+    """The client (or the server, via GOAWAY) closed the connection before the call was sent."""
+
+
+class ProtocolError(RPCError):
+    """The peer broke the wire protocol; the connection is closed."""
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame's declared length is above the configured maximum frame size."""
+
+
+class CodecError(RPCError, ValueError):
+    """Base class of serialization errors."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A value cannot be encoded (unsupported type, int out of 64-bit range...)."""
+
+
+class DecodeError(CodecError):
+    """The payload is not valid: truncated, malformed, or trailing bytes."""
+
+
+class DecodeLimitError(DecodeError):
+    """The payload exceeds a decode limit (depth, container length, bytes)."""
