@@ -46,4 +46,6 @@ cdef class WriteBuffer:
 cdef int pack(WriteBuffer buf, object obj, int depth) except -1
 cdef object unpack(const char *p, Py_ssize_t n, object base, const char *base_ptr,
                    DecodeLimits *limits)
+cdef tuple unpack_args(const char *p, Py_ssize_t n, object base, const char *base_ptr,
+                       DecodeLimits *limits)
 cdef DecodeLimits default_limits()

@@ -12,7 +12,7 @@ from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_CheckExact, PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.float cimport PyFloat_CheckExact, PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.list cimport PyList_CheckExact, PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_GET_ITEM
-from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_New, PyDict_SetItem, PyDict_Size
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_READ
 from cpython.ref cimport Py_INCREF, PyObject
@@ -790,6 +790,45 @@ cdef object unpack(const char *p, Py_ssize_t n, object base, const char *base_pt
     if r.p != r.end:
         raise DecodeError(f"{r.end - r.p} trailing bytes after the payload")
     return value
+
+
+cdef tuple unpack_args(const char *p, Py_ssize_t n, object base, const char *base_ptr,
+                       DecodeLimits *limits):
+    """Decode a call's argument array straight into a tuple (see `unpack`)."""
+    cdef Reader r
+    cdef unsigned char c
+    cdef Py_ssize_t count, i
+    cdef tuple out
+    if n > limits.max_bytes:
+        raise DecodeLimitError(f"payload of {n} bytes is above the limit of {limits.max_bytes}")
+    r.p = p
+    r.end = p + n
+    r.base = NULL if base is None else <PyObject *>base
+    r.base_ptr = base_ptr
+    r.limits = limits
+    if n < 1:
+        _truncated()
+    c = <unsigned char>p[0]
+    if 0x90 <= c <= 0x9f:
+        count = c & 0x0f
+        r.p += 1
+    elif c == 0xdc and n >= 3:
+        count = frpc_load_u16(p + 1)
+        r.p += 3
+    elif c == 0xdd and n >= 5:
+        count = frpc_load_u32(p + 1)
+        r.p += 5
+    else:
+        raise DecodeError("call arguments are not a MessagePack array")
+    _check_len(&r, count, 1)
+    out = PyTuple_New(count)
+    for i in range(count):
+        item = _unpack(&r, 1)
+        Py_INCREF(item)
+        PyTuple_SET_ITEM(out, i, item)
+    if r.p != r.end:
+        raise DecodeError(f"{r.end - r.p} trailing bytes after the payload")
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,463 @@
+"""Client: the blocking, thread-safe, pipelined client.
+
+Many threads share one connection; calls are matched to replies by sequence
+id. There is no reader thread in the common path: a thread that waits for a
+reply reads the socket itself and completes every call whose reply it sees
+(leader/follower), which avoids a thread hand-off per call. A helper thread
+steps in only for futures that nobody waits on.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import select
+import socket
+import threading
+import time
+from typing import Any, Iterable, List, Optional
+
+from fastrpc import _codec, _wire
+from fastrpc._calls import Batch, CallTable, Slot
+from fastrpc.connect import dial
+from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, RPCError,
+                            TimeoutError)
+
+__all__ = ["Client", "CallFuture"]
+
+# Buffered go() frames are written once this many accumulate (or on a wait):
+# writing every call separately costs a syscall each.
+FLUSH_FRAMES = 32
+FLUSH_BYTES = 64 * 1024
+HELPER_TICK = 0.002
+
+
+class CallFuture(concurrent.futures.Future):
+    """The result of Client.go(): a concurrent.futures.Future.
+
+    ``result()`` drives the connection itself when nobody else is reading;
+    ``cancel()`` withdraws the call and tells the server to cancel it.
+    """
+
+    def __init__(self, conn: "_Conn", method: str) -> None:
+        super().__init__()
+        self._conn = conn
+        self._seq = 0
+        self._deadline: Optional[float] = None
+        self._method = method
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        if not self.done():
+            self._conn.wait(self.done, self._limit(timeout))
+            if not self.done():
+                raise TimeoutError(f"{self._method} did not complete within {timeout}s")
+        return super().result(0)
+
+    def exception(self, timeout: Optional[float] = None):
+        if not self.done():
+            self._conn.wait(self.done, self._limit(timeout))
+            if not self.done():
+                raise TimeoutError(f"{self._method} did not complete within {timeout}s")
+        return super().exception(0)
+
+    def _limit(self, timeout: Optional[float]) -> Optional[float]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._deadline is not None and (deadline is None or self._deadline < deadline):
+            deadline = self._deadline
+        return deadline
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._conn.withdraw(self._seq)
+        return True
+
+
+class _Conn:
+    """One connection: socket, call table, and the locks that share them."""
+
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+        self.address = client.address
+        self.sock = dial(client.address, client.connect_timeout)
+        self.table = CallTable(max_frame_size=client.max_frame_size, max_depth=client.max_depth,
+                               max_len=client.max_len, max_bytes=client.max_bytes)
+        self.table.on_control = self._on_control
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+        self.send_lock = threading.Lock()     # encoding into table.out and writing
+        self.io_lock = threading.Lock()       # reading: held by the current leader
+        self.cond = threading.Condition(threading.Lock())  # followers wait here
+        self.waiters = 0
+        self.progress = 0                     # read batches processed (helper watches it)
+        self.error: Optional[BaseException] = None
+        self.draining = False                 # GOAWAY received: no new calls here
+        self.deadlines: list = []             # heap of (deadline, seq, future) for go(timeout=)
+
+    # sending ------------------------------------------------------------
+    def submit(self, method: str, args: tuple, slot, deadline_ms, flush: bool) -> int:
+        with self.send_lock:
+            if self.error is not None:
+                raise ConnectionClosedError(f"connection to {self.address} is closed: {self.error}")
+            seq = self.table.request(method, args, slot, deadline_ms)
+            if flush or self.table.out_frames >= FLUSH_FRAMES or self.table.out_bytes >= FLUSH_BYTES:
+                self._flush_locked()
+        return seq
+
+    def _flush_locked(self) -> None:
+        out = self.table.out
+        if len(out) == 0:
+            return
+        try:
+            with memoryview(out) as view:
+                self.sock.sendall(view)
+        except OSError as exc:
+            self.table.clear_output()
+            self.fail(ConnectionLostError(f"sending to {self.address} failed: {exc}"))
+            return
+        self.table.clear_output()
+
+    def flush(self, blocking: bool = False) -> None:
+        """Write buffered frames; without `blocking`, skip if another thread is writing."""
+        if len(self.table.out) and self.send_lock.acquire(blocking):
+            try:
+                self._flush_locked()
+            finally:
+                self.send_lock.release()
+
+    def withdraw(self, seq: int) -> None:
+        """Forget a call (timed out or cancelled) and ask the server to cancel it."""
+        if self.table.forget(seq) is not None and self.error is None:
+            with self.send_lock:
+                self.table.control(_wire.CANCEL, seq)
+                self._flush_locked()
+
+    # reading --------------------------------------------------------------
+    def wait(self, is_done, deadline: Optional[float]) -> None:
+        """Return when is_done() is true or `deadline` (monotonic) passes."""
+        self.flush()
+        while not is_done():
+            if self.io_lock.acquire(False):
+                try:
+                    self._lead(is_done, deadline)
+                finally:
+                    self.io_lock.release()
+                    if self.waiters:
+                        with self.cond:
+                            self.cond.notify_all()
+            else:
+                with self.cond:
+                    self.waiters += 1
+                    try:
+                        # Re-check after registering: a leader that completed
+                        # our call before seeing waiters > 0 did not notify.
+                        if not is_done() and self.io_lock.locked():
+                            self.cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    finally:
+                        self.waiters -= 1
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _lead(self, is_done, deadline: Optional[float]) -> None:
+        while not is_done():
+            if self.error is not None:
+                return
+            if deadline is None:
+                self.read(None)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.read(remaining)
+            if self.waiters:
+                with self.cond:
+                    self.cond.notify_all()
+
+    def read(self, timeout: Optional[float]) -> bool:
+        """Receive once (caller holds io_lock) and complete what arrived."""
+        if timeout is not None and not self.poller.poll(max(1, int(timeout * 1000 + 0.999))):
+            return False
+        try:
+            view = self.table.get_buffer()
+            n = self.sock.recv_into(view)
+            del view
+        except OSError as exc:
+            self.fail(ConnectionLostError(f"connection to {self.address} lost: {exc}"))
+            return False
+        if n == 0:
+            self.fail(ConnectionLostError(f"connection to {self.address} closed by the server"))
+            return False
+        try:
+            self.table.process(n)
+        except RPCError as exc:
+            self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
+            return False
+        self.progress += 1
+        return True
+
+    def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
+        if kind == _wire.GOAWAY:
+            self.draining = True
+        elif kind == _wire.PING:
+            self.table.control(_wire.PONG, seq, payload)
+
+    # failure ----------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        """The connection is gone: fail every pending call at once."""
+        if self.error is None:
+            self.error = exc
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.table.fail_all(exc)
+        with self.cond:
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        self.fail(ConnectionClosedError(f"client closed the connection to {self.address}"))
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and not self.draining
+
+
+class Client:
+    """A blocking RPC client for one server, safe to share between threads.
+
+    ``call("Service.Method", *args)`` returns the result or raises
+    RemoteError / TimeoutError / ConnectionError; ``go(...)`` returns a
+    concurrent.futures.Future; ``map(...)`` pipelines many calls of one
+    method; ``notify(...)`` sends without waiting for a reply. Calls from all
+    threads are pipelined on one connection. A lost connection fails every
+    pending call at once; the next call dials again.
+    """
+
+    def __init__(self, address: str, *, timeout: Optional[float] = None,
+                 connect_timeout: float = 10.0,
+                 max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE,
+                 max_depth: int = _codec.DEFAULT_MAX_DEPTH,
+                 max_len: int = _codec.DEFAULT_MAX_LEN,
+                 max_bytes: int = _codec.DEFAULT_MAX_BYTES,
+                 send_deadline: bool = True) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_frame_size = max_frame_size
+        self.max_depth = max_depth
+        self.max_len = max_len
+        self.max_bytes = max_bytes
+        self.send_deadline = send_deadline
+        self._closed = False
+        self._conn_lock = threading.Lock()
+        self._old: List[_Conn] = []          # draining connections with calls still pending
+        self._helper: Optional[threading.Thread] = None
+        self._helper_wake = threading.Event()
+        self._conn = _Conn(self)              # dial now, like net/rpc's Dial
+
+    # connection management --------------------------------------------------
+    def _connection(self) -> _Conn:
+        conn = self._conn
+        if conn.usable:
+            return conn
+        with self._conn_lock:
+            if self._closed:
+                raise ConnectionClosedError("client is closed")
+            conn = self._conn
+            if not conn.usable:
+                if conn.error is None:        # GOAWAY: finish its calls, dial afresh
+                    self._old.append(conn)
+                self._conn = conn = _Conn(self)
+            return conn
+
+    # calls --------------------------------------------------------------------
+    def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Call `method` with `args` and return its result.
+
+        Raises RemoteError (the handler raised or the method does not
+        exist), TimeoutError (no reply within `timeout`, default the
+        client's), ConnectionError (the connection failed).
+        """
+        timeout = self.timeout if timeout is None else timeout
+        conn = self._connection()
+        slot = Slot()
+        seq = conn.submit(method, args, slot, self._deadline_ms(timeout), True)
+        if not slot.done:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            conn.wait(lambda: slot.done, deadline)
+            if not slot.done:
+                conn.withdraw(seq)
+                if not slot.done:
+                    raise TimeoutError(f"{method} did not complete within {timeout}s")
+        if slot.error is not None:
+            _raise(slot.error)
+        return slot.value
+
+    def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> CallFuture:
+        """Start a call and return a concurrent.futures.Future for its result.
+
+        Like net/rpc's Go. Frames are written in batches; waiting on the
+        future (result(), exception()) sends at once.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        conn = self._connection()
+        fut = CallFuture(conn, method)
+        fut._seq = conn.submit(method, args, fut, self._deadline_ms(timeout), False)
+        if timeout is not None:
+            fut._deadline = time.monotonic() + timeout
+            with conn.cond:
+                heapq.heappush(conn.deadlines, (fut._deadline, fut._seq, fut))
+        self._wake_helper()
+        return fut
+
+    def notify(self, method: str, *args: Any) -> None:
+        """Send a one-way call: no reply, no error report."""
+        self._connection().submit(method, args, None, None, True)
+
+    def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
+            return_exceptions: bool = False, window: int = 1024) -> List[Any]:
+        """Call `method` once per item of `args_iterable`, pipelined; return the results in order.
+
+        An item that is a tuple is the argument list, anything else the
+        single argument. At most `window` calls are in flight. Every call
+        completes before this returns; the first error is then raised,
+        unless `return_exceptions` puts exceptions in the result list.
+        """
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        batch = Batch(len(items), return_exceptions)
+        if not items:
+            return []
+        conn = self._connection()
+        source = iter(items)
+        n = len(items)
+        window = max(1, window)
+        step = max(1, window // 2)
+
+        def in_flight() -> int:
+            return batch.issued - (n - batch.remaining)
+
+        def can_continue() -> bool:
+            return batch.remaining == 0 or (batch.issued < n and in_flight() <= window - step)
+
+        while not batch.done:
+            if batch.issued < n and in_flight() < window:
+                with conn.send_lock:
+                    if conn.error is None:
+                        conn.table.request_batch(method, batch, source, window - in_flight())
+                        conn._flush_locked()
+            if conn.error is not None:
+                batch.fail_unsent(conn.error)   # sent ones were failed by fail_all
+                break
+            conn.wait(can_continue, deadline)
+            if deadline is not None and not batch.done and time.monotonic() >= deadline:
+                for seq in range(batch.first_seq, batch.first_seq + batch.issued):
+                    conn.withdraw(seq)
+                raise TimeoutError(f"map({method}) did not complete within {timeout}s")
+        if batch.first_error is not None and not return_exceptions:
+            _raise(batch.first_error)
+        return batch.results
+
+    def ping(self, timeout: Optional[float] = 5.0) -> float:
+        """Round-trip a PING frame; return the round-trip time in seconds."""
+        conn = self._connection()
+        slot = Slot()
+        start = time.perf_counter()
+        with conn.send_lock:
+            seq = conn.table.ping(slot)
+            conn._flush_locked()
+        conn.wait(lambda: slot.done, None if timeout is None else time.monotonic() + timeout)
+        if not slot.done:
+            conn.table.forget(seq)
+            raise TimeoutError(f"ping to {self.address} timed out after {timeout}s")
+        if slot.error is not None:
+            _raise(slot.error)
+        return time.perf_counter() - start
+
+    def _deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
+        if timeout is None or not self.send_deadline:
+            return None
+        return max(0, int(timeout * 1000))
+
+    # helper thread: completes futures nobody waits on ------------------------
+    def _wake_helper(self) -> None:
+        if self._helper is None:
+            with self._conn_lock:
+                if self._helper is None and not self._closed:
+                    self._helper = threading.Thread(target=self._helper_loop, name="fastrpc-client",
+                                                    daemon=True)
+                    self._helper.start()
+        if not self._helper_wake.is_set():
+            self._helper_wake.set()
+
+    def _helper_loop(self) -> None:
+        while not self._closed:
+            self._helper_wake.wait()
+            self._helper_wake.clear()
+            while not self._closed:
+                conns = [self._conn] + self._old
+                busy = False
+                for conn in conns:
+                    busy |= self._tend(conn)
+                self._old = [c for c in self._old if c.table.pending and c.error is None]
+                if not busy:
+                    break
+                time.sleep(HELPER_TICK)
+
+    def _tend(self, conn: _Conn) -> bool:
+        """Expire timed-out futures; read if calls are pending and nobody reads."""
+        now = time.monotonic()
+        if conn.deadlines:
+            with conn.cond:
+                expired = []
+                while conn.deadlines and conn.deadlines[0][0] <= now:
+                    expired.append(heapq.heappop(conn.deadlines))
+            for _, seq, fut in expired:
+                if not fut.done() and conn.table.forget(seq) is not None:
+                    try:
+                        fut.set_exception(TimeoutError(f"{fut._method} did not complete in time"))
+                    except concurrent.futures.InvalidStateError:
+                        pass
+        if not conn.table.pending and not len(conn.table.out):
+            return False
+        seen = conn.progress
+        conn.flush()
+        if conn.io_lock.acquire(False):
+            try:
+                # Read only while nobody else wants to lead.
+                while conn.table.pending and conn.error is None and not conn.waiters:
+                    if not conn.read(HELPER_TICK) and conn.progress == seen:
+                        break
+                    seen = conn.progress
+            finally:
+                conn.io_lock.release()
+                if conn.waiters:
+                    with conn.cond:
+                        conn.cond.notify_all()
+        return bool(conn.table.pending) or bool(conn.deadlines)
+
+    # lifecycle ------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection; pending calls fail with ConnectionClosedError."""
+        self._closed = True
+        self._conn.close()
+        for conn in self._old:
+            conn.close()
+        self._helper_wake.set()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<fastrpc.Client {self.address}>"
+
+
+def _raise(error: BaseException):
+    # A transport error is shared by every call it failed; raise a fresh one
+    # per caller so tracebacks do not pile up on one object.
+    if isinstance(error, (ConnectionLostError, ConnectionClosedError)):
+        raise type(error)(str(error)) from error
+    raise error

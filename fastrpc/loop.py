@@ -1,0 +1,28 @@
+"""Event loop selection: uvloop when installed (the `uvloop` extra), plain
+asyncio otherwise."""
+from __future__ import annotations
+
+import asyncio
+
+try:  # optional dependency
+    import uvloop as _uvloop
+except ImportError:  # pragma: no cover - depends on the environment
+    _uvloop = None
+
+__all__ = ["new_event_loop", "uvloop_available"]
+
+
+def uvloop_available() -> bool:
+    """True when uvloop is installed and will be used."""
+    return _uvloop is not None
+
+
+def new_event_loop(use_uvloop: bool | None = None) -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when available (or asked for), asyncio's otherwise."""
+    if use_uvloop is None:
+        use_uvloop = _uvloop is not None
+    if use_uvloop:
+        if _uvloop is None:
+            raise RuntimeError("use_uvloop=True but uvloop is not installed (pip install fastrpc[uvloop])")
+        return _uvloop.new_event_loop()
+    return asyncio.new_event_loop()

@@ -1,0 +1,447 @@
+"""Server: the service registry, listeners, connections and graceful close.
+
+The per-connection hot loop (frames in, inline handlers, replies out) is the
+compiled ServerCore; this module decides everything around it: which handler
+runs where, when to flush, how to drain on close.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from fastrpc import _codec, _wire
+from fastrpc._serve import MODE_ASYNC, Handler, ServerCore
+from fastrpc.address import parse_address
+from fastrpc.errors import RPCError
+from fastrpc.loop import new_event_loop
+from fastrpc.registry import build_handler, public_methods, service_name
+
+__all__ = ["Server"]
+
+log = logging.getLogger("fastrpc.server")
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection: feeds the ServerCore and runs non-inline handlers."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.transport: Optional[asyncio.Transport] = None
+        self.core: Optional[ServerCore] = None
+        self.tasks: Dict[int, asyncio.Future] = {}
+        self.flush_scheduled = False
+        self.closing = False
+        self.peer = None
+
+    # asyncio protocol -------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        s = self.server
+        self.core = ServerCore(
+            s._handlers, s._services, self,
+            max_frame_size=s.max_frame_size, max_depth=s.max_depth,
+            max_len=s.max_len, max_bytes=s.max_bytes)
+        s._connections.add(self)
+        if s._closing:
+            self.goaway("server is shutting down")
+
+    def get_buffer(self, sizehint: int):
+        return self.core.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            out = self.core.process(nbytes)
+        except RPCError as exc:
+            # Framing is lost (oversized or malformed frame): reply what was
+            # already computed, then drop this connection only.
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self._write(self.core.take_output())
+            self.transport.close()
+            return
+        if out is not None:
+            self.transport.write(out)
+
+    def eof_received(self):
+        return False  # close our side too; replies already written still go out
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.server._connections.discard(self)
+        for task in list(self.tasks.values()):
+            task.cancel()   # nobody is left to receive their replies
+        self.server._connection_idle(self)
+
+    # called by ServerCore ---------------------------------------------
+    def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,
+              deadline_ms: Optional[int], meta: Any) -> None:
+        loop = self.server._loop
+        try:
+            if handler.mode == MODE_ASYNC:
+                fut = loop.create_task(handler.func(*args))
+            else:
+                fut = loop.run_in_executor(self.server._executor(), functools.partial(handler.func, *args))
+        except Exception as exc:
+            self._done(seq, handler.name, notify, None, exc)
+            return
+        self._track(seq, handler.name, notify, fut)
+
+    def spawn_awaitable(self, handler: Handler, seq: int, awaitable, notify: bool) -> None:
+        self._track(seq, handler.name, notify, self.server._loop.create_task(awaitable))
+
+    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
+        self.tasks[seq] = fut
+        self.server._inflight += 1
+        fut.add_done_callback(functools.partial(self._finished, seq, name, notify))
+
+    def _finished(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
+        if self.tasks.get(seq) is fut:
+            del self.tasks[seq]
+        self.server._inflight -= 1
+        if fut.cancelled():
+            self._done(seq, name, notify, None, asyncio.CancelledError("call cancelled"))
+        else:
+            self._done(seq, name, notify, fut.result() if fut.exception() is None else None, fut.exception())
+        if not self.tasks:
+            self.server._connection_idle(self)
+
+    def _done(self, seq: int, name: str, notify: bool, result: Any, exc: Optional[BaseException]) -> None:
+        if self.closing:
+            return
+        if notify:
+            if exc is not None:
+                self.log_notify_error(name, exc)
+            return
+        if exc is None:
+            self.core.reply(seq, result)
+        elif isinstance(exc, asyncio.CancelledError):
+            self.core.reply_error(seq, "Cancelled", f"{name} was cancelled")
+        else:
+            self.core.reply_error(seq, type(exc).__name__, str(exc))
+        self._schedule_flush()
+
+    def cancel(self, seq: int) -> None:
+        task = self.tasks.get(seq)
+        if task is not None:
+            task.cancel()
+
+    def on_goaway(self) -> None:
+        pass  # the client will send nothing new; replies still go out
+
+    def on_pong(self, seq: int) -> None:
+        pass
+
+    def log_notify_error(self, name: str, exc: BaseException) -> None:
+        log.warning("notification %s failed: %s: %s", name, type(exc).__name__, exc)
+
+    # output -------------------------------------------------------------
+    def _schedule_flush(self) -> None:
+        # Replies completed in one loop pass go out in one write.
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.server._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if not self.closing:
+            self._write(self.core.take_output())
+
+    def _write(self, data) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def goaway(self, reason: str) -> None:
+        if not self.closing and self.core is not None:
+            self.core.goaway(reason)
+            self._flush()
+
+
+class Server:
+    """An RPC server: register objects, then serve them on TCP or Unix sockets.
+
+    ``register(obj)`` exposes obj's public methods as ``"Class.Method"``.
+    Plain functions run inline on the event loop, ``async def`` methods run
+    as tasks, methods marked ``@fastrpc.blocking`` run in a thread pool.
+    ``start()`` serves from a background thread and returns the bound
+    address; ``serve_forever()`` blocks; ``close()`` drains in-flight calls.
+    """
+
+    def __init__(self, *, max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE,
+                 max_depth: int = _codec.DEFAULT_MAX_DEPTH,
+                 max_len: int = _codec.DEFAULT_MAX_LEN,
+                 max_bytes: int = _codec.DEFAULT_MAX_BYTES,
+                 max_workers: Optional[int] = None,
+                 grace: float = 5.0,
+                 use_uvloop: Optional[bool] = None) -> None:
+        self.max_frame_size = max_frame_size
+        self.max_depth = max_depth
+        self.max_len = max_len
+        self.max_bytes = max_bytes
+        self.max_workers = max_workers
+        self.grace = grace
+        self.use_uvloop = use_uvloop
+        self._handlers: Dict[bytes, Handler] = {}
+        self._services: Set[bytes] = set()      # shared with every ServerCore
+        self._listeners: List[asyncio.AbstractServer] = []
+        self._unix_paths: List[str] = []
+        self._addresses: List[str] = []
+        self._connections: Set[_Connection] = set()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._inflight = 0
+        self._closing = False
+        self._closed = threading.Event()
+        self._idle_waiter: Optional[asyncio.Future] = None
+        self._lock = threading.Lock()
+
+    # registry -------------------------------------------------------------
+    def register(self, obj: Any, name: Optional[str] = None) -> None:
+        """Expose the public methods of `obj` as ``"<name>.<Method>"``.
+
+        `name` defaults to the class name. Registering a name twice raises
+        ValueError. Services may be registered while serving.
+        """
+        service = service_name(obj, name)
+        methods = public_methods(obj)
+        if not methods:
+            raise ValueError(f"{service} has no public methods to register")
+        handlers = {f"{service}.{m}": build_handler(fn, f"{service}.{m}") for m, fn in methods.items()}
+        self._install(service, handlers)
+
+    def register_function(self, func: Callable, name: str) -> None:
+        """Expose one callable as ``name`` ("Service.Method")."""
+        service, dot, method = name.rpartition(".")
+        if not dot or not service or not method:
+            raise ValueError(f"function name must be 'Service.Method', got {name!r}")
+        self._install(service, {name: build_handler(func, name)}, allow_existing_service=True)
+
+    def _install(self, service: str, handlers: Dict[str, Handler], allow_existing_service=False) -> None:
+        with self._lock:
+            if service.encode() in self._services and not allow_existing_service:
+                raise ValueError(f"service {service!r} is already registered")
+            for full in handlers:
+                if full.encode() in self._handlers:
+                    raise ValueError(f"method {full!r} is already registered")
+            # Connections hold these objects themselves, so update in place.
+            self._handlers.update({k.encode(): v for k, v in handlers.items()})
+            self._services.add(service.encode())
+
+    @property
+    def methods(self) -> List[str]:
+        """Every registered "Service.Method" name, sorted."""
+        return sorted(k.decode() for k in self._handlers)
+
+    @property
+    def addresses(self) -> List[str]:
+        """The addresses this server listens on (ports resolved)."""
+        return list(self._addresses)
+
+    @property
+    def inflight(self) -> int:
+        """Calls running as tasks or in the thread pool right now."""
+        return self._inflight
+
+    # serving --------------------------------------------------------------
+    def start(self, address: str = "tcp://127.0.0.1:0") -> str:
+        """Listen on `address` and serve from a background thread.
+
+        Returns the bound address (with the real port when 0 was given).
+        May be called several times to listen on several addresses.
+        """
+        loop = self._ensure_loop_thread()
+        fut = asyncio.run_coroutine_threadsafe(self.listen(address), loop)
+        return fut.result()
+
+    def serve_forever(self, address: str) -> None:
+        """Listen on `address` and serve in this thread until close() (or Ctrl-C)."""
+        if self._thread is not None:
+            raise RuntimeError("server already runs in a background thread")
+        loop = self._loop = new_event_loop(self.use_uvloop)
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.listen(address))
+            loop.run_forever()
+        except KeyboardInterrupt:
+            loop.run_until_complete(self._aclose(self.grace))
+        finally:
+            self._finish_loop(loop)
+
+    async def listen(self, address: str) -> str:
+        """Listen on `address` on the running event loop (for asyncio programs)."""
+        if self._closing:
+            raise RuntimeError("server is closed")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        addr = parse_address(address)
+        loop = asyncio.get_running_loop()
+        factory = functools.partial(_Connection, self)
+        if addr.scheme == "unix":
+            _remove_stale_socket(addr.path)
+            listener = await loop.create_unix_server(factory, addr.path, backlog=1024)
+            self._unix_paths.append(addr.path)
+            bound = f"unix://{addr.path}"
+        else:
+            listener = await loop.create_server(factory, addr.host, addr.port, backlog=1024,
+                                                reuse_address=True)
+            sockname = listener.sockets[0].getsockname()
+            host = addr.host
+            bound = f"tcp://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"
+        self._listeners.append(listener)
+        self._addresses.append(bound)
+        log.info("listening on %s", bound)
+        return bound
+
+    def _ensure_loop_thread(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("server is closed")
+            if self._thread is None:
+                if self._loop is not None:
+                    raise RuntimeError("server already runs on another event loop")
+                loop = self._loop = new_event_loop(self.use_uvloop)
+                ready = threading.Event()
+
+                def run():
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    try:
+                        loop.run_forever()
+                    finally:
+                        self._finish_loop(loop)
+
+                self._thread = threading.Thread(target=run, name="fastrpc-server", daemon=True)
+                self._thread.start()
+                ready.wait()
+            return self._loop
+
+    def _finish_loop(self, loop) -> None:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            self._closed.set()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix="fastrpc-handler")
+        return self._pool
+
+    # closing ----------------------------------------------------------------
+    def close(self, grace: Optional[float] = None) -> None:
+        """Stop accepting, let in-flight calls finish (up to `grace` seconds), close.
+
+        Connections are told GOAWAY first, so clients send new calls
+        elsewhere. Safe to call more than once and from any thread.
+        """
+        grace = self.grace if grace is None else grace
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._closing = True
+            return
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("close() called from the server's own thread; use aclose()")
+        try:
+            running_here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            running_here = False
+        if running_here:
+            raise RuntimeError("close() called from the server's event loop; use 'await aclose()'")
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._aclose(grace), loop)
+        except RuntimeError:
+            return  # loop already stopped
+        fut.result()
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            self._closed.wait(grace + 5)
+
+    async def aclose(self, grace: Optional[float] = None) -> None:
+        """close() for code running on the server's own event loop."""
+        await self._aclose(self.grace if grace is None else grace)
+
+    async def _aclose(self, grace: float) -> None:
+        if self._closing and not self._listeners and not self._connections:
+            self._stop_loop()
+            return
+        self._closing = True
+        for listener in self._listeners:
+            listener.close()
+        for conn in list(self._connections):
+            conn.goaway("server is shutting down")
+        deadline = time.monotonic() + grace
+        loop = asyncio.get_running_loop()
+        while any(c.tasks for c in self._connections) and time.monotonic() < deadline:
+            self._idle_waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(self._idle_waiter, max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            finally:
+                self._idle_waiter = None
+        for conn in list(self._connections):
+            for task in list(conn.tasks.values()):
+                task.cancel()
+            if conn.transport is not None:
+                conn._flush()
+                conn.transport.close()
+        for listener in self._listeners:
+            try:
+                await asyncio.wait_for(listener.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        self._listeners.clear()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        await asyncio.sleep(0)  # let transports run their close callbacks
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None and (self._thread is not None or self._loop.is_running()):
+            self._loop.call_soon(self._loop.stop)
+
+    def _connection_idle(self, conn: _Connection) -> None:
+        waiter = self._idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<fastrpc.Server {self._addresses or 'not listening'} services={sorted(s.decode() for s in self._services)}>"
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a leftover Unix socket file (never a regular file)."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)   # nobody listening: stale
+            else:
+                raise OSError(f"address already in use: unix://{path}")
+            finally:
+                probe.close()
+    except FileNotFoundError:
+        pass
