@@ -1,10 +1,35 @@
-"""fastrpc: fast RPC in the style of Go's net/rpc, with client-side load balancing."""
-from fastrpc import _codec
-from fastrpc._codec import ExtType, packb, unpackb
-from fastrpc.errors import RemoteError
+"""fastrpc: fast RPC in the style of Go's net/rpc, with client-side load balancing.
 
-# The compiled modules are required; importing them above fails loudly when
-# the extensions were not built, there is no pure-Python fallback.
+    server = fastrpc.Server(); server.register(Arith()); addr = server.start()
+    with fastrpc.Client(addr) as c: c.call("Arith.Sum", 1, 2)
+"""
+# The compiled modules are required: importing them fails loudly when the
+# extensions were not built. There is no silent pure-Python fallback.
+from fastrpc import _calls, _codec, _serve, _wire  # noqa: F401
+from fastrpc._codec import ExtType, packb, unpackb
+from fastrpc.async_client import AsyncClient
+from fastrpc.client import CallFuture, Client
+from fastrpc.errors import (ConnectionError, RemoteError, RPCError, TimeoutError)
+from fastrpc.registry import blocking
+from fastrpc.server import Server
+
+#: Which implementation of the hot paths is active; always "cython" here.
 backend = "cython"
 
-__all__ = ["ExtType", "RemoteError", "backend", "packb", "unpackb"]
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "CallFuture",
+    "Client",
+    "ConnectionError",
+    "ExtType",
+    "RPCError",
+    "RemoteError",
+    "Server",
+    "TimeoutError",
+    "backend",
+    "blocking",
+    "packb",
+    "unpackb",
+]

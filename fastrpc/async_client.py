@@ -1,0 +1,330 @@
+"""AsyncClient: the asyncio client.
+
+Calls are encoded into the connection's buffer and written once per event
+loop pass, or as soon as FLUSH_FRAMES are waiting, so that client and server
+work at the same time instead of taking turns.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Iterable, List, Optional
+
+from fastrpc import _codec, _wire
+from fastrpc._calls import Batch, CallTable
+from fastrpc.address import parse_address
+from fastrpc.errors import (ConnectionClosedError, ConnectionError, ConnectionLostError,
+                            RPCError, TimeoutError)
+
+__all__ = ["AsyncClient"]
+
+FLUSH_FRAMES = 48
+FLUSH_BYTES = 64 * 1024
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Feeds received bytes to the CallTable; fails everything on loss."""
+
+    def __init__(self, owner: "_AsyncConn") -> None:
+        self.owner = owner
+
+    def connection_made(self, transport) -> None:
+        self.owner.transport = transport
+
+    def get_buffer(self, sizehint: int):
+        return self.owner.table.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self.owner.table.process(nbytes)
+        except RPCError as exc:
+            self.owner.fail(ConnectionLostError(f"protocol error from {self.owner.address}: {exc}"))
+            self.owner.transport.abort()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        reason = f": {exc}" if exc else " by the server"
+        self.owner.fail(ConnectionLostError(f"connection to {self.owner.address} closed{reason}"))
+
+    def pause_writing(self) -> None:
+        self.owner.paused = self.owner.loop.create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self.owner.paused = self.owner.paused, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _AsyncConn:
+    """One connection of an AsyncClient."""
+
+    def __init__(self, client: "AsyncClient", loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.address = client.address
+        self.loop = loop
+        self.table = CallTable(max_frame_size=client.max_frame_size, max_depth=client.max_depth,
+                               max_len=client.max_len, max_bytes=client.max_bytes)
+        self.table.on_control = self._on_control
+        self.transport: Optional[asyncio.Transport] = None
+        self.error: Optional[BaseException] = None
+        self.draining = False
+        self.flush_handle = None
+        self.paused: Optional[asyncio.Future] = None
+
+    async def open(self, timeout: Optional[float]) -> None:
+        addr = parse_address(self.address)
+        factory = lambda: _Protocol(self)  # noqa: E731
+        try:
+            if addr.scheme == "unix":
+                coro = self.loop.create_unix_connection(factory, addr.path)
+            else:
+                coro = self.loop.create_connection(factory, addr.host, addr.port)
+            await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
+
+    def schedule_flush(self) -> None:
+        table = self.table
+        if table.out_frames >= FLUSH_FRAMES or table.out_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        data = self.table.take_output()
+        if data is not None and self.error is None:
+            self.transport.write(data)
+
+    def withdraw(self, seq: int) -> None:
+        if self.table.forget(seq) is not None and self.error is None:
+            self.table.control(_wire.CANCEL, seq)
+            self.schedule_flush()
+
+    def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
+        if kind == _wire.GOAWAY:
+            self.draining = True
+        elif kind == _wire.PING:
+            self.table.control(_wire.PONG, seq, payload)
+            self.schedule_flush()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+            if self.transport is not None:
+                self.transport.close()
+        self.table.clear_output()
+        self.table.fail_all(exc)
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and not self.draining
+
+
+class AsyncClient:
+    """An asyncio RPC client for one server.
+
+    ``await call("Service.Method", *args)``; ``go(...)`` returns an
+    asyncio.Future without a coroutine per call; ``await map(...)``
+    pipelines many calls of one method; ``notify(...)`` sends one-way.
+    Use as ``async with AsyncClient(addr) as c:`` or ``await c.connect()``.
+    """
+
+    def __init__(self, address: str, *, timeout: Optional[float] = None,
+                 connect_timeout: float = 10.0,
+                 max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE,
+                 max_depth: int = _codec.DEFAULT_MAX_DEPTH,
+                 max_len: int = _codec.DEFAULT_MAX_LEN,
+                 max_bytes: int = _codec.DEFAULT_MAX_BYTES,
+                 send_deadline: bool = True) -> None:
+        parse_address(address)  # fail early on a malformed address
+        self.address = address
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_frame_size = max_frame_size
+        self.max_depth = max_depth
+        self.max_len = max_len
+        self.max_bytes = max_bytes
+        self.send_deadline = send_deadline
+        self._conn: Optional[_AsyncConn] = None
+        self._connecting: Optional[asyncio.Future] = None
+        self._closed = False
+
+    async def connect(self) -> "AsyncClient":
+        """Open the connection (done by ``async with`` and, lazily, by the first call)."""
+        await self._connection()
+        return self
+
+    async def _connection(self) -> _AsyncConn:
+        conn = self._conn
+        if conn is not None and conn.usable:
+            return conn
+        if self._closed:
+            raise ConnectionClosedError("client is closed")
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
+            return await self._connection()
+        loop = asyncio.get_running_loop()
+        self._connecting = loop.create_future()
+        try:
+            conn = _AsyncConn(self, loop)
+            await conn.open(self.connect_timeout)
+            self._conn = conn
+            self._connecting.set_result(None)
+            return conn
+        except BaseException as exc:
+            self._connecting.set_exception(exc)
+            self._connecting.exception()  # mark retrieved
+            raise
+        finally:
+            self._connecting = None
+
+    def _ready_conn(self) -> _AsyncConn:
+        conn = self._conn
+        if conn is None or not conn.usable:
+            raise ConnectionClosedError(
+                f"not connected to {self.address}" if conn is None or conn.error is None
+                else f"connection to {self.address} is closed: {conn.error}")
+        return conn
+
+    def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> asyncio.Future:
+        """Start a call on a connected client; return an asyncio.Future of its result."""
+        conn = self._ready_conn()
+        timeout = self.timeout if timeout is None else timeout
+        fut = conn.loop.create_future()
+        seq = conn.table.request(method, args, fut, self._deadline_ms(timeout))
+        conn.schedule_flush()
+        if timeout is not None:
+            handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
+            fut.add_done_callback(lambda _f: handle.cancel())
+        return fut
+
+    async def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Call `method` with `args`; return its result or raise (see Client.call)."""
+        conn = self._conn
+        if conn is None or not conn.usable:
+            conn = await self._connection()
+        timeout = self.timeout if timeout is None else timeout
+        fut = conn.loop.create_future()
+        seq = conn.table.request(method, args, fut, self._deadline_ms(timeout))
+        conn.schedule_flush()
+        handle = None
+        if timeout is not None:
+            handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            conn.withdraw(seq)   # the caller's task was cancelled: tell the server
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _expire(self, conn: _AsyncConn, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
+        if not fut.done():
+            conn.withdraw(seq)
+            fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
+
+    async def notify(self, method: str, *args: Any) -> None:
+        """Send a one-way call: no reply, no error report."""
+        conn = await self._connection()
+        conn.table.request(method, args, None)
+        conn.schedule_flush()
+
+    async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
+                  return_exceptions: bool = False, window: int = 1024) -> List[Any]:
+        """Call `method` once per item, pipelined; return results in order (see Client.map)."""
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        n = len(items)
+        if n == 0:
+            return []
+        conn = await self._connection()
+        timeout = self.timeout if timeout is None else timeout
+        loop = conn.loop
+        batch = Batch(n, return_exceptions)
+        window = max(1, window)
+        step = max(1, window // 2)
+        source = iter(items)
+        waiter: Optional[asyncio.Future] = None
+
+        def progress() -> None:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        batch.on_progress = progress
+        batch.step = step
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while not batch.done:
+                in_flight = batch.issued - (n - batch.remaining)
+                if batch.issued < n and in_flight < window:
+                    if conn.error is not None:
+                        batch.fail_unsent(conn.error)
+                        break
+                    conn.table.request_batch(method, batch, source, window - in_flight)
+                    conn.flush()
+                    if conn.paused is not None:
+                        await conn.paused
+                    continue
+                waiter = loop.create_future()
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(waiter, remaining) if remaining is not None else await waiter
+                waiter = None
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            for seq in range(batch.first_seq, batch.first_seq + batch.issued):
+                conn.withdraw(seq)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise TimeoutError(f"map({method}) did not complete within {timeout}s") from None
+        finally:
+            batch.on_progress = None
+        if batch.first_error is not None and not return_exceptions:
+            raise batch.first_error
+        return batch.results
+
+    async def ping(self, timeout: Optional[float] = 5.0) -> float:
+        """Round-trip a PING frame; return the round-trip time in seconds."""
+        conn = await self._connection()
+        fut = conn.loop.create_future()
+        start = time.perf_counter()
+        seq = conn.table.ping(fut)
+        conn.flush()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            conn.table.forget(seq)
+            raise TimeoutError(f"ping to {self.address} timed out after {timeout}s") from None
+        return time.perf_counter() - start
+
+    def _deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
+        if timeout is None or not self.send_deadline:
+            return None
+        return max(0, int(timeout * 1000))
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with ConnectionClosedError."""
+        self._closed = True
+        conn = self._conn
+        if conn is not None:
+            conn.flush()
+            conn.fail(ConnectionClosedError(f"client closed the connection to {self.address}"))
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<fastrpc.AsyncClient {self.address}>"
