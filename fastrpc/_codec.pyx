@@ -313,7 +313,7 @@ cdef int _pack_ext_header(WriteBuffer b, Py_ssize_t n, signed char code) except 
         raise EncodeError("ext payload longer than 4 GiB cannot be encoded")
     b.ensure(6)
     if n == 1 or n == 2 or n == 4 or n == 8 or n == 16:
-        b.data[b.size] = <char>{1: 0xd4, 2: 0xd5, 4: 0xd6, 8: 0xd7, 16: 0xd8}[n]
+        b.data[b.size] = <char><unsigned char>(0xd4 + {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}[n])
         b.data[b.size + 1] = <char>code
         b.size += 2
         return 0

@@ -1,0 +1,81 @@
+"""A server process for the end-to-end tests: `python serve.py ADDRESS`.
+
+Prints the bound address on its first line of output, then serves until
+SIGTERM (graceful close) or SIGKILL.
+"""
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+import fastrpc
+
+
+class Arith:
+    """Arithmetic and the failure modes the tests need."""
+
+    def __init__(self):
+        self.notified = []
+
+    def Sum(self, a, b):
+        return a + b
+
+    def Div(self, a, b):
+        return a / b
+
+    def Echo(self, value):
+        return value
+
+    def Pair(self, a, b=None, *rest):
+        return [a, b, list(rest)]
+
+    def Fail(self, message):
+        raise ValueError(message)
+
+    def Unencodable(self):
+        return object()
+
+    def Zeros(self, n):
+        return np.zeros(n, dtype=np.float64)
+
+    def Record(self, value):
+        self.notified.append(value)
+
+    def Recorded(self):
+        return list(self.notified)
+
+    async def Slow(self, seconds, value):
+        await asyncio.sleep(seconds)
+        return value
+
+    async def Hang(self):
+        await asyncio.Event().wait()
+
+    @fastrpc.blocking
+    def Sleep(self, seconds):
+        time.sleep(seconds)
+        return threading.current_thread().name
+
+    def Pid(self):
+        return os.getpid()
+
+
+def main():
+    address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
+    server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")))
+    server.register(Arith())
+    bound = server.start(address)
+    print(bound, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.close()
+    print("closed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
