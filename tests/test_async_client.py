@@ -1,0 +1,148 @@
+"""End to end: AsyncClient against a server in another process."""
+import asyncio
+
+import numpy as np
+import pytest
+
+import fastrpc
+from fastrpc import AsyncClient
+from fastrpc.errors import ConnectionClosedError, ConnectionLostError, MethodNotFoundError, RemoteError, TimeoutError
+from support import wait_until
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_call_and_errors(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            assert await c.call("Arith.Sum", 1, 2) == 3
+            with pytest.raises(RemoteError) as info:
+                await c.call("Arith.Div", 1, 0)
+            assert (info.value.type, info.value.message) == ("ZeroDivisionError", "division by zero")
+            with pytest.raises(MethodNotFoundError):
+                await c.call("Arith.Nope")
+            assert await c.call("Arith.Sum", 2, 2) == 4
+
+    run(main())
+
+
+def test_many_calls_in_flight(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            results = await asyncio.gather(*[c.call("Arith.Sum", i, 1) for i in range(1000)])
+            assert results == [i + 1 for i in range(1000)]
+            futs = [c.go("Arith.Sum", i, 2) for i in range(1000)]
+            assert await asyncio.gather(*futs) == [i + 2 for i in range(1000)]
+
+    run(main())
+
+
+def test_map(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            assert await c.map("Arith.Sum", [(i, i) for i in range(5000)], window=256) == [2 * i for i in range(5000)]
+            out = await c.map("Arith.Div", [(1, 1), (1, 0)], return_exceptions=True)
+            assert out[0] == 1 and isinstance(out[1], RemoteError)
+            with pytest.raises(RemoteError):
+                await c.map("Arith.Div", [(1, 0)])
+
+    run(main())
+
+
+def test_timeout_and_late_reply_ignored(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            with pytest.raises(TimeoutError):
+                await c.call("Arith.Slow", 0.5, "x", timeout=0.05)
+            assert await c.call("Arith.Sum", 1, 2) == 3
+            await asyncio.sleep(0.6)
+            assert await c.call("Arith.Sum", 3, 4) == 7
+
+    run(main())
+
+
+def test_task_cancellation_withdraws_the_call(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            task = asyncio.ensure_future(c.call("Arith.Hang"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await c.call("Arith.Sum", 1, 2) == 3
+            assert c._conn.table.pending == {}
+
+    run(main())
+
+
+def test_notify_and_ping(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            await c.notify("Arith.Record", "async-n")
+            assert 0 < await c.ping() < 5
+            for _ in range(100):
+                if "async-n" in await c.call("Arith.Recorded"):
+                    break
+                await asyncio.sleep(0.01)
+            assert "async-n" in await c.call("Arith.Recorded")
+
+    run(main())
+
+
+def test_ndarray_zero_copy_result(server):
+    async def main():
+        async with AsyncClient(server.address) as c:
+            a = np.arange(300_000, dtype=np.int32)
+            np.testing.assert_array_equal(await c.call("Arith.Echo", a), a)
+
+    run(main())
+
+
+def test_lost_connection_fails_pending_calls(fresh_server):
+    async def main():
+        c = await AsyncClient(fresh_server.address).connect()
+        futs = [c.go("Arith.Hang") for _ in range(10)]
+        await c.ping()
+        fresh_server.kill()
+        for f in futs:
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(f, 5)
+        with pytest.raises(fastrpc.ConnectionError):
+            await c.call("Arith.Sum", 1, 2)
+        await c.close()
+
+    run(main())
+
+
+def test_close_fails_pending_and_refuses_new(server):
+    async def main():
+        c = await AsyncClient(server.address).connect()
+        fut = c.go("Arith.Hang")
+        await c.close()
+        with pytest.raises(ConnectionClosedError):
+            await fut
+        with pytest.raises(ConnectionClosedError):
+            await c.call("Arith.Sum", 1, 2)
+
+    run(main())
+
+
+def test_go_before_connect_is_a_clear_error(server):
+    async def main():
+        c = AsyncClient(server.address)
+        with pytest.raises(ConnectionClosedError, match="not connected"):
+            c.go("Arith.Sum", 1, 2)
+
+    run(main())
+
+
+def test_works_on_uvloop(server):
+    import uvloop   # the test extra installs it; the server side uses it too
+
+    async def main():
+        async with AsyncClient(server.address) as c:
+            assert await c.map("Arith.Sum", [(1, 2)] * 100) == [3] * 100
+
+    uvloop.run(main())

@@ -1,0 +1,123 @@
+"""Hostile and broken peers: the server answers clearly or drops only that connection."""
+import socket
+import struct
+
+import pytest
+
+from fastrpc import Client, _wire, packb
+from fastrpc._wire import FrameReader
+
+
+def raw_connect(address):
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    return s
+
+
+def read_frames(sock, count, timeout=5):
+    reader = FrameReader()
+    frames = []
+    sock.settimeout(timeout)
+    while len(frames) < count:
+        data = sock.recv(65536)
+        if not data:
+            break
+        frames += reader.feed(data)
+    return frames
+
+
+def is_closed(sock, timeout=5):
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_malformed_argument_payload_gets_an_error_reply(server):
+    with raw_connect(server.address) as s:
+        s.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", b"\xc1")
+                  + _wire.encode_frame(_wire.REQUEST, 2, "Arith.Sum", packb(5))
+                  + _wire.encode_frame(_wire.REQUEST, 3, "Arith.Sum", b"\xdd\xff\xff\xff\xff")
+                  + _wire.encode_frame(_wire.REQUEST, 4, "Arith.Sum", packb([1, 2])))
+        frames = read_frames(s, 4)
+    by_seq = {f.seq: f for f in frames}
+    for seq in (1, 2, 3):
+        assert by_seq[seq].kind == _wire.ERROR
+        assert from_msgpack(by_seq[seq].payload)[0] in ("DecodeError", "DecodeLimitError")
+    assert by_seq[4].kind == _wire.RESPONSE and from_msgpack(by_seq[4].payload) == 3
+
+
+def from_msgpack(data):
+    from fastrpc import unpackb
+    return unpackb(data)
+
+
+def test_garbage_closes_only_that_connection(server):
+    with Client(server.address) as good:
+        with raw_connect(server.address) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
+            assert is_closed(s)
+        assert good.call("Arith.Sum", 1, 2) == 3
+
+
+def test_oversized_frame_closes_the_connection(server):
+    with raw_connect(server.address) as s:
+        s.sendall(struct.pack(">I", 0xFFFFFFF0) + b"\x01" * 12)
+        assert is_closed(s)
+    with Client(server.address) as c:
+        assert c.call("Arith.Sum", 1, 2) == 3
+
+
+def test_replies_before_a_bad_frame_are_still_sent(server):
+    with raw_connect(server.address) as s:
+        s.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2]))
+                  + b"\x00\x00\x00\x0c\x63" + b"\x00" * 11)
+        frames = read_frames(s, 1)
+        assert frames and frames[0].seq == 1 and frames[0].kind == _wire.RESPONSE
+        assert is_closed(s)
+
+
+def test_client_sending_reply_kinds_is_dropped(server):
+    with raw_connect(server.address) as s:
+        s.sendall(_wire.encode_frame(_wire.RESPONSE, 1, "", packb(1)))
+        assert is_closed(s)
+
+
+def test_truncated_frame_then_disconnect_does_not_hurt_the_server(server):
+    frame = _wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2]))
+    for cut in (1, 5, 17, len(frame) - 1):
+        with raw_connect(server.address) as s:
+            s.sendall(frame[:cut])
+    with Client(server.address) as c:
+        assert c.call("Arith.Sum", 1, 2) == 3
+
+
+def test_ping_is_answered_with_pong(server):
+    with raw_connect(server.address) as s:
+        s.sendall(_wire.encode_frame(_wire.PING, 77, "", b"hello"))
+        (f,) = read_frames(s, 1)
+        assert (f.kind, f.seq, f.payload) == (_wire.PONG, 77, b"hello")
+
+
+def test_client_rejects_a_server_that_sends_garbage():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    c = Client(f"tcp://127.0.0.1:{port}")
+    peer, _ = listener.accept()
+    fut = c.go("X.Y")
+    peer.recv(1024)
+    peer.sendall(b"\xff" * 64)
+    from fastrpc.errors import ConnectionLostError
+    with pytest.raises(ConnectionLostError, match="protocol error|lost|closed"):
+        fut.result(timeout=5)
+    peer.close()
+    listener.close()
+    c.close()
