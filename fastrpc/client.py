@@ -46,18 +46,30 @@ class CallFuture(concurrent.futures.Future):
         self._method = method
 
     def result(self, timeout: Optional[float] = None) -> Any:
-        if not self.done():
-            self._conn.wait(self.done, self._limit(timeout))
-            if not self.done():
-                raise TimeoutError(f"{self._method} did not complete within {timeout}s")
+        self._drive(timeout)
         return super().result(0)
 
     def exception(self, timeout: Optional[float] = None):
-        if not self.done():
-            self._conn.wait(self.done, self._limit(timeout))
-            if not self.done():
-                raise TimeoutError(f"{self._method} did not complete within {timeout}s")
+        self._drive(timeout)
         return super().exception(0)
+
+    def _drive(self, timeout: Optional[float]) -> None:
+        """Read replies until done; expire the call at its own deadline."""
+        if self.done():
+            return
+        self._conn.wait(self.done, self._limit(timeout))
+        if not self.done() and self._deadline is not None and time.monotonic() >= self._deadline:
+            self._expire()
+        if not self.done():
+            raise TimeoutError(f"{self._method} did not complete within {timeout}s")
+
+    def _expire(self) -> None:
+        """The call's timeout passed: withdraw it and fail with TimeoutError."""
+        self._conn.withdraw(self._seq)
+        try:
+            self.set_exception(TimeoutError(f"{self._method} did not complete in time"))
+        except concurrent.futures.InvalidStateError:
+            pass   # completed or cancelled meanwhile
 
     def _limit(self, timeout: Optional[float]) -> Optional[float]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -413,11 +425,8 @@ class Client:
                 while conn.deadlines and conn.deadlines[0][0] <= now:
                     expired.append(heapq.heappop(conn.deadlines))
             for _, seq, fut in expired:
-                if not fut.done() and conn.table.forget(seq) is not None:
-                    try:
-                        fut.set_exception(TimeoutError(f"{fut._method} did not complete in time"))
-                    except concurrent.futures.InvalidStateError:
-                        pass
+                if not fut.done():
+                    fut._expire()
         if not conn.table.pending and not len(conn.table.out):
             return False
         seen = conn.progress
