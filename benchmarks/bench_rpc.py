@@ -1,0 +1,252 @@
+"""End to end on loopback, client and server in separate processes: fastrpc
+next to raw C, Go net/rpc and grpcio, measured in the same run."""
+import asyncio
+import statistics
+import time
+
+import pytest
+
+import fastrpc
+from conftest import median_rate, run_peer_client
+
+try:
+    import uvloop
+    new_loop = uvloop.new_event_loop
+except ImportError:  # pragma: no cover
+    new_loop = asyncio.new_event_loop
+
+SEQ = "sequential Arith.Sum"
+INFLIGHT = "128 calls in flight, one connection"
+ECHO = "64 KiB echo"
+LATENCY = "sequential Arith.Sum latency"
+BLOB = b"\x5a" * 65536
+
+
+def sizes(quick):
+    # (sequential calls per round, in-flight batches per round, echo calls per round, rounds)
+    return (50, 2, 10, 1) if quick else (2000, 60, 400, 7)
+
+
+@pytest.fixture(scope="module")
+def client(fastrpc_server):
+    with fastrpc.Client(fastrpc_server) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def aclient(fastrpc_server):
+    loop = new_loop()
+    c = loop.run_until_complete(fastrpc.AsyncClient(fastrpc_server).connect())
+    yield loop, c
+    loop.run_until_complete(c.close())
+    loop.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def baselines(report):
+    report.baseline(SEQ, "raw C", "calls/s")
+    report.baseline(INFLIGHT, "Go net/rpc", "calls/s")
+    report.baseline(ECHO, "raw C", "MB/s")
+    report.baseline(LATENCY, "raw C (mean)", "µs")
+
+
+# peers ------------------------------------------------------------------------
+
+def test_raw_c(rawpeer, report, quick):
+    binary, host, port = rawpeer
+    n_seq, n_batches, n_echo, rounds = sizes(quick)
+    seq, _ = run_peer_client([binary, "client", host, port, str(n_seq * 5), "1", "16"], rounds)
+    par, _ = run_peer_client([binary, "client", host, port, str(128 * n_batches * 50), "128", "16"], rounds)
+    _, mbs = run_peer_client([binary, "client", host, port, str(n_echo * 5), "1", "65536"], rounds)
+    assert seq > 0 and par > 0 and mbs > 0
+    if not quick:
+        report.add(SEQ, "raw C", seq)
+        report.add(INFLIGHT, "raw C", par)
+        report.add(ECHO, "raw C", mbs)
+        report.add(LATENCY, "raw C (mean)", 1e6 / seq)
+
+
+def test_go_netrpc(gopeer, report, quick):
+    binary, address = gopeer
+    n_seq, n_batches, n_echo, rounds = sizes(quick)
+    seq, _ = run_peer_client([binary, "client", address, str(n_seq * 2), "1", "0"], rounds)
+    par, _ = run_peer_client([binary, "client", address, str(128 * n_batches * 5), "128", "0"], rounds)
+    _, mbs = run_peer_client([binary, "client", address, str(n_echo), "1", "65536"], rounds)
+    assert seq > 0 and par > 0 and mbs > 0
+    if not quick:
+        report.add(SEQ, "Go net/rpc", seq)
+        report.add(INFLIGHT, "Go net/rpc", par)
+        report.add(ECHO, "Go net/rpc", mbs)
+        report.add(LATENCY, "Go net/rpc (mean)", 1e6 / seq)
+
+
+def test_grpcio_sequential(benchmark, grpcpeer, report, quick):
+    n, _, _, rounds = sizes(quick)
+    n = max(1, n // 4)
+    benchmark.group = SEQ
+    benchmark.pedantic(lambda: [grpcpeer.call_sum(i, 1) for i in range(n)], rounds=rounds, warmup_rounds=1)
+    assert grpcpeer.call_sum(2, 3) == 5
+    rate = median_rate(benchmark, n)
+    if rate:
+        report.add(SEQ, "grpcio (sync client, thread-pool server)", rate)
+
+
+def test_grpcio_in_flight(benchmark, grpcpeer, report, quick):
+    _, batches, _, rounds = sizes(quick)
+    batches = max(1, batches // 10)
+    benchmark.group = INFLIGHT
+    benchmark.pedantic(lambda: [grpcpeer.sum_in_flight(128) for _ in range(batches)], rounds=rounds,
+                       warmup_rounds=1)
+    assert grpcpeer.sum_in_flight(3) == [1, 2, 3]
+    rate = median_rate(benchmark, 128 * batches)
+    if rate:
+        report.add(INFLIGHT, "grpcio (futures)", rate)
+
+
+def test_grpcio_echo(benchmark, grpcpeer, report, quick):
+    _, _, n, rounds = sizes(quick)
+    n = max(1, n // 4)
+    benchmark.group = ECHO
+    benchmark.pedantic(lambda: [grpcpeer.call_echo(BLOB) for _ in range(n)], rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, n)
+    if rate:
+        report.add(ECHO, "grpcio", rate * len(BLOB) / 1e6)
+
+
+# fastrpc ------------------------------------------------------------------------
+
+def test_fastrpc_sequential(benchmark, client, report, quick):
+    n, _, _, rounds = sizes(quick)
+    benchmark.group = SEQ
+
+    def run():
+        for i in range(n):
+            client.call("Arith.Sum", i, 1)
+
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
+    assert client.call("Arith.Sum", 2, 3) == 5
+    rate = median_rate(benchmark, n)
+    if rate:
+        report.add(SEQ, "fastrpc Client.call", rate)
+        latencies = []
+        for i in range(5 * n):
+            t = time.perf_counter_ns()
+            client.call("Arith.Sum", i, 1)
+            latencies.append((time.perf_counter_ns() - t) / 1000)
+        q = statistics.quantiles(latencies, n=100)
+        report.add(LATENCY, "fastrpc Client.call p50", q[49])
+        report.add(LATENCY, "fastrpc Client.call p99", q[98])
+
+
+def test_fastrpc_async_sequential(benchmark, aclient, report, quick):
+    loop, c = aclient
+    n, _, _, rounds = sizes(quick)
+    benchmark.group = SEQ
+
+    async def run():
+        for i in range(n):
+            await c.call("Arith.Sum", i, 1)
+
+    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, n)
+    if rate:
+        report.add(SEQ, "fastrpc AsyncClient.call", rate)
+
+
+def test_fastrpc_async_go_in_flight(benchmark, aclient, report, quick):
+    loop, c = aclient
+    _, batches, _, rounds = sizes(quick)
+    benchmark.group = INFLIGHT
+
+    async def run():
+        for _ in range(batches):
+            await asyncio.gather(*[c.go("Arith.Sum", i, 1) for i in range(128)])
+
+    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, 128 * batches)
+    if rate:
+        report.add(INFLIGHT, "fastrpc AsyncClient.go + gather", rate)
+
+
+def test_fastrpc_async_call_in_flight(benchmark, aclient, report, quick):
+    loop, c = aclient
+    _, batches, _, rounds = sizes(quick)
+    benchmark.group = INFLIGHT
+
+    async def run():
+        for _ in range(batches):
+            await asyncio.gather(*[c.call("Arith.Sum", i, 1) for i in range(128)])
+
+    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, 128 * batches)
+    if rate:
+        report.add(INFLIGHT, "fastrpc AsyncClient.call + gather (a task each)", rate)
+
+
+def test_fastrpc_go_in_flight(benchmark, client, report, quick):
+    _, batches, _, rounds = sizes(quick)
+    benchmark.group = INFLIGHT
+
+    def run():
+        for _ in range(batches):
+            for f in [client.go("Arith.Sum", i, 1) for i in range(128)]:
+                f.result()
+
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, 128 * batches)
+    if rate:
+        report.add(INFLIGHT, "fastrpc Client.go", rate)
+
+
+def test_fastrpc_map_in_flight(benchmark, client, report, quick):
+    _, batches, _, rounds = sizes(quick)
+    args = [(i, 1) for i in range(128)]
+    benchmark.group = INFLIGHT
+    benchmark.pedantic(lambda: [client.map("Arith.Sum", args) for _ in range(batches)], rounds=rounds,
+                       warmup_rounds=1)
+    assert client.map("Arith.Sum", args[:3]) == [1, 2, 3]
+    rate = median_rate(benchmark, 128 * batches)
+    if rate:
+        report.add(INFLIGHT, "fastrpc Client.map", rate)
+
+
+def test_fastrpc_async_map_in_flight(benchmark, aclient, report, quick):
+    loop, c = aclient
+    _, batches, _, rounds = sizes(quick)
+    args = [(i, 1) for i in range(128)]
+    benchmark.group = INFLIGHT
+
+    async def run():
+        for _ in range(batches):
+            await c.map("Arith.Sum", args)
+
+    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, 128 * batches)
+    if rate:
+        report.add(INFLIGHT, "fastrpc AsyncClient.map", rate)
+
+
+def test_fastrpc_echo(benchmark, client, report, quick):
+    _, _, n, rounds = sizes(quick)
+    benchmark.group = ECHO
+    benchmark.pedantic(lambda: [client.call("Arith.Echo", BLOB) for _ in range(n)], rounds=rounds,
+                       warmup_rounds=1)
+    assert client.call("Arith.Echo", BLOB) == BLOB
+    rate = median_rate(benchmark, n)
+    if rate:
+        report.add(ECHO, "fastrpc Client.call", rate * len(BLOB) / 1e6)
+
+
+def test_fastrpc_async_echo(benchmark, aclient, report, quick):
+    loop, c = aclient
+    _, _, n, rounds = sizes(quick)
+    benchmark.group = ECHO
+
+    async def run():
+        for _ in range(n):
+            await c.call("Arith.Echo", BLOB)
+
+    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, n)
+    if rate:
+        report.add(ECHO, "fastrpc AsyncClient.call", rate * len(BLOB) / 1e6)

@@ -1,0 +1,3 @@
+module fastrpc.bench/netrpc
+
+go 1.19
