@@ -29,6 +29,7 @@ __all__ = ["Client", "CallFuture"]
 FLUSH_FRAMES = 32
 FLUSH_BYTES = 64 * 1024
 HELPER_TICK = 0.002
+_PENDING = concurrent.futures._base.PENDING
 
 
 class CallFuture(concurrent.futures.Future):
@@ -39,7 +40,17 @@ class CallFuture(concurrent.futures.Future):
     """
 
     def __init__(self, conn: "_Conn", method: str) -> None:
-        super().__init__()
+        # The base initializer builds a Condition (and its lock) per future,
+        # a large share of a pipelined call's cost. The futures of one
+        # connection share one Condition instead: waiters re-check their own
+        # state on wake-up, so sharing is correct, and cf.wait() and
+        # as_completed() take the (reentrant) lock as usual.
+        self._condition = conn.future_condition
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self._conn = conn
         self._seq = 0
         self._deadline: Optional[float] = None
@@ -104,6 +115,7 @@ class _Conn:
         self.error: Optional[BaseException] = None
         self.draining = False                 # GOAWAY received: no new calls here
         self.deadlines: list = []             # heap of (deadline, seq, future) for go(timeout=)
+        self.future_condition = threading.Condition(threading.RLock())  # shared by CallFutures
 
     # sending ------------------------------------------------------------
     def submit(self, method: str, args: tuple, slot, deadline_ms, flush: bool) -> int:

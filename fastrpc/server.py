@@ -67,6 +67,11 @@ class _Connection(asyncio.BufferedProtocol):
             self._write(self.core.take_output())
             self.transport.close()
             return
+        except Exception:
+            # A bug must cost one connection, never the server.
+            log.exception("internal error on connection from %s; closing it", self.peer)
+            self.transport.abort()
+            return
         if out is not None:
             self.transport.write(out)
 
