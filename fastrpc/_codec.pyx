@@ -770,6 +770,19 @@ cdef object _unpack(Reader *r, int depth):
     raise DecodeError(f"invalid MessagePack type byte 0x{c:02x}")
 
 
+cdef int _start(Reader *r, const char *p, Py_ssize_t n, object base, const char *base_ptr,
+                DecodeLimits *limits) except -1:
+    """Point a Reader at `p[0:n]` after checking the payload size limit."""
+    if n > limits.max_bytes:
+        raise DecodeLimitError(f"payload of {n} bytes is above the limit of {limits.max_bytes}")
+    r.p = p
+    r.end = p + n
+    r.base = NULL if base is None else <PyObject *>base
+    r.base_ptr = base_ptr
+    r.limits = limits
+    return 0
+
+
 cdef object unpack(const char *p, Py_ssize_t n, object base, const char *base_ptr,
                    DecodeLimits *limits):
     """Decode exactly one value spanning `p[0:n]`.
@@ -779,13 +792,7 @@ cdef object unpack(const char *p, Py_ssize_t n, object base, const char *base_pt
     make ndarrays own a copy.
     """
     cdef Reader r
-    if n > limits.max_bytes:
-        raise DecodeLimitError(f"payload of {n} bytes is above the limit of {limits.max_bytes}")
-    r.p = p
-    r.end = p + n
-    r.base = NULL if base is None else <PyObject *>base
-    r.base_ptr = base_ptr
-    r.limits = limits
+    _start(&r, p, n, base, base_ptr, limits)
     value = _unpack(&r, 0)
     if r.p != r.end:
         raise DecodeError(f"{r.end - r.p} trailing bytes after the payload")
@@ -799,13 +806,7 @@ cdef tuple unpack_args(const char *p, Py_ssize_t n, object base, const char *bas
     cdef unsigned char c
     cdef Py_ssize_t count, i
     cdef tuple out
-    if n > limits.max_bytes:
-        raise DecodeLimitError(f"payload of {n} bytes is above the limit of {limits.max_bytes}")
-    r.p = p
-    r.end = p + n
-    r.base = NULL if base is None else <PyObject *>base
-    r.base_ptr = base_ptr
-    r.limits = limits
+    _start(&r, p, n, base, base_ptr, limits)
     if n < 1:
         _truncated()
     c = <unsigned char>p[0]

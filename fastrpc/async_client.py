@@ -10,9 +10,10 @@ import asyncio
 import time
 from typing import Any, Iterable, List, Optional
 
-from fastrpc import _codec, _wire
-from fastrpc._calls import Batch, CallTable
+from fastrpc import _wire
+from fastrpc._calls import Batch
 from fastrpc.address import parse_address
+from fastrpc.connect import ClientSettings
 from fastrpc.errors import (ConnectionClosedError, ConnectionError, ConnectionLostError,
                             RPCError, TimeoutError)
 
@@ -64,8 +65,7 @@ class _AsyncConn:
         self.client = client
         self.address = client.address
         self.loop = loop
-        self.table = CallTable(max_frame_size=client.max_frame_size, max_depth=client.max_depth,
-                               max_len=client.max_len, max_bytes=client.max_bytes)
+        self.table = client.new_call_table()
         self.table.on_control = self._on_control
         self.transport: Optional[asyncio.Transport] = None
         self.error: Optional[BaseException] = None
@@ -129,7 +129,7 @@ class _AsyncConn:
         return self.error is None and not self.draining
 
 
-class AsyncClient:
+class AsyncClient(ClientSettings):
     """An asyncio RPC client for one server.
 
     ``await call("Service.Method", *args)``; ``go(...)`` returns an
@@ -138,22 +138,12 @@ class AsyncClient:
     Use as ``async with AsyncClient(addr) as c:`` or ``await c.connect()``.
     """
 
-    def __init__(self, address: str, *, timeout: Optional[float] = None,
-                 connect_timeout: float = 10.0,
-                 max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE,
-                 max_depth: int = _codec.DEFAULT_MAX_DEPTH,
-                 max_len: int = _codec.DEFAULT_MAX_LEN,
-                 max_bytes: int = _codec.DEFAULT_MAX_BYTES,
-                 send_deadline: bool = True) -> None:
-        parse_address(address)  # fail early on a malformed address
-        self.address = address
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.max_frame_size = max_frame_size
-        self.max_depth = max_depth
-        self.max_len = max_len
-        self.max_bytes = max_bytes
-        self.send_deadline = send_deadline
+    def __init__(self, address: str, **settings: Any) -> None:
+        """Set up a client for `address` (it connects on ``connect()``, ``async
+        with`` or the first call). Keyword settings (see ClientSettings):
+        timeout, connect_timeout, max_frame_size, max_depth, max_len,
+        max_bytes, send_deadline."""
+        super().__init__(address, **settings)
         self._conn: Optional[_AsyncConn] = None
         self._connecting: Optional[asyncio.Future] = None
         self._closed = False
@@ -200,7 +190,7 @@ class AsyncClient:
         conn = self._ready_conn()
         timeout = self.timeout if timeout is None else timeout
         fut = conn.loop.create_future()
-        seq = conn.table.request(method, args, fut, self._deadline_ms(timeout))
+        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout))
         conn.schedule_flush()
         if timeout is not None:
             handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
@@ -214,7 +204,7 @@ class AsyncClient:
             conn = await self._connection()
         timeout = self.timeout if timeout is None else timeout
         fut = conn.loop.create_future()
-        seq = conn.table.request(method, args, fut, self._deadline_ms(timeout))
+        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout))
         conn.schedule_flush()
         handle = None
         if timeout is not None:
@@ -306,10 +296,6 @@ class AsyncClient:
             raise TimeoutError(f"ping to {self.address} timed out after {timeout}s") from None
         return time.perf_counter() - start
 
-    def _deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
-        if timeout is None or not self.send_deadline:
-            return None
-        return max(0, int(timeout * 1000))
 
     async def close(self) -> None:
         """Close the connection; pending calls fail with ConnectionClosedError."""

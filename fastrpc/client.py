@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any, Iterable, List, Optional
 
-from fastrpc import _codec, _wire
-from fastrpc._calls import Batch, CallTable, Slot
-from fastrpc.connect import dial
+from fastrpc import _wire
+from fastrpc._calls import Batch, Slot
+from fastrpc.connect import ClientSettings, dial
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, RPCError,
                             TimeoutError)
 
@@ -102,8 +102,7 @@ class _Conn:
         self.client = client
         self.address = client.address
         self.sock = dial(client.address, client.connect_timeout)
-        self.table = CallTable(max_frame_size=client.max_frame_size, max_depth=client.max_depth,
-                               max_len=client.max_len, max_bytes=client.max_bytes)
+        self.table = client.new_call_table()
         self.table.on_control = self._on_control
         self.poller = select.poll()
         self.poller.register(self.sock, select.POLLIN)
@@ -245,7 +244,7 @@ class _Conn:
         return self.error is None and not self.draining
 
 
-class Client:
+class Client(ClientSettings):
     """A blocking RPC client for one server, safe to share between threads.
 
     ``call("Service.Method", *args)`` returns the result or raises
@@ -256,21 +255,11 @@ class Client:
     pending call at once; the next call dials again.
     """
 
-    def __init__(self, address: str, *, timeout: Optional[float] = None,
-                 connect_timeout: float = 10.0,
-                 max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE,
-                 max_depth: int = _codec.DEFAULT_MAX_DEPTH,
-                 max_len: int = _codec.DEFAULT_MAX_LEN,
-                 max_bytes: int = _codec.DEFAULT_MAX_BYTES,
-                 send_deadline: bool = True) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.max_frame_size = max_frame_size
-        self.max_depth = max_depth
-        self.max_len = max_len
-        self.max_bytes = max_bytes
-        self.send_deadline = send_deadline
+    def __init__(self, address: str, **settings: Any) -> None:
+        """Connect to `address`. Keyword settings (see ClientSettings):
+        timeout, connect_timeout, max_frame_size, max_depth, max_len,
+        max_bytes, send_deadline."""
+        super().__init__(address, **settings)
         self._closed = False
         self._conn_lock = threading.Lock()
         self._old: List[_Conn] = []          # draining connections with calls still pending
@@ -304,7 +293,7 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         conn = self._connection()
         slot = Slot()
-        seq = conn.submit(method, args, slot, self._deadline_ms(timeout), True)
+        seq = conn.submit(method, args, slot, self.deadline_ms(timeout), True)
         if not slot.done:
             deadline = None if timeout is None else time.monotonic() + timeout
             conn.wait(lambda: slot.done, deadline)
@@ -325,7 +314,7 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         conn = self._connection()
         fut = CallFuture(conn, method)
-        fut._seq = conn.submit(method, args, fut, self._deadline_ms(timeout), False)
+        fut._seq = conn.submit(method, args, fut, self.deadline_ms(timeout), False)
         if timeout is not None:
             fut._deadline = time.monotonic() + timeout
             with conn.cond:
@@ -398,10 +387,6 @@ class Client:
             _raise(slot.error)
         return time.perf_counter() - start
 
-    def _deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
-        if timeout is None or not self.send_deadline:
-            return None
-        return max(0, int(timeout * 1000))
 
     # helper thread: completes futures nobody waits on ------------------------
     def _wake_helper(self) -> None:

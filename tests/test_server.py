@@ -134,3 +134,17 @@ def test_bad_address():
         Server().start("localhost")
     with pytest.raises(ValueError, match="scheme"):
         Client("http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_plain_asyncio_and_uvloop_loops(use_uvloop):
+    s = Server(use_uvloop=use_uvloop)
+    s.register(Greeter())
+    addr = s.start()
+    try:
+        loop_type = type(s._loop).__module__
+        assert loop_type.startswith("uvloop") == use_uvloop
+        with Client(addr) as c:
+            assert c.map("Greeter.Hello", ["a", "b"]) == ["hello a", "hello b"]
+    finally:
+        s.close()
