@@ -14,6 +14,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from typing import Any, Iterable, List, Optional
 
 from fastrpc import _wire
@@ -393,25 +394,22 @@ class Client(ClientSettings):
         if self._helper is None:
             with self._conn_lock:
                 if self._helper is None and not self._closed:
-                    self._helper = threading.Thread(target=self._helper_loop, name="fastrpc-client",
-                                                    daemon=True)
+                    # The thread holds only a weak reference, so a client the
+                    # program forgot to close can still be collected.
+                    self._helper = threading.Thread(
+                        target=_helper_loop, args=(weakref.ref(self), self._helper_wake),
+                        name="fastrpc-client", daemon=True)
                     self._helper.start()
         if not self._helper_wake.is_set():
             self._helper_wake.set()
 
-    def _helper_loop(self) -> None:
-        while not self._closed:
-            self._helper_wake.wait()
-            self._helper_wake.clear()
-            while not self._closed:
-                conns = [self._conn] + self._old
-                busy = False
-                for conn in conns:
-                    busy |= self._tend(conn)
-                self._old = [c for c in self._old if c.table.pending and c.error is None]
-                if not busy:
-                    break
-                time.sleep(HELPER_TICK)
+    def _tend_all(self) -> bool:
+        """One helper pass over every connection; True while work remains."""
+        busy = False
+        for conn in [self._conn] + self._old:
+            busy |= self._tend(conn)
+        self._old = [c for c in self._old if c.table.pending and c.error is None]
+        return busy
 
     def _tend(self, conn: _Conn) -> bool:
         """Expire timed-out futures; read if calls are pending and nobody reads."""
@@ -459,6 +457,25 @@ class Client(ClientSettings):
 
     def __repr__(self) -> str:
         return f"<fastrpc.Client {self.address}>"
+
+
+def _helper_loop(client_ref, wake: threading.Event) -> None:
+    """Complete futures nobody waits on and expire their timeouts."""
+    while True:
+        woken = wake.wait(1.0)
+        client = client_ref()
+        if client is None or client._closed:
+            return
+        if not woken:
+            continue
+        wake.clear()
+        while not client._closed and client._tend_all():
+            del client
+            time.sleep(HELPER_TICK)
+            client = client_ref()
+            if client is None:
+                return
+        del client
 
 
 def _raise(error: BaseException):

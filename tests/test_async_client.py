@@ -146,3 +146,21 @@ def test_works_on_uvloop(server):
             assert await c.map("Arith.Sum", [(1, 2)] * 100) == [3] * 100
 
     uvloop.run(main())
+
+
+def test_unix_socket(tmp_path):
+    from support import server_process
+    path = str(tmp_path / "a.sock")
+
+    async def main(address):
+        async with AsyncClient(address) as c:
+            assert await c.call("Arith.Sum", 5, 6) == 11
+            assert await c.map("Arith.Sum", [(i, 0) for i in range(50)]) == list(range(50))
+
+    with server_process(f"unix://{path}") as srv:
+        run(main(srv.address))
+
+
+def test_malformed_address_fails_at_construction():
+    with pytest.raises(ValueError, match="no port"):
+        AsyncClient("localhost")

@@ -261,3 +261,14 @@ def test_graceful_close_finishes_in_flight_calls(fresh_server):
         fresh_server.proc.send_signal(15)
         assert [f.result(timeout=10) for f in futs] == list(range(10))
         assert fresh_server.proc.wait(10) == 0
+
+
+def test_forgotten_client_is_collected(server):
+    import gc
+    import weakref
+    c = Client(server.address)
+    assert c.go("Arith.Sum", 1, 2).result(timeout=5) == 3
+    ref = weakref.ref(c)
+    del c
+    gc.collect()
+    assert ref() is None
