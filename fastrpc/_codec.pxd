@@ -17,6 +17,7 @@ cdef extern from "fastrpc_endian.h":
 # Extension type code used for numpy arrays (see docs/PROTOCOL.md).
 cdef enum:
     NDARRAY_EXT = 1
+    DETACH_SIZE = 32768     # output this large is handed over as a buffer, not copied
 
 
 cdef struct DecodeLimits:
