@@ -11,8 +11,7 @@ test: deps
 	cd tests && $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo:
-	$(PYTHON) -m pip install -q ".[uvloop]"
-	$(PYTHON) -m fastrpc.demo
+	./scripts/demo
 
 bench: deps
 	cd benchmarks && $(PYTHON) -m pytest -q -p no:cacheprovider .

@@ -41,8 +41,11 @@ def serve(address: str) -> None:
 def start_servers(count: int) -> List[tuple]:
     procs = []
     for _ in range(count):
+        # Start from the directory fastrpc was imported from, so the server
+        # processes run exactly the package this process runs.
         proc = subprocess.Popen([sys.executable, "-m", "fastrpc.demo", "--serve", "tcp://127.0.0.1:0"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastrpc.__file__))))
         procs.append((proc, proc.stdout.readline().strip()))
     return procs
 
