@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_SetItem
 from cpython.ref cimport PyObject
 
-from fastrpc._codec cimport DETACH_SIZE, WriteBuffer, DecodeLimits, pack, unpack
+from fastrpc._codec cimport WriteBuffer, DecodeLimits, pack, unpack
 from fastrpc._codec cimport frpc_store_u32
 from fastrpc._wire cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
@@ -222,16 +222,7 @@ cdef class CallTable:
 
     def take_output(self):
         """Return and clear encoded frames, or None when there are none."""
-        cdef WriteBuffer full
-        if self.out.size == 0:
-            return None
-        if self.out.size < DETACH_SIZE:
-            return self.out.take()
-        # Large output: hand the buffer itself to the transport (no copy) and
-        # start a fresh one; the old one is freed once the transport is done.
-        full = self.out
-        self.out = WriteBuffer(65536)
-        return memoryview(full)
+        return self.out.take_output()
 
     @property
     def out_frames(self):

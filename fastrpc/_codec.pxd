@@ -41,6 +41,7 @@ cdef class WriteBuffer:
         return 0
     cdef int write(self, const char *p, Py_ssize_t n) except -1
     cdef bytes take(self)
+    cdef object take_output(self)
     cdef void reset(self)
 
 

@@ -129,6 +129,28 @@ cdef class WriteBuffer:
         self.reset()
         return out
 
+    cdef object take_output(self):
+        """Return the contents and empty the buffer; None when empty.
+
+        Small contents come back as bytes. Large contents are not copied:
+        their memory moves to a new WriteBuffer returned as a read-only
+        memoryview (a transport may keep it), and this buffer gets fresh memory.
+        """
+        cdef WriteBuffer full
+        cdef char *fresh
+        if self.size == 0:
+            return None
+        if self.size < DETACH_SIZE or self.exports > 0:
+            return self.take()
+        fresh = <char *>PyMem_Malloc(65536)
+        if fresh == NULL:
+            raise MemoryError()
+        full = WriteBuffer(64)
+        PyMem_Free(full.data)
+        full.data, full.size, full.cap = self.data, self.size, self.cap
+        self.data, self.size, self.cap, self.frames = fresh, 0, 65536, 0
+        return memoryview(full)
+
     cdef void reset(self):
         cdef char *p
         self.size = 0

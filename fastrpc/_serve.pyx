@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcmp
 
-from fastrpc._codec cimport DETACH_SIZE, WriteBuffer, DecodeLimits, default_limits, pack, unpack, unpack_args
+from fastrpc._codec cimport WriteBuffer, DecodeLimits, default_limits, pack, unpack, unpack_args
 from fastrpc._codec cimport frpc_store_u32
 from fastrpc._wire cimport (FrameReader, FrameView, begin_frame, end_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
@@ -128,16 +128,7 @@ cdef class ServerCore:
 
     def take_output(self):
         """Return and clear the encoded replies, or None when there are none."""
-        cdef WriteBuffer full
-        if self.out.size == 0:
-            return None
-        if self.out.size < DETACH_SIZE:
-            return self.out.take()
-        # Large output: hand the buffer itself to the transport (no copy) and
-        # start a fresh one; the old one is freed once the transport is done.
-        full = self.out
-        self.out = WriteBuffer(65536)
-        return memoryview(full)
+        return self.out.take_output()
 
     @property
     def pending_output(self):
