@@ -8,14 +8,13 @@ set_result/set_exception (asyncio and concurrent.futures futures).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_SetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_DelItem
 from cpython.ref cimport PyObject
 
-from fastrpc._codec cimport WriteBuffer, DecodeLimits, pack, unpack
-from fastrpc._codec cimport frpc_store_u32
+from fastrpc._codec cimport WriteBuffer, DecodeLimits, pack, unpack, frpc_store_u32
 from fastrpc._wire cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                            KIND_PONG, KIND_CANCEL, KIND_GOAWAY, FLAG_DEADLINE)
+                            KIND_PONG, FLAG_DEADLINE, FLAG_LOAD)
 
 from fastrpc.errors import ProtocolError, DecodeError, remote_error
 from asyncio import InvalidStateError as _AsyncInvalidState
@@ -248,13 +247,14 @@ cdef class CallTable:
         self.reader.buffer_updated(nbytes)
         while self.reader.next_frame(&f):
             if f.kind == KIND_RESPONSE or f.kind == KIND_ERROR:
-                if f.flags & 2:
+                if f.flags & FLAG_LOAD:
                     self.last_load = f.load
-                found = PyDict_GetItem(self.pending, f.seq)
+                key = f.seq
+                found = PyDict_GetItem(self.pending, key)
                 if found == NULL:
                     continue        # reply to a call that timed out or was cancelled
                 slot = <object>found
-                PyDict_DelItem(self.pending, f.seq)
+                PyDict_DelItem(self.pending, key)
                 completed += 1
                 if f.kind == KIND_RESPONSE:
                     try:
@@ -269,10 +269,10 @@ cdef class CallTable:
             elif f.kind == KIND_PONG and f.seq in self.pending:
                 _complete(self.pending.pop(f.seq), f.seq, None, False)
                 completed += 1
-            elif self.on_control is not None:
-                self.on_control(f.kind, f.seq, PyBytes_FromStringAndSize(f.payload, f.payload_len))
             elif f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:
                 raise ProtocolError("the server sent a request frame")
+            elif self.on_control is not None:
+                self.on_control(f.kind, f.seq, PyBytes_FromStringAndSize(f.payload, f.payload_len))
         return completed
 
     cdef object _remote_error(self, FrameView *f):

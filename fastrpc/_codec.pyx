@@ -334,8 +334,19 @@ cdef int _pack_ext_header(WriteBuffer b, Py_ssize_t n, signed char code) except 
     if n > 0xffffffffLL:
         raise EncodeError("ext payload longer than 4 GiB cannot be encoded")
     b.ensure(6)
-    if n == 1 or n == 2 or n == 4 or n == 8 or n == 16:
-        b.data[b.size] = <char><unsigned char>(0xd4 + {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}[n])
+    cdef int fixext = -1
+    if n == 1:
+        fixext = 0xd4
+    elif n == 2:
+        fixext = 0xd5
+    elif n == 4:
+        fixext = 0xd6
+    elif n == 8:
+        fixext = 0xd7
+    elif n == 16:
+        fixext = 0xd8
+    if fixext >= 0:
+        b.data[b.size] = <char><unsigned char>fixext
         b.data[b.size + 1] = <char>code
         b.size += 2
         return 0

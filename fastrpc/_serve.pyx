@@ -12,21 +12,25 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcmp
 
-from fastrpc._codec cimport WriteBuffer, DecodeLimits, default_limits, pack, unpack, unpack_args
-from fastrpc._codec cimport frpc_store_u32
+from fastrpc._codec cimport WriteBuffer, DecodeLimits, pack, unpack, unpack_args, frpc_store_u32
 from fastrpc._wire cimport (FrameReader, FrameView, begin_frame, end_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                            KIND_PONG, KIND_CANCEL, KIND_GOAWAY, FLAG_LOAD)
+                            KIND_PONG, KIND_CANCEL, KIND_GOAWAY, FLAG_DEADLINE, FLAG_LOAD)
 
-from fastrpc.errors import ProtocolError, DecodeError, EncodeError
+from fastrpc.errors import ProtocolError, DecodeError
 
 import types
 
 cdef object _coroutine_type = types.CoroutineType
 
-MODE_INLINE = 0
-MODE_ASYNC = 1
-MODE_BLOCKING = 2
+cdef enum HandlerMode:
+    INLINE = 0      # plain function: called inside the read loop
+    ASYNC = 1       # coroutine function: run as a task
+    BLOCKING = 2    # @fastrpc.blocking: run in the thread pool
+
+MODE_INLINE = INLINE
+MODE_ASYNC = ASYNC
+MODE_BLOCKING = BLOCKING
 
 
 @cython.final
@@ -159,6 +163,8 @@ cdef class ServerCore:
         try:
             args = unpack_args(f.payload, f.payload_len, self.reader.buf, self.reader.data,
                                &self.limits)
+            if f.meta_len and h.mode != INLINE:
+                meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
         except DecodeError as exc:
             if not notify:
                 self._error(f.seq, _error_type(exc), f"{h.name}: bad arguments: {exc}")
@@ -168,10 +174,9 @@ cdef class ServerCore:
             if not notify:
                 self._error(f.seq, "InvalidArguments", _arity_message(h, nargs))
             return 0
-        if h.mode != MODE_INLINE:
-            if f.meta_len:
-                meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
-            self.conn.spawn(h, f.seq, args, notify, f.deadline_ms if f.flags & 1 else None, meta)
+        if h.mode != INLINE:
+            self.conn.spawn(h, f.seq, args, notify,
+                            f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta)
             return 0
         try:
             result = h.func(*args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Tuple
 
 from fastrpc import _wire
 from fastrpc._calls import Batch
@@ -187,7 +187,23 @@ class AsyncClient(ClientSettings):
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> asyncio.Future:
         """Start a call on a connected client; return an asyncio.Future of its result."""
-        conn = self._ready_conn()
+        return self._start(self._ready_conn(), method, args, timeout)[0]
+
+    async def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Call `method` with `args`; return its result or raise (see Client.call)."""
+        conn = self._conn
+        if conn is None or not conn.usable:
+            conn = await self._connection()
+        fut, seq = self._start(conn, method, args, timeout)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            conn.withdraw(seq)   # the caller's task was cancelled: tell the server
+            raise
+
+    def _start(self, conn: _AsyncConn, method: str, args: tuple,
+               timeout: Optional[float]) -> Tuple[asyncio.Future, int]:
+        """Encode a call, schedule its write and its timeout; return (future, seq)."""
         timeout = self.timeout if timeout is None else timeout
         fut = conn.loop.create_future()
         seq = conn.table.request(method, args, fut, self.deadline_ms(timeout))
@@ -195,28 +211,7 @@ class AsyncClient(ClientSettings):
         if timeout is not None:
             handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
             fut.add_done_callback(lambda _f: handle.cancel())
-        return fut
-
-    async def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
-        """Call `method` with `args`; return its result or raise (see Client.call)."""
-        conn = self._conn
-        if conn is None or not conn.usable:
-            conn = await self._connection()
-        timeout = self.timeout if timeout is None else timeout
-        fut = conn.loop.create_future()
-        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout))
-        conn.schedule_flush()
-        handle = None
-        if timeout is not None:
-            handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            conn.withdraw(seq)   # the caller's task was cancelled: tell the server
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
+        return fut, seq
 
     def _expire(self, conn: _AsyncConn, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
         if not fut.done():

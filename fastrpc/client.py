@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import heapq
 import select
-import socket
 import threading
 import time
 import weakref
@@ -222,7 +221,10 @@ class _Conn:
         if kind == _wire.GOAWAY:
             self.draining = True
         elif kind == _wire.PING:
-            self.table.control(_wire.PONG, seq, payload)
+            # The reader is not the only writer of table.out: take the send lock.
+            with self.send_lock:
+                self.table.control(_wire.PONG, seq, payload)
+                self._flush_locked()
 
     # failure ----------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
@@ -337,14 +339,14 @@ class Client(ClientSettings):
         unless `return_exceptions` puts exceptions in the result list.
         """
         items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        n = len(items)
+        if n == 0:
+            return []
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        batch = Batch(len(items), return_exceptions)
-        if not items:
-            return []
+        batch = Batch(n, return_exceptions)
         conn = self._connection()
         source = iter(items)
-        n = len(items)
         window = max(1, window)
         step = max(1, window // 2)
 
@@ -387,7 +389,6 @@ class Client(ClientSettings):
         if slot.error is not None:
             _raise(slot.error)
         return time.perf_counter() - start
-
 
     # helper thread: completes futures nobody waits on ------------------------
     def _wake_helper(self) -> None:

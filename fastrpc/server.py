@@ -111,10 +111,8 @@ class _Connection(asyncio.BufferedProtocol):
         if self.tasks.get(seq) is fut:
             del self.tasks[seq]
         self.server._inflight -= 1
-        if fut.cancelled():
-            self._done(seq, name, notify, None, asyncio.CancelledError("call cancelled"))
-        else:
-            self._done(seq, name, notify, fut.result() if fut.exception() is None else None, fut.exception())
+        exc = asyncio.CancelledError("call cancelled") if fut.cancelled() else fut.exception()
+        self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
         if not self.tasks:
             self.server._connection_idle(self)
 

@@ -121,3 +121,61 @@ def test_client_rejects_a_server_that_sends_garbage():
     peer.close()
     listener.close()
     c.close()
+
+
+def test_malformed_metadata_gets_an_error_reply(server):
+    with raw_connect(server.address) as s:
+        s.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Arith.Slow", packb([0, "x"]), meta=b"\xc1")
+                  + _wire.encode_frame(_wire.REQUEST, 2, "Arith.Slow", packb([0, "ok"]), meta=packb({"k": 1})))
+        by_seq = {f.seq: f for f in read_frames(s, 2)}
+    assert by_seq[1].kind == _wire.ERROR and from_msgpack(by_seq[1].payload)[0] == "DecodeError"
+    assert by_seq[2].kind == _wire.RESPONSE and from_msgpack(by_seq[2].payload) == "ok"
+
+
+class FakeServer:
+    """A listening socket the test drives by hand, to play a misbehaving server."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.address = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def accept(self):
+        peer, _ = self.listener.accept()
+        peer.settimeout(5)
+        return peer
+
+    def close(self):
+        self.listener.close()
+
+
+def test_client_rejects_a_server_that_sends_requests():
+    from fastrpc.errors import ConnectionLostError
+    fake = FakeServer()
+    c = Client(fake.address)
+    peer = fake.accept()
+    fut = c.go("X.Y")
+    peer.recv(1024)
+    peer.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Evil.Call", packb([])))
+    with pytest.raises(ConnectionLostError, match="protocol error"):
+        fut.result(timeout=5)
+    peer.close()
+    fake.close()
+    c.close()
+
+
+def test_client_answers_server_ping_with_pong():
+    fake = FakeServer()
+    c = Client(fake.address)
+    peer = fake.accept()
+    fut = c.go("X.Y")
+    (request,) = read_frames(peer, 1)
+    peer.sendall(_wire.encode_frame(_wire.PING, 42, "", b"beat"))
+    (pong,) = read_frames(peer, 1)
+    assert (pong.kind, pong.seq, pong.payload) == (_wire.PONG, 42, b"beat")
+    peer.sendall(_wire.encode_frame(_wire.RESPONSE, request.seq, "", packb("done")))
+    assert fut.result(timeout=5) == "done"
+    peer.close()
+    fake.close()
+    c.close()
