@@ -22,6 +22,16 @@ LATENCY = "sequential Arith.Sum latency"
 BLOB = b"\x5a" * 65536
 
 
+def timed(benchmark, report, group, name, fn, rounds, calls, scale=1.0):
+    """Time `fn`, which makes `calls` calls, and report the median calls/s times `scale`."""
+    benchmark.group = group
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, calls)
+    if rate:
+        report.add(group, name, rate * scale)
+    return rate
+
+
 def sizes(quick):
     # (sequential calls per round, in-flight batches per round, echo calls per round, rounds)
     return (50, 2, 10, 1) if quick else (2000, 60, 400, 7)
@@ -83,51 +93,38 @@ def test_go_netrpc(gopeer, report, quick):
 def test_grpcio_sequential(benchmark, grpcpeer, report, quick):
     n, _, _, rounds = sizes(quick)
     n = max(1, n // 4)
-    benchmark.group = SEQ
-    benchmark.pedantic(lambda: [grpcpeer.call_sum(i, 1) for i in range(n)], rounds=rounds, warmup_rounds=1)
+    timed(benchmark, report, SEQ, "grpcio (sync client, thread-pool server)",
+          lambda: [grpcpeer.call_sum(i, 1) for i in range(n)], rounds, n)
     assert grpcpeer.call_sum(2, 3) == 5
-    rate = median_rate(benchmark, n)
-    if rate:
-        report.add(SEQ, "grpcio (sync client, thread-pool server)", rate)
 
 
 def test_grpcio_in_flight(benchmark, grpcpeer, report, quick):
     _, batches, _, rounds = sizes(quick)
     batches = max(1, batches // 10)
-    benchmark.group = INFLIGHT
-    benchmark.pedantic(lambda: [grpcpeer.sum_in_flight(128) for _ in range(batches)], rounds=rounds,
-                       warmup_rounds=1)
+    timed(benchmark, report, INFLIGHT, "grpcio (futures)",
+          lambda: [grpcpeer.sum_in_flight(128) for _ in range(batches)], rounds, 128 * batches)
     assert grpcpeer.sum_in_flight(3) == [1, 2, 3]
-    rate = median_rate(benchmark, 128 * batches)
-    if rate:
-        report.add(INFLIGHT, "grpcio (futures)", rate)
 
 
 def test_grpcio_echo(benchmark, grpcpeer, report, quick):
     _, _, n, rounds = sizes(quick)
     n = max(1, n // 4)
-    benchmark.group = ECHO
-    benchmark.pedantic(lambda: [grpcpeer.call_echo(BLOB) for _ in range(n)], rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, n)
-    if rate:
-        report.add(ECHO, "grpcio", rate * len(BLOB) / 1e6)
+    timed(benchmark, report, ECHO, "grpcio", lambda: [grpcpeer.call_echo(BLOB) for _ in range(n)],
+          rounds, n, len(BLOB) / 1e6)
 
 
 # fastrpc ------------------------------------------------------------------------
 
 def test_fastrpc_sequential(benchmark, client, report, quick):
     n, _, _, rounds = sizes(quick)
-    benchmark.group = SEQ
 
     def run():
         for i in range(n):
             client.call("Arith.Sum", i, 1)
 
-    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
+    rate = timed(benchmark, report, SEQ, "fastrpc Client.call", run, rounds, n)
     assert client.call("Arith.Sum", 2, 3) == 5
-    rate = median_rate(benchmark, n)
     if rate:
-        report.add(SEQ, "fastrpc Client.call", rate)
         latencies = []
         for i in range(5 * n):
             t = time.perf_counter_ns()
@@ -141,112 +138,85 @@ def test_fastrpc_sequential(benchmark, client, report, quick):
 def test_fastrpc_async_sequential(benchmark, aclient, report, quick):
     loop, c = aclient
     n, _, _, rounds = sizes(quick)
-    benchmark.group = SEQ
 
     async def run():
         for i in range(n):
             await c.call("Arith.Sum", i, 1)
 
-    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, n)
-    if rate:
-        report.add(SEQ, "fastrpc AsyncClient.call", rate)
+    timed(benchmark, report, SEQ, "fastrpc AsyncClient.call", lambda: loop.run_until_complete(run()),
+          rounds, n)
 
 
 def test_fastrpc_async_go_in_flight(benchmark, aclient, report, quick):
     loop, c = aclient
     _, batches, _, rounds = sizes(quick)
-    benchmark.group = INFLIGHT
 
     async def run():
         for _ in range(batches):
             await asyncio.gather(*[c.go("Arith.Sum", i, 1) for i in range(128)])
 
-    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, 128 * batches)
-    if rate:
-        report.add(INFLIGHT, "fastrpc AsyncClient.go + gather", rate)
+    timed(benchmark, report, INFLIGHT, "fastrpc AsyncClient.go + gather",
+          lambda: loop.run_until_complete(run()), rounds, 128 * batches)
 
 
 def test_fastrpc_async_call_in_flight(benchmark, aclient, report, quick):
     loop, c = aclient
     _, batches, _, rounds = sizes(quick)
-    benchmark.group = INFLIGHT
 
     async def run():
         for _ in range(batches):
             await asyncio.gather(*[c.call("Arith.Sum", i, 1) for i in range(128)])
 
-    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, 128 * batches)
-    if rate:
-        report.add(INFLIGHT, "fastrpc AsyncClient.call + gather (a task each)", rate)
+    timed(benchmark, report, INFLIGHT, "fastrpc AsyncClient.call + gather (a task each)",
+          lambda: loop.run_until_complete(run()), rounds, 128 * batches)
 
 
 def test_fastrpc_go_in_flight(benchmark, client, report, quick):
     _, batches, _, rounds = sizes(quick)
-    benchmark.group = INFLIGHT
 
     def run():
         for _ in range(batches):
             for f in [client.go("Arith.Sum", i, 1) for i in range(128)]:
                 f.result()
 
-    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, 128 * batches)
-    if rate:
-        report.add(INFLIGHT, "fastrpc Client.go", rate)
+    timed(benchmark, report, INFLIGHT, "fastrpc Client.go", run, rounds, 128 * batches)
 
 
 def test_fastrpc_map_in_flight(benchmark, client, report, quick):
     _, batches, _, rounds = sizes(quick)
     args = [(i, 1) for i in range(128)]
-    benchmark.group = INFLIGHT
-    benchmark.pedantic(lambda: [client.map("Arith.Sum", args) for _ in range(batches)], rounds=rounds,
-                       warmup_rounds=1)
+    timed(benchmark, report, INFLIGHT, "fastrpc Client.map",
+          lambda: [client.map("Arith.Sum", args) for _ in range(batches)], rounds, 128 * batches)
     assert client.map("Arith.Sum", args[:3]) == [1, 2, 3]
-    rate = median_rate(benchmark, 128 * batches)
-    if rate:
-        report.add(INFLIGHT, "fastrpc Client.map", rate)
 
 
 def test_fastrpc_async_map_in_flight(benchmark, aclient, report, quick):
     loop, c = aclient
     _, batches, _, rounds = sizes(quick)
     args = [(i, 1) for i in range(128)]
-    benchmark.group = INFLIGHT
 
     async def run():
         for _ in range(batches):
             await c.map("Arith.Sum", args)
 
-    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, 128 * batches)
-    if rate:
-        report.add(INFLIGHT, "fastrpc AsyncClient.map", rate)
+    timed(benchmark, report, INFLIGHT, "fastrpc AsyncClient.map",
+          lambda: loop.run_until_complete(run()), rounds, 128 * batches)
 
 
 def test_fastrpc_echo(benchmark, client, report, quick):
     _, _, n, rounds = sizes(quick)
-    benchmark.group = ECHO
-    benchmark.pedantic(lambda: [client.call("Arith.Echo", BLOB) for _ in range(n)], rounds=rounds,
-                       warmup_rounds=1)
+    timed(benchmark, report, ECHO, "fastrpc Client.call",
+          lambda: [client.call("Arith.Echo", BLOB) for _ in range(n)], rounds, n, len(BLOB) / 1e6)
     assert client.call("Arith.Echo", BLOB) == BLOB
-    rate = median_rate(benchmark, n)
-    if rate:
-        report.add(ECHO, "fastrpc Client.call", rate * len(BLOB) / 1e6)
 
 
 def test_fastrpc_async_echo(benchmark, aclient, report, quick):
     loop, c = aclient
     _, _, n, rounds = sizes(quick)
-    benchmark.group = ECHO
 
     async def run():
         for _ in range(n):
             await c.call("Arith.Echo", BLOB)
 
-    benchmark.pedantic(lambda: loop.run_until_complete(run()), rounds=rounds, warmup_rounds=1)
-    rate = median_rate(benchmark, n)
-    if rate:
-        report.add(ECHO, "fastrpc AsyncClient.call", rate * len(BLOB) / 1e6)
+    timed(benchmark, report, ECHO, "fastrpc AsyncClient.call", lambda: loop.run_until_complete(run()),
+          rounds, n, len(BLOB) / 1e6)
