@@ -7,10 +7,10 @@ DIRECTIVES = {"language_level": "3", "embedsignature": True}
 COMPILE_ARGS = ["-O3"]
 
 
-def extension(name: str) -> Extension:
+def extension(name: str, suffix: str = "pyx") -> Extension:
     return Extension(
         f"fastrpc.{name}",
-        [f"fastrpc/{name}.pyx"],
+        [f"fastrpc/{name}.{suffix}"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
@@ -19,7 +19,9 @@ def extension(name: str) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [extension(name) for name in ("_codec", "_wire", "_calls", "_serve")],
+        [extension(name) for name in ("_codec", "_wire", "_calls", "_serve")]
+        # Pure-Python mode: the .py is also the uncompiled reference implementation.
+        + [extension("_select", "py")],
         compiler_directives=DIRECTIVES,
     ),
 )
