@@ -2,16 +2,21 @@
 
     server = fastrpc.Server(); server.register(Arith()); addr = server.start()
     with fastrpc.Client(addr) as c: c.call("Arith.Sum", 1, 2)
+    with fastrpc.Balancer([addr1, addr2], strategy="p2c") as b: b.call("Arith.Sum", 1, 2)
 """
 # The compiled modules are required: importing them fails loudly when the
 # extensions were not built. There is no silent pure-Python fallback.
-from fastrpc import _calls, _codec, _serve, _wire  # noqa: F401
+from fastrpc import _calls, _codec, _select, _serve, _wire  # noqa: F401
 from fastrpc._codec import ExtType, packb, unpackb
+from fastrpc.async_balancer import AsyncBalancer
 from fastrpc.async_client import AsyncClient
+from fastrpc.balancer import Balancer, RetryBudget
 from fastrpc.client import CallFuture, Client
+from fastrpc.endpoint import Endpoint
 from fastrpc.errors import (ConnectionError, RemoteError, RPCError, TimeoutError)
 from fastrpc.registry import blocking
 from fastrpc.server import Server
+from fastrpc.strategies import STRATEGIES, Strategy
 
 #: Which implementation of the hot paths is active; always "cython" here.
 backend = "cython"
@@ -19,14 +24,20 @@ backend = "cython"
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncBalancer",
     "AsyncClient",
+    "Balancer",
     "CallFuture",
     "Client",
     "ConnectionError",
+    "Endpoint",
     "ExtType",
     "RPCError",
     "RemoteError",
+    "RetryBudget",
+    "STRATEGIES",
     "Server",
+    "Strategy",
     "TimeoutError",
     "backend",
     "blocking",

@@ -267,6 +267,8 @@ cdef class CallTable:
                 else:
                     _complete(slot, f.seq, self._remote_error(&f), True)
             elif f.kind == KIND_PONG and f.seq in self.pending:
+                if f.flags & FLAG_LOAD:
+                    self.last_load = f.load
                 _complete(self.pending.pop(f.seq), f.seq, None, False)
                 completed += 1
             elif f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:

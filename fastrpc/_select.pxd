@@ -35,6 +35,8 @@ cdef class EndpointTable:
     cpdef double latency(self, Py_ssize_t i, double now)
     cpdef int set_mask(self, mask) except -1
     cpdef int set_weights(self, weights) except -1
+    cpdef int carry_over(self, EndpointTable old, src, dst) except -1
+    cpdef int set_reported(self, Py_ssize_t i, long long reported) except -1
     cpdef int track_load(self) except -1
     cdef double score(self, int i)
     cdef int better(self, int a, int b)

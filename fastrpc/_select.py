@@ -159,6 +159,36 @@ class EndpointTable:
             self.rebuild_tree()
         return 0
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def carry_over(self, old: "EndpointTable", src, dst):
+        """Copy the calls in flight, reported load and latency of endpoint src[k]
+        in `old` to endpoint dst[k] here (a membership change keeps the state)."""
+        k: cython.Py_ssize_t
+        a: cython.Py_ssize_t
+        b: cython.Py_ssize_t
+        total: cython.longlong = 0
+        for k in range(len(src)):
+            a = src[k]
+            b = dst[k]
+            self.inflight[b] = old.inflight[a]
+            self.reported[b] = old.reported[a]
+            self.ewma[b] = old.ewma[a]
+            self.stamp[b] = old.stamp[a]
+        for k in range(self.n):
+            total += self.inflight[k]
+        self.total_inflight = total
+        if self.tracking:
+            self.rebuild_tree()
+        return 0
+
+    def set_reported(self, i: cython.Py_ssize_t, reported: cython.longlong):
+        """Record the load endpoint i's server reported (e.g. on a health-check PONG)."""
+        self.reported[i] = reported
+        if self.tracking:
+            self.update_tree(i)
+        return 0
+
     def set_weights(self, weights):
         """Set every endpoint's effective weight (each must be > 0)."""
         i: cython.Py_ssize_t

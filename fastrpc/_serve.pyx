@@ -53,6 +53,19 @@ cdef class Handler:
         return f"Handler({self.name!r}, mode={self.mode})"
 
 
+@cython.final
+cdef class LoadGauge:
+    """Calls a server has in flight (tasks and thread-pool calls), shared by its connections.
+
+    Every reply and PONG carries the current value (FLAG_LOAD), which is what
+    the client-side balancers' least-loaded strategies read.
+    """
+    cdef public long long value
+
+    def __repr__(self):
+        return f"LoadGauge({self.value})"
+
+
 cdef inline str _arity_message(Handler h, Py_ssize_t given):
     if h.max_args == h.min_args:
         want = f"{h.min_args}"
@@ -84,7 +97,7 @@ cdef class ServerCore:
     cdef bytes last_name        # one-entry lookup cache: most calls repeat the method
     cdef Handler last_handler
     cdef public Py_ssize_t calls   # requests and notifications received
-    cdef public object load        # callable returning the server's in-flight count, or None
+    cdef public LoadGauge load     # stamped on replies and PONGs; None: no load reports
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
@@ -209,7 +222,7 @@ cdef class ServerCore:
         return self._error(f.seq, "MethodNotFound", msg)
 
     cdef int _pong(self, FrameView *f) except -1:
-        cdef Py_ssize_t start = begin_frame(self.out, KIND_PONG, 0, f.seq, NULL, 0)
+        cdef Py_ssize_t start = self._begin_reply(KIND_PONG, f.seq)
         self.out.write(f.payload, f.payload_len)
         return end_frame(self.out, start)
 
@@ -219,7 +232,7 @@ cdef class ServerCore:
         cdef char ext[4]
         if self.load is None:
             return begin_frame(self.out, kind, 0, seq, NULL, 0)
-        load = self.load()
+        load = <unsigned int>min(max(self.load.value, 0), 0xffffffff)
         start = begin_frame(self.out, kind, FLAG_LOAD, seq, NULL, 0)
         frpc_store_u32(ext, load)
         self.out.write(ext, 4)

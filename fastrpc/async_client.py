@@ -14,8 +14,8 @@ from fastrpc import _wire
 from fastrpc._calls import Batch
 from fastrpc.address import parse_address
 from fastrpc.connect import ClientSettings
-from fastrpc.errors import (ConnectionClosedError, ConnectionError, ConnectionLostError,
-                            RPCError, TimeoutError)
+from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionLostError,
+                            ConnectTimeoutError, RPCError, TimeoutError)
 
 __all__ = ["AsyncClient"]
 
@@ -83,9 +83,9 @@ class _AsyncConn:
                 coro = self.loop.create_connection(factory, addr.host, addr.port)
             await asyncio.wait_for(coro, timeout)
         except asyncio.TimeoutError:
-            raise TimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
+            raise ConnectTimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
+            raise ConnectError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
 
     def schedule_flush(self) -> None:
         table = self.table
@@ -176,6 +176,16 @@ class AsyncClient(ClientSettings):
             raise
         finally:
             self._connecting = None
+
+    @property
+    def draining(self) -> bool:
+        """The server sent GOAWAY on the current connection: it is going away."""
+        return self._conn is not None and self._conn.draining
+
+    @property
+    def server_load(self) -> Optional[int]:
+        """Calls in flight at the server, as its last reply or PONG reported (None: unknown)."""
+        return None if self._conn is None else self._conn.table.last_load
 
     def _ready_conn(self) -> _AsyncConn:
         conn = self._conn

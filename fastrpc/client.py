@@ -285,6 +285,16 @@ class Client(ClientSettings):
                 self._conn = conn = _Conn(self)
             return conn
 
+    @property
+    def draining(self) -> bool:
+        """The server sent GOAWAY on the current connection: it is going away."""
+        return self._conn.draining
+
+    @property
+    def server_load(self) -> Optional[int]:
+        """Calls in flight at the server, as its last reply or PONG reported (None: unknown)."""
+        return self._conn.table.last_load
+
     # calls --------------------------------------------------------------------
     def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """Call `method` with `args` and return its result.

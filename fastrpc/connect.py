@@ -7,7 +7,7 @@ from typing import Optional
 from fastrpc import _codec, _wire
 from fastrpc._calls import CallTable
 from fastrpc.address import parse_address
-from fastrpc.errors import ConnectionError, TimeoutError
+from fastrpc.errors import ConnectError, ConnectTimeoutError
 
 __all__ = ["ClientSettings", "dial"]
 
@@ -45,7 +45,7 @@ class ClientSettings:
 
 
 def dial(address: str, timeout: float | None) -> socket.socket:
-    """Connect a blocking socket to `address`; raise fastrpc ConnectionError or TimeoutError."""
+    """Connect a blocking socket to `address`; raise ConnectError or ConnectTimeoutError."""
     addr = parse_address(address)
     try:
         if addr.scheme == "unix":
@@ -60,8 +60,8 @@ def dial(address: str, timeout: float | None) -> socket.socket:
             sock = socket.create_connection((addr.host, addr.port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except socket.timeout:
-        raise TimeoutError(f"connecting to {address} timed out after {timeout}s") from None
+        raise ConnectTimeoutError(f"connecting to {address} timed out after {timeout}s") from None
     except OSError as exc:
-        raise ConnectionError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
+        raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
     sock.settimeout(None)
     return sock

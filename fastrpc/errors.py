@@ -12,6 +12,9 @@ __all__ = [
     "InvalidArgumentsError",
     "TimeoutError",
     "ConnectionError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "NoEndpointError",
     "ConnectionLostError",
     "ConnectionClosedError",
     "ProtocolError",
@@ -69,6 +72,18 @@ class TimeoutError(RPCError, builtins.TimeoutError):
 
 class ConnectionError(RPCError, builtins.ConnectionError):
     """The transport failed: connect refused, connection lost or closed."""
+
+
+class ConnectError(ConnectionError):
+    """No connection could be made (refused, unreachable, bad address): the call was not sent."""
+
+
+class ConnectTimeoutError(TimeoutError, ConnectError):
+    """Connecting did not finish within connect_timeout: the call was not sent."""
+
+
+class NoEndpointError(ConnectionError):
+    """A balancer has no endpoint left to try for a call."""
 
 
 class ConnectionLostError(ConnectionError):

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from fastrpc import _codec, _wire
-from fastrpc._serve import MODE_ASYNC, Handler, ServerCore
+from fastrpc._serve import MODE_ASYNC, Handler, LoadGauge, ServerCore
 from fastrpc.address import parse_address
 from fastrpc.errors import RPCError
 from fastrpc.loop import new_event_loop
@@ -50,6 +50,8 @@ class _Connection(asyncio.BufferedProtocol):
             s._handlers, s._services, self,
             max_frame_size=s.max_frame_size, max_depth=s.max_depth,
             max_len=s.max_len, max_bytes=s.max_bytes)
+        if s.report_load:
+            self.core.load = s._load
         s._connections.add(self)
         if s._closing:
             self.goaway("server is shutting down")
@@ -104,13 +106,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
         self.tasks[seq] = fut
-        self.server._inflight += 1
+        self.server._load.value += 1
         fut.add_done_callback(functools.partial(self._finished, seq, name, notify))
 
     def _finished(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
         if self.tasks.get(seq) is fut:
             del self.tasks[seq]
-        self.server._inflight -= 1
+        self.server._load.value -= 1
         exc = asyncio.CancelledError("call cancelled") if fut.cancelled() else fut.exception()
         self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
         if not self.tasks:
@@ -183,6 +185,7 @@ class Server:
                  max_bytes: int = _codec.DEFAULT_MAX_BYTES,
                  max_workers: Optional[int] = None,
                  grace: float = 5.0,
+                 report_load: bool = True,
                  use_uvloop: Optional[bool] = None) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = max_depth
@@ -190,6 +193,7 @@ class Server:
         self.max_bytes = max_bytes
         self.max_workers = max_workers
         self.grace = grace
+        self.report_load = report_load          # stamp the in-flight count on replies
         self.use_uvloop = use_uvloop
         self._handlers: Dict[bytes, Handler] = {}
         self._services: Set[bytes] = set()      # shared with every ServerCore
@@ -200,7 +204,7 @@ class Server:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        self._inflight = 0
+        self._load = LoadGauge()                # calls running as tasks or in the pool
         self._closing = False
         self._closed = threading.Event()
         self._idle_waiter: Optional[asyncio.Future] = None
@@ -251,7 +255,7 @@ class Server:
     @property
     def inflight(self) -> int:
         """Calls running as tasks or in the thread pool right now."""
-        return self._inflight
+        return self._load.value
 
     # serving --------------------------------------------------------------
     def start(self, address: str = "tcp://127.0.0.1:0") -> str:

@@ -7,7 +7,7 @@ import fastrpc
 
 def test_compiled_backend_is_active():
     assert fastrpc.backend == "cython"
-    for name in ("_codec", "_wire", "_calls", "_serve"):
+    for name in ("_codec", "_wire", "_calls", "_serve", "_select"):
         module = importlib.import_module(f"fastrpc.{name}")
         assert module.__file__.endswith((".so", ".pyd")), module.__file__
 
@@ -24,7 +24,8 @@ def test_public_callables_have_docstrings():
         obj = getattr(fastrpc, name)
         if callable(obj):
             assert obj.__doc__, name
-    for cls in (fastrpc.Server, fastrpc.Client, fastrpc.AsyncClient):
+    for cls in (fastrpc.Server, fastrpc.Client, fastrpc.AsyncClient, fastrpc.Balancer,
+                fastrpc.AsyncBalancer, fastrpc.Endpoint, fastrpc.Strategy):
         for attr in dir(cls):
             if not attr.startswith("_") and callable(getattr(cls, attr)):
                 assert getattr(cls, attr).__doc__, f"{cls.__name__}.{attr}"

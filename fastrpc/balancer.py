@@ -1,0 +1,888 @@
+"""Balancer: client-side load balancing over many endpoints.
+
+Owns the policy around the selection kernels: membership (add, remove,
+weights), health (active pings, passive outlier ejection, panic mode, slow
+start), load feedback (latency, calls in flight, server-reported load) and
+what happens when a call fails (failover, failfast, failtry, backup). The
+per-endpoint state lives in a compiled EndpointTable; the strategy's
+compiled picker reads it. BalancerCore holds everything that does no I/O;
+Balancer (threads) and AsyncBalancer (asyncio) add the connections.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from fastrpc._select import EndpointTable
+from fastrpc.client import Client
+from fastrpc.connect import ClientSettings
+from fastrpc.endpoint import Endpoint, _check_weight, as_endpoint
+from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionError, NoEndpointError,
+                            RemoteError, RPCError, TimeoutError)
+from fastrpc.strategies import Strategy, hash_key, make_strategy
+
+__all__ = ["Balancer", "BalancerCore", "RetryBudget", "FAILURE_MODES"]
+
+log = logging.getLogger("fastrpc.balancer")
+
+FAILURE_MODES = ("failover", "failfast", "failtry", "backup")
+
+# Outcomes of one attempt, for health accounting.
+_OK = 1        # the endpoint answered (a RemoteError is an answer too)
+_FAILED = 2    # transport failure or timeout: counts toward ejection
+
+
+class RetryBudget:
+    """Bounds retries: each call earns `ratio` of a retry, and `min_per_second`
+    retries are always allowed (Finagle's RetryBudget), so a failing fleet
+    is not hit with a multiple of its normal traffic."""
+
+    def __init__(self, ratio: float = 0.2, min_per_second: float = 10.0, cap: float = 100.0) -> None:
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self.cap = cap
+        self._earned = 0.0
+        self._reserve = min_per_second
+        self._stamp = time.monotonic()
+
+    def deposit(self) -> None:
+        """A call was made."""
+        earned = self._earned + self.ratio
+        self._earned = earned if earned < self.cap else self.cap
+
+    def withdraw(self) -> bool:
+        """Take one retry if the budget allows it."""
+        now = time.monotonic()
+        self._reserve = min(self.min_per_second, self._reserve + (now - self._stamp) * self.min_per_second)
+        self._stamp = now
+        if self._reserve >= 1.0:
+            self._reserve -= 1.0
+            return True
+        if self._earned >= 1.0:
+            self._earned -= 1.0
+            return True
+        return False
+
+
+class _Member:
+    """A balancer's view of one endpoint: connection, health, counters."""
+
+    __slots__ = ("endpoint", "index", "client", "dial_lock", "healthy", "misses", "failures",
+                 "ejected_until", "times_ejected", "calls", "errors", "active", "removed",
+                 "ramp_from", "stale")
+
+    def __init__(self, endpoint: Endpoint, ramp_from: Optional[float]) -> None:
+        self.endpoint = endpoint
+        self.index = -1                 # position in the current table, -1 once removed
+        self.client: Any = None
+        self.dial_lock = threading.Lock()
+        self.healthy = True             # active health checks: False after `misses` misses
+        self.misses = 0
+        self.failures = 0               # consecutive failed calls (passive ejection)
+        self.ejected_until = 0.0
+        self.times_ejected = 0
+        self.calls = 0
+        self.errors = 0
+        self.active = 0                 # calls in flight through this member
+        self.removed = False
+        self.ramp_from = ramp_from      # slow start: ramping since this time (None: full weight)
+        self.stale: List[Any] = []      # clients replaced while calls were still on them
+
+
+class BalancerCore:
+    """Membership, state table, picking, health and ejection: everything but I/O.
+
+    Settings (keyword arguments of Balancer and AsyncBalancer):
+
+    - strategy: a name in fastrpc.strategies.STRATEGIES or a Strategy.
+      origin=(lat, lon) / origin_zone=... are passed to "geo".
+    - failure: "failover" (default), "failfast", "failtry" or "backup";
+      max_attempts (3), retry_budget (RetryBudget()), idempotent (False:
+      calls that may have run are never repeated unless marked),
+      backup_after (0.05 s: when "backup" sends the hedged request).
+    - health_interval (5 s, 0 disables active checks), health_timeout (1 s),
+      health_misses (3): pings missed before an endpoint is unhealthy.
+    - eject_failures (5 consecutive failed calls), eject_base (30 s x times
+      ejected), eject_max (300 s), max_ejected (0.5 of the endpoints).
+    - slow_start (0 s): a new or recovered endpoint's weight ramps up over
+      this window. ewma_tau (10 s): latency estimate decay. seed: picks'
+      random seed (default: random).
+    """
+
+    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), *,
+                 strategy: Union[str, Strategy] = "round_robin",
+                 origin: Optional[Tuple[float, float]] = None, origin_zone: Optional[str] = None,
+                 failure: str = "failover", max_attempts: int = 3,
+                 retry_budget: Optional[RetryBudget] = None, idempotent: bool = False,
+                 backup_after: float = 0.05,
+                 health_interval: float = 5.0, health_timeout: float = 1.0, health_misses: int = 3,
+                 eject_failures: int = 5, eject_base: float = 30.0, eject_max: float = 300.0,
+                 max_ejected: float = 0.5, slow_start: float = 0.0, ewma_tau: float = 10.0,
+                 seed: Optional[int] = None) -> None:
+        options = {}
+        if origin is not None or origin_zone is not None:
+            if strategy != "geo":
+                raise ValueError("origin and origin_zone apply to the geo strategy")
+            options = {"origin": origin, "origin_zone": origin_zone}
+        self.strategy = make_strategy(strategy, **options)
+        if failure not in FAILURE_MODES:
+            raise ValueError(f"failure must be one of {', '.join(FAILURE_MODES)}, not {failure!r}")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if health_misses < 1 or eject_failures < 1:
+            raise ValueError("health_misses and eject_failures must be >= 1")
+        if not 0.0 <= max_ejected <= 1.0:
+            raise ValueError("max_ejected is a fraction in [0, 1]")
+        self.failure = failure
+        self.max_attempts = max_attempts
+        self.retry_budget = retry_budget if retry_budget is not None else RetryBudget()
+        self.idempotent = idempotent
+        self.backup_after = backup_after
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.health_misses = health_misses
+        self.eject_failures = eject_failures
+        self.eject_base = eject_base
+        self.eject_max = eject_max
+        self.max_ejected = max_ejected
+        self.slow_start = slow_start
+        self.ewma_tau = ewma_tau
+        self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
+        self._lock = threading.RLock()
+        self._members: List[_Member] = []
+        self._by_address: Dict[str, _Member] = {}
+        self._keyed = self.strategy.keyed
+        self._panic = False
+        self._next_check = float("inf")    # next ejection expiry or slow-start step
+        self._closed = False
+        seen = set()
+        for item in endpoints:
+            endpoint = as_endpoint(item)
+            if endpoint.address in seen:
+                raise ValueError(f"endpoint {endpoint.address} is listed twice")
+            seen.add(endpoint.address)
+            self._add_member(_Member(endpoint, None))
+        with self._lock:
+            self._rebuild_locked(time.monotonic())
+
+    # membership ------------------------------------------------------------------
+    def _add_member(self, member: _Member) -> None:
+        self._members.append(member)
+        self._by_address[member.endpoint.address] = member
+
+    def add(self, endpoint: Union[str, Endpoint]) -> None:
+        """Add an endpoint (or replace the one with the same address); no call is dropped."""
+        endpoint = as_endpoint(endpoint)
+        with self._lock:
+            old = self._by_address.get(endpoint.address)
+            if old is not None:
+                if old.endpoint == endpoint:
+                    return
+                old.endpoint = endpoint        # same server: keep its connection and state
+            else:
+                self._add_member(_Member(endpoint, time.monotonic() if self.slow_start > 0 else None))
+            self._rebuild_locked(time.monotonic())
+
+    def remove(self, address: str) -> None:
+        """Remove an endpoint: no new calls go to it; its calls in flight finish."""
+        with self._lock:
+            member = self._by_address.pop(address, None)
+            if member is None:
+                raise KeyError(f"no endpoint {address} in this balancer")
+            self._members.remove(member)
+            member.removed = True
+            member.index = -1
+            self._rebuild_locked(time.monotonic())
+            idle = member.active == 0
+        if idle:
+            self._close_member(member)
+
+    def set_weight(self, address: str, weight: float) -> None:
+        """Change an endpoint's weight at runtime."""
+        weight = _check_weight(weight)
+        with self._lock:
+            member = self._by_address.get(address)
+            if member is None:
+                raise KeyError(f"no endpoint {address} in this balancer")
+            member.endpoint = member.endpoint.replace(weight=weight)
+            self._rebuild_locked(time.monotonic())
+
+    def set_endpoints(self, endpoints: Iterable[Union[str, Endpoint]]) -> None:
+        """Make the endpoint set exactly `endpoints` (adds, removes, updates)."""
+        wanted = {e.address: e for e in map(as_endpoint, endpoints)}
+        for address in [m.endpoint.address for m in self._members if m.endpoint.address not in wanted]:
+            self.remove(address)
+        for endpoint in wanted.values():
+            self.add(endpoint)
+
+    @property
+    def endpoints(self) -> List[Endpoint]:
+        """The current endpoints, in the order they were added."""
+        return [m.endpoint for m in self._members]
+
+    def _rebuild_locked(self, now: float) -> None:
+        """New table and picker for the current membership; state carries over."""
+        old_table = getattr(self, "_table", None)
+        table = EndpointTable(len(self._members), self._seed, self.ewma_tau)
+        self._seed = (self._seed * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        if old_table is not None:
+            kept = [(m.index, j) for j, m in enumerate(self._members) if m.index >= 0]
+            table.carry_over(old_table, [a for a, _ in kept], [b for _, b in kept])
+        for j, member in enumerate(self._members):
+            member.index = j
+        table.set_weights(self._effective_weights(now))
+        table.set_mask(self._mask(now))
+        self._picker = self.strategy.build(table, [m.endpoint for m in self._members])
+        self._table = table
+
+    def _effective_weights(self, now: float) -> List[float]:
+        weights = []
+        soonest = float("inf")
+        for m in self._members:
+            w = m.endpoint.weight
+            if m.ramp_from is not None:
+                done = (now - m.ramp_from) / self.slow_start
+                if done >= 1.0:
+                    m.ramp_from = None
+                else:
+                    w *= max(0.1, done)
+                    soonest = min(soonest, now + self.slow_start / 10)
+            weights.append(w)
+        self._ramp_check = soonest
+        return weights
+
+    def _mask(self, now: float) -> List[int]:
+        mask = []
+        soonest = float("inf")
+        for m in self._members:
+            if m.ejected_until and m.ejected_until <= now:
+                m.ejected_until = 0.0                 # ejection over: back, with slow start
+                if self.slow_start > 0:
+                    m.ramp_from = now
+                log.info("endpoint %s is back after ejection", m.endpoint.address)
+            if m.ejected_until:
+                soonest = min(soonest, m.ejected_until)
+            mask.append(1 if m.healthy and not m.ejected_until else 0)
+        self._eject_check = soonest
+        panic = bool(mask) and not any(mask)
+        if panic:
+            # Every endpoint looks bad: spread calls over all of them rather
+            # than fail every call (Envoy's panic threshold).
+            mask = [1] * len(mask)
+        if panic != self._panic:
+            self._panic = panic
+            (log.warning if panic else log.info)(
+                "balancer %s panic mode: %s", "entering" if panic else "leaving",
+                "no endpoint is healthy, picking among all" if panic else "endpoints are healthy again")
+        return mask
+
+    def _refresh_locked(self, now: float, weights: bool = False) -> None:
+        """Eligibility (and effective weights) changed: update the table and picker."""
+        if weights:
+            self._table.set_weights(self._effective_weights(now))
+        self._table.set_mask(self._mask(now))
+        self._next_check = min(self._eject_check, self._ramp_check)
+        if weights and self.strategy.name == "consistent_hash":
+            return                              # the ring uses configured weights only
+        self._picker.rebuild()
+
+    def _maintain_locked(self, now: float) -> None:
+        """Ejections that expired, slow-start steps."""
+        self._refresh_locked(now, weights=self._ramp_check <= now)
+
+    # picking ------------------------------------------------------------------------
+    def pick(self, key: Union[str, bytes, int, None] = None) -> Endpoint:
+        """The endpoint the next call with `key` would go to (state is not changed)."""
+        with self._lock:
+            i = self._picker.pick(self._key_hash(key))
+            if i < 0:
+                raise NoEndpointError("the balancer has no endpoints")
+            return self._members[i].endpoint
+
+    def _key_hash(self, key: Any) -> int:
+        if key is not None:
+            return hash_key(key)
+        return self._table.next_random() if self._keyed else 0
+
+    def _acquire(self, key_hash: int, tried: Optional[List[Tuple[_Member, BaseException]]],
+                 pinned: Optional[_Member] = None) -> _Member:
+        """Pick an endpoint and count the call as in flight there."""
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosedError("balancer is closed")
+            if pinned is not None and not pinned.removed:
+                member = pinned
+            else:
+                i = self._picker.pick(key_hash)
+                if i < 0:
+                    raise NoEndpointError("the balancer has no endpoints")
+                member = self._members[i]
+                if tried:
+                    member = self._untried_locked(member, key_hash, {id(m) for m, _ in tried})
+            self._table.begin(member.index)
+            member.active += 1
+            return member
+
+    def _untried_locked(self, member: _Member, key_hash: int, used: set) -> _Member:
+        """A retry goes to an endpoint not tried yet for this call, if one is eligible."""
+        for _ in range(4):
+            if id(member) not in used:
+                return member
+            i = self._picker.pick(self._table.next_random() if self._keyed else key_hash)
+            if i >= 0:
+                member = self._members[i]
+        mask = np.asarray(self._table.mask)
+        for m in self._members:
+            if id(m) not in used and mask[m.index]:
+                return m
+        for m in self._members:
+            if id(m) not in used:
+                return m
+        raise NoEndpointError("every endpoint was tried")
+
+    def _release(self, member: _Member, rtt: float, outcome: int, load: Optional[int]) -> None:
+        """A call through `member` ended: update latency, load, counters and health."""
+        now = time.monotonic()
+        with self._lock:
+            member.active -= 1
+            member.calls += 1
+            if member.index >= 0 and not member.removed:
+                self._table.end(member.index, rtt, now, -1 if load is None else load)
+            if outcome == _FAILED:
+                member.errors += 1
+                member.failures += 1
+                if member.failures >= self.eject_failures and not member.ejected_until:
+                    self._eject_locked(member, now)
+            elif member.failures:
+                member.failures = 0
+            if now >= self._next_check:
+                self._maintain_locked(now)
+            closing = member.removed and member.active == 0
+        if closing:
+            self._close_member(member)
+
+    def _eject_locked(self, member: _Member, now: float) -> None:
+        ejected = sum(1 for m in self._members if m.ejected_until)
+        if ejected + 1 > self.max_ejected * len(self._members):
+            log.warning("not ejecting %s after %d failures: %d of %d endpoints are already ejected",
+                        member.endpoint.address, member.failures, ejected, len(self._members))
+            return
+        member.times_ejected += 1
+        duration = min(self.eject_base * member.times_ejected, self.eject_max)
+        member.ejected_until = now + duration
+        member.failures = 0
+        log.warning("ejecting %s for %.0f s after %d consecutive failures",
+                    member.endpoint.address, duration, self.eject_failures)
+        self._refresh_locked(now)
+
+    def _health_result(self, member: _Member, ok: bool, load: Optional[int]) -> None:
+        """An active health check of `member` succeeded or missed."""
+        now = time.monotonic()
+        with self._lock:
+            if member.removed:
+                return
+            if ok:
+                member.misses = 0
+                if load is not None:
+                    self._table.set_reported(member.index, load)
+                if not member.healthy:
+                    member.healthy = True
+                    if self.slow_start > 0:
+                        member.ramp_from = now
+                    log.info("endpoint %s is healthy again", member.endpoint.address)
+                    self._refresh_locked(now, weights=True)
+            else:
+                member.misses += 1
+                if member.healthy and member.misses >= self.health_misses:
+                    member.healthy = False
+                    log.warning("endpoint %s is unhealthy: %d health checks missed",
+                                member.endpoint.address, member.misses)
+                    self._refresh_locked(now)
+
+    def _going_away(self, member: _Member) -> None:
+        """The endpoint sent GOAWAY: no new calls until a health check finds it serving."""
+        with self._lock:
+            if member.healthy and not member.removed:
+                member.healthy = False
+                member.misses = self.health_misses
+                log.info("endpoint %s is going away (GOAWAY)", member.endpoint.address)
+                self._refresh_locked(time.monotonic())
+
+    # reporting ----------------------------------------------------------------------
+    def stats(self) -> Dict[str, Dict[str, Any]]:
+        """Per endpoint address: calls, errors, in_flight, latency (EWMA, s), load
+        (server-reported calls in flight, None unknown), healthy, ejected,
+        weight, effective_weight, zone."""
+        now = time.monotonic()
+        out = {}
+        with self._lock:
+            t = self._table
+            inflight, reported = np.asarray(t.inflight), np.asarray(t.reported)
+            weight = np.asarray(t.weight)
+            for m in self._members:
+                i = m.index
+                out[m.endpoint.address] = {
+                    "calls": m.calls, "errors": m.errors, "in_flight": int(inflight[i]),
+                    "latency": t.latency(i, now), "load": None if reported[i] < 0 else int(reported[i]),
+                    "healthy": m.healthy, "ejected": bool(m.ejected_until),
+                    "weight": m.endpoint.weight, "effective_weight": float(weight[i]),
+                    "zone": m.endpoint.zone,
+                }
+        return out
+
+    @property
+    def panic(self) -> bool:
+        """True while no endpoint is healthy and calls are spread over all of them."""
+        return self._panic
+
+    # failure policy -----------------------------------------------------------------
+    def _may_retry(self, exc: BaseException, idempotent: bool, attempts: int,
+                   deadline: Optional[float]) -> bool:
+        if self.failure == "failfast" or attempts >= self.max_attempts:
+            return False
+        # Not sent: the server never saw the call. Anything else may have run.
+        if not (isinstance(exc, (ConnectError, ConnectionClosedError)) or idempotent):
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        return self.retry_budget.withdraw()
+
+    @staticmethod
+    def _final_error(method: str, tried: List[Tuple[_Member, BaseException]]) -> BaseException:
+        """The last attempt's error, re-worded to name every endpoint tried (``.endpoints``)."""
+        last = tried[-1][1]
+        addresses = [m.endpoint.address for m, _ in tried]
+        if isinstance(last, RemoteError):
+            last.endpoints = addresses
+            return last
+        parts = "; ".join(f"{m.endpoint.address}: {type(e).__name__}: {e}" for m, e in tried)
+        what = f"{len(tried)} endpoints" if len(tried) > 1 else "1 endpoint"
+        try:
+            error = type(last)(f"{method} failed on {what}: {parts}")
+        except TypeError:
+            error = ConnectionError(f"{method} failed on {what}: {parts}")
+        error.endpoints = addresses
+        error.__cause__ = last
+        return error
+
+    def _close_member(self, member: _Member) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"<fastrpc.{type(self).__name__} {self.strategy.name} over "
+                f"{len(self._members)} endpoints>")
+
+
+class Balancer(BalancerCore):
+    """A blocking, thread-safe client that spreads calls over many endpoints.
+
+    ``Balancer(["tcp://127.0.0.1:7001", Endpoint("tcp://...", weight=5)],
+    strategy="p2c")`` then ``call``, ``go`` and ``notify`` as on Client, plus
+    ``key=`` (consistent_hash) and ``idempotent=`` per call. Each endpoint
+    gets one Client, dialled on first use. See BalancerCore for the
+    balancing settings; other keyword arguments (timeout, connect_timeout,
+    max_frame_size...) configure those Clients.
+    """
+
+    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
+        core = {k: settings.pop(k) for k in list(settings) if k in _CORE_SETTINGS}
+        settings.setdefault("connect_timeout", 3.0)
+        self.timeout: Optional[float] = settings.get("timeout")
+        ClientSettings("tcp://127.0.0.1:1", **settings)   # reject unknown settings now
+        self._client_settings = settings
+        super().__init__(endpoints, **core)
+        self._health_stop = threading.Event()
+        self._health_thread: Optional[threading.Thread] = None
+        if self.health_interval > 0:
+            self._health_thread = threading.Thread(
+                target=_health_loop, args=(weakref.ref(self), self._health_stop, self.health_interval),
+                name="fastrpc-health", daemon=True)
+            self._health_thread.start()
+
+    # connections --------------------------------------------------------------------
+    def _client(self, member: _Member) -> Client:
+        client = member.client
+        if client is not None:
+            return client
+        with member.dial_lock:
+            if member.client is None:
+                if member.removed or self._closed:
+                    raise ConnectionClosedError(f"endpoint {member.endpoint.address} was removed")
+                member.client = Client(member.endpoint.address, **self._client_settings)
+            return member.client
+
+    def _close_member(self, member: _Member) -> None:
+        client, member.client = member.client, None
+        if client is not None:
+            client.close()
+
+    # calls ----------------------------------------------------------------------------
+    def call(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None,
+             timeout: Optional[float] = None, idempotent: Optional[bool] = None) -> Any:
+        """Call `method` on the endpoint the strategy picks; return the result.
+
+        A failure before the call was sent (cannot connect, connection gone)
+        is retried on another endpoint ("failover"), the same one
+        ("failtry"), or not at all ("failfast"). A call that may have run
+        (timeout, connection lost after sending) is retried only when
+        `idempotent`. RemoteError (the handler raised) is never retried.
+        Errors name the endpoints tried (``exc.endpoints``).
+        """
+        timeout = self.timeout if timeout is None else timeout
+        idempotent = self.idempotent if idempotent is None else idempotent
+        if self.failure == "backup" and idempotent:
+            return self._hedged(method, args, key, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        key_hash = self._key_hash(key)
+        self.retry_budget.deposit()
+        tried: List[Tuple[_Member, BaseException]] = []
+        pinned = None
+        while True:
+            member = self._acquire(key_hash, tried, pinned)
+            client = None
+            start = time.perf_counter()
+            try:
+                client = member.client or self._client(member)
+                value = client.call(method, *args, timeout=_remaining(deadline))
+            except RemoteError as exc:
+                self._release(member, time.perf_counter() - start, _OK, client.server_load)
+                exc.endpoints = [m.endpoint.address for m, _ in tried] + [member.endpoint.address]
+                raise
+            except (ConnectionError, TimeoutError) as exc:
+                self._release(member, -1.0, _FAILED, None)
+                tried.append((member, exc))
+                if not self._may_retry(exc, idempotent, len(tried), deadline):
+                    raise self._final_error(method, tried) from None
+                pinned = member if self.failure == "failtry" else None
+                continue
+            except BaseException:           # e.g. an argument that cannot be encoded
+                self._release(member, -1.0, _OK, None)
+                raise
+            self._release(member, time.perf_counter() - start, _OK, client.server_load)
+            if client.draining:
+                self._going_away(member)
+            return value
+
+    def _hedged(self, method: str, args: tuple, key: Any, timeout: Optional[float]) -> Any:
+        """"backup": when the first endpoint has not answered within backup_after,
+        send the call to a second one; the first reply wins, the other is cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        key_hash = self._key_hash(key)
+        self.retry_budget.deposit()
+        tried: List[Tuple[_Member, BaseException]] = []            # finished attempts
+        running: Dict[concurrent.futures.Future, Tuple[_Member, float, Client]] = {}
+
+        def launch() -> None:
+            busy = tried + [(m, None) for m, _, _ in running.values()]
+            member = self._acquire(key_hash, busy)
+            start = time.perf_counter()
+            try:
+                client = member.client or self._client(member)
+                fut = client.go(method, *args, timeout=_remaining(deadline))
+            except (ConnectionError, TimeoutError) as exc:
+                self._release(member, -1.0, _FAILED, None)
+                tried.append((member, exc))
+                return
+            except BaseException:
+                self._release(member, -1.0, _OK, None)
+                raise
+            running[fut] = (member, start, client)
+
+        def finish(fut: concurrent.futures.Future) -> Optional[BaseException]:
+            member, start, client = running.pop(fut)
+            exc = fut.exception(0)
+            if exc is None or isinstance(exc, RemoteError):
+                self._release(member, time.perf_counter() - start, _OK, client.server_load)
+            else:
+                self._release(member, -1.0, _FAILED, None)
+            tried.append((member, exc))
+            return exc
+
+        try:
+            launch()
+            hedge_at = time.monotonic() + self.backup_after
+            while True:
+                if not running:
+                    if not self._may_retry(tried[-1][1], True, len(tried), deadline):
+                        raise self._final_error(method, tried)
+                    launch()
+                    hedge_at = time.monotonic() + self.backup_after
+                    continue
+                can_hedge = len(tried) + len(running) < self.max_attempts
+                until = min(hedge_at if can_hedge else float("inf"),
+                            float("inf") if deadline is None else deadline)
+                for fut in _wait_any(list(running), until):
+                    exc = finish(fut)
+                    if exc is None:
+                        return fut.result(0)
+                    if isinstance(exc, RemoteError):
+                        raise self._final_error(method, tried)
+                now = time.monotonic()
+                if deadline is not None and now >= deadline and running:
+                    for fut in list(running):
+                        member, _, _ = running.pop(fut)
+                        fut.cancel()
+                        self._release(member, -1.0, _FAILED, None)
+                        tried.append((member, TimeoutError(f"{method} did not complete within {timeout}s")))
+                    raise self._final_error(method, tried)
+                if running and can_hedge and now >= hedge_at:
+                    hedge_at = float("inf")         # one hedge per call
+                    if self.retry_budget.withdraw():
+                        launch()
+        finally:
+            for fut in list(running):               # the losers: withdraw them, tell the servers
+                member, _, _ = running.pop(fut)
+                fut.cancel()
+                self._release(member, -1.0, _OK, None)
+
+    def go(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None,
+           timeout: Optional[float] = None, idempotent: Optional[bool] = None) -> concurrent.futures.Future:
+        """Start a call; return a concurrent.futures.Future of its result.
+
+        Failures are handled as in call() (retries happen as the failed
+        attempt completes); "backup" hedging applies to call() only.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        idempotent = self.idempotent if idempotent is None else idempotent
+        self.retry_budget.deposit()
+        attempt = _GoCall(self, method, args, self._key_hash(key), timeout, idempotent)
+        attempt.start()
+        return attempt.future
+
+    def notify(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None) -> None:
+        """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
+        key_hash = self._key_hash(key)
+        tried: List[Tuple[_Member, BaseException]] = []
+        while True:
+            member = self._acquire(key_hash, tried)
+            try:
+                (member.client or self._client(member)).notify(method, *args)
+            except (ConnectionError, TimeoutError) as exc:
+                self._release(member, -1.0, _FAILED, None)
+                tried.append((member, exc))
+                if not self._may_retry(exc, False, len(tried), None):
+                    raise self._final_error(method, tried) from None
+                continue
+            self._release(member, -1.0, _OK, None)
+            return
+
+    # health ----------------------------------------------------------------------------
+    def check_health(self) -> None:
+        """Ping every endpoint once now (what the health thread does every health_interval)."""
+        members = list(self._members)
+        if not members:
+            return
+        pool = self._health_pool()
+        list(pool.map(self._check, members))
+
+    def _health_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        pool = getattr(self, "_pool", None)
+        if pool is None:
+            pool = self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=8, thread_name_prefix="fastrpc-health")
+        return pool
+
+    def _check(self, member: _Member) -> None:
+        try:
+            client = member.client or self._client(member)
+            client.ping(self.health_timeout)
+        except (RPCError, OSError):
+            self._health_result(member, False, None)
+            return
+        self._health_result(member, not client.draining, client.server_load)
+
+    # lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop health checks and close every connection; pending calls fail."""
+        with self._lock:
+            self._closed = True
+            members = list(self._members)
+        self._health_stop.set()
+        for member in members:
+            self._close_member(member)
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __enter__(self) -> "Balancer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_CORE_SETTINGS = {
+    "strategy", "origin", "origin_zone", "failure", "max_attempts", "retry_budget", "idempotent",
+    "backup_after", "health_interval", "health_timeout", "health_misses", "eject_failures",
+    "eject_base", "eject_max", "max_ejected", "slow_start", "ewma_tau", "seed",
+}
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
+
+
+def _wait_any(futures: List[concurrent.futures.Future], until: float) -> List[concurrent.futures.Future]:
+    """Wait until one of `futures` is done or monotonic time `until`; return the done ones."""
+    timeout = None if until == float("inf") else max(0.0, until - time.monotonic())
+    if len(futures) == 1:
+        try:
+            futures[0].exception(timeout)       # a CallFuture drives its connection from here
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            pass
+        return [f for f in futures if f.done()]
+    done, _ = concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED)
+    return list(done)
+
+
+class _GoCall:
+    """One Balancer.go(): the attempts behind its future."""
+
+    def __init__(self, balancer: Balancer, method: str, args: tuple, key_hash: int,
+                 timeout: Optional[float], idempotent: bool) -> None:
+        self.balancer = balancer
+        self.method = method
+        self.args = args
+        self.key_hash = key_hash
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.idempotent = idempotent
+        self.tried: List[Tuple[_Member, BaseException]] = []
+        self.future = _BalancedFuture()
+        self.member: Optional[_Member] = None
+        self.client: Optional[Client] = None
+        self.started = 0.0
+
+    def start(self, pinned: Optional[_Member] = None) -> None:
+        b = self.balancer
+        while True:
+            try:
+                member = b._acquire(self.key_hash, self.tried, pinned)
+            except RPCError as exc:
+                self.future.set_exception(exc if not self.tried else b._final_error(self.method, self.tried))
+                return
+            self.started = time.perf_counter()
+            try:
+                client = member.client or b._client(member)
+                inner = client.go(self.method, *self.args, timeout=_remaining(self.deadline))
+            except (ConnectionError, TimeoutError) as exc:
+                b._release(member, -1.0, _FAILED, None)
+                self.tried.append((member, exc))
+                if not b._may_retry(exc, self.idempotent, len(self.tried), self.deadline):
+                    self.future.set_exception(b._final_error(self.method, self.tried))
+                    return
+                pinned = member if b.failure == "failtry" else None
+                continue
+            except BaseException as exc:        # e.g. an unencodable argument
+                b._release(member, -1.0, _OK, None)
+                self.future.set_exception(exc)
+                return
+            self.member, self.client = member, client
+            self.future._inner = inner
+            inner.add_done_callback(self._done)
+            return
+
+    def _done(self, inner: concurrent.futures.Future) -> None:
+        b, member, client = self.balancer, self.member, self.client
+        if inner.cancelled():
+            b._release(member, -1.0, _OK, None)
+            self.future.cancel()
+            return
+        exc = inner.exception()
+        if exc is None or isinstance(exc, RemoteError):
+            b._release(member, time.perf_counter() - self.started, _OK, client.server_load)
+            if exc is None:
+                _settle(self.future, inner.result(), None)
+            else:
+                exc.endpoints = [m.endpoint.address for m, _ in self.tried] + [member.endpoint.address]
+                _settle(self.future, None, exc)
+            return
+        b._release(member, -1.0, _FAILED, None)
+        self.tried.append((member, exc))
+        if isinstance(exc, (ConnectionError, TimeoutError)) and \
+                b._may_retry(exc, self.idempotent, len(self.tried), self.deadline) and not self.future.done():
+            self.start(member if b.failure == "failtry" else None)
+        else:
+            _settle(self.future, None, b._final_error(self.method, self.tried))
+
+
+def _settle(future: concurrent.futures.Future, value: Any, exc: Optional[BaseException]) -> None:
+    try:
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+    except concurrent.futures.InvalidStateError:
+        pass    # cancelled by the caller meanwhile
+
+
+class _BalancedFuture(concurrent.futures.Future):
+    """Balancer.go()'s future: waiting on it drives the current attempt's connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inner: Optional[concurrent.futures.Future] = None
+
+    def _drive(self, timeout: Optional[float]) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            inner = self._inner
+            if inner is None or inner.done():
+                # between attempts: the retry is issued by the completing thread
+                self._wait_briefly(deadline)
+            else:
+                try:
+                    inner.exception(_remaining(deadline))
+                except (TimeoutError, concurrent.futures.TimeoutError):
+                    return
+                except concurrent.futures.CancelledError:
+                    pass
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _wait_briefly(self, deadline: Optional[float]) -> None:
+        with self._condition:
+            if not self.done():
+                self._condition.wait(0.001 if deadline is None else min(0.001, _remaining(deadline)))
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        self._drive(timeout)
+        return super().result(0 if self.done() else timeout)
+
+    def exception(self, timeout: Optional[float] = None):
+        self._drive(timeout)
+        return super().exception(0 if self.done() else timeout)
+
+    def cancel(self) -> bool:
+        inner = self._inner
+        if not super().cancel():
+            return False
+        if inner is not None:
+            inner.cancel()
+        return True
+
+
+def _health_loop(ref, stop: threading.Event, interval: float) -> None:
+    """Ping every endpoint each `interval` while the balancer lives."""
+    while not stop.wait(interval):
+        balancer = ref()
+        if balancer is None or balancer._closed:
+            return
+        try:
+            balancer.check_health()
+            with balancer._lock:
+                now = time.monotonic()
+                if now >= balancer._next_check:
+                    balancer._maintain_locked(now)
+        except Exception:
+            log.exception("health check failed")
+        del balancer
