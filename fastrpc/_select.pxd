@@ -24,7 +24,7 @@ cdef class EndpointTable:
     cdef readonly bint tracking
     cdef Py_ssize_t tree_size               # leaves: a power of two >= n
     cdef int[::1] tree                      # node -> winning endpoint index, -1 none
-    cdef unsigned int[::1] tiebreak         # random per endpoint, redrawn on each update
+    cdef double[::1] tiebreak               # random per endpoint, redrawn on each update
 
     cpdef unsigned long long next_random(self)
     cpdef Py_ssize_t rand_below(self, Py_ssize_t bound)
@@ -38,7 +38,8 @@ cdef class EndpointTable:
     cpdef int carry_over(self, EndpointTable old, src, dst) except -1
     cpdef int set_reported(self, Py_ssize_t i, long long reported) except -1
     cpdef int track_load(self) except -1
-    cdef double score(self, int i)
+    cpdef double score(self, int i)
+    cdef int draw_tiebreak(self, Py_ssize_t i) except -1
     cdef int better(self, int a, int b)
     cdef int update_tree(self, Py_ssize_t i) except -1
     cdef int rebuild_tree(self) except -1
@@ -93,7 +94,7 @@ cdef class P2CKernel(Kernel):
 
 cdef class P2CEwmaKernel(P2CKernel):
     cdef readonly double penalty
-    cdef double cost(self, Py_ssize_t i, double now)
+    cpdef double cost(self, Py_ssize_t i, double now)
 
 
 cdef class RingKernel(Kernel):

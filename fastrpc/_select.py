@@ -17,9 +17,9 @@ import cython
 import numpy as np
 
 if cython.compiled:
-    from cython.cimports.libc.math import exp
+    from cython.cimports.libc.math import exp, log
 else:
-    from math import exp
+    from math import exp, log
 
 _M64 = cython.declare(cython.ulonglong, 0xFFFFFFFFFFFFFFFF)   # 64-bit wrap (no-op when compiled)
 _P1 = cython.declare(cython.ulonglong, 0x9E3779B185EBCA87)    # xxh64 primes
@@ -68,7 +68,7 @@ class EndpointTable:
         self.tracking = False
         self.tree_size = 0
         self.tree = np.zeros(0, dtype=np.int32)
-        self.tiebreak = np.zeros(n, dtype=np.uint32)
+        self.tiebreak = np.zeros(n, dtype=np.float64)
 
     # random numbers: xorshift64*, identical compiled and uncompiled ------------
     @cython.cdivision(True)
@@ -216,9 +216,17 @@ class EndpointTable:
         return 0
 
     def score(self, i: cython.int):
+        """Load per unit of weight (lower is better); infinite when not eligible."""
         if i < 0 or not self.mask[i]:
             return _INF
-        return (self.load(i) + 1.0) / self.weight[i]
+        return self.load(i) / self.weight[i]
+
+    def draw_tiebreak(self, i: cython.Py_ssize_t):
+        # An exponential variate of rate weight[i]: the smallest of these is
+        # endpoint i with probability weight[i] / total, so equally loaded
+        # endpoints share calls in proportion to weight.
+        self.tiebreak[i] = -log(1.0 - self.next_unit()) / self.weight[i]
+        return 0
 
     def better(self, a: cython.int, b: cython.int):
         """Of endpoints a and b (-1: none), the one with less load per weight."""
@@ -239,7 +247,7 @@ class EndpointTable:
     def update_tree(self, i: cython.Py_ssize_t):
         # A fresh tie-break per update spreads calls over equally loaded endpoints.
         node: cython.Py_ssize_t = (self.tree_size + i) >> 1
-        self.tiebreak[i] = cython.cast(cython.uint, self.next_random() >> 32)
+        self.draw_tiebreak(i)
         while node >= 1:
             self.tree[node] = self.better(self.tree[2 * node], self.tree[2 * node + 1])
             node >>= 1
@@ -253,7 +261,7 @@ class EndpointTable:
         for i in range(size):
             self.tree[size + i] = i if i < self.n and self.mask[i] else -1
             if i < self.n:
-                self.tiebreak[i] = cython.cast(cython.uint, self.next_random() >> 32)
+                self.draw_tiebreak(i)
         i = size - 1
         while i >= 1:
             self.tree[i] = self.better(self.tree[2 * i], self.tree[2 * i + 1])
@@ -482,7 +490,7 @@ class SmoothWeightedKernel(Kernel):
 
 
 class LeastConnectionsKernel(Kernel):
-    """Least load per weight: (in flight + 1) / weight, ties broken at random.
+    """Least load per weight: in flight / weight; ties at random in proportion to weight.
 
     The table keeps a tournament tree updated on every begin/end, so a pick
     reads the root: O(1), and O(log n) per state change.

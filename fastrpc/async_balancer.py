@@ -74,7 +74,7 @@ class AsyncBalancer(BalancerCore):
         tried: List[Tuple[_Member, BaseException]] = []
         pinned = None
         while True:
-            member = self._acquire(key_hash, tried, pinned)
+            member = self._next_member(method, key_hash, tried, pinned)
             client = None
             start = time.perf_counter()
             try:
@@ -108,7 +108,7 @@ class AsyncBalancer(BalancerCore):
 
         def launch() -> None:
             busy = tried + [(m, None) for m, _, _ in running.values()]
-            member = self._acquire(key_hash, busy)
+            member = self._next_member(method, key_hash, busy)
             try:
                 client = member.client or self._client(member)
             except RPCError as exc:
@@ -172,7 +172,7 @@ class AsyncBalancer(BalancerCore):
         key_hash = self._key_hash(key)
         tried: List[Tuple[_Member, BaseException]] = []
         while True:
-            member = self._acquire(key_hash, tried)
+            member = self._next_member(method, key_hash, tried)
             try:
                 await (member.client or self._client(member)).notify(method, *args)
             except (ConnectionError, TimeoutError) as exc:

@@ -36,11 +36,15 @@ class _Protocol(asyncio.BufferedProtocol):
         return self.owner.table.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        owner = self.owner
         try:
-            self.owner.table.process(nbytes)
+            owner.table.process(nbytes)
         except RPCError as exc:
-            self.owner.fail(ConnectionLostError(f"protocol error from {self.owner.address}: {exc}"))
-            self.owner.transport.abort()
+            owner.fail(ConnectionLostError(f"protocol error from {owner.address}: {exc}"))
+            owner.transport.abort()
+            return
+        if owner.draining and not owner.table.pending:
+            owner.leave()
 
     def eof_received(self):
         return False
@@ -106,6 +110,11 @@ class _AsyncConn:
         if self.table.forget(seq) is not None and self.error is None:
             self.table.control(_wire.CANCEL, seq)
             self.schedule_flush()
+
+    def leave(self) -> None:
+        """After GOAWAY, once no call is pending here: close, so the server can finish."""
+        self.flush()
+        self.fail(ConnectionClosedError(f"{self.address} sent GOAWAY; connection closed"))
 
     def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
         if kind == _wire.GOAWAY:

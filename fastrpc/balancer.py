@@ -75,8 +75,8 @@ class _Member:
     """A balancer's view of one endpoint: connection, health, counters."""
 
     __slots__ = ("endpoint", "index", "client", "dial_lock", "healthy", "misses", "failures",
-                 "ejected_until", "times_ejected", "calls", "errors", "active", "removed",
-                 "ramp_from", "stale")
+                 "ejected_until", "times_ejected", "eject_refused", "calls", "errors", "active",
+                 "removed", "ramp_from")
 
     def __init__(self, endpoint: Endpoint, ramp_from: Optional[float]) -> None:
         self.endpoint = endpoint
@@ -88,12 +88,12 @@ class _Member:
         self.failures = 0               # consecutive failed calls (passive ejection)
         self.ejected_until = 0.0
         self.times_ejected = 0
+        self.eject_refused = False      # ejection was refused (cap reached); warned once
         self.calls = 0
         self.errors = 0
         self.active = 0                 # calls in flight through this member
         self.removed = False
         self.ramp_from = ramp_from      # slow start: ramping since this time (None: full weight)
-        self.stale: List[Any] = []      # clients replaced while calls were still on them
 
 
 class BalancerCore:
@@ -239,6 +239,7 @@ class BalancerCore:
             member.index = j
         table.set_weights(self._effective_weights(now))
         table.set_mask(self._mask(now))
+        self._next_check = min(self._eject_check, self._ramp_check)
         self._picker = self.strategy.build(table, [m.endpoint for m in self._members])
         self._table = table
 
@@ -330,6 +331,16 @@ class BalancerCore:
             member.active += 1
             return member
 
+    def _next_member(self, method: str, key_hash: int, tried: List[Tuple[_Member, BaseException]],
+                     pinned: Optional[_Member] = None) -> _Member:
+        """_acquire for attempt len(tried)+1; once every endpoint was tried, the call's final error."""
+        try:
+            return self._acquire(key_hash, tried, pinned)
+        except NoEndpointError:
+            if tried:
+                raise self._final_error(method, tried) from None
+            raise
+
     def _untried_locked(self, member: _Member, key_hash: int, used: set) -> _Member:
         """A retry goes to an endpoint not tried yet for this call, if one is eligible."""
         for _ in range(4):
@@ -362,6 +373,7 @@ class BalancerCore:
                     self._eject_locked(member, now)
             elif member.failures:
                 member.failures = 0
+                member.eject_refused = False
             if now >= self._next_check:
                 self._maintain_locked(now)
             closing = member.removed and member.active == 0
@@ -371,8 +383,10 @@ class BalancerCore:
     def _eject_locked(self, member: _Member, now: float) -> None:
         ejected = sum(1 for m in self._members if m.ejected_until)
         if ejected + 1 > self.max_ejected * len(self._members):
-            log.warning("not ejecting %s after %d failures: %d of %d endpoints are already ejected",
-                        member.endpoint.address, member.failures, ejected, len(self._members))
+            if not member.eject_refused:      # say it once per run of failures
+                member.eject_refused = True
+                log.warning("not ejecting %s after %d failures: %d of %d endpoints are already ejected",
+                            member.endpoint.address, member.failures, ejected, len(self._members))
             return
         member.times_ejected += 1
         duration = min(self.eject_base * member.times_ejected, self.eject_max)
@@ -545,7 +559,7 @@ class Balancer(BalancerCore):
         tried: List[Tuple[_Member, BaseException]] = []
         pinned = None
         while True:
-            member = self._acquire(key_hash, tried, pinned)
+            member = self._next_member(method, key_hash, tried, pinned)
             client = None
             start = time.perf_counter()
             try:
@@ -581,7 +595,7 @@ class Balancer(BalancerCore):
 
         def launch() -> None:
             busy = tried + [(m, None) for m, _, _ in running.values()]
-            member = self._acquire(key_hash, busy)
+            member = self._next_member(method, key_hash, busy)
             start = time.perf_counter()
             try:
                 client = member.client or self._client(member)
@@ -661,7 +675,7 @@ class Balancer(BalancerCore):
         key_hash = self._key_hash(key)
         tried: List[Tuple[_Member, BaseException]] = []
         while True:
-            member = self._acquire(key_hash, tried)
+            member = self._next_member(method, key_hash, tried)
             try:
                 (member.client or self._client(member)).notify(method, *args)
             except (ConnectionError, TimeoutError) as exc:

@@ -280,8 +280,12 @@ class Client(ClientSettings):
                 raise ConnectionClosedError("client is closed")
             conn = self._conn
             if not conn.usable:
-                if conn.error is None:        # GOAWAY: finish its calls, dial afresh
-                    self._old.append(conn)
+                if conn.error is None:        # GOAWAY: finish its calls, then close it
+                    if conn.table.pending:
+                        self._old.append(conn)
+                        self._wake_helper()
+                    else:
+                        conn.close()
                 self._conn = conn = _Conn(self)
             return conn
 
@@ -419,7 +423,13 @@ class Client(ClientSettings):
         busy = False
         for conn in [self._conn] + self._old:
             busy |= self._tend(conn)
-        self._old = [c for c in self._old if c.table.pending and c.error is None]
+        still = []
+        for conn in self._old:
+            if conn.table.pending and conn.error is None:
+                still.append(conn)
+            else:
+                conn.close()              # its calls are done: tell the server we left
+        self._old = still
         return busy
 
     def _tend(self, conn: _Conn) -> bool:

@@ -14,7 +14,6 @@ import os
 import socket
 import stat
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from fastrpc import _codec, _wire
@@ -29,6 +28,11 @@ __all__ = ["Server"]
 log = logging.getLogger("fastrpc.server")
 
 
+# Graceful close: a connection with no call running that received nothing
+# for this long after GOAWAY is closed by the server.
+LINGER = 1.0
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One client connection: feeds the ServerCore and runs non-inline handlers."""
 
@@ -40,6 +44,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.flush_scheduled = False
         self.closing = False
         self.peer = None
+        self.last_read = 0.0        # loop time of the last bytes received (graceful close)
 
     # asyncio protocol -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -60,6 +65,8 @@ class _Connection(asyncio.BufferedProtocol):
         return self.core.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.server._closing:
+            self.last_read = self.server._loop.time()
         try:
             out = self.core.process(nbytes)
         except RPCError as exc:
@@ -386,14 +393,27 @@ class Server:
             listener.close()
         for conn in list(self._connections):
             conn.goaway("server is shutting down")
-        deadline = time.monotonic() + grace
+        # Clients close a connection once GOAWAY arrived and their calls on it
+        # are done; requests already on the way are still served meanwhile.
+        # A connection with nothing running that has been silent for LINGER
+        # seconds (an idle client that will read GOAWAY later) is closed by
+        # us; at the grace deadline, every connection is.
         loop = asyncio.get_running_loop()
-        while any(c.tasks for c in self._connections) and time.monotonic() < deadline:
+        deadline = loop.time() + grace
+        linger = min(grace, LINGER)
+        for conn in self._connections:
+            conn.last_read = loop.time()
+        while self._connections and loop.time() < deadline:
+            now = loop.time()
+            for conn in list(self._connections):
+                if not conn.tasks and now - conn.last_read >= linger and conn.transport is not None:
+                    conn._flush()
+                    conn.transport.close()
             self._idle_waiter = loop.create_future()
             try:
-                await asyncio.wait_for(self._idle_waiter, max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(self._idle_waiter, min(0.05, max(0.0, deadline - now)))
             except asyncio.TimeoutError:
-                break
+                pass
             finally:
                 self._idle_waiter = None
         for conn in list(self._connections):

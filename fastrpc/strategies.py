@@ -108,7 +108,7 @@ class WeightedRoundRobin(Strategy):
 
 
 class LeastConnections(Strategy):
-    """Fewest calls in flight per unit of weight; ties at random."""
+    """Fewest calls in flight per unit of weight; ties at random in proportion to weight."""
     name = "least_connections"
 
     def build(self, table, endpoints):

@@ -20,6 +20,7 @@ class Arith:
 
     def __init__(self):
         self.notified = []
+        self.count = 0
 
     def Sum(self, a, b):
         return a + b
@@ -62,6 +63,23 @@ class Arith:
 
     def Pid(self):
         return os.getpid()
+
+    async def Lag(self, value):
+        """[value, pid] after this server's lag (FASTRPC_TEST_LAG seconds)."""
+        self.count += 1
+        await asyncio.sleep(LAG)
+        return [value, os.getpid()]
+
+    def Count(self):
+        """Calls of Lag and Tally this process has seen."""
+        return self.count
+
+    def Tally(self, value):
+        self.count += 1
+        return value
+
+
+LAG = float(os.environ.get("FASTRPC_TEST_LAG", "0"))
 
 
 def main():

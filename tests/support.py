@@ -65,3 +65,34 @@ def wait_until(predicate, timeout=10.0, interval=0.01):
             return True
         time.sleep(interval)
     return predicate()
+
+
+def unused_address():
+    """A loopback address nothing listens on (connections are refused)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"tcp://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def server_processes(count, env=None):
+    """`count` server processes started together."""
+    import concurrent.futures
+    servers = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit(ServerProcess, env=env) for _ in range(count)]
+            errors = []
+            for fut in futures:
+                try:
+                    servers.append(fut.result())
+                except Exception as exc:        # the others are closed below
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+        yield servers
+    finally:
+        for server in servers:
+            server.close()

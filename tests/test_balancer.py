@@ -1,0 +1,466 @@
+"""Balancer with real server processes: strategies, membership, health, failures."""
+import collections
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+import fastrpc
+from fastrpc import Balancer, Endpoint
+from fastrpc.errors import (ConnectError, ConnectionLostError, MethodNotFoundError, NoEndpointError,
+                            RemoteError, TimeoutError)
+from support import ServerProcess, server_process, server_processes, unused_address, wait_until
+
+STRATEGY_OPTIONS = {"geo": {"origin": (48.86, 2.35)}}
+
+
+@pytest.fixture(scope="module")
+def trio():
+    with server_processes(3) as servers:
+        yield servers
+
+
+def balancer(addresses, strategy="round_robin", **settings):
+    settings.setdefault("health_interval", 0)
+    return Balancer(addresses, strategy=strategy, **STRATEGY_OPTIONS.get(strategy, {}), **settings)
+
+
+def pid_of(b, address):
+    with fastrpc.Client(address) as client:
+        return client.call("Arith.Pid")
+
+
+def count_of(address):
+    with fastrpc.Client(address) as client:
+        return client.call("Arith.Count")
+
+
+# every strategy end to end -------------------------------------------------------------
+LEAST_CONNECTIONS_STARVES = pytest.mark.xfail(
+    reason="known bug: at idle, least_connections redraws only the winner's tie-break, so a "
+           "low-weight endpoint whose first draw was high can go unpicked", strict=False)
+
+
+@pytest.mark.parametrize("strategy", [pytest.param(s, marks=LEAST_CONNECTIONS_STARVES)
+                                      if s == "least_connections" else s
+                                      for s in fastrpc.STRATEGIES])
+def test_every_strategy_calls_and_spreads(trio, strategy):
+    eps = [Endpoint(s.address, weight=w, lat=48.0 + i, lon=2.0)
+           for i, (s, w) in enumerate(zip(trio, (1, 2, 3)))]
+    with balancer(eps, strategy) as b:
+        pids = collections.Counter()
+        for i in range(120):
+            value, pid = b.call("Arith.Lag", i, key=f"user:{i}")
+            assert value == i
+            pids[pid] += 1
+        futures = [b.go("Arith.Sum", i, 1, key=str(i)) for i in range(60)]
+        assert [f.result(10) for f in futures] == [i + 1 for i in range(60)]
+        stats = b.stats()
+        assert sum(s["calls"] for s in stats.values()) == 180
+        assert all(s["in_flight"] == 0 and s["errors"] == 0 for s in stats.values())
+        assert len(pids) == 3, pids           # every strategy here uses every endpoint
+
+
+def test_round_robin_rotates_over_processes(trio):
+    with balancer([s.address for s in trio], fastrpc.strategies.RoundRobin(start=0)) as b:
+        pids = [b.call("Arith.Pid") for _ in range(6)]
+        expected = [pid_of(b, s.address) for s in trio]
+        assert pids == expected * 2
+
+
+def test_weighted_round_robin_sequence_over_processes(trio):
+    eps = [Endpoint(trio[0].address, weight=5), Endpoint(trio[1].address), Endpoint(trio[2].address)]
+    with balancer(eps, "weighted_round_robin") as b:
+        a, bb, c = (pid_of(b, s.address) for s in trio)
+        assert [b.call("Arith.Pid") for _ in range(7)] == [a, a, bb, a, c, a, a]
+
+
+def test_consistent_hash_keeps_keys_on_one_server(trio):
+    with balancer([s.address for s in trio], "consistent_hash") as b:
+        for key in ("alice", "bob", "carol", "dave"):
+            owner = b.pick(key).address
+            assert {b.call("Arith.Pid", key=key) for _ in range(5)} == {pid_of(b, owner)}
+
+
+def test_notify_and_context_manager(trio):
+    with balancer([trio[0].address], "random") as b:
+        b.notify("Arith.Record", "hello")
+        assert wait_until(lambda: "hello" in b.call("Arith.Recorded"))
+    with pytest.raises(fastrpc.errors.ConnectionClosedError):
+        b.call("Arith.Sum", 1, 2)
+
+
+def test_remote_errors_are_not_retried_and_name_the_endpoint(trio):
+    with balancer([s.address for s in trio], "round_robin", idempotent=True) as b:
+        with pytest.raises(RemoteError) as info:
+            b.call("Arith.Fail", "boom")
+        assert info.value.type == "ValueError" and len(info.value.endpoints) == 1
+        with pytest.raises(MethodNotFoundError):
+            b.call("Arith.Nope")
+        assert sum(s["errors"] for s in b.stats().values()) == 0   # answers, not endpoint faults
+
+
+def test_unencodable_argument_leaves_nothing_in_flight(trio):
+    with balancer([trio[0].address]) as b:
+        with pytest.raises(fastrpc.errors.EncodeError):
+            b.call("Arith.Echo", object())
+        assert b.stats()[trio[0].address]["in_flight"] == 0
+        assert b.call("Arith.Sum", 1, 1) == 2
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        Balancer(["tcp://127.0.0.1:1"], strategy="fastest")
+    with pytest.raises(ValueError, match="geo"):
+        Balancer(["tcp://127.0.0.1:1"], strategy="random", origin=(1, 2))
+    with pytest.raises(ValueError, match="needs origin"):
+        Balancer(["tcp://127.0.0.1:1"], strategy="geo")
+    with pytest.raises(ValueError, match="twice"):
+        Balancer(["tcp://127.0.0.1:1", "tcp://127.0.0.1:1"])
+    with pytest.raises(ValueError, match="failure"):
+        Balancer(["tcp://127.0.0.1:1"], failure="sometimes")
+    with pytest.raises(TypeError):
+        Balancer(["tcp://127.0.0.1:1"], colour="blue")
+    with pytest.raises(ValueError):
+        Endpoint("tcp://127.0.0.1:1", weight=0)
+    with pytest.raises(ValueError):
+        Endpoint("tcp://127.0.0.1:1", lat=91, lon=0)
+    with pytest.raises(ValueError):
+        Endpoint("tcp://127.0.0.1:1", lat=10)
+    with pytest.raises(TypeError):
+        Balancer([42])
+    with pytest.raises(NoEndpointError):
+        Balancer([], health_interval=0).call("Arith.Sum", 1, 2)
+    with pytest.raises(TypeError, match="key"):
+        Balancer(["tcp://127.0.0.1:1"], strategy="consistent_hash", health_interval=0).pick(1.5)
+
+
+def test_custom_strategy(trio):
+    class Last(fastrpc.Strategy):
+        """Always the last eligible endpoint."""
+        name = "last"
+
+        def pick(self, key):
+            import numpy as np
+            eligible = np.flatnonzero(np.asarray(self.table.mask))
+            return int(eligible[-1]) if len(eligible) else -1
+
+    with balancer([s.address for s in trio], Last()) as b:
+        assert {b.call("Arith.Pid") for _ in range(5)} == {pid_of(b, trio[2].address)}
+
+
+# membership at runtime -----------------------------------------------------------------------
+def test_add_remove_set_weight_under_load_drop_nothing(trio):
+    b = balancer([trio[0].address], "weighted_round_robin")
+    stop = time.monotonic() + 3.0
+    results, errors = [], []
+
+    def worker(k):
+        i = 0
+        while time.monotonic() < stop and i < 20_000:
+            try:
+                results.append(b.call("Arith.Sum", k, i) == k + i)
+            except Exception as exc:           # every error is a failure of this test
+                errors.append(exc)
+            i += 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(worker, k) for k in range(4)]
+        while time.monotonic() < stop:
+            b.add(Endpoint(trio[1].address, weight=2))
+            b.add(trio[2].address)
+            b.set_weight(trio[0].address, 3)
+            b.remove(trio[1].address)
+            b.set_weight(trio[0].address, 1)
+            b.remove(trio[2].address)
+            time.sleep(0.01)
+        for f in futures:
+            f.result(30)
+    b.close()
+    assert not errors, errors[:3]
+    assert results and all(results)
+
+
+def test_removed_endpoint_finishes_its_calls(trio):
+    with balancer([trio[0].address, trio[1].address], fastrpc.strategies.RoundRobin(start=0)) as b:
+        slow = b.go("Arith.Slow", 0.5, "done")          # on trio[0]
+        time.sleep(0.05)
+        b.remove(trio[0].address)
+        assert slow.result(5) == "done"
+        assert {b.call("Arith.Pid") for _ in range(4)} == {pid_of(b, trio[1].address)}
+        assert list(b.stats()) == [trio[1].address]
+        with pytest.raises(KeyError):
+            b.remove(trio[0].address)
+
+
+def test_set_endpoints_replaces_the_set(trio):
+    with balancer([trio[0].address]) as b:
+        b.set_endpoints([trio[1].address, Endpoint(trio[2].address, weight=4)])
+        assert [e.address for e in b.endpoints] == [trio[1].address, trio[2].address]
+        assert b.stats()[trio[2].address]["weight"] == 4
+
+
+def test_slow_start_ramps_new_endpoints(trio):
+    with balancer([trio[0].address], "weighted_random", slow_start=0.6) as b:
+        b.add(Endpoint(trio[1].address, weight=10))
+        st = b.stats()[trio[1].address]
+        assert st["weight"] == 10 and st["effective_weight"] < 2.5
+        time.sleep(0.7)
+        for _ in range(5):
+            b.call("Arith.Sum", 1, 1)
+        assert b.stats()[trio[1].address]["effective_weight"] == 10
+
+
+# load feedback -------------------------------------------------------------------------------
+def test_server_reported_load_steers_least_loaded(trio):
+    busy, idle = trio[0], trio[1]
+    hog = fastrpc.Client(busy.address)
+    sleepers = [hog.go("Arith.Sleep", 1.0) for _ in range(3)]     # 3 calls in the busy server's pool
+    time.sleep(0.1)
+    try:
+        with balancer([busy.address, idle.address], "least_connections") as b:
+            with fastrpc.Client(busy.address) as probe:
+                probe.ping()
+                assert probe.server_load >= 3
+            b.check_health()
+            assert b.stats()[busy.address]["load"] >= 3
+            assert {b.call("Arith.Pid") for _ in range(10)} == {pid_of(b, idle.address)}
+    finally:
+        for f in sleepers:
+            f.result(10)
+        hog.close()
+
+
+# failures ------------------------------------------------------------------------------------
+def test_failover_skips_a_dead_endpoint_and_ejects_it(trio):
+    dead = unused_address()
+    with balancer([dead, trio[0].address], "round_robin", eject_failures=3) as b:
+        for i in range(30):
+            assert b.call("Arith.Sum", i, 1) == i + 1       # never fails: retried elsewhere
+        stats = b.stats()
+        assert stats[dead]["errors"] == 3 and stats[dead]["ejected"]
+        assert stats[trio[0].address]["calls"] == 30
+
+
+def test_failfast_raises_connect_error_naming_the_endpoint():
+    dead = unused_address()
+    with balancer([dead], failure="failfast") as b:
+        with pytest.raises(ConnectError) as info:
+            b.call("Arith.Sum", 1, 2)
+        assert dead in str(info.value) and info.value.endpoints == [dead]
+
+
+def test_failover_error_names_every_endpoint_tried():
+    dead = [unused_address() for _ in range(3)]
+    with balancer(dead, max_attempts=3) as b:
+        with pytest.raises(ConnectError) as info:
+            b.call("Arith.Sum", 1, 2)
+        assert sorted(info.value.endpoints) == sorted(dead)
+        assert "failed on 3 endpoints" in str(info.value)
+        assert all(a in str(info.value) for a in dead)
+
+
+def test_failtry_retries_the_same_endpoint():
+    dead = [unused_address() for _ in range(2)]
+    with balancer(dead, failure="failtry", max_attempts=3) as b:
+        with pytest.raises(ConnectError) as info:
+            b.call("Arith.Sum", 1, 2)
+        assert len(info.value.endpoints) == 3 and len(set(info.value.endpoints)) == 1
+
+
+def test_retry_budget_bounds_retries():
+    dead = [unused_address() for _ in range(3)]
+    budget = fastrpc.RetryBudget(ratio=0.0, min_per_second=0.0)
+    with balancer(dead, retry_budget=budget, max_attempts=3) as b:
+        with pytest.raises(ConnectError) as info:
+            b.call("Arith.Sum", 1, 2)
+        assert len(info.value.endpoints) == 1
+
+
+@pytest.fixture
+def lagging_pair():
+    """A server that answers Lag after 2 s, and one that answers at once."""
+    with server_process(env={"FASTRPC_TEST_LAG": "2"}) as slow, server_process() as fast:
+        yield slow, fast
+
+
+def test_a_timed_out_call_is_not_repeated(lagging_pair):
+    slow, fast = lagging_pair
+    with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+                  timeout=0.3) as b:
+        with pytest.raises(TimeoutError) as info:
+            b.call("Arith.Lag", 1)
+        assert info.value.endpoints == [slow.address]
+        assert (count_of(slow.address), count_of(fast.address)) == (1, 0)
+
+
+def test_a_call_lost_with_its_server_is_not_repeated(lagging_pair):
+    slow, fast = lagging_pair
+    with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+                  timeout=10) as b:
+        pending = b.go("Arith.Lag", 1)
+        assert wait_until(lambda: count_of(slow.address) == 1)
+        slow.kill()
+        with pytest.raises(ConnectionLostError) as info:
+            pending.result(10)
+        assert info.value.endpoints == [slow.address]
+        assert count_of(fast.address) == 0
+
+
+@pytest.mark.parametrize("how", ["call", "go"])
+def test_an_idempotent_call_is_repeated_elsewhere(lagging_pair, how):
+    slow, fast = lagging_pair
+    with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+                  timeout=10, idempotent=True) as b:
+        pending = concurrent.futures.ThreadPoolExecutor(1).submit(b.call, "Arith.Lag", 1) \
+            if how == "call" else b.go("Arith.Lag", 1)
+        assert wait_until(lambda: count_of(slow.address) == 1)
+        slow.kill()
+        assert pending.result(10) == [1, fast.proc.pid]
+        assert count_of(fast.address) == 1
+
+
+def test_backup_request_wins_over_a_slow_endpoint():
+    with server_process(env={"FASTRPC_TEST_LAG": "1.5"}) as slow, server_process() as fast:
+        with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+                      failure="backup", backup_after=0.05, idempotent=True) as b:
+            start = time.monotonic()
+            value, pid = b.call("Arith.Lag", 7)
+            elapsed = time.monotonic() - start
+            assert value == 7 and pid == fast.proc.pid
+            assert elapsed < 1.0
+            stats = b.stats()
+            assert stats[slow.address]["in_flight"] == 0 and stats[fast.address]["calls"] == 1
+            # not idempotent: no hedge, the slow endpoint answers
+            value, pid = b.call("Arith.Lag", 8, idempotent=False)
+            assert pid in (slow.proc.pid, fast.proc.pid)
+
+
+def test_health_checks_mark_down_and_recover_with_real_processes():
+    with server_process() as a, server_process() as c:
+        address = a.address
+        with balancer([address, c.address], "round_robin", health_interval=0.1,
+                      health_timeout=0.5, health_misses=2) as b:
+            assert wait_until(lambda: all(s["healthy"] for s in b.stats().values()))
+            a.kill()
+            assert wait_until(lambda: not b.stats()[address]["healthy"], timeout=10)
+            assert {b.call("Arith.Pid") for _ in range(6)} == {c.proc.pid}
+            restarted = ServerProcess(address)               # same port again
+            try:
+                assert wait_until(lambda: b.stats()[address]["healthy"], timeout=10)
+                assert restarted.proc.pid in {b.call("Arith.Pid") for _ in range(6)}
+            finally:
+                restarted.close()
+
+
+def test_ejection_expires_and_the_endpoint_comes_back():
+    with server_process() as a, server_process() as c:
+        address = a.address
+        with balancer([address, c.address], "round_robin", eject_failures=2, eject_base=0.5) as b:
+            b.call("Arith.Sum", 1, 1)
+            b.call("Arith.Sum", 1, 1)
+            a.kill()
+            for i in range(10):
+                assert b.call("Arith.Sum", i, 1, idempotent=True) == i + 1
+            assert b.stats()[address]["ejected"]
+            restarted = ServerProcess(address)
+            try:
+                time.sleep(0.6)
+                pids = {b.call("Arith.Pid") for _ in range(6)}
+                assert restarted.proc.pid in pids
+                assert not b.stats()[address]["ejected"]
+            finally:
+                restarted.close()
+
+
+def test_never_more_than_half_ejected_and_panic_mode(caplog):
+    dead = [unused_address() for _ in range(4)]
+    with balancer(dead, "round_robin", eject_failures=1, max_attempts=1) as b:
+        for _ in range(20):
+            with pytest.raises(ConnectError):
+                b.call("Arith.Sum", 1, 2)
+        assert sum(s["ejected"] for s in b.stats().values()) == 2
+    with balancer(dead[:2], "round_robin", health_interval=0.05, health_misses=1,
+                  health_timeout=0.2) as b:
+        with caplog.at_level("WARNING", logger="fastrpc.balancer"):
+            assert wait_until(lambda: b.panic, timeout=5)
+        assert "panic" in caplog.text
+        tried = set()
+        for _ in range(6):
+            with pytest.raises(ConnectError) as info:
+                b.call("Arith.Sum", 1, 2)
+            tried.update(info.value.endpoints)
+        assert tried == set(dead[:2])          # picks among all rather than failing to pick
+
+
+@pytest.mark.xfail(reason="known bug: a call can hang when a server closes gracefully under "
+                          "load (GOAWAY while the client reads); being fixed", strict=False)
+def test_graceful_stop_under_load_fails_no_call():
+    with server_process() as a, server_process() as c:
+        with balancer([a.address, c.address], "p2c", health_interval=0.2) as b:
+            stop = time.monotonic() + 2.0
+            errors, done = [], []
+
+            def worker():
+                i = 0
+                while time.monotonic() < stop and i < 50_000:
+                    try:
+                        done.append(b.call("Arith.Sum", i, 1))
+                    except Exception as exc:
+                        errors.append(exc)
+                    i += 1
+
+            threads = [threading.Thread(target=worker) for _ in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            assert a.terminate() == 0                  # GOAWAY, drain, exit
+            for t in threads:
+                t.join(10)
+            assert not any(t.is_alive() for t in threads)
+            assert not errors, errors[:3]
+            assert len(done) > 100
+
+
+def test_kill_under_load_every_call_ends_clearly():
+    with server_processes(3) as servers:
+        addresses = [s.address for s in servers]
+        with balancer(addresses, "least_connections", timeout=5.0, health_interval=0.2) as b:
+            stop = time.monotonic() + 3.0
+            outcomes = collections.Counter()
+            lock = threading.Lock()
+
+            def worker(k):
+                i = 0
+                while time.monotonic() < stop and i < 50_000:
+                    try:
+                        ok = b.call("Arith.Sum", k, i) == k + i
+                        kind = "ok" if ok else "wrong"
+                    except (ConnectionLostError, ConnectError) as exc:
+                        kind = type(exc).__name__
+                    except Exception as exc:           # anything else is unexpected
+                        kind = f"unexpected {type(exc).__name__}: {exc}"
+                    with lock:
+                        outcomes[kind] += 1
+                    i += 1
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            time.sleep(0.7)
+            servers[0].kill()
+            time.sleep(0.7)
+            restarted = ServerProcess(addresses[0])
+            time.sleep(0.5)
+            servers[1].kill()
+            for t in threads:
+                t.join(30)
+            restarted.close()
+            hung = sum(t.is_alive() for t in threads)
+            assert hung == 0
+            assert outcomes["wrong"] == 0
+            assert not [k for k in outcomes if k.startswith("unexpected")], outcomes
+            assert outcomes["ok"] > 100
+            # lost calls are only those in flight on a killed server (non-idempotent)
+            assert outcomes["ConnectionLostError"] <= 2 * len(threads), outcomes
