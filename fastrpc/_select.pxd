@@ -40,6 +40,7 @@ cdef class EndpointTable:
     cpdef int track_load(self) except -1
     cpdef double score(self, int i)
     cdef int draw_tiebreak(self, Py_ssize_t i) except -1
+    cdef int advance_tiebreak(self, Py_ssize_t i) except -1
     cdef int better(self, int a, int b)
     cdef int update_tree(self, Py_ssize_t i) except -1
     cdef int rebuild_tree(self) except -1

@@ -228,6 +228,13 @@ class EndpointTable:
         self.tiebreak[i] = -log(1.0 - self.next_unit()) / self.weight[i]
         return 0
 
+    def advance_tiebreak(self, i: cython.Py_ssize_t):
+        # Each update moves endpoint i's tie-break forward by such a variate
+        # (a virtual finishing time, as in fair queueing): an endpoint that
+        # keeps winning ties falls behind the others, so none is starved.
+        self.tiebreak[i] += -log(1.0 - self.next_unit()) / self.weight[i]
+        return 0
+
     def better(self, a: cython.int, b: cython.int):
         """Of endpoints a and b (-1: none), the one with less load per weight."""
         sa: cython.double
@@ -247,7 +254,7 @@ class EndpointTable:
     def update_tree(self, i: cython.Py_ssize_t):
         # A fresh tie-break per update spreads calls over equally loaded endpoints.
         node: cython.Py_ssize_t = (self.tree_size + i) >> 1
-        self.draw_tiebreak(i)
+        self.advance_tiebreak(i)
         while node >= 1:
             self.tree[node] = self.better(self.tree[2 * node], self.tree[2 * node + 1])
             node >>= 1

@@ -37,14 +37,7 @@ def count_of(address):
 
 
 # every strategy end to end -------------------------------------------------------------
-LEAST_CONNECTIONS_STARVES = pytest.mark.xfail(
-    reason="known bug: at idle, least_connections redraws only the winner's tie-break, so a "
-           "low-weight endpoint whose first draw was high can go unpicked", strict=False)
-
-
-@pytest.mark.parametrize("strategy", [pytest.param(s, marks=LEAST_CONNECTIONS_STARVES)
-                                      if s == "least_connections" else s
-                                      for s in fastrpc.STRATEGIES])
+@pytest.mark.parametrize("strategy", list(fastrpc.STRATEGIES))
 def test_every_strategy_calls_and_spreads(trio, strategy):
     eps = [Endpoint(s.address, weight=w, lat=48.0 + i, lon=2.0)
            for i, (s, w) in enumerate(zip(trio, (1, 2, 3)))]

@@ -241,6 +241,19 @@ def test_least_connections_ties_follow_weights(sel):
     assert shares[2] > 0.5
 
 
+@pytest.mark.parametrize("seed", range(1, 21))
+def test_least_connections_starves_no_one_at_idle(sel, seed):
+    t = table(sel, 3, [1, 1, 4], seed=seed)
+    kernel = sel.LeastConnectionsKernel(t)
+    counts = np.zeros(3)
+    for _ in range(600):
+        i = kernel.pick()
+        counts[i] += 1
+        t.begin(i)
+        t.end(i, 0.001, 1.0)
+    assert counts.min() >= 40, counts     # expected shares 100, 100, 400
+
+
 def test_least_connections_uses_reported_load(sel):
     t = table(sel, 2)
     kernel = sel.LeastConnectionsKernel(t)
