@@ -404,7 +404,7 @@ def test_graceful_stop_under_load_fails_no_call():
                         errors.append(exc)
                     i += 1
 
-            threads = [threading.Thread(target=worker) for _ in range(3)]
+            threads = [threading.Thread(target=worker, daemon=True) for _ in range(3)]
             for t in threads:
                 t.start()
             time.sleep(0.5)
@@ -438,7 +438,7 @@ def test_kill_under_load_every_call_ends_clearly():
                         outcomes[kind] += 1
                     i += 1
 
-            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+            threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]
             for t in threads:
                 t.start()
             time.sleep(0.7)
