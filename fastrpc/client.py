@@ -183,6 +183,9 @@ class _Conn:
     def _lead(self, is_done, deadline: Optional[float]) -> None:
         while not is_done():
             if self.error is not None:
+                # A call registered just after fail() emptied the table would
+                # wait forever: fail what is still pending now.
+                self.table.fail_all(self.error)
                 return
             if deadline is None:
                 self.read(None)
