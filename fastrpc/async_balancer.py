@@ -8,8 +8,7 @@ import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from fastrpc.async_client import AsyncClient
-from fastrpc.balancer import _CORE_SETTINGS, _FAILED, _OK, BalancerCore, _Member, _remaining
-from fastrpc.connect import ClientSettings
+from fastrpc.balancer import _FAILED, _OK, BalancerCore, _Member, _remaining
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RemoteError, RPCError, TimeoutError
 
@@ -29,13 +28,8 @@ class AsyncBalancer(BalancerCore):
     """
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
-        core = {k: settings.pop(k) for k in list(settings) if k in _CORE_SETTINGS}
-        settings.setdefault("connect_timeout", 3.0)
-        self.timeout: Optional[float] = settings.get("timeout")
-        ClientSettings("tcp://127.0.0.1:1", **settings)   # reject unknown settings now
-        self._client_settings = settings
         self._health_task: Optional[asyncio.Task] = None
-        super().__init__(endpoints, **core)
+        super().__init__(endpoints, **self._take_client_settings(settings))
 
     def _client(self, member: _Member) -> AsyncClient:
         client = member.client
@@ -228,10 +222,7 @@ async def _health_loop(ref, interval: float) -> None:
             return
         try:
             await balancer.check_health()
-            with balancer._lock:
-                now = time.monotonic()
-                if now >= balancer._next_check:
-                    balancer._maintain_locked(now)
+            balancer._maintain()
         except Exception:
             log.exception("health check failed")
         del balancer

@@ -172,6 +172,15 @@ class BalancerCore:
         with self._lock:
             self._rebuild_locked(time.monotonic())
 
+    def _take_client_settings(self, settings: Dict[str, Any]) -> Dict[str, Any]:
+        """Keep the per-endpoint client settings (checked now); return the balancing ones."""
+        core = {k: settings.pop(k) for k in list(settings) if k in _CORE_SETTINGS}
+        settings.setdefault("connect_timeout", 3.0)
+        ClientSettings("tcp://127.0.0.1:1", **settings)   # reject unknown settings now
+        self.timeout: Optional[float] = settings.get("timeout")
+        self._client_settings = settings
+        return core
+
     # membership ------------------------------------------------------------------
     def _add_member(self, member: _Member) -> None:
         self._members.append(member)
@@ -290,13 +299,18 @@ class BalancerCore:
             self._table.set_weights(self._effective_weights(now))
         self._table.set_mask(self._mask(now))
         self._next_check = min(self._eject_check, self._ramp_check)
-        if weights and self.strategy.name == "consistent_hash":
-            return                              # the ring uses configured weights only
         self._picker.rebuild()
 
     def _maintain_locked(self, now: float) -> None:
         """Ejections that expired, slow-start steps."""
         self._refresh_locked(now, weights=self._ramp_check <= now)
+
+    def _maintain(self) -> None:
+        """_maintain_locked when an ejection expiry or slow-start step is due (health loops)."""
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._next_check:
+                self._maintain_locked(now)
 
     # picking ------------------------------------------------------------------------
     def pick(self, key: Union[str, bytes, int, None] = None) -> Endpoint:
@@ -506,12 +520,7 @@ class Balancer(BalancerCore):
     """
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
-        core = {k: settings.pop(k) for k in list(settings) if k in _CORE_SETTINGS}
-        settings.setdefault("connect_timeout", 3.0)
-        self.timeout: Optional[float] = settings.get("timeout")
-        ClientSettings("tcp://127.0.0.1:1", **settings)   # reject unknown settings now
-        self._client_settings = settings
-        super().__init__(endpoints, **core)
+        super().__init__(endpoints, **self._take_client_settings(settings))
         self._health_stop = threading.Event()
         self._health_thread: Optional[threading.Thread] = None
         if self.health_interval > 0:
@@ -567,8 +576,7 @@ class Balancer(BalancerCore):
                 value = client.call(method, *args, timeout=_remaining(deadline))
             except RemoteError as exc:
                 self._release(member, time.perf_counter() - start, _OK, client.server_load)
-                exc.endpoints = [m.endpoint.address for m, _ in tried] + [member.endpoint.address]
-                raise
+                raise self._final_error(method, tried + [(member, exc)])
             except (ConnectionError, TimeoutError) as exc:
                 self._release(member, -1.0, _FAILED, None)
                 tried.append((member, exc))
@@ -817,8 +825,7 @@ class _GoCall:
             if exc is None:
                 _settle(self.future, inner.result(), None)
             else:
-                exc.endpoints = [m.endpoint.address for m, _ in self.tried] + [member.endpoint.address]
-                _settle(self.future, None, exc)
+                _settle(self.future, None, b._final_error(self.method, self.tried + [(member, exc)]))
             return
         b._release(member, -1.0, _FAILED, None)
         self.tried.append((member, exc))
@@ -893,10 +900,7 @@ def _health_loop(ref, stop: threading.Event, interval: float) -> None:
             return
         try:
             balancer.check_health()
-            with balancer._lock:
-                now = time.monotonic()
-                if now >= balancer._next_check:
-                    balancer._maintain_locked(now)
+            balancer._maintain()
         except Exception:
             log.exception("health check failed")
         del balancer
