@@ -278,6 +278,7 @@ class Client(ClientSettings):
         conn = self._conn
         if conn.usable:
             return conn
+        retired = False
         with self._conn_lock:
             if self._closed:
                 raise ConnectionClosedError("client is closed")
@@ -286,11 +287,13 @@ class Client(ClientSettings):
                 if conn.error is None:        # GOAWAY: finish its calls, then close it
                     if conn.table.pending:
                         self._old.append(conn)
-                        self._wake_helper()
+                        retired = True
                     else:
                         conn.close()
                 self._conn = conn = _Conn(self)
-            return conn
+        if retired:
+            self._wake_helper()               # takes _conn_lock itself: call it outside
+        return conn
 
     @property
     def draining(self) -> bool:
@@ -426,14 +429,15 @@ class Client(ClientSettings):
         busy = False
         for conn in [self._conn] + self._old:
             busy |= self._tend(conn)
-        still = []
-        for conn in self._old:
-            if conn.table.pending and conn.error is None:
-                still.append(conn)
-            else:
-                conn.close()              # its calls are done: tell the server we left
-        self._old = still
-        return busy
+        finished = []
+        with self._conn_lock:             # _connection() appends concurrently
+            still = []
+            for conn in self._old:
+                (still if conn.table.pending and conn.error is None else finished).append(conn)
+            self._old = still
+        for conn in finished:
+            conn.close()                  # its calls are done: tell the server we left
+        return busy or bool(still)
 
     def _tend(self, conn: _Conn) -> bool:
         """Expire timed-out futures; read if calls are pending and nobody reads."""
@@ -467,9 +471,10 @@ class Client(ClientSettings):
     # lifecycle ------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection; pending calls fail with ConnectionClosedError."""
-        self._closed = True
-        self._conn.close()
-        for conn in self._old:
+        with self._conn_lock:             # no new connection can appear after this
+            self._closed = True
+            conns, self._old = [self._conn] + self._old, []
+        for conn in conns:
             conn.close()
         self._helper_wake.set()
 

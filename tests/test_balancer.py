@@ -387,8 +387,6 @@ def test_never_more_than_half_ejected_and_panic_mode(caplog):
         assert tried == set(dead[:2])          # picks among all rather than failing to pick
 
 
-@pytest.mark.xfail(reason="known bug: a call can hang when a server closes gracefully under "
-                          "load (GOAWAY while the client reads); being fixed", strict=False)
 def test_graceful_stop_under_load_fails_no_call():
     with server_process() as a, server_process() as c:
         with balancer([a.address, c.address], "p2c", health_interval=0.2) as b:

@@ -263,6 +263,24 @@ def test_graceful_close_finishes_in_flight_calls(fresh_server):
         assert fresh_server.proc.wait(10) == 0
 
 
+def test_call_after_goaway_with_calls_pending_does_not_hang(fresh_server):
+    # A new call on a draining connection retires it while its calls are
+    # pending, and must dial afresh (here: refused, the server is leaving).
+    # Blocking calls only: go() would start the helper thread early, and the
+    # retiring path is the one that starts it.
+    pool = concurrent.futures.ThreadPoolExecutor(6)
+    with Client(fresh_server.address) as c:
+        slow = [pool.submit(c.call, "Arith.Slow", 1.0, i) for i in range(5)]
+        assert wait_until(lambda: len(c._conn.table.pending) >= 5, 5)
+        fresh_server.proc.send_signal(15)
+        assert wait_until(lambda: c.draining, 5)
+        with pytest.raises(fastrpc.ConnectionError):
+            pool.submit(c.call, "Arith.Sum", 1, 2, timeout=5).result(timeout=10)
+        assert [f.result(timeout=10) for f in slow] == list(range(5))
+        assert fresh_server.proc.wait(10) == 0
+    pool.shutdown(wait=False)
+
+
 def test_forgotten_client_is_collected(server):
     import gc
     import weakref
