@@ -30,6 +30,7 @@ from fastrpc.strategies import Strategy, hash_key, make_strategy
 
 __all__ = ["Balancer", "BalancerCore", "RetryBudget", "FAILURE_MODES"]
 
+_PENDING = concurrent.futures._base.PENDING
 log = logging.getLogger("fastrpc.balancer")
 
 FAILURE_MODES = ("failover", "failfast", "failtry", "backup")
@@ -521,6 +522,7 @@ class Balancer(BalancerCore):
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
         super().__init__(endpoints, **self._take_client_settings(settings))
+        self._future_condition = threading.Condition(threading.RLock())  # shared by go() futures
         self._health_stop = threading.Event()
         self._health_thread: Optional[threading.Thread] = None
         if self.health_interval > 0:
@@ -674,9 +676,9 @@ class Balancer(BalancerCore):
         timeout = self.timeout if timeout is None else timeout
         idempotent = self.idempotent if idempotent is None else idempotent
         self.retry_budget.deposit()
-        attempt = _GoCall(self, method, args, self._key_hash(key), timeout, idempotent)
-        attempt.start()
-        return attempt.future
+        future = _BalancedFuture(self, method, args, self._key_hash(key), timeout, idempotent)
+        future._attempt()
+        return future
 
     def notify(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
@@ -766,96 +768,97 @@ def _wait_any(futures: List[concurrent.futures.Future], until: float) -> List[co
     return list(done)
 
 
-class _GoCall:
-    """One Balancer.go(): the attempts behind its future."""
+class _BalancedFuture(concurrent.futures.Future):
+    """Balancer.go()'s future. It runs the call's attempts (a retry starts as
+    the failed attempt completes), and waiting on it drives the current
+    attempt's connection, as CallFuture does."""
 
     def __init__(self, balancer: Balancer, method: str, args: tuple, key_hash: int,
                  timeout: Optional[float], idempotent: bool) -> None:
-        self.balancer = balancer
-        self.method = method
-        self.args = args
-        self.key_hash = key_hash
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.idempotent = idempotent
-        self.tried: List[Tuple[_Member, BaseException]] = []
-        self.future = _BalancedFuture()
-        self.member: Optional[_Member] = None
-        self.client: Optional[Client] = None
-        self.started = 0.0
+        # Like CallFuture: one Condition per balancer, not one per future
+        # (building a Condition is a large share of a pipelined call's cost).
+        self._condition = balancer._future_condition
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
+        self._balancer = balancer
+        self._method = method
+        self._args = args
+        self._key_hash = key_hash
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._idempotent = idempotent
+        self._tried: List[Tuple[_Member, BaseException]] = []
+        self._inner: Optional[concurrent.futures.Future] = None
+        self._member: Optional[_Member] = None
+        self._client: Optional[Client] = None
+        self._started = 0.0
 
-    def start(self, pinned: Optional[_Member] = None) -> None:
-        b = self.balancer
+    # attempts -------------------------------------------------------------------------
+    def _attempt(self, pinned: Optional[_Member] = None) -> None:
+        b = self._balancer
         while True:
             try:
-                member = b._acquire(self.key_hash, self.tried, pinned)
+                member = b._acquire(self._key_hash, self._tried, pinned)
             except RPCError as exc:
-                self.future.set_exception(exc if not self.tried else b._final_error(self.method, self.tried))
+                self._settle(None, exc if not self._tried else b._final_error(self._method, self._tried))
                 return
-            self.started = time.perf_counter()
+            self._started = time.perf_counter()
             try:
                 client = member.client or b._client(member)
-                inner = client.go(self.method, *self.args, timeout=_remaining(self.deadline))
+                inner = client.go(self._method, *self._args, timeout=_remaining(self._deadline))
             except (ConnectionError, TimeoutError) as exc:
                 b._release(member, -1.0, _FAILED, None)
-                self.tried.append((member, exc))
-                if not b._may_retry(exc, self.idempotent, len(self.tried), self.deadline):
-                    self.future.set_exception(b._final_error(self.method, self.tried))
+                self._tried.append((member, exc))
+                if not b._may_retry(exc, self._idempotent, len(self._tried), self._deadline):
+                    self._settle(None, b._final_error(self._method, self._tried))
                     return
                 pinned = member if b.failure == "failtry" else None
                 continue
             except BaseException as exc:        # e.g. an unencodable argument
                 b._release(member, -1.0, _OK, None)
-                self.future.set_exception(exc)
+                self._settle(None, exc)
                 return
-            self.member, self.client = member, client
-            self.future._inner = inner
-            inner.add_done_callback(self._done)
+            self._member, self._client, self._inner = member, client, inner
+            inner.add_done_callback(self._attempt_done)
             return
 
-    def _done(self, inner: concurrent.futures.Future) -> None:
-        b, member, client = self.balancer, self.member, self.client
+    def _attempt_done(self, inner: concurrent.futures.Future) -> None:
+        b, member, client = self._balancer, self._member, self._client
         if inner.cancelled():
             b._release(member, -1.0, _OK, None)
-            self.future.cancel()
+            super().cancel()
             return
-        exc = inner.exception()
+        exc = inner._exception          # inner is done: no need for its lock
         if exc is None or isinstance(exc, RemoteError):
-            b._release(member, time.perf_counter() - self.started, _OK, client.server_load)
+            b._release(member, time.perf_counter() - self._started, _OK, client.server_load)
             if exc is None:
-                _settle(self.future, inner.result(), None)
+                self._settle(inner._result, None)
             else:
-                _settle(self.future, None, b._final_error(self.method, self.tried + [(member, exc)]))
+                self._settle(None, b._final_error(self._method, self._tried + [(member, exc)]))
             return
         b._release(member, -1.0, _FAILED, None)
-        self.tried.append((member, exc))
-        if isinstance(exc, (ConnectionError, TimeoutError)) and \
-                b._may_retry(exc, self.idempotent, len(self.tried), self.deadline) and not self.future.done():
-            self.start(member if b.failure == "failtry" else None)
+        self._tried.append((member, exc))
+        if isinstance(exc, (ConnectionError, TimeoutError)) and not self.done() and \
+                b._may_retry(exc, self._idempotent, len(self._tried), self._deadline):
+            self._attempt(member if b.failure == "failtry" else None)
         else:
-            _settle(self.future, None, b._final_error(self.method, self.tried))
+            self._settle(None, b._final_error(self._method, self._tried))
 
+    def _settle(self, value: Any, exc: Optional[BaseException]) -> None:
+        try:
+            if exc is None:
+                self.set_result(value)
+            else:
+                self.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            pass    # cancelled by the caller meanwhile
 
-def _settle(future: concurrent.futures.Future, value: Any, exc: Optional[BaseException]) -> None:
-    try:
-        if exc is None:
-            future.set_result(value)
-        else:
-            future.set_exception(exc)
-    except concurrent.futures.InvalidStateError:
-        pass    # cancelled by the caller meanwhile
-
-
-class _BalancedFuture(concurrent.futures.Future):
-    """Balancer.go()'s future: waiting on it drives the current attempt's connection."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._inner: Optional[concurrent.futures.Future] = None
-
+    # waiting ---------------------------------------------------------------------------
     def _drive(self, timeout: Optional[float]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
+        while self._state == _PENDING:
             inner = self._inner
             if inner is None or inner.done():
                 # between attempts: the retry is issued by the completing thread
@@ -876,14 +879,17 @@ class _BalancedFuture(concurrent.futures.Future):
                 self._condition.wait(0.001 if deadline is None else min(0.001, _remaining(deadline)))
 
     def result(self, timeout: Optional[float] = None) -> Any:
+        """The call's result; waiting drives the connection (see Client.go)."""
         self._drive(timeout)
         return super().result(0 if self.done() else timeout)
 
     def exception(self, timeout: Optional[float] = None):
+        """The call's exception, or None; waiting drives the connection."""
         self._drive(timeout)
         return super().exception(0 if self.done() else timeout)
 
     def cancel(self) -> bool:
+        """Cancel the call; the attempt in flight is withdrawn at its server."""
         inner = self._inner
         if not super().cancel():
             return False

@@ -236,6 +236,22 @@ def test_failover_skips_a_dead_endpoint_and_ejects_it(trio):
         assert stats[trio[0].address]["calls"] == 30
 
 
+def test_go_fails_over_names_endpoints_and_cancels(trio):
+    dead = unused_address()
+    with balancer([dead, trio[0].address], "round_robin") as b:
+        futures = [b.go("Arith.Sum", i, 1) for i in range(10)]
+        assert [f.result(5) for f in futures] == [i + 1 for i in range(10)]
+        hung = b.go("Arith.Hang")
+        assert hung.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            hung.result(1)
+        assert wait_until(lambda: all(s["in_flight"] == 0 for s in b.stats().values()), 5)
+        assert b.go("Arith.Div", 1, 0).exception(5).endpoints == [trio[0].address]
+    with balancer([dead], max_attempts=2) as b:
+        error = b.go("Arith.Sum", 1, 2).exception(5)
+        assert isinstance(error, ConnectError) and error.endpoints == [dead]
+
+
 def test_failfast_raises_connect_error_naming_the_endpoint():
     dead = unused_address()
     with balancer([dead], failure="failfast") as b:

@@ -1,0 +1,194 @@
+"""End to end through the balancer: 4 backend server processes, one balanced
+client, calls/s per strategy next to a direct single-endpoint Client in the
+same run (the cost of balancing), and next to 4 Clients rotated by hand (the
+cost of the balancer's bookkeeping alone, with the same spread)."""
+import asyncio
+import itertools
+import os
+import sys
+
+import pytest
+
+import fastrpc
+from fastrpc import AsyncBalancer, Balancer, Endpoint
+from conftest import HERE, Proc, median_rate
+
+try:
+    import uvloop
+    new_loop = uvloop.new_event_loop
+except ImportError:  # pragma: no cover
+    new_loop = asyncio.new_event_loop
+
+BACKENDS = 4
+STRATEGIES = ["random", "round_robin", "weighted_random", "weighted_round_robin",
+              "least_connections", "p2c", "p2c_ewma", "consistent_hash", "geo"]
+SEQ = "Balancer.call sequential, 4 backends"
+INFLIGHT = "Balancer.go, 128 in flight, 4 backends"
+ASYNC_SEQ = "AsyncBalancer.call sequential, 4 backends"
+DIRECT = "direct Client, one endpoint"
+ROTATED = "4 Clients rotated by hand"
+# Nearby cities, so geo has real distances to rank (Paris is the origin).
+PLACES = [(48.86, 2.35), (50.85, 4.35), (51.51, -0.13), (52.52, 13.40)]
+
+
+def sizes(quick):
+    # (sequential calls per round, 128-call batches per round, rounds)
+    return (40, 2, 1) if quick else (2000, 40, 7)
+
+
+@pytest.fixture(scope="module")
+def backends():
+    procs = [Proc([sys.executable, os.path.join(HERE, "servers.py"), "tcp://127.0.0.1:0"])
+             for _ in range(BACKENDS)]
+    yield [p.address for p in procs]
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def baselines(report):
+    for group in (SEQ, INFLIGHT, ASYNC_SEQ):
+        report.baseline(group, DIRECT, "calls/s")
+
+
+def endpoints(addresses):
+    return [Endpoint(a, weight=1, lat=lat, lon=lon) for a, (lat, lon) in zip(addresses, PLACES)]
+
+
+def balancer_options(strategy):
+    # Health checks off: the figure is the call path, not the background pings.
+    options = {"strategy": strategy, "health_interval": 0}
+    if strategy == "geo":
+        options["origin"] = PLACES[0]
+    return options
+
+
+def timed(benchmark, report, group, name, fn, rounds, calls):
+    benchmark.group = group
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1)
+    rate = median_rate(benchmark, calls)
+    if rate:
+        report.add(group, name, rate)
+
+
+# sequential, blocking ---------------------------------------------------------------
+
+def test_direct_sequential(benchmark, backends, report, quick):
+    n, _, rounds = sizes(quick)
+    with fastrpc.Client(backends[0]) as client:
+        def run():
+            for i in range(n):
+                client.call("Arith.Sum", i, 1)
+        timed(benchmark, report, SEQ, DIRECT, run, rounds, n)
+        assert client.call("Arith.Sum", 2, 3) == 5
+
+
+def test_rotated_sequential(benchmark, backends, report, quick):
+    n, _, rounds = sizes(quick)
+    clients = [fastrpc.Client(a) for a in backends]
+    turn = itertools.cycle(clients)
+
+    def run():
+        for i in range(n):
+            next(turn).call("Arith.Sum", i, 1)
+
+    try:
+        timed(benchmark, report, SEQ, ROTATED, run, rounds, n)
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_balancer_sequential(benchmark, backends, report, quick, strategy):
+    n, _, rounds = sizes(quick)
+    keyed = strategy == "consistent_hash"
+    with Balancer(endpoints(backends), **balancer_options(strategy)) as b:
+        def run():
+            for i in range(n):
+                b.call("Arith.Sum", i, 1, key=i if keyed else None)
+        timed(benchmark, report, SEQ, strategy, run, rounds, n)
+        stats = b.stats()
+        assert sum(s["calls"] for s in stats.values()) >= n
+        if strategy not in ("geo", "consistent_hash", "p2c_ewma", "least_connections"):
+            assert all(s["calls"] for s in stats.values()), "every backend takes calls"
+
+
+# 128 in flight, blocking go() ----------------------------------------------------------
+
+def test_direct_in_flight(benchmark, backends, report, quick):
+    _, batches, rounds = sizes(quick)
+    with fastrpc.Client(backends[0]) as client:
+        def run():
+            for _ in range(batches):
+                for f in [client.go("Arith.Sum", i, 1) for i in range(128)]:
+                    f.result()
+        timed(benchmark, report, INFLIGHT, DIRECT, run, rounds, 128 * batches)
+
+
+def test_rotated_in_flight(benchmark, backends, report, quick):
+    _, batches, rounds = sizes(quick)
+    clients = [fastrpc.Client(a) for a in backends]
+    turn = itertools.cycle(clients)
+
+    def run():
+        for _ in range(batches):
+            for f in [next(turn).go("Arith.Sum", i, 1) for i in range(128)]:
+                f.result()
+
+    try:
+        timed(benchmark, report, INFLIGHT, ROTATED, run, rounds, 128 * batches)
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_balancer_in_flight(benchmark, backends, report, quick, strategy):
+    _, batches, rounds = sizes(quick)
+    keyed = strategy == "consistent_hash"
+    with Balancer(endpoints(backends), **balancer_options(strategy)) as b:
+        def run():
+            for _ in range(batches):
+                futures = [b.go("Arith.Sum", i, 1, key=i if keyed else None) for i in range(128)]
+                for f in futures:
+                    f.result()
+        timed(benchmark, report, INFLIGHT, strategy, run, rounds, 128 * batches)
+        assert b.go("Arith.Sum", 2, 3).result(5) == 5
+
+
+# sequential, asyncio -------------------------------------------------------------------
+
+def test_direct_async_sequential(benchmark, backends, report, quick):
+    n, _, rounds = sizes(quick)
+    loop = new_loop()
+    client = loop.run_until_complete(fastrpc.AsyncClient(backends[0]).connect())
+
+    async def run():
+        for i in range(n):
+            await client.call("Arith.Sum", i, 1)
+
+    try:
+        timed(benchmark, report, ASYNC_SEQ, DIRECT, lambda: loop.run_until_complete(run()), rounds, n)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_async_balancer_sequential(benchmark, backends, report, quick, strategy):
+    n, _, rounds = sizes(quick)
+    keyed = strategy == "consistent_hash"
+    loop = new_loop()
+    b = AsyncBalancer(endpoints(backends), **balancer_options(strategy))
+
+    async def run():
+        for i in range(n):
+            await b.call("Arith.Sum", i, 1, key=i if keyed else None)
+
+    try:
+        timed(benchmark, report, ASYNC_SEQ, strategy, lambda: loop.run_until_complete(run()), rounds, n)
+        assert loop.run_until_complete(b.call("Arith.Sum", 2, 3)) == 5
+    finally:
+        loop.run_until_complete(b.close())
+        loop.close()
