@@ -24,6 +24,7 @@ STRATEGIES = ["random", "round_robin", "weighted_random", "weighted_round_robin"
               "least_connections", "p2c", "p2c_ewma", "consistent_hash", "geo"]
 SEQ = "Balancer.call sequential, 4 backends"
 INFLIGHT = "Balancer.go, 128 in flight, 4 backends"
+MAP = "Balancer.map, 128 calls per map, 4 backends"
 ASYNC_SEQ = "AsyncBalancer.call sequential, 4 backends"
 DIRECT = "direct Client, one endpoint"
 ROTATED = "4 Clients rotated by hand"
@@ -47,7 +48,7 @@ def backends():
 
 @pytest.fixture(scope="module", autouse=True)
 def baselines(report):
-    for group in (SEQ, INFLIGHT, ASYNC_SEQ):
+    for group in (SEQ, INFLIGHT, MAP, ASYNC_SEQ):
         report.baseline(group, DIRECT, "calls/s")
 
 
@@ -155,6 +156,27 @@ def test_balancer_in_flight(benchmark, backends, report, quick, strategy):
                     f.result()
         timed(benchmark, report, INFLIGHT, strategy, run, rounds, 128 * batches)
         assert b.go("Arith.Sum", 2, 3).result(5) == 5
+
+
+# 128 calls per map() ------------------------------------------------------------------------
+
+def test_direct_map(benchmark, backends, report, quick):
+    _, batches, rounds = sizes(quick)
+    args = [(i, 1) for i in range(128)]
+    with fastrpc.Client(backends[0]) as client:
+        timed(benchmark, report, MAP, DIRECT,
+              lambda: [client.map("Arith.Sum", args) for _ in range(batches)], rounds, 128 * batches)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_balancer_map(benchmark, backends, report, quick, strategy):
+    _, batches, rounds = sizes(quick)
+    args = [(i, 1) for i in range(128)]
+    keys = [f"user:{i}" for i in range(128)] if strategy == "consistent_hash" else None
+    with Balancer(endpoints(backends), **balancer_options(strategy)) as b:
+        timed(benchmark, report, MAP, strategy,
+              lambda: [b.map("Arith.Sum", args, keys=keys) for _ in range(batches)], rounds, 128 * batches)
+        assert b.map("Arith.Sum", args[:3], keys=keys and keys[:3]) == [1, 2, 3]
 
 
 # sequential, asyncio -------------------------------------------------------------------

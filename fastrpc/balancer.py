@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from fastrpc._calls import Batch
 from fastrpc._select import EndpointTable
 from fastrpc.client import Client
 from fastrpc.connect import ClientSettings
@@ -53,9 +54,9 @@ class RetryBudget:
         self._reserve = min_per_second
         self._stamp = time.monotonic()
 
-    def deposit(self) -> None:
-        """A call was made."""
-        earned = self._earned + self.ratio
+    def deposit(self, calls: int = 1) -> None:
+        """`calls` calls were made."""
+        earned = self._earned + self.ratio * calls
         self._earned = earned if earned < self.cap else self.cap
 
     def withdraw(self) -> bool:
@@ -373,17 +374,22 @@ class BalancerCore:
                 return m
         raise NoEndpointError("every endpoint was tried")
 
-    def _release(self, member: _Member, rtt: float, outcome: int, load: Optional[int]) -> None:
-        """A call through `member` ended: update latency, load, counters and health."""
+    def _release(self, member: _Member, rtt: float, outcome: int, load: Optional[int],
+                 count: int = 1) -> None:
+        """`count` calls through `member` ended: update latency, load, counters and health."""
+        if count <= 0:
+            return
         now = time.monotonic()
         with self._lock:
-            member.active -= 1
-            member.calls += 1
+            member.active -= count
+            member.calls += count
             if member.index >= 0 and not member.removed:
-                self._table.end(member.index, rtt, now, -1 if load is None else load)
+                reported = -1 if load is None else load
+                for _ in range(count):
+                    self._table.end(member.index, rtt, now, reported)
             if outcome == _FAILED:
-                member.errors += 1
-                member.failures += 1
+                member.errors += count
+                member.failures += count
                 if member.failures >= self.eject_failures and not member.ejected_until:
                     self._eject_locked(member, now)
             elif member.failures:
@@ -473,7 +479,8 @@ class BalancerCore:
 
     # failure policy -----------------------------------------------------------------
     def _may_retry(self, exc: BaseException, idempotent: bool, attempts: int,
-                   deadline: Optional[float]) -> bool:
+                   deadline: Optional[float], budget: bool = True) -> bool:
+        """Whether a failed attempt is retried; with `budget`, take the retry from the budget."""
         if self.failure == "failfast" or attempts >= self.max_attempts:
             return False
         # Not sent: the server never saw the call. Anything else may have run.
@@ -481,7 +488,7 @@ class BalancerCore:
             return False
         if deadline is not None and time.monotonic() >= deadline:
             return False
-        return self.retry_budget.withdraw()
+        return self.retry_budget.withdraw() if budget else True
 
     @staticmethod
     def _final_error(method: str, tried: List[Tuple[_Member, BaseException]]) -> BaseException:
@@ -680,6 +687,45 @@ class Balancer(BalancerCore):
         future._attempt()
         return future
 
+    def map(self, method: str, args_iterable: Iterable, *, keys: Optional[Iterable] = None,
+            timeout: Optional[float] = None, idempotent: Optional[bool] = None,
+            return_exceptions: bool = False, window: int = 1024) -> List[Any]:
+        """Call `method` once per item, spread over the endpoints; return the results in order.
+
+        Items are as in Client.map (a tuple is the argument list, anything
+        else the one argument); `keys` gives each item its key for
+        consistent_hash. Each item is picked as a call() would be, and each
+        endpoint's share of a window goes out as one pipelined batch, so the
+        balancer's cost is paid per batch rather than per call. Failed items
+        are retried as call() retries. Every item completes before this
+        returns; the first error (by position, naming the endpoints its item
+        tried) is then raised, unless `return_exceptions` puts exceptions in
+        the list.
+        """
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        key_hashes = None
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != len(items):
+                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
+            key_hashes = [self._key_hash(k) for k in keys]
+        timeout = self.timeout if timeout is None else timeout
+        self.retry_budget.deposit(len(items))
+        job = _MapJob(self, method, items, key_hashes,
+                      None if timeout is None else time.monotonic() + timeout,
+                      self.idempotent if idempotent is None else idempotent)
+        todo = list(range(len(items)))
+        window = max(1, window)
+        while todo:
+            chunk, todo = todo[:window], todo[window:]
+            todo = job.round(chunk) + todo       # retries go out first
+        if job.failed:
+            if not return_exceptions:
+                raise job.failed[min(job.failed)]
+            for position, exc in job.failed.items():
+                job.results[position] = exc
+        return job.results
+
     def notify(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
         key_hash = self._key_hash(key)
@@ -766,6 +812,149 @@ def _wait_any(futures: List[concurrent.futures.Future], until: float) -> List[co
         return [f for f in futures if f.done()]
     done, _ = concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED)
     return list(done)
+
+
+_UNSET = object()
+
+
+class _MapJob:
+    """One Balancer.map(): picks per item, one batch per endpoint per round, retries."""
+
+    def __init__(self, balancer: Balancer, method: str, items: Sequence, key_hashes: Optional[List[int]],
+                 deadline: Optional[float], idempotent: bool) -> None:
+        self.balancer = balancer
+        self.method = method
+        self.items = items
+        self.key_hashes = key_hashes
+        self.deadline = deadline
+        self.idempotent = idempotent
+        self.results: List[Any] = [None] * len(items)
+        self.failed: Dict[int, BaseException] = {}
+        self.tried: Dict[int, List[Tuple[_Member, BaseException]]] = {}
+
+    def round(self, chunk: List[int]) -> List[int]:
+        """Issue `chunk` (item positions) and collect it; return the positions to retry."""
+        b = self.balancer
+        retry: List[int] = []
+        running = []
+        for member, positions in self._pick(chunk).values():
+            try:
+                client = member.client or b._client(member)
+                conn = client._connection()
+            except (ConnectionError, TimeoutError) as exc:       # not sent
+                b._release(member, -1.0, _FAILED, None, len(positions))
+                grant: List[bool] = []
+                for p in positions:
+                    self._attempt_failed(p, member, exc, retry, grant)
+                continue
+            batch = Batch(len(positions), True)
+            batch.results[:] = [_UNSET] * len(positions)
+            started = time.perf_counter()
+            with conn.send_lock:
+                if conn.error is not None:
+                    batch.fail_unsent(ConnectionClosedError(f"connection to {conn.address} is closed"))
+                else:
+                    try:
+                        conn.table.request_batch(self.method, batch, (self.items[p] for p in positions),
+                                                 len(positions))
+                    except BaseException as exc:
+                        # An item that cannot be encoded fails alone; those
+                        # after it were not sent and go out again.
+                        bad = batch.issued
+                        batch.fail_unsent(exc)
+                        self.failed[positions[bad]] = exc
+                        retry.extend(positions[bad + 1:])
+                        b._release(member, -1.0, _OK, None, len(positions) - bad)
+                        positions = positions[:bad]
+                    conn._flush_locked()
+            running.append((member, client, conn, batch, positions, started))
+        for member, client, conn, batch, positions, started in running:
+            self._collect(member, client, conn, batch, positions, started, retry)
+        return retry
+
+    def _pick(self, chunk: List[int]) -> Dict[int, Tuple[_Member, List[int]]]:
+        """Pick an endpoint per item under one lock; group the items by endpoint."""
+        b = self.balancer
+        groups: Dict[int, Tuple[_Member, List[int]]] = {}
+        with b._lock:
+            if b._closed:
+                raise ConnectionClosedError("balancer is closed")
+            if not b._members:
+                raise NoEndpointError("the balancer has no endpoints")
+            pick, members, table, keyed = b._picker.pick, b._members, b._table, b._keyed
+            begin, key_hashes, retried = table.begin, self.key_hashes, self.tried
+            for p in chunk:
+                key_hash = key_hashes[p] if key_hashes is not None else \
+                    (table.next_random() if keyed else 0)
+                i = pick(key_hash)
+                if i < 0:                        # a custom strategy found nothing eligible
+                    self.failed[p] = NoEndpointError("the strategy picked no endpoint")
+                    continue
+                member = members[i]
+                if retried and p in retried:
+                    try:
+                        member = b._untried_locked(member, key_hash, {id(m) for m, _ in retried[p]})
+                    except NoEndpointError:
+                        self.failed[p] = b._final_error(self.method, retried[p])
+                        continue
+                begin(member.index)
+                group = groups.get(member.index)
+                if group is None:
+                    groups[member.index] = group = (member, [])
+                group[1].append(p)
+            for member, positions in groups.values():
+                member.active += len(positions)
+        return groups
+
+    def _collect(self, member: _Member, client: Client, conn, batch: Batch, positions: List[int],
+                 started: float, retry: List[int]) -> None:
+        """Wait for one endpoint's batch and sort its outcomes."""
+        b = self.balancer
+        if not batch.done:
+            conn.wait(lambda: batch.done, self.deadline)
+            if not batch.done:                   # the deadline passed
+                for seq in range(batch.first_seq, batch.first_seq + batch.issued):
+                    conn.withdraw(seq)
+        rtt = time.perf_counter() - started
+        results = batch.results
+        ok = bad = 0
+        grant: List[bool] = []
+        for j, p in enumerate(positions):
+            value = results[j]
+            if value is _UNSET:
+                value = TimeoutError(f"{self.method} did not complete in time")
+            if not isinstance(value, BaseException):
+                self.results[p] = value
+                ok += 1
+            elif isinstance(value, RemoteError):
+                ok += 1
+                self.failed[p] = b._final_error(self.method, self.tried.get(p, []) + [(member, value)])
+            elif isinstance(value, (ConnectionError, TimeoutError)):
+                bad += 1
+                self._attempt_failed(p, member, value, retry, grant)
+            else:
+                ok += 1
+                self.failed[p] = value
+        b._release(member, rtt, _OK, client.server_load, ok)
+        b._release(member, -1.0, _FAILED, None, bad)
+        if client.draining:
+            b._going_away(member)
+
+    def _attempt_failed(self, p: int, member: _Member, exc: BaseException, retry: List[int],
+                        grant: List[bool]) -> None:
+        """Item p failed on `member`: queue its retry or settle its error. One
+        endpoint's failed batch takes one retry from the budget, not one per
+        item (`grant` holds that decision for the batch)."""
+        b = self.balancer
+        tried = self.tried.setdefault(p, [])
+        tried.append((member, exc))
+        if b._may_retry(exc, self.idempotent, len(tried), self.deadline, budget=False):
+            if not grant:
+                grant.append(b.retry_budget.withdraw())
+            if grant[0]:
+                retry.append(p)
+                return
+        self.failed[p] = b._final_error(self.method, tried)
 
 
 class _BalancedFuture(concurrent.futures.Future):

@@ -1,22 +1,59 @@
-"""The quick-start demo: start server processes, make calls, print results and throughput.
+"""The demo: local backend processes behind a balancer, every strategy in turn.
 
-    python -m fastrpc.demo [--servers N] [--seconds S]
+    python -m fastrpc.demo [--seconds S] [--in-flight N]
+
+Starts four backend server processes on loopback, each standing for a
+server in another city (a location, a zone and a weight), and balances calls
+over them from this process with a static endpoint list. Every strategy runs
+for S seconds with a progress bar; a table then shows calls/s per strategy
+and how the calls spread over the backends, next to a direct Client to one
+backend.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
 import time
-from typing import List
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 import fastrpc
+from fastrpc import Balancer, Endpoint
+
+ORIGIN = ("Paris", 48.86, 2.35)           # where the demo's caller "is"
+STRATEGY_NOTES = {
+    "random": "uniform",
+    "round_robin": "in turn, from a random start",
+    "weighted_random": "in proportion to weight",
+    "weighted_round_robin": "nginx smooth WRR by weight",
+    "least_connections": "fewest in flight per weight",
+    "p2c": "least loaded of two random",
+    "p2c_ewma": "lowest latency x load of two",
+    "consistent_hash": "by key (user id)",
+    "geo": f"nearest to {ORIGIN[0]} first",
+}
+
+
+class Backend(NamedTuple):
+    """One demo backend: where it pretends to be and how much it can take."""
+    name: str
+    zone: str
+    lat: float
+    lon: float
+    weight: int
+
+
+BACKENDS = [
+    Backend("paris", "eu-west", 48.86, 2.35, 1),
+    Backend("frankfurt", "eu-central", 50.11, 8.68, 2),
+    Backend("virginia", "us-east", 38.95, -77.45, 3),
+    Backend("tokyo", "ap-northeast", 35.68, 139.69, 4),
+]
 
 
 class Arith:
-    """The demo service (also what `--serve` exposes)."""
+    """The demo service (what `--serve` exposes)."""
 
     def Sum(self, a, b):
         return a + b
@@ -29,6 +66,7 @@ class Arith:
 
 
 def serve(address: str) -> None:
+    """Serve Arith on `address` until stdin closes (a backend process)."""
     server = fastrpc.Server()
     server.register(Arith())
     print(server.start(address), flush=True)
@@ -38,7 +76,8 @@ def serve(address: str) -> None:
         server.close()
 
 
-def start_servers(count: int) -> List[tuple]:
+def start_servers(count: int) -> List[Tuple[subprocess.Popen, str]]:
+    """Start `count` backend processes; return (process, address) pairs."""
     procs = []
     for _ in range(count):
         # Start from the directory fastrpc was imported from, so the server
@@ -46,71 +85,151 @@ def start_servers(count: int) -> List[tuple]:
         proc = subprocess.Popen([sys.executable, "-m", "fastrpc.demo", "--serve", "tcp://127.0.0.1:0"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastrpc.__file__))))
-        procs.append((proc, proc.stdout.readline().strip()))
+        address = proc.stdout.readline().strip()
+        procs.append((proc, address))
+        if not address:
+            stop_servers(procs)
+            raise RuntimeError("a backend process did not start")
     return procs
 
 
-def rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:>12,.0f} calls/s"
+def stop_servers(procs: List[Tuple[subprocess.Popen, str]]) -> None:
+    for proc, _ in procs:
+        proc.stdin.close()
+    for proc, _ in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
-def measure(label: str, fn, calls_per_round: int, seconds: float) -> None:
-    rounds, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
+class Progress:
+    """A one-line progress bar; on a terminal it redraws, elsewhere it prints once."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, stream=sys.stdout) -> None:
+        self.label = label
+        self.stream = stream
+        self.live = stream.isatty()
+        self.shown = -1
+
+    def update(self, fraction: float, calls: int) -> None:
+        filled = min(self.WIDTH, int(fraction * self.WIDTH))
+        if self.live and filled != self.shown:
+            self.shown = filled
+            self.stream.write(f"\r  {self.label:<22}[{'#' * filled}{'.' * (self.WIDTH - filled)}] {calls:>9,} calls")
+            self.stream.flush()
+
+    def finish(self, calls: int, seconds: float) -> None:
+        line = f"  {self.label:<22}[{'#' * self.WIDTH}] {calls:>9,} calls in {seconds:.1f} s"
+        self.stream.write(("\r" + line if self.live else line) + "\n")
+        self.stream.flush()
+
+
+def run_for(label: str, seconds: float, batch: Callable[[int], int]) -> Tuple[int, float]:
+    """Call `batch(round)` (which makes calls and returns how many) for `seconds`."""
+    bar = Progress(label)
+    calls, rounds, start = 0, 0, time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+        calls += batch(rounds)
         rounds += 1
-    print(f"  {label:<42}{rate(rounds * calls_per_round, time.perf_counter() - start)}")
+        bar.update(elapsed / seconds, calls)
+    elapsed = time.perf_counter() - start
+    bar.finish(calls, elapsed)
+    return calls, elapsed
+
+
+def endpoints(procs: List[Tuple[subprocess.Popen, str]]) -> List[Endpoint]:
+    return [Endpoint(address, weight=b.weight, zone=b.zone, lat=b.lat, lon=b.lon,
+                     metadata={"name": b.name})
+            for b, (_, address) in zip(BACKENDS, procs)]
+
+
+def balanced(eps: List[Endpoint], strategy: str, seconds: float, in_flight: int) -> Tuple[float, Dict[str, int]]:
+    """Run one strategy; return calls/s and calls per backend name."""
+    options = {"origin": ORIGIN[1:]} if strategy == "geo" else {}
+    with Balancer(eps, strategy=strategy, health_interval=1.0, **options) as b:
+        keyed = strategy == "consistent_hash"
+
+        def batch(r: int) -> int:
+            base = r * in_flight
+            futures = [b.go("Arith.Sum", i, 1, key=f"user:{(base + i) % 997}" if keyed else None)
+                       for i in range(in_flight)]
+            for f in futures:
+                f.result()
+            return in_flight
+
+        calls, elapsed = run_for(strategy, seconds, batch)
+        names = {e.address: e.metadata["name"] for e in eps}
+        spread = {names[a]: s["calls"] for a, s in b.stats().items()}
+    return calls / elapsed, spread
+
+
+def direct(address: str, seconds: float, in_flight: int) -> float:
+    """The same load through one plain Client to one backend: the reference row."""
+    with fastrpc.Client(address) as c:
+        def batch(r: int) -> int:
+            for f in [c.go("Arith.Sum", i, 1) for i in range(in_flight)]:
+                f.result()
+            return in_flight
+        calls, elapsed = run_for("direct Client", seconds, batch)
+    return calls / elapsed
+
+
+def table(rows: List[Tuple[str, float, Dict[str, int]]], reference: float) -> str:
+    names = [b.name for b in BACKENDS]
+    head = f"  {'strategy':<22}{'calls/s':>10}{'vs direct':>11}  " + "".join(f"{n:>10}" for n in names)
+    lines = [head, "  " + "-" * (len(head) - 2)]
+    lines.append(f"  {'direct Client (paris)':<22}{reference:>10,.0f}{1.0:>10.2f}x  "
+                 + "".join(f"{'100%' if n == 'paris' else '-':>10}" for n in names))
+    for strategy, rate, spread in rows:
+        total = sum(spread.values()) or 1
+        cells = "".join(f"{100.0 * spread.get(n, 0) / total:>9.0f}%" for n in names)
+        lines.append(f"  {strategy:<22}{rate:>10,.0f}{rate / reference:>10.2f}x  {cells}   "
+                     f"{STRATEGY_NOTES.get(strategy, '')}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", type=int, default=2, help="server processes to start")
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per throughput figure")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per strategy")
+    parser.add_argument("--in-flight", type=int, default=64, help="calls in flight per round")
     parser.add_argument("--serve", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.serve)
+    if args.seconds <= 0 or args.in_flight < 1:
+        parser.error("--seconds must be > 0 and --in-flight >= 1")
 
     print(f"fastrpc {fastrpc.__version__} (backend: {fastrpc.backend})")
-    procs = start_servers(args.servers)
+    procs = start_servers(len(BACKENDS))
     try:
-        for proc, address in procs:
-            with fastrpc.Client(address) as c:
-                print(f"server pid {c.call('Arith.Pid')} at {address}: "
-                      f"Arith.Sum(10, 20) = {c.call('Arith.Sum', 10, 20)}")
-        address = procs[0][1]
-        with fastrpc.Client(address) as c:
+        eps = endpoints(procs)
+        print(f"{len(eps)} backend processes on loopback, static endpoint list; caller in {ORIGIN[0]}:")
+        for b, e in zip(BACKENDS, eps):
+            with fastrpc.Client(e.address) as c:
+                print(f"  {b.name:<10} {b.zone:<13} weight {b.weight}  ({b.lat:7.2f}, {b.lon:7.2f})  "
+                      f"pid {c.call('Arith.Pid')} at {e.address}")
+        with Balancer(eps, strategy="round_robin") as b:
+            print(f"Balancer.call('Arith.Sum', 10, 20) = {b.call('Arith.Sum', 10, 20)}")
             try:
-                c.call("Arith.Nope", 1, 0)
+                b.call("Arith.Nope")
             except fastrpc.RemoteError as exc:
-                print(f"unknown method -> {type(exc).__name__}: {exc.message}")
-            print(f"\nthroughput against {address} (client and server in separate processes):")
-            measure("Client.call, sequential", lambda: c.call("Arith.Sum", 1, 2), 1, args.seconds)
-
-            def go128():
-                for f in [c.go("Arith.Sum", i, 1) for i in range(128)]:
-                    f.result()
-            measure("Client.go, 128 in flight", go128, 128, args.seconds)
-            batch = [(i, 1) for i in range(128)]
-            measure("Client.map, 128 in flight", lambda: c.map("Arith.Sum", batch), 128, args.seconds)
-
-        async def async_part():
-            async with fastrpc.AsyncClient(address) as ac:
-                for label, make in (
-                        ("AsyncClient.go, 128 in flight",
-                         lambda: asyncio.gather(*[ac.go("Arith.Sum", i, 1) for i in range(128)])),
-                        ("AsyncClient.map, 128 in flight", lambda: ac.map("Arith.Sum", batch))):
-                    rounds, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < args.seconds:
-                        await make()
-                        rounds += 1
-                    print(f"  {label:<42}{rate(rounds * 128, time.perf_counter() - start)}")
-
-        asyncio.run(async_part())
+                print(f"unknown method -> {type(exc).__name__}: {exc}")
+        print(f"\n{args.in_flight} calls in flight (Balancer.go), {args.seconds:g} s per strategy:")
+        reference = direct(eps[0].address, args.seconds, args.in_flight)
+        rows = []
+        for strategy in STRATEGY_NOTES:
+            rate, spread = balanced(eps, strategy, args.seconds, args.in_flight)
+            rows.append((strategy, rate, spread))
+        print("\n" + table(rows, reference))
     finally:
-        for proc, _ in procs:
-            proc.stdin.close()
-            proc.wait(10)
+        stop_servers(procs)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 import fastrpc
 from fastrpc import Balancer, Endpoint
-from fastrpc.errors import (ConnectError, ConnectionLostError, MethodNotFoundError, NoEndpointError,
+from fastrpc.errors import (ConnectError, ConnectionLostError, EncodeError, MethodNotFoundError, NoEndpointError,
                             RemoteError, TimeoutError)
 from support import ServerProcess, server_process, server_processes, unused_address, wait_until
 
@@ -49,8 +49,10 @@ def test_every_strategy_calls_and_spreads(trio, strategy):
             pids[pid] += 1
         futures = [b.go("Arith.Sum", i, 1, key=str(i)) for i in range(60)]
         assert [f.result(10) for f in futures] == [i + 1 for i in range(60)]
+        assert b.map("Arith.Sum", [(i, 2) for i in range(300)], keys=[str(i) for i in range(300)]) \
+            == [i + 2 for i in range(300)]
         stats = b.stats()
-        assert sum(s["calls"] for s in stats.values()) == 180
+        assert sum(s["calls"] for s in stats.values()) == 480
         assert all(s["in_flight"] == 0 and s["errors"] == 0 for s in stats.values())
         assert len(pids) == 3, pids           # every strategy here uses every endpoint
 
@@ -74,6 +76,44 @@ def test_consistent_hash_keeps_keys_on_one_server(trio):
         for key in ("alice", "bob", "carol", "dave"):
             owner = b.pick(key).address
             assert {b.call("Arith.Pid", key=key) for _ in range(5)} == {pid_of(b, owner)}
+
+
+def test_map_spreads_keeps_order_and_keys(trio):
+    with balancer([s.address for s in trio], "round_robin") as b:
+        assert b.map("Arith.Sum", [(i, 1) for i in range(3000)], window=256) == [i + 1 for i in range(3000)]
+        assert b.map("Arith.Echo", ["a", ("b",), b"c"]) == ["a", "b", b"c"]
+        assert b.map("Arith.Sum", []) == []
+        assert sorted(s["calls"] for s in b.stats().values()) == [1001, 1001, 1001]
+    with balancer([s.address for s in trio], "consistent_hash") as b:
+        keys = [f"user:{i % 17}" for i in range(200)]
+        pids = b.map("Arith.Pid", [()] * 200, keys=keys)
+        for key, pid in zip(keys, pids):
+            assert b.call("Arith.Pid", key=key) == pid
+        assert len(set(pids)) == 3
+        with pytest.raises(ValueError, match="keys"):
+            b.map("Arith.Pid", [()] * 3, keys=["a"])
+
+
+def test_map_errors_name_endpoints_and_nothing_stays_in_flight(trio):
+    dead = unused_address()
+    with balancer([dead, trio[0].address], "round_robin", eject_failures=1000) as b:
+        assert b.map("Arith.Sum", [(i, 1) for i in range(100)]) == [i + 1 for i in range(100)]
+        assert b.stats()[dead]["errors"] == 50                # not sent: all went elsewhere
+        out = b.map("Arith.Div", [(1, 1), (1, 0), (4, 2), (object(),), (6, 3)], return_exceptions=True)
+        assert out[0] == 1.0 and out[2] == 2.0 and out[4] == 2.0
+        assert isinstance(out[1], RemoteError) and out[1].endpoints[-1] == trio[0].address
+        assert isinstance(out[3], EncodeError)        # fails alone, nothing else lost
+        with pytest.raises(RemoteError):
+            b.map("Arith.Div", [(1, 1), (1, 0)])
+        with pytest.raises(TimeoutError) as info:
+            b.map("Arith.Hang", [()] * 4, timeout=0.3)
+        tried = info.value.endpoints                           # may have run: not repeated
+        assert tried[-1] == trio[0].address and trio[0].address not in tried[:-1]
+        assert all(s["in_flight"] == 0 for s in b.stats().values())
+    with balancer([dead], max_attempts=2) as b:
+        with pytest.raises(ConnectError) as info:
+            b.map("Arith.Sum", [(1, 2)])
+        assert info.value.endpoints == [dead]
 
 
 def test_notify_and_context_manager(trio):
