@@ -8,7 +8,7 @@ import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from fastrpc.async_client import AsyncClient
-from fastrpc.balancer import _FAILED, _OK, BalancerCore, _Member, _remaining
+from fastrpc.balancer import _FAILED, _OK, BalancerCore, _MapJob, _Member, _remaining
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RemoteError, RPCError, TimeoutError
 
@@ -160,6 +160,45 @@ class AsyncBalancer(BalancerCore):
         """Start a call as a task (cancel it to withdraw the call)."""
         return asyncio.get_running_loop().create_task(
             self.call(method, *args, key=key, timeout=timeout, idempotent=idempotent))
+
+    async def map(self, method: str, args_iterable: Iterable, *, keys: Optional[Iterable] = None,
+                  timeout: Optional[float] = None, idempotent: Optional[bool] = None,
+                  return_exceptions: bool = False, window: int = 1024) -> List[Any]:
+        """Call `method` once per item, spread over the endpoints; results in order.
+
+        As Balancer.map: each endpoint's share of a window goes out as one
+        pipelined AsyncClient.map, the shares concurrently. An item that
+        cannot be encoded fails its endpoint's share of the window.
+        """
+        if self._health_task is None:
+            self._ensure_health()
+        job = self._map_job(method, args_iterable, keys, timeout, idempotent)
+        for chunk in job.chunks(window):
+            retry: List[int] = []
+            shares = job._pick(chunk).values()
+            await asyncio.gather(*(self._map_share(job, member, positions, retry)
+                                   for member, positions in shares))
+            job.retry(retry)
+        return job.outcome(return_exceptions)
+
+    async def _map_share(self, job: _MapJob, member: _Member, positions: List[int], retry: List[int]) -> None:
+        started = time.perf_counter()
+        client = None
+        try:
+            client = member.client or self._client(member)
+            values = await client.map(job.method, [job.items[p] for p in positions],
+                                      timeout=_remaining(job.deadline), return_exceptions=True,
+                                      window=len(positions))
+        except (ConnectionError, TimeoutError) as exc:
+            values = [exc] * len(positions)     # cannot connect, or the share timed out
+        except BaseException as exc:            # cancelled, or an item that cannot be encoded
+            self._release(member, -1.0, _OK, None, len(positions))
+            if not isinstance(exc, Exception):
+                raise
+            for p in positions:
+                job.failed[p] = exc
+            return
+        job.settle_batch(member, client, positions, values, time.perf_counter() - started, retry)
 
     async def notify(self, method: str, *args: Any, key: Key = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""

@@ -490,6 +490,22 @@ class BalancerCore:
             return False
         return self.retry_budget.withdraw() if budget else True
 
+    def _map_job(self, method: str, args_iterable: Iterable, keys: Optional[Iterable],
+                 timeout: Optional[float], idempotent: Optional[bool]) -> "_MapJob":
+        """The bookkeeping of one map(), shared by Balancer and AsyncBalancer."""
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        key_hashes = None
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != len(items):
+                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
+            key_hashes = [self._key_hash(k) for k in keys]
+        timeout = self.timeout if timeout is None else timeout
+        self.retry_budget.deposit(len(items))
+        return _MapJob(self, method, items, key_hashes,
+                       None if timeout is None else time.monotonic() + timeout,
+                       self.idempotent if idempotent is None else idempotent)
+
     @staticmethod
     def _final_error(method: str, tried: List[Tuple[_Member, BaseException]]) -> BaseException:
         """The last attempt's error, re-worded to name every endpoint tried (``.endpoints``)."""
@@ -702,29 +718,10 @@ class Balancer(BalancerCore):
         tried) is then raised, unless `return_exceptions` puts exceptions in
         the list.
         """
-        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
-        key_hashes = None
-        if keys is not None:
-            keys = list(keys)
-            if len(keys) != len(items):
-                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
-            key_hashes = [self._key_hash(k) for k in keys]
-        timeout = self.timeout if timeout is None else timeout
-        self.retry_budget.deposit(len(items))
-        job = _MapJob(self, method, items, key_hashes,
-                      None if timeout is None else time.monotonic() + timeout,
-                      self.idempotent if idempotent is None else idempotent)
-        todo = list(range(len(items)))
-        window = max(1, window)
-        while todo:
-            chunk, todo = todo[:window], todo[window:]
-            todo = job.round(chunk) + todo       # retries go out first
-        if job.failed:
-            if not return_exceptions:
-                raise job.failed[min(job.failed)]
-            for position, exc in job.failed.items():
-                job.results[position] = exc
-        return job.results
+        job = self._map_job(method, args_iterable, keys, timeout, idempotent)
+        for chunk in job.chunks(window):
+            job.retry(job.round(chunk))
+        return job.outcome(return_exceptions)
 
     def notify(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
@@ -820,7 +817,7 @@ _UNSET = object()
 class _MapJob:
     """One Balancer.map(): picks per item, one batch per endpoint per round, retries."""
 
-    def __init__(self, balancer: Balancer, method: str, items: Sequence, key_hashes: Optional[List[int]],
+    def __init__(self, balancer: BalancerCore, method: str, items: Sequence, key_hashes: Optional[List[int]],
                  deadline: Optional[float], idempotent: bool) -> None:
         self.balancer = balancer
         self.method = method
@@ -831,6 +828,26 @@ class _MapJob:
         self.results: List[Any] = [None] * len(items)
         self.failed: Dict[int, BaseException] = {}
         self.tried: Dict[int, List[Tuple[_Member, BaseException]]] = {}
+
+    def chunks(self, window: int):
+        """Item positions in windows of `window`; retried items go out first."""
+        self.todo = list(range(len(self.items)))
+        window = max(1, window)
+        while self.todo:
+            chunk, self.todo = self.todo[:window], self.todo[window:]
+            yield chunk
+
+    def retry(self, positions: List[int]) -> None:
+        self.todo[:0] = positions
+
+    def outcome(self, return_exceptions: bool) -> List[Any]:
+        """The results in order; raise the first error unless `return_exceptions`."""
+        if self.failed:
+            if not return_exceptions:
+                raise self.failed[min(self.failed)]
+            for position, exc in self.failed.items():
+                self.results[position] = exc
+        return self.results
 
     def round(self, chunk: List[int]) -> List[int]:
         """Issue `chunk` (item positions) and collect it; return the positions to retry."""
@@ -908,19 +925,22 @@ class _MapJob:
 
     def _collect(self, member: _Member, client: Client, conn, batch: Batch, positions: List[int],
                  started: float, retry: List[int]) -> None:
-        """Wait for one endpoint's batch and sort its outcomes."""
-        b = self.balancer
+        """Wait for one endpoint's batch, then sort its outcomes."""
         if not batch.done:
             conn.wait(lambda: batch.done, self.deadline)
             if not batch.done:                   # the deadline passed
                 for seq in range(batch.first_seq, batch.first_seq + batch.issued):
                     conn.withdraw(seq)
-        rtt = time.perf_counter() - started
-        results = batch.results
+        self.settle_batch(member, client, positions, batch.results, time.perf_counter() - started, retry)
+
+    def settle_batch(self, member: _Member, client: Any, positions: List[int], values: List[Any],
+                     rtt: float, retry: List[int]) -> None:
+        """Sort one endpoint's outcomes (a value or an exception per item; _UNSET:
+        no reply by the deadline) into results, errors and retries."""
+        b = self.balancer
         ok = bad = 0
         grant: List[bool] = []
-        for j, p in enumerate(positions):
-            value = results[j]
+        for p, value in zip(positions, values):
             if value is _UNSET:
                 value = TimeoutError(f"{self.method} did not complete in time")
             if not isinstance(value, BaseException):
@@ -935,9 +955,9 @@ class _MapJob:
             else:
                 ok += 1
                 self.failed[p] = value
-        b._release(member, rtt, _OK, client.server_load, ok)
+        b._release(member, rtt, _OK, client.server_load if client is not None else None, ok)
         b._release(member, -1.0, _FAILED, None, bad)
-        if client.draining:
+        if client is not None and client.draining:
             b._going_away(member)
 
     def _attempt_failed(self, p: int, member: _Member, exc: BaseException, retry: List[int],
