@@ -11,6 +11,7 @@ Balancer (threads) and AsyncBalancer (asyncio) add the connections.
 from __future__ import annotations
 
 import concurrent.futures
+import heapq
 import logging
 import os
 import threading
@@ -546,6 +547,7 @@ class Balancer(BalancerCore):
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
         super().__init__(endpoints, **self._take_client_settings(settings))
         self._future_condition = threading.Condition(threading.RLock())  # shared by go() futures
+        self._hedger = _HedgeTimer()
         self._health_stop = threading.Event()
         self._health_thread: Optional[threading.Thread] = None
         if self.health_interval > 0:
@@ -586,7 +588,8 @@ class Balancer(BalancerCore):
         timeout = self.timeout if timeout is None else timeout
         idempotent = self.idempotent if idempotent is None else idempotent
         if self.failure == "backup" and idempotent:
-            return self._hedged(method, args, key, timeout)
+            # Hedged: the future runs both attempts; the first reply wins.
+            return self.go(method, *args, key=key, timeout=timeout, idempotent=True).result()
         deadline = None if timeout is None else time.monotonic() + timeout
         key_hash = self._key_hash(key)
         self.retry_budget.deposit()
@@ -617,90 +620,20 @@ class Balancer(BalancerCore):
                 self._going_away(member)
             return value
 
-    def _hedged(self, method: str, args: tuple, key: Any, timeout: Optional[float]) -> Any:
-        """"backup": when the first endpoint has not answered within backup_after,
-        send the call to a second one; the first reply wins, the other is cancelled."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        key_hash = self._key_hash(key)
-        self.retry_budget.deposit()
-        tried: List[Tuple[_Member, BaseException]] = []            # finished attempts
-        running: Dict[concurrent.futures.Future, Tuple[_Member, float, Client]] = {}
-
-        def launch() -> None:
-            busy = tried + [(m, None) for m, _, _ in running.values()]
-            member = self._next_member(method, key_hash, busy)
-            start = time.perf_counter()
-            try:
-                client = member.client or self._client(member)
-                fut = client.go(method, *args, timeout=_remaining(deadline))
-            except (ConnectionError, TimeoutError) as exc:
-                self._release(member, -1.0, _FAILED, None)
-                tried.append((member, exc))
-                return
-            except BaseException:
-                self._release(member, -1.0, _OK, None)
-                raise
-            running[fut] = (member, start, client)
-
-        def finish(fut: concurrent.futures.Future) -> Optional[BaseException]:
-            member, start, client = running.pop(fut)
-            exc = fut.exception(0)
-            if exc is None or isinstance(exc, RemoteError):
-                self._release(member, time.perf_counter() - start, _OK, client.server_load)
-            else:
-                self._release(member, -1.0, _FAILED, None)
-            tried.append((member, exc))
-            return exc
-
-        try:
-            launch()
-            hedge_at = time.monotonic() + self.backup_after
-            while True:
-                if not running:
-                    if not self._may_retry(tried[-1][1], True, len(tried), deadline):
-                        raise self._final_error(method, tried)
-                    launch()
-                    hedge_at = time.monotonic() + self.backup_after
-                    continue
-                can_hedge = len(tried) + len(running) < self.max_attempts
-                until = min(hedge_at if can_hedge else float("inf"),
-                            float("inf") if deadline is None else deadline)
-                for fut in _wait_any(list(running), until):
-                    exc = finish(fut)
-                    if exc is None:
-                        return fut.result(0)
-                    if isinstance(exc, RemoteError):
-                        raise self._final_error(method, tried)
-                now = time.monotonic()
-                if deadline is not None and now >= deadline and running:
-                    for fut in list(running):
-                        member, _, _ = running.pop(fut)
-                        fut.cancel()
-                        self._release(member, -1.0, _FAILED, None)
-                        tried.append((member, TimeoutError(f"{method} did not complete within {timeout}s")))
-                    raise self._final_error(method, tried)
-                if running and can_hedge and now >= hedge_at:
-                    hedge_at = float("inf")         # one hedge per call
-                    if self.retry_budget.withdraw():
-                        launch()
-        finally:
-            for fut in list(running):               # the losers: withdraw them, tell the servers
-                member, _, _ = running.pop(fut)
-                fut.cancel()
-                self._release(member, -1.0, _OK, None)
-
     def go(self, method: str, *args: Any, key: Union[str, bytes, int, None] = None,
            timeout: Optional[float] = None, idempotent: Optional[bool] = None) -> concurrent.futures.Future:
         """Start a call; return a concurrent.futures.Future of its result.
 
         Failures are handled as in call() (retries happen as the failed
-        attempt completes); "backup" hedging applies to call() only.
+        attempt completes). With failure="backup", an idempotent call's
+        future sends a hedged copy to another endpoint after backup_after.
         """
         timeout = self.timeout if timeout is None else timeout
         idempotent = self.idempotent if idempotent is None else idempotent
         self.retry_budget.deposit()
         future = _BalancedFuture(self, method, args, self._key_hash(key), timeout, idempotent)
-        future._attempt()
+        if future._attempt() and self.failure == "backup" and idempotent and self.max_attempts > 1:
+            self._hedger.schedule(time.monotonic() + self.backup_after, future)
         return future
 
     def map(self, method: str, args_iterable: Iterable, *, keys: Optional[Iterable] = None,
@@ -772,6 +705,7 @@ class Balancer(BalancerCore):
             self._closed = True
             members = list(self._members)
         self._health_stop.set()
+        self._hedger.stop()
         for member in members:
             self._close_member(member)
         pool = getattr(self, "_pool", None)
@@ -796,19 +730,6 @@ def _remaining(deadline: Optional[float]) -> Optional[float]:
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())
-
-
-def _wait_any(futures: List[concurrent.futures.Future], until: float) -> List[concurrent.futures.Future]:
-    """Wait until one of `futures` is done or monotonic time `until`; return the done ones."""
-    timeout = None if until == float("inf") else max(0.0, until - time.monotonic())
-    if len(futures) == 1:
-        try:
-            futures[0].exception(timeout)       # a CallFuture drives its connection from here
-        except (TimeoutError, concurrent.futures.TimeoutError):
-            pass
-        return [f for f in futures if f.done()]
-    done, _ = concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED)
-    return list(done)
 
 
 _UNSET = object()
@@ -978,9 +899,11 @@ class _MapJob:
 
 
 class _BalancedFuture(concurrent.futures.Future):
-    """Balancer.go()'s future. It runs the call's attempts (a retry starts as
-    the failed attempt completes), and waiting on it drives the current
-    attempt's connection, as CallFuture does."""
+    """Balancer.go()'s future. It runs the call's attempts: a retry starts as
+    the failed attempt completes, and with failure="backup" a hedged attempt
+    starts on another endpoint when the first is slow (the first reply wins,
+    the other attempt is withdrawn). Waiting on it drives the connection of
+    the attempt in flight, as CallFuture does."""
 
     def __init__(self, balancer: Balancer, method: str, args: tuple, key_hash: int,
                  timeout: Optional[float], idempotent: bool) -> None:
@@ -996,64 +919,95 @@ class _BalancedFuture(concurrent.futures.Future):
         self._method = method
         self._args = args
         self._key_hash = key_hash
+        self._timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._idempotent = idempotent
         self._tried: List[Tuple[_Member, BaseException]] = []
-        self._inner: Optional[concurrent.futures.Future] = None
-        self._member: Optional[_Member] = None
-        self._client: Optional[Client] = None
-        self._started = 0.0
+        # attempts in flight: inner future -> (member, client, start time)
+        self._running: Dict[concurrent.futures.Future, Tuple[_Member, Client, float]] = {}
 
     # attempts -------------------------------------------------------------------------
-    def _attempt(self, pinned: Optional[_Member] = None) -> None:
+    def _attempt(self, pinned: Optional[_Member] = None) -> bool:
+        """Start one attempt; False when none could start (the future is then settled)."""
         b = self._balancer
         while True:
+            with self._condition:
+                busy = self._tried + [(m, None) for m, _, _ in self._running.values()]
             try:
-                member = b._acquire(self._key_hash, self._tried, pinned)
+                member = b._acquire(self._key_hash, busy, pinned)
             except RPCError as exc:
                 self._settle(None, exc if not self._tried else b._final_error(self._method, self._tried))
-                return
-            self._started = time.perf_counter()
+                return False
+            started = time.perf_counter()
             try:
                 client = member.client or b._client(member)
                 inner = client.go(self._method, *self._args, timeout=_remaining(self._deadline))
             except (ConnectionError, TimeoutError) as exc:
                 b._release(member, -1.0, _FAILED, None)
-                self._tried.append((member, exc))
+                with self._condition:
+                    self._tried.append((member, exc))
+                    others = bool(self._running)
+                if others:
+                    return False                 # a hedge that could not start: the first goes on
                 if not b._may_retry(exc, self._idempotent, len(self._tried), self._deadline):
                     self._settle(None, b._final_error(self._method, self._tried))
-                    return
+                    return False
                 pinned = member if b.failure == "failtry" else None
                 continue
             except BaseException as exc:        # e.g. an unencodable argument
                 b._release(member, -1.0, _OK, None)
                 self._settle(None, exc)
-                return
-            self._member, self._client, self._inner = member, client, inner
+                return False
+            with self._condition:
+                self._running[inner] = (member, client, started)
+                settled = self._state != _PENDING
             inner.add_done_callback(self._attempt_done)
-            return
+            if settled:                          # a hedge that started as the first one answered
+                inner.cancel()
+            return True
 
     def _attempt_done(self, inner: concurrent.futures.Future) -> None:
-        b, member, client = self._balancer, self._member, self._client
-        if inner.cancelled():
+        b = self._balancer
+        with self._condition:
+            member, client, started = self._running.pop(inner)
+            others = list(self._running)
+        if inner.cancelled():                   # withdrawn: the caller cancelled, or it lost
             b._release(member, -1.0, _OK, None)
-            super().cancel()
+            if not others and self._state == _PENDING:
+                super().cancel()
             return
-        exc = inner._exception          # inner is done: no need for its lock
+        exc = inner._exception                  # inner is done: no need for its lock
         if exc is None or isinstance(exc, RemoteError):
-            b._release(member, time.perf_counter() - self._started, _OK, client.server_load)
+            b._release(member, time.perf_counter() - started, _OK, client.server_load)
             if exc is None:
                 self._settle(inner._result, None)
             else:
                 self._settle(None, b._final_error(self._method, self._tried + [(member, exc)]))
+            for loser in others:                # the hedge lost: tell its server
+                loser.cancel()
+            if client.draining:
+                b._going_away(member)
             return
         b._release(member, -1.0, _FAILED, None)
-        self._tried.append((member, exc))
-        if isinstance(exc, (ConnectionError, TimeoutError)) and not self.done() and \
+        with self._condition:
+            self._tried.append((member, exc))
+        if others:
+            return                              # another attempt may still answer
+        if isinstance(exc, (ConnectionError, TimeoutError)) and self._state == _PENDING and \
                 b._may_retry(exc, self._idempotent, len(self._tried), self._deadline):
             self._attempt(member if b.failure == "failtry" else None)
         else:
             self._settle(None, b._final_error(self._method, self._tried))
+
+    def _hedge(self) -> None:
+        """The backup_after delay passed (called by the balancer's hedge timer)."""
+        b = self._balancer
+        with self._condition:
+            if self._state != _PENDING or len(self._running) != 1 or \
+                    len(self._tried) + 1 >= b.max_attempts:
+                return
+        if b.retry_budget.withdraw():
+            self._attempt()
 
     def _settle(self, value: Any, exc: Optional[BaseException]) -> None:
         try:
@@ -1062,29 +1016,30 @@ class _BalancedFuture(concurrent.futures.Future):
             else:
                 self.set_exception(exc)
         except concurrent.futures.InvalidStateError:
-            pass    # cancelled by the caller meanwhile
+            pass    # cancelled by the caller, or settled by the other attempt
 
     # waiting ---------------------------------------------------------------------------
     def _drive(self, timeout: Optional[float]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._state == _PENDING:
-            inner = self._inner
-            if inner is None or inner.done():
-                # between attempts: the retry is issued by the completing thread
-                self._wait_briefly(deadline)
-            else:
+            running = list(self._running)
+            if len(running) == 1 and not running[0].done():
                 try:
-                    inner.exception(_remaining(deadline))
+                    running[0].exception(_remaining(deadline))
                 except (TimeoutError, concurrent.futures.TimeoutError):
                     return
                 except concurrent.futures.CancelledError:
                     pass
+            else:
+                # Between attempts (the retry is issued by the completing
+                # thread) or two in flight (the helper reads both): wait.
+                self._wait_briefly(deadline)
             if deadline is not None and time.monotonic() >= deadline:
                 return
 
     def _wait_briefly(self, deadline: Optional[float]) -> None:
         with self._condition:
-            if not self.done():
+            if self._state == _PENDING:
                 self._condition.wait(0.001 if deadline is None else min(0.001, _remaining(deadline)))
 
     def result(self, timeout: Optional[float] = None) -> Any:
@@ -1098,13 +1053,57 @@ class _BalancedFuture(concurrent.futures.Future):
         return super().exception(0 if self.done() else timeout)
 
     def cancel(self) -> bool:
-        """Cancel the call; the attempt in flight is withdrawn at its server."""
-        inner = self._inner
+        """Cancel the call; the attempts in flight are withdrawn at their servers."""
         if not super().cancel():
             return False
-        if inner is not None:
+        for inner in list(self._running):
             inner.cancel()
         return True
+
+
+class _HedgeTimer:
+    """One thread per balancer that starts the hedged attempts of go() calls
+    whose first attempt has not answered within backup_after."""
+
+    def __init__(self) -> None:
+        self._heap: List[Tuple[float, int, "weakref.ref"]] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._count = 0
+        self._thread: Optional[threading.Thread] = None
+        self._stopped = False
+
+    def schedule(self, when: float, future: _BalancedFuture) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            self._count += 1
+            heapq.heappush(self._heap, (when, self._count, weakref.ref(future)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fastrpc-hedge", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == self._count:
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._cond.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
+                if self._stopped:
+                    return
+                _, _, ref = heapq.heappop(self._heap)
+            future = ref()
+            if future is not None:
+                try:
+                    future._hedge()
+                except Exception:               # never let one call stop the timer
+                    log.exception("hedged attempt failed to start")
 
 
 def _health_loop(ref, stop: threading.Event, interval: float) -> None:

@@ -370,17 +370,23 @@ def test_an_idempotent_call_is_repeated_elsewhere(lagging_pair, how):
         assert count_of(fast.address) == 1
 
 
-def test_backup_request_wins_over_a_slow_endpoint():
+@pytest.mark.parametrize("how", ["call", "go"])
+def test_backup_request_wins_over_a_slow_endpoint(how):
     with server_process(env={"FASTRPC_TEST_LAG": "1.5"}) as slow, server_process() as fast:
         with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
-                      failure="backup", backup_after=0.05, idempotent=True) as b:
+                      failure="backup", backup_after=0.2, idempotent=True) as b:
             start = time.monotonic()
-            value, pid = b.call("Arith.Lag", 7)
+            value, pid = b.call("Arith.Lag", 7) if how == "call" else b.go("Arith.Lag", 7).result(5)
             elapsed = time.monotonic() - start
             assert value == 7 and pid == fast.proc.pid
             assert elapsed < 1.0
-            stats = b.stats()
-            assert stats[slow.address]["in_flight"] == 0 and stats[fast.address]["calls"] == 1
+            assert wait_until(lambda: b.stats()[slow.address]["in_flight"] == 0, 5)   # the loser withdrawn
+            assert b.stats()[fast.address]["calls"] == 1
+            # a fast endpoint first: no hedge is sent
+            b.call("Arith.Sum", 0, 0)                     # round robin: the next pick is fast again
+            assert b.go("Arith.Lag", 9).result(5) == [9, fast.proc.pid]
+            time.sleep(0.2)
+            assert count_of(slow.address) == 1
             # not idempotent: no hedge, the slow endpoint answers
             value, pid = b.call("Arith.Lag", 8, idempotent=False)
             assert pid in (slow.proc.pid, fast.proc.pid)
