@@ -46,6 +46,15 @@ def backends():
         p.stop()
 
 
+@pytest.fixture
+def rotation(backends):
+    """One Client per backend, taken in turn: the spread without a balancer."""
+    clients = [fastrpc.Client(a) for a in backends]
+    yield itertools.cycle(clients)
+    for c in clients:
+        c.close()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def baselines(report):
     for group in (SEQ, INFLIGHT, MAP, ASYNC_SEQ):
@@ -84,20 +93,14 @@ def test_direct_sequential(benchmark, backends, report, quick):
         assert client.call("Arith.Sum", 2, 3) == 5
 
 
-def test_rotated_sequential(benchmark, backends, report, quick):
+def test_rotated_sequential(benchmark, rotation, report, quick):
     n, _, rounds = sizes(quick)
-    clients = [fastrpc.Client(a) for a in backends]
-    turn = itertools.cycle(clients)
 
     def run():
         for i in range(n):
-            next(turn).call("Arith.Sum", i, 1)
+            next(rotation).call("Arith.Sum", i, 1)
 
-    try:
-        timed(benchmark, report, SEQ, ROTATED, run, rounds, n)
-    finally:
-        for c in clients:
-            c.close()
+    timed(benchmark, report, SEQ, ROTATED, run, rounds, n)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -127,21 +130,15 @@ def test_direct_in_flight(benchmark, backends, report, quick):
         timed(benchmark, report, INFLIGHT, DIRECT, run, rounds, 128 * batches)
 
 
-def test_rotated_in_flight(benchmark, backends, report, quick):
+def test_rotated_in_flight(benchmark, rotation, report, quick):
     _, batches, rounds = sizes(quick)
-    clients = [fastrpc.Client(a) for a in backends]
-    turn = itertools.cycle(clients)
 
     def run():
         for _ in range(batches):
-            for f in [next(turn).go("Arith.Sum", i, 1) for i in range(128)]:
+            for f in [next(rotation).go("Arith.Sum", i, 1) for i in range(128)]:
                 f.result()
 
-    try:
-        timed(benchmark, report, INFLIGHT, ROTATED, run, rounds, 128 * batches)
-    finally:
-        for c in clients:
-            c.close()
+    timed(benchmark, report, INFLIGHT, ROTATED, run, rounds, 128 * batches)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -23,7 +23,7 @@ import numpy as np
 
 from fastrpc._calls import Batch
 from fastrpc._select import EndpointTable
-from fastrpc.client import Client
+from fastrpc.client import Client, SharedConditionFuture
 from fastrpc.connect import ClientSettings
 from fastrpc.endpoint import Endpoint, _check_weight, as_endpoint
 from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionError, NoEndpointError,
@@ -898,7 +898,7 @@ class _MapJob:
         self.failed[p] = b._final_error(self.method, tried)
 
 
-class _BalancedFuture(concurrent.futures.Future):
+class _BalancedFuture(SharedConditionFuture):
     """Balancer.go()'s future. It runs the call's attempts: a retry starts as
     the failed attempt completes, and with failure="backup" a hedged attempt
     starts on another endpoint when the first is slow (the first reply wins,
@@ -907,14 +907,7 @@ class _BalancedFuture(concurrent.futures.Future):
 
     def __init__(self, balancer: Balancer, method: str, args: tuple, key_hash: int,
                  timeout: Optional[float], idempotent: bool) -> None:
-        # Like CallFuture: one Condition per balancer, not one per future
-        # (building a Condition is a large share of a pipelined call's cost).
-        self._condition = balancer._future_condition
-        self._state = _PENDING
-        self._result = None
-        self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
+        super().__init__(balancer._future_condition)     # one Condition per balancer
         self._balancer = balancer
         self._method = method
         self._args = args

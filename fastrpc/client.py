@@ -32,7 +32,25 @@ HELPER_TICK = 0.002
 _PENDING = concurrent.futures._base.PENDING
 
 
-class CallFuture(concurrent.futures.Future):
+class SharedConditionFuture(concurrent.futures.Future):
+    """A concurrent.futures.Future that uses a Condition shared with others.
+
+    The base initializer builds a Condition (and its lock) per future, a
+    large share of a pipelined call's cost. Futures that share one
+    Condition stay correct: waiters re-check their own state on wake-up,
+    and cf.wait() and as_completed() take the (reentrant) lock as usual.
+    """
+
+    def __init__(self, condition: threading.Condition) -> None:
+        self._condition = condition
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
+
+
+class CallFuture(SharedConditionFuture):
     """The result of Client.go(): a concurrent.futures.Future.
 
     ``result()`` drives the connection itself when nobody else is reading;
@@ -40,17 +58,7 @@ class CallFuture(concurrent.futures.Future):
     """
 
     def __init__(self, conn: "_Conn", method: str) -> None:
-        # The base initializer builds a Condition (and its lock) per future,
-        # a large share of a pipelined call's cost. The futures of one
-        # connection share one Condition instead: waiters re-check their own
-        # state on wake-up, so sharing is correct, and cf.wait() and
-        # as_completed() take the (reentrant) lock as usual.
-        self._condition = conn.future_condition
-        self._state = _PENDING
-        self._result = None
-        self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
+        super().__init__(conn.future_condition)     # one Condition per connection
         self._conn = conn
         self._seq = 0
         self._deadline: Optional[float] = None
