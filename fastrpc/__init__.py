@@ -12,6 +12,7 @@ from fastrpc.async_balancer import AsyncBalancer
 from fastrpc.async_client import AsyncClient
 from fastrpc.balancer import Balancer, RetryBudget
 from fastrpc.client import CallFuture, Client
+from fastrpc.discovery import Discovery, FileDiscovery, Registration, StaticDiscovery
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import (ConnectionError, RemoteError, RPCError, TimeoutError)
 from fastrpc.registry import blocking
@@ -30,13 +31,17 @@ __all__ = [
     "CallFuture",
     "Client",
     "ConnectionError",
+    "Discovery",
     "Endpoint",
     "ExtType",
+    "FileDiscovery",
     "RPCError",
+    "Registration",
     "RemoteError",
     "RetryBudget",
     "STRATEGIES",
     "Server",
+    "StaticDiscovery",
     "Strategy",
     "TimeoutError",
     "backend",

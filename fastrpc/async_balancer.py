@@ -29,6 +29,7 @@ class AsyncBalancer(BalancerCore):
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
         self._health_task: Optional[asyncio.Task] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None   # where the connections live
         super().__init__(endpoints, **self._take_client_settings(settings))
 
     def _client(self, member: _Member) -> AsyncClient:
@@ -36,16 +37,27 @@ class AsyncBalancer(BalancerCore):
         if client is None:
             if member.removed or self._closed:
                 raise ConnectionClosedError(f"endpoint {member.endpoint.address} was removed")
+            self._loop = asyncio.get_running_loop()
             client = member.client = AsyncClient(member.endpoint.address, **self._client_settings)
         return client
 
     def _close_member(self, member: _Member) -> None:
         client, member.client = member.client, None
-        if client is not None:
+        if client is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            running.create_task(client.close())
+        elif self._loop is not None and not self._loop.is_closed():
+            # Removed from another thread (a discovery watch): close on the
+            # connections' own loop.
             try:
-                asyncio.get_running_loop().create_task(client.close())
+                asyncio.run_coroutine_threadsafe(client.close(), self._loop)
             except RuntimeError:
-                pass    # no loop running: its connection, if any, died with the loop
+                pass    # the loop stopped meanwhile: the connection went with it
 
     def _ensure_health(self) -> None:
         if self._health_task is None and self.health_interval > 0 and not self._closed:
@@ -237,6 +249,7 @@ class AsyncBalancer(BalancerCore):
         with self._lock:
             self._closed = True
             members = list(self._members)
+        self._stop_discovery()
         if self._health_task is not None:
             self._health_task.cancel()
         for member in members:

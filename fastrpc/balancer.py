@@ -25,6 +25,7 @@ from fastrpc._calls import Batch
 from fastrpc._select import EndpointTable
 from fastrpc.client import Client, SharedConditionFuture
 from fastrpc.connect import ClientSettings
+from fastrpc.discovery import Discovery, Watch
 from fastrpc.endpoint import Endpoint, _check_weight, as_endpoint
 from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionError, NoEndpointError,
                             RemoteError, RPCError, TimeoutError)
@@ -117,6 +118,8 @@ class BalancerCore:
     - slow_start (0 s): a new or recovered endpoint's weight ramps up over
       this window. ewma_tau (10 s): latency estimate decay. seed: picks'
       random seed (default: random).
+    - discovery, service: take the endpoints of `service` from a registry
+      (fastrpc.discovery) instead of a list, and follow its changes.
     """
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), *,
@@ -128,7 +131,8 @@ class BalancerCore:
                  health_interval: float = 5.0, health_timeout: float = 1.0, health_misses: int = 3,
                  eject_failures: int = 5, eject_base: float = 30.0, eject_max: float = 300.0,
                  max_ejected: float = 0.5, slow_start: float = 0.0, ewma_tau: float = 10.0,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, discovery: Optional[Discovery] = None,
+                 service: Optional[str] = None) -> None:
         options = {}
         if origin is not None or origin_zone is not None:
             if strategy != "geo":
@@ -174,6 +178,31 @@ class BalancerCore:
             self._add_member(_Member(endpoint, None))
         with self._lock:
             self._rebuild_locked(time.monotonic())
+        self.discovery = discovery
+        self.service = service
+        self._watch: Optional[Watch] = None
+        if discovery is not None:
+            if not service:
+                raise ValueError("discovery= needs service=, the name the servers register under")
+            if seen:
+                raise ValueError("give endpoints or discovery=, not both")
+            self.set_endpoints(discovery.endpoints(service))
+            self._watch = discovery.watch(service, self._discovered)
+        elif service is not None:
+            raise ValueError("service= applies with discovery=")
+
+    def _discovered(self, endpoints: List[Endpoint]) -> None:
+        """The registry's set for our service changed (called from its thread)."""
+        if self._closed:
+            return
+        try:
+            self.set_endpoints(endpoints)
+        except Exception:
+            log.exception("could not apply the endpoints discovered for %s", self.service)
+
+    def _stop_discovery(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
 
     def _take_client_settings(self, settings: Dict[str, Any]) -> Dict[str, Any]:
         """Keep the per-endpoint client settings (checked now); return the balancing ones."""
@@ -704,6 +733,7 @@ class Balancer(BalancerCore):
         with self._lock:
             self._closed = True
             members = list(self._members)
+        self._stop_discovery()
         self._health_stop.set()
         self._hedger.stop()
         for member in members:
@@ -722,7 +752,7 @@ class Balancer(BalancerCore):
 _CORE_SETTINGS = {
     "strategy", "origin", "origin_zone", "failure", "max_attempts", "retry_budget", "idempotent",
     "backup_after", "health_interval", "health_timeout", "health_misses", "eject_failures",
-    "eject_base", "eject_max", "max_ejected", "slow_start", "ewma_tau", "seed",
+    "eject_base", "eject_max", "max_ejected", "slow_start", "ewma_tau", "seed", "discovery", "service",
 }
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from fastrpc import _codec, _wire
 from fastrpc._serve import MODE_ASYNC, Handler, LoadGauge, ServerCore
 from fastrpc.address import parse_address
+from fastrpc.discovery import Discovery, Registration
+from fastrpc.endpoint import Endpoint
 from fastrpc.errors import RPCError
 from fastrpc.loop import new_event_loop
 from fastrpc.registry import build_handler, public_methods, service_name
@@ -212,6 +214,7 @@ class Server:
         self._thread: Optional[threading.Thread] = None
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._load = LoadGauge()                # calls running as tasks or in the pool
+        self._registrations: List[Registration] = []   # discovery entries, removed on close
         self._closing = False
         self._closed = threading.Event()
         self._idle_waiter: Optional[asyncio.Future] = None
@@ -263,6 +266,41 @@ class Server:
     def inflight(self) -> int:
         """Calls running as tasks or in the thread pool right now."""
         return self._load.value
+
+    # discovery --------------------------------------------------------------
+    def register_with(self, discovery: Discovery, service: str, address: Optional[str] = None, *,
+                      weight: float = 1, zone: Optional[str] = None, lat: Optional[float] = None,
+                      lon: Optional[float] = None, metadata: Optional[Dict[str, Any]] = None,
+                      ttl: float = 10.0) -> Registration:
+        """Announce this server under `service` in `discovery` (fastrpc.discovery).
+
+        `address` is what clients dial (default: the first address this
+        server listens on; a wildcard host such as 0.0.0.0 must be replaced
+        by a reachable one). Where the registry has leases (etcd), the entry
+        lives `ttl` seconds past the last keep-alive, so a crashed server
+        disappears on its own. close() deregisters before draining, so
+        balancers stop picking this server at once. Returns the Registration
+        (``close()`` it to deregister early).
+        """
+        if address is None:
+            if not self._addresses:
+                raise RuntimeError("start() the server before register_with(), or give address=")
+            address = self._addresses[0]
+        parsed = parse_address(address)
+        if parsed.scheme == "tcp" and parsed.host in ("", "0.0.0.0", "::"):
+            raise ValueError(f"{address} is a wildcard address: register the address clients should dial")
+        endpoint = Endpoint(address, weight=weight, zone=zone, lat=lat, lon=lon, metadata=metadata)
+        registration = discovery.register(service, endpoint, ttl)
+        self._registrations.append(registration)
+        return registration
+
+    def _deregister(self) -> None:
+        registrations, self._registrations = self._registrations, []
+        for registration in registrations:
+            try:
+                registration.close()
+            except Exception:               # the registry is down: its lease will expire
+                log.exception("could not deregister %s", registration)
 
     # serving --------------------------------------------------------------
     def start(self, address: str = "tcp://127.0.0.1:0") -> str:
@@ -358,6 +396,7 @@ class Server:
         elsewhere. Safe to call more than once and from any thread.
         """
         grace = self.grace if grace is None else grace
+        self._deregister()                  # first: balancers stop picking us
         loop = self._loop
         if loop is None or loop.is_closed():
             self._closing = True
@@ -382,6 +421,8 @@ class Server:
 
     async def aclose(self, grace: Optional[float] = None) -> None:
         """close() for code running on the server's own event loop."""
+        if self._registrations:
+            await asyncio.get_running_loop().run_in_executor(None, self._deregister)
         await self._aclose(self.grace if grace is None else grace)
 
     async def _aclose(self, grace: float) -> None:
