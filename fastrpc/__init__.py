@@ -13,6 +13,7 @@ from fastrpc.async_client import AsyncClient
 from fastrpc.balancer import Balancer, RetryBudget
 from fastrpc.client import CallFuture, Client
 from fastrpc.discovery import Discovery, FileDiscovery, Registration, StaticDiscovery
+from fastrpc.etcd import EtcdDiscovery
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import (ConnectionError, RemoteError, RPCError, TimeoutError)
 from fastrpc.registry import blocking
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionError",
     "Discovery",
     "Endpoint",
+    "EtcdDiscovery",
     "ExtType",
     "FileDiscovery",
     "RPCError",

@@ -87,6 +87,11 @@ def main():
     server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")))
     server.register(Arith())
     bound = server.start(address)
+    etcd = os.environ.get("FASTRPC_TEST_ETCD")
+    if etcd:        # register in etcd under FASTRPC_TEST_SERVICE with a short lease
+        server.register_with(fastrpc.EtcdDiscovery(etcd), os.environ.get("FASTRPC_TEST_SERVICE", "arith"),
+                             weight=float(os.environ.get("FASTRPC_TEST_WEIGHT", "1")),
+                             ttl=float(os.environ.get("FASTRPC_TEST_TTL", "2")))
     print(bound, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -96,3 +96,78 @@ def server_processes(count, env=None):
     finally:
         for server in servers:
             server.close()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EtcdProcess:
+    """A real single-member etcd on loopback ports with its own data directory.
+
+    ``restart()`` brings it back on the same ports and data (a restart);
+    ``tls=(ca, cert, key)`` serves clients over TLS and requires client
+    certificates signed by `ca`.
+    """
+
+    def __init__(self, data_dir, tls=None):
+        import shutil
+        if shutil.which("etcd") is None:
+            raise RuntimeError("etcd is required (make deps installs Debian's etcd-server)")
+        self.data_dir = str(data_dir)
+        self.client_port, self.peer_port = free_port(), free_port()
+        self.tls = tls
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.client_port}"
+        self.proc = None
+        self.log = None
+        self.start()
+
+    def start(self):
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        argv = ["etcd", "--name", "test", "--data-dir", self.data_dir,
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"test={peer}", "--log-level", "error"]
+        if self.tls:
+            ca, cert, key = self.tls
+            argv += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"]
+        self.log = open(os.path.join(self.data_dir + ".log"), "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_until(self._serving, 20, 0.05):
+            self.stop()
+            raise RuntimeError(f"etcd did not start (see {self.data_dir}.log)")
+
+    def _serving(self):
+        import socket
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"etcd exited with {self.proc.returncode} (see {self.data_dir}.log)")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", self.client_port)) != 0:
+                return False
+        return True
+
+    def stop(self, kill=False):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(10)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def etcd_process(data_dir, tls=None):
+    etcd = EtcdProcess(data_dir, tls)
+    try:
+        yield etcd
+    finally:
+        etcd.stop(kill=True)

@@ -26,7 +26,7 @@ def test_public_callables_have_docstrings():
             assert obj.__doc__, name
     for cls in (fastrpc.Server, fastrpc.Client, fastrpc.AsyncClient, fastrpc.Balancer,
                 fastrpc.AsyncBalancer, fastrpc.Endpoint, fastrpc.Strategy, fastrpc.Discovery,
-                fastrpc.StaticDiscovery, fastrpc.FileDiscovery, fastrpc.Registration):
+                fastrpc.StaticDiscovery, fastrpc.FileDiscovery, fastrpc.Registration, fastrpc.EtcdDiscovery):
         for attr in dir(cls):
             if not attr.startswith("_") and callable(getattr(cls, attr)):
                 assert getattr(cls, attr).__doc__, f"{cls.__name__}.{attr}"
