@@ -1,13 +1,14 @@
 """The demo: local backend processes behind a balancer, every strategy in turn.
 
-    python -m fastrpc.demo [--seconds S] [--in-flight N]
+    python -m fastrpc.demo [--seconds S] [--in-flight N] [--etcd URL]
 
 Starts four backend server processes on loopback, each standing for a
 server in another city (a location, a zone and a weight), and balances calls
 over them from this process with a static endpoint list. Every strategy runs
 for S seconds with a progress bar; a table then shows calls/s per strategy
 and how the calls spread over the backends, next to a direct Client to one
-backend.
+backend. With ``--etcd URL`` the backends register in etcd and the balancers
+find them there instead of in a static list.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import fastrpc
-from fastrpc import Balancer, Endpoint
+from fastrpc import Balancer, Endpoint, EtcdDiscovery
 
 ORIGIN = ("Paris", 48.86, 2.35)           # where the demo's caller "is"
 STRATEGY_NOTES = {
@@ -65,24 +66,36 @@ class Arith:
         return os.getpid()
 
 
-def serve(address: str) -> None:
-    """Serve Arith on `address` until stdin closes (a backend process)."""
+DEMO_SERVICE = "demo-arith"
+
+
+def serve(address: str, etcd: Optional[str] = None, backend: Optional[int] = None) -> None:
+    """Serve Arith on `address` until stdin closes (a backend process); with
+    `etcd`, register there as BACKENDS[backend]."""
     server = fastrpc.Server()
     server.register(Arith())
-    print(server.start(address), flush=True)
+    bound = server.start(address)
+    if etcd:
+        b = BACKENDS[backend or 0]
+        server.register_with(EtcdDiscovery(etcd), DEMO_SERVICE, weight=b.weight, zone=b.zone,
+                             lat=b.lat, lon=b.lon, metadata={"name": b.name}, ttl=5)
+    print(bound, flush=True)
     try:
         sys.stdin.read()          # serve until the parent closes our stdin
     finally:
         server.close()
 
 
-def start_servers(count: int) -> List[Tuple[subprocess.Popen, str]]:
+def start_servers(count: int, etcd: Optional[str] = None) -> List[Tuple[subprocess.Popen, str]]:
     """Start `count` backend processes; return (process, address) pairs."""
     procs = []
-    for _ in range(count):
+    for n in range(count):
+        argv = [sys.executable, "-m", "fastrpc.demo", "--serve", "tcp://127.0.0.1:0"]
+        if etcd:
+            argv += ["--etcd", etcd, "--backend", str(n)]
         # Start from the directory fastrpc was imported from, so the server
         # processes run exactly the package this process runs.
-        proc = subprocess.Popen([sys.executable, "-m", "fastrpc.demo", "--serve", "tcp://127.0.0.1:0"],
+        proc = subprocess.Popen(argv,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastrpc.__file__))))
         address = proc.stdout.readline().strip()
@@ -150,10 +163,11 @@ def endpoints(procs: List[Tuple[subprocess.Popen, str]]) -> List[Endpoint]:
             for b, (_, address) in zip(BACKENDS, procs)]
 
 
-def balanced(eps: List[Endpoint], strategy: str, seconds: float, in_flight: int) -> Tuple[float, Dict[str, int]]:
+def balanced(source: Dict[str, Any], strategy: str, seconds: float, in_flight: int) -> Tuple[float, Dict[str, int]]:
     """Run one strategy; return calls/s and calls per backend name."""
     options = {"origin": ORIGIN[1:]} if strategy == "geo" else {}
-    with Balancer(eps, strategy=strategy, health_interval=1.0, **options) as b:
+    with Balancer(**source, strategy=strategy, health_interval=1.0, **options) as b:
+        eps = b.endpoints
         keyed = strategy == "consistent_hash"
 
         def batch(r: int) -> int:
@@ -199,18 +213,32 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per strategy")
     parser.add_argument("--in-flight", type=int, default=64, help="calls in flight per round")
+    parser.add_argument("--etcd", metavar="URL",
+                        help="register the backends in this etcd and discover them there")
     parser.add_argument("--serve", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.serve)
+        return serve(args.serve, args.etcd, args.backend)
     if args.seconds <= 0 or args.in_flight < 1:
         parser.error("--seconds must be > 0 and --in-flight >= 1")
 
     print(f"fastrpc {fastrpc.__version__} (backend: {fastrpc.backend})")
-    procs = start_servers(len(BACKENDS))
+    procs = start_servers(len(BACKENDS), args.etcd)
     try:
         eps = endpoints(procs)
-        print(f"{len(eps)} backend processes on loopback, static endpoint list; caller in {ORIGIN[0]}:")
+        if args.etcd:
+            discovery = EtcdDiscovery(args.etcd)
+            found = sorted(e.address for e in discovery.endpoints(DEMO_SERVICE))
+            if found != sorted(e.address for e in eps):
+                raise SystemExit(f"etcd at {args.etcd} lists {found} under {DEMO_SERVICE!r}, "
+                                 f"not only the demo's backends")
+            source: Dict[str, Any] = {"discovery": discovery, "service": DEMO_SERVICE}
+            where = f"registered in etcd at {args.etcd} as {DEMO_SERVICE!r}"
+        else:
+            source = {"endpoints": eps}
+            where = "static endpoint list"
+        print(f"{len(eps)} backend processes on loopback, {where}; caller in {ORIGIN[0]}:")
         for b, e in zip(BACKENDS, eps):
             with fastrpc.Client(e.address) as c:
                 print(f"  {b.name:<10} {b.zone:<13} weight {b.weight}  ({b.lat:7.2f}, {b.lon:7.2f})  "
@@ -225,7 +253,7 @@ def main(argv=None) -> None:
         reference = direct(eps[0].address, args.seconds, args.in_flight)
         rows = []
         for strategy in STRATEGY_NOTES:
-            rate, spread = balanced(eps, strategy, args.seconds, args.in_flight)
+            rate, spread = balanced(source, strategy, args.seconds, args.in_flight)
             rows.append((strategy, rate, spread))
         print("\n" + table(rows, reference))
     finally:

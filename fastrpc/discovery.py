@@ -46,11 +46,28 @@ class Watch:
 class Registration:
     """A server's entry in a registry: ``close()`` removes it at once."""
 
-    def __init__(self, service: str, endpoint: Endpoint, close: Callable[[], None]) -> None:
+    def __init__(self, service: str, endpoint: Endpoint, close: Callable[[], None],
+                 update: Optional[Callable[[Endpoint], None]] = None) -> None:
         self.service = service
         self.endpoint = endpoint
         self._close = close
+        self._update = update
         self.closed = False
+
+    def update(self, **changes: Any) -> Endpoint:
+        """Change what is announced (weight, zone, lat, lon, metadata; not the
+        address), e.g. ``update(weight=5)``; balancers following the registry
+        apply it. Returns the new Endpoint."""
+        if self.closed:
+            raise RuntimeError("this registration is closed")
+        if "address" in changes:
+            raise ValueError("the address cannot change: register the new address instead")
+        if self._update is None:
+            raise NotImplementedError("this registry cannot update a registration")
+        endpoint = self.endpoint.replace(**changes)
+        self._update(endpoint)
+        self.endpoint = endpoint
+        return endpoint
 
     def close(self) -> None:
         """Deregister; idempotent."""
@@ -204,11 +221,16 @@ class StaticDiscovery(Discovery):
         def deregister() -> None:
             with self._lock:
                 entries = self._set(service)
-                if entries.get(endpoint.address) == endpoint:
-                    del entries[endpoint.address]
+                entries.pop(endpoint.address, None)
                 now = list(entries.values())
             self._watchers.notify(service, now)
-        return Registration(service, endpoint, deregister)
+
+        def update(changed: Endpoint) -> None:
+            with self._lock:
+                self._set(service)[changed.address] = changed
+                now = list(self._services[service].values())
+            self._watchers.notify(service, now)
+        return Registration(service, endpoint, deregister, update)
 
     def __repr__(self) -> str:
         return f"<StaticDiscovery {sorted(self._services) or 'one list'}>"

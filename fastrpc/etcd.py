@@ -265,7 +265,8 @@ class EtcdDiscovery(Discovery):
         lease.grant_and_put()                    # fail now, loudly, if etcd refuses
         self._leases.append(lease)
         lease.start()
-        return Registration(service, endpoint, lease.revoke)
+        return Registration(service, endpoint, lease.revoke,
+                            lambda changed: lease.put(json.dumps(endpoint_to_dict(changed))))
 
     def close(self) -> None:
         """Stop every watch and keep-alive (registrations still open are revoked)."""
@@ -408,6 +409,16 @@ class _Lease:
         gateway.call("/v3/kv/put", {"key": _b64(self.key), "value": _b64(self.value), "lease": lease_id})
         with self.lock:
             self.lease_id = lease_id
+
+    def put(self, value: str) -> None:
+        """Announce a new value under the same lease."""
+        with self.lock:
+            lease_id = self.lease_id
+            self.value = value
+        if lease_id is None:
+            raise RuntimeError("this registration is closed")
+        self.discovery.gateway.call("/v3/kv/put", {"key": _b64(self.key), "value": _b64(value),
+                                                   "lease": lease_id})
 
     def keep_alive(self) -> bool:
         """Renew the lease; False when etcd no longer knows it (it expired)."""

@@ -57,12 +57,15 @@ def test_static_discovery_lists_and_registrations():
     watch = d.watch("cache", seen.append)
     reg = d.register("cache", Endpoint("tcp://127.0.0.1:7002", weight=3))
     assert addresses(seen[-1]) == ["tcp://127.0.0.1:7002"] and seen[-1][0].weight == 3
+    assert reg.update(weight=5).weight == 5 and seen[-1][0].weight == 5
     reg.close()
     reg.close()                                            # idempotent
     assert seen[-1] == [] and d.endpoints("cache") == []
+    with pytest.raises(RuntimeError, match="closed"):
+        reg.update(weight=2)
     watch.stop()
     d.register("cache", "tcp://127.0.0.1:7003")
-    assert len(seen) == 2                                  # stopped: no more callbacks
+    assert len(seen) == 3                                  # stopped: no more callbacks
     shared = StaticDiscovery(["tcp://127.0.0.1:7004"])     # one list for every service
     assert addresses(shared.endpoints("x")) == addresses(shared.endpoints("y")) == ["tcp://127.0.0.1:7004"]
     with pytest.raises(TypeError):

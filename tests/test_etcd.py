@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -46,10 +47,20 @@ def test_register_and_deregister(etcd):
     server = fastrpc.Server()
     server.register(type("Arith", (), {"Sum": lambda self, a, b: a + b})())
     address = server.start("tcp://127.0.0.1:0")
-    server.register_with(d, SERVICE, weight=3, zone="eu-west", lat=53.3, lon=-6.2, metadata={"v": "1"})
+    registration = server.register_with(d, SERVICE, weight=3, zone="eu-west", lat=53.3, lon=-6.2,
+                                        metadata={"v": "1"})
     assert d.endpoints(SERVICE) == [Endpoint(address, weight=3, zone="eu-west", lat=53.3, lon=-6.2,
                                              metadata={"v": "1"})]
     assert d.endpoints("other") == []
+    with Balancer(discovery=d, service=SERVICE, health_interval=0) as b:
+        assert b.call("Arith.Sum", 1, 2) == 3
+        changed_at = time.monotonic()
+        registration.update(weight=7, zone="eu-north")      # same lease, new value
+        assert wait_until(lambda: b.endpoints[0].weight == 7, 2)
+        assert time.monotonic() - changed_at < 1.0            # within a second
+        assert d.endpoints(SERVICE)[0].zone == "eu-north"
+        with pytest.raises(ValueError, match="address"):
+            registration.update(address="tcp://127.0.0.1:1")
     server.close()                                          # deregisters at once: no TTL wait
     assert d.endpoints(SERVICE) == []
     reg = d.register(SERVICE, "tcp://127.0.0.1:7001", ttl=30)
@@ -102,7 +113,7 @@ def test_balancer_follows_registrations_under_load_with_no_failed_call(etcd):
             for o in others:
                 seen_at = time.monotonic()
                 assert wait_until(lambda: o.address in {e.address for e in b.endpoints}, 2)
-                assert time.monotonic() - seen_at < 1.5           # within about a second
+                assert time.monotonic() - seen_at < 1.0           # within a second
             assert wait_until(lambda: len(pids) == 3, 5)
             assert {e.weight for e in b.endpoints if e.address != first.address} == {2}
             assert first.terminate() == 0                        # graceful: deregisters, drains
@@ -239,3 +250,13 @@ def test_mutual_tls(tmp_path):
         with pytest.raises(EtcdError):
             EtcdDiscovery([etcd.url], timeout=2).endpoints(SERVICE)               # unknown CA
         d.close()
+
+
+def test_demo_discovers_its_backends_in_etcd(etcd):
+    out = subprocess.run([sys.executable, "-m", "fastrpc.demo", "--seconds", "0.05", "--etcd", etcd.url],
+                         capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert "registered in etcd" in out.stdout
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert set(fastrpc.STRATEGIES) <= set(rows)
+    assert EtcdDiscovery([etcd.url]).endpoints("demo-arith") == []   # the backends deregistered
