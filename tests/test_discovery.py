@@ -219,3 +219,27 @@ def test_balancer_follows_the_file_under_load_dropping_nothing(tmp_path, trio):
         assert not errors, errors[:3]
         assert list(b.stats()) == [trio[1].address] and b.stats()[trio[1].address]["calls"] > 0
     d.close()
+
+
+def test_async_balancer_follows_changes_made_from_another_thread(trio):
+    import asyncio
+    d = StaticDiscovery({"arith": [trio[0].address]})
+
+    async def main():
+        async with fastrpc.AsyncBalancer(discovery=d, service="arith", health_interval=0) as b:
+            assert (await b.call("Arith.Lag", 1))[1] == trio[0].pid
+            # a registry thread adds one server and removes the first
+            added = threading.Thread(target=d.register, args=("arith", trio[1].address))
+            added.start()
+            added.join()
+            assert {(await b.call("Arith.Lag", i))[1] for i in range(20)} == {trio[0].pid, trio[1].pid}
+            client = b._by_address[trio[0].address].client
+            threading.Thread(target=b.remove, args=(trio[0].address,)).start()
+            for _ in range(200):
+                if client._closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert client._closed                          # closed on the balancer's own loop
+            assert {(await b.call("Arith.Lag", i))[1] for i in range(10)} == {trio[1].pid}
+
+    asyncio.run(asyncio.wait_for(main(), 30))
