@@ -171,3 +171,33 @@ def etcd_process(data_dir, tls=None):
         yield etcd
     finally:
         etcd.stop(kill=True)
+
+
+class Load:
+    """`threads` threads calling `call(i)` until `seconds` pass (at most
+    `max_calls` each): results in `.results`, exceptions in `.errors`."""
+
+    def __init__(self, call, threads=3, seconds=3.0, max_calls=50_000):
+        import threading
+        self.results, self.errors = [], []
+        self.stop_at = time.monotonic() + seconds
+        self.threads = [threading.Thread(target=self._run, args=(call, max_calls), daemon=True)
+                        for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, call, max_calls):
+        i = 0
+        while time.monotonic() < self.stop_at and i < max_calls:
+            try:
+                self.results.append(call(i))
+            except Exception as exc:        # the test decides which errors are defects
+                self.errors.append(exc)
+            i += 1
+
+    def join(self, timeout=10):
+        """Wait for every thread; fail if one is stuck in a call."""
+        for t in self.threads:
+            t.join(timeout)
+        hung = sum(t.is_alive() for t in self.threads)
+        assert not hung, f"{hung} load threads are stuck in a call"

@@ -10,7 +10,7 @@ import fastrpc
 from fastrpc import Balancer, Endpoint
 from fastrpc.errors import (ConnectError, ConnectionLostError, EncodeError, MethodNotFoundError, NoEndpointError,
                             RemoteError, TimeoutError)
-from support import ServerProcess, server_process, server_processes, unused_address, wait_until
+from support import Load, ServerProcess, server_process, server_processes, unused_address, wait_until
 
 STRATEGY_OPTIONS = {"geo": {"origin": (48.86, 2.35)}}
 
@@ -452,28 +452,12 @@ def test_never_more_than_half_ejected_and_panic_mode(caplog):
 def test_graceful_stop_under_load_fails_no_call():
     with server_process() as a, server_process() as c:
         with balancer([a.address, c.address], "p2c", health_interval=0.2) as b:
-            stop = time.monotonic() + 2.0
-            errors, done = [], []
-
-            def worker():
-                i = 0
-                while time.monotonic() < stop and i < 50_000:
-                    try:
-                        done.append(b.call("Arith.Sum", i, 1))
-                    except Exception as exc:
-                        errors.append(exc)
-                    i += 1
-
-            threads = [threading.Thread(target=worker, daemon=True) for _ in range(3)]
-            for t in threads:
-                t.start()
+            load = Load(lambda i: b.call("Arith.Sum", i, 1), seconds=2.0)
             time.sleep(0.5)
             assert a.terminate() == 0                  # GOAWAY, drain, exit
-            for t in threads:
-                t.join(10)
-            assert not any(t.is_alive() for t in threads)
-            assert not errors, errors[:3]
-            assert len(done) > 100
+            load.join()
+            assert not load.errors, load.errors[:3]
+            assert len(load.results) > 100
 
 
 def test_kill_under_load_every_call_ends_clearly():

@@ -10,7 +10,7 @@ import pytest
 import fastrpc
 from fastrpc import Balancer, Endpoint, FileDiscovery, StaticDiscovery
 from fastrpc.discovery import endpoint_from_dict, endpoint_to_dict
-from support import server_processes, wait_until
+from support import Load, server_processes, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -192,31 +192,16 @@ def test_balancer_follows_the_file_under_load_dropping_nothing(tmp_path, trio):
     write(path, {"arith": [trio[0].address]})
     d = FileDiscovery(path, poll_interval=0.05)
     with Balancer(discovery=d, service="arith", strategy="least_connections", health_interval=0) as b:
-        errors, pids = [], set()
-        stop = time.monotonic() + 3.0
-
-        def worker():
-            i = 0
-            while time.monotonic() < stop and i < 50_000:
-                try:
-                    pids.add(b.call("Arith.Lag", i)[1])
-                except Exception as exc:         # any failure is a defect here
-                    errors.append(exc)
-                i += 1
-
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(3)]
-        for t in threads:
-            t.start()
+        pids = set()
+        load = Load(lambda i: pids.add(b.call("Arith.Lag", i)[1]))
         write(path, {"arith": [s.address for s in trio]})
         assert wait_until(lambda: len(b.endpoints) == 3, 2)      # within a second or so
         assert wait_until(lambda: len(pids) == 3, 5)
         write(path, {"arith": [{"address": trio[1].address, "weight": 5}]})
         assert wait_until(lambda: [e.address for e in b.endpoints] == [trio[1].address], 2)
         assert b.endpoints[0].weight == 5
-        for t in threads:
-            t.join(10)
-        assert not any(t.is_alive() for t in threads)
-        assert not errors, errors[:3]
+        load.join()
+        assert not load.errors, load.errors[:3]            # any failure is a defect here
         assert list(b.stats()) == [trio[1].address] and b.stats()[trio[1].address]["calls"] > 0
     d.close()
 

@@ -6,10 +6,8 @@ Without etcd these tests fail: they do not skip.
 import base64
 import json
 import logging
-import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 import fastrpc
 from fastrpc import Balancer, Endpoint, EtcdDiscovery
 from fastrpc.etcd import EtcdError
-from support import ServerProcess, etcd_process, server_process, wait_until
+from support import Load, ServerProcess, etcd_process, server_process, wait_until
 
 SERVICE = "arith"
 
@@ -94,21 +92,8 @@ def test_balancer_follows_registrations_under_load_with_no_failed_call(etcd):
     try:
         with Balancer(discovery=d, service=SERVICE, strategy="p2c", health_interval=0.5) as b:
             assert [e.address for e in b.endpoints] == [first.address]
-            errors, pids = [], set()
-            stop = time.monotonic() + 4.0
-
-            def worker():
-                i = 0
-                while time.monotonic() < stop and i < 50_000:
-                    try:
-                        pids.add(b.call("Arith.Lag", i)[1])
-                    except Exception as exc:     # any failure is a defect here
-                        errors.append(exc)
-                    i += 1
-
-            threads = [threading.Thread(target=worker, daemon=True) for _ in range(3)]
-            for t in threads:
-                t.start()
+            pids = set()
+            load = Load(lambda i: pids.add(b.call("Arith.Lag", i)[1]), seconds=4.0)
             others = [ServerProcess(env=etcd_env(etcd, FASTRPC_TEST_WEIGHT="2")) for _ in range(2)]
             for o in others:
                 seen_at = time.monotonic()
@@ -118,10 +103,8 @@ def test_balancer_follows_registrations_under_load_with_no_failed_call(etcd):
             assert {e.weight for e in b.endpoints if e.address != first.address} == {2}
             assert first.terminate() == 0                        # graceful: deregisters, drains
             assert wait_until(lambda: first.address not in {e.address for e in b.endpoints}, 2)
-            for t in threads:
-                t.join(10)
-            assert not any(t.is_alive() for t in threads)
-            assert not errors, errors[:3]
+            load.join()
+            assert not load.errors, load.errors[:3]              # any failure is a defect here
     finally:
         for p in [first] + others:
             p.close()
@@ -133,21 +116,8 @@ def test_etcd_restart_during_load_keeps_the_set_and_resumes(etcd, caplog):
     d = EtcdDiscovery([etcd.url], timeout=1.0)
     with server_process(env=etcd_env(etcd, FASTRPC_TEST_TTL="10")) as a:
         with Balancer(discovery=d, service=SERVICE, health_interval=0) as b:
-            errors, done = [], []
-            stop = time.monotonic() + 4.0
-
-            def worker():
-                i = 0
-                while time.monotonic() < stop and i < 50_000:
-                    try:
-                        done.append(b.call("Arith.Sum", i, 1))
-                    except Exception as exc:
-                        errors.append(exc)
-                    i += 1
-
-            threads = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
-            for t in threads:
-                t.start()
+            load = Load(lambda i: b.call("Arith.Sum", i, 1), threads=2, seconds=4.0)
+            done = load.results
             time.sleep(0.3)
             etcd.stop(kill=True)                                  # etcd gone
             assert wait_until(lambda: "keeping its last 1 endpoints" in caplog.text, 5)
@@ -159,10 +129,8 @@ def test_etcd_restart_during_load_keeps_the_set_and_resumes(etcd, caplog):
             assert wait_until(lambda: "reachable again" in caplog.text, 10)
             with server_process(env=etcd_env(etcd)) as c:         # a change after the outage
                 assert wait_until(lambda: c.address in {e.address for e in b.endpoints}, 5)
-                for t in threads:
-                    t.join(10)
-                assert not any(t.is_alive() for t in threads)
-            assert not errors, errors[:3]
+                load.join()
+            assert not load.errors, load.errors[:3]
     d.close()
 
 
