@@ -10,6 +10,7 @@ __all__ = [
     "RemoteError",
     "MethodNotFoundError",
     "InvalidArgumentsError",
+    "DeadlineExceeded",
     "TimeoutError",
     "ConnectionError",
     "ConnectError",
@@ -61,6 +62,7 @@ REMOTE_ERROR_CLASSES = {
 }
 
 
+
 def remote_error(type_name: str, message: str) -> RemoteError:
     """Build the RemoteError (or its specific subclass) for an error reply."""
     return REMOTE_ERROR_CLASSES.get(type_name, RemoteError)(type_name, message)
@@ -68,6 +70,17 @@ def remote_error(type_name: str, message: str) -> RemoteError:
 
 class TimeoutError(RPCError, builtins.TimeoutError):
     """A call or connect did not finish within its timeout."""
+
+
+class DeadlineExceeded(RemoteError, TimeoutError):
+    """The server gave up on a call at the deadline its caller sent (remote
+    type ``DeadlineExceeded``): it was not started, or it was cancelled."""
+
+    def __init__(self, type: str = "DeadlineExceeded", message: str = "") -> None:
+        RemoteError.__init__(self, type, message)
+
+
+REMOTE_ERROR_CLASSES["DeadlineExceeded"] = DeadlineExceeded
 
 
 class ConnectionError(RPCError, builtins.ConnectionError):

@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from fastrpc import _codec, _wire
@@ -21,13 +22,20 @@ from fastrpc._serve import MODE_ASYNC, Handler, LoadGauge, ServerCore
 from fastrpc.address import parse_address
 from fastrpc.discovery import Discovery, Registration
 from fastrpc.endpoint import Endpoint
-from fastrpc.errors import RPCError
+from fastrpc.errors import DeadlineExceeded, RPCError
 from fastrpc.loop import new_event_loop
 from fastrpc.registry import build_handler, public_methods, service_name
 
 __all__ = ["Server"]
 
 log = logging.getLogger("fastrpc.server")
+
+
+def _unless_late(deadline: float, name: str, call: Callable[[], Any]) -> Any:
+    """Run `call` in a pool thread unless monotonic `deadline` already passed."""
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded(message=f"{name} was not started: its deadline passed while it waited")
+    return call()
 
 
 # Graceful close: a connection with no call running that received nothing
@@ -43,6 +51,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: Optional[asyncio.Transport] = None
         self.core: Optional[ServerCore] = None
         self.tasks: Dict[int, asyncio.Future] = {}
+        self.expired: Set[int] = set()     # seqs cancelled because their deadline passed
         self.flush_scheduled = False
         self.closing = False
         self.peer = None
@@ -104,11 +113,25 @@ class _Connection(asyncio.BufferedProtocol):
             if handler.mode == MODE_ASYNC:
                 fut = loop.create_task(handler.func(*args))
             else:
-                fut = loop.run_in_executor(self.server._executor(), functools.partial(handler.func, *args))
+                call = functools.partial(handler.func, *args)
+                if deadline_ms is not None:
+                    # A call that waited in the pool's queue past its
+                    # caller's timeout is not started: nobody wants its result.
+                    call = functools.partial(_unless_late, time.monotonic() + deadline_ms / 1000.0,
+                                             handler.name, call)
+                fut = loop.run_in_executor(self.server._executor(), call)
         except Exception as exc:
             self._done(seq, handler.name, notify, None, exc)
             return
         self._track(seq, handler.name, notify, fut)
+        if deadline_ms is not None and handler.mode == MODE_ASYNC:
+            # The caller stops waiting at its deadline: stop the work too.
+            loop.call_later(deadline_ms / 1000.0, self._expire, seq, fut)
+
+    def _expire(self, seq: int, fut: asyncio.Future) -> None:
+        if self.tasks.get(seq) is fut and not fut.done():
+            self.expired.add(seq)
+            fut.cancel()
 
     def spawn_awaitable(self, handler: Handler, seq: int, awaitable, notify: bool) -> None:
         self._track(seq, handler.name, notify, self.server._loop.create_task(awaitable))
@@ -122,7 +145,12 @@ class _Connection(asyncio.BufferedProtocol):
         if self.tasks.get(seq) is fut:
             del self.tasks[seq]
         self.server._load.value -= 1
-        exc = asyncio.CancelledError("call cancelled") if fut.cancelled() else fut.exception()
+        if fut.cancelled():
+            exc = DeadlineExceeded(message=f"{name} was cancelled at its deadline") if seq in self.expired \
+                else asyncio.CancelledError("call cancelled")
+            self.expired.discard(seq)
+        else:
+            exc = fut.exception()
         self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
         if not self.tasks:
             self.server._connection_idle(self)
@@ -138,6 +166,8 @@ class _Connection(asyncio.BufferedProtocol):
             self.core.reply(seq, result)
         elif isinstance(exc, asyncio.CancelledError):
             self.core.reply_error(seq, "Cancelled", f"{name} was cancelled")
+        elif isinstance(exc, DeadlineExceeded):
+            self.core.reply_error(seq, exc.type, exc.message)
         else:
             self.core.reply_error(seq, type(exc).__name__, str(exc))
         self._schedule_flush()

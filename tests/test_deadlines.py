@@ -1,0 +1,109 @@
+"""Deadlines on the wire: the server stops work its caller no longer waits for."""
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+import fastrpc
+from fastrpc import _wire, packb
+from fastrpc._wire import FrameReader
+from fastrpc.errors import DeadlineExceeded, RemoteError, TimeoutError
+from support import wait_until
+
+
+class Work:
+    """Handlers that record what ran and what was cancelled."""
+
+    def __init__(self):
+        self.ran, self.cancelled = [], []
+        self.gate = threading.Event()
+
+    @fastrpc.blocking
+    def Block(self, seconds):
+        time.sleep(seconds)
+        return "blocked"
+
+    @fastrpc.blocking
+    def Record(self, value):
+        self.ran.append(value)
+        return value
+
+    async def Wait(self, seconds):
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled.append(seconds)
+            raise
+        return "waited"
+
+
+@pytest.fixture
+def served():
+    work = Work()
+    server = fastrpc.Server(max_workers=1)
+    server.register(work)
+    address = server.start("tcp://127.0.0.1:0")
+    yield work, address
+    server.close()
+
+
+def raw_call(address, frames, count):
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"".join(frames))
+        reader, out = FrameReader(), []
+        while len(out) < count:
+            data = s.recv(65536)
+            if not data:
+                break
+            out += reader.feed(data)
+        return {f.seq: f for f in out}
+
+
+def test_a_call_queued_past_its_deadline_is_not_started(served):
+    work, address = served
+    with fastrpc.Client(address) as c:
+        busy = c.go("Work.Block", 0.6)                        # the only pool worker, no deadline
+        time.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            c.call("Work.Record", "late", timeout=0.1)       # waits in the pool's queue
+        assert busy.result(5) == "blocked"
+        assert c.call("Work.Record", "on time", timeout=5) == "on time"
+    assert work.ran == ["on time"]                            # "late" never ran
+
+
+def test_the_server_answers_deadline_exceeded_and_cancels_async_work(served):
+    work, address = served
+    # A raw client that never sends CANCEL: only the deadline can stop the work.
+    replies = raw_call(address, [
+        _wire.encode_frame(_wire.REQUEST, 1, "Work.Wait", packb([5.0]), deadline_ms=100),
+        _wire.encode_frame(_wire.REQUEST, 2, "Work.Wait", packb([0.01]), deadline_ms=2000),
+        _wire.encode_frame(_wire.REQUEST, 3, "Work.Block", packb([0.5])),
+        _wire.encode_frame(_wire.REQUEST, 4, "Work.Record", packb(["late"]), deadline_ms=100),
+    ], 4)
+    assert replies[2].kind == _wire.RESPONSE
+    for seq, what in ((1, "cancelled at its deadline"), (4, "was not started")):
+        assert replies[seq].kind == _wire.ERROR
+        kind, message = fastrpc.unpackb(replies[seq].payload)[:2]
+        assert kind == "DeadlineExceeded" and what in message
+    assert work.cancelled == [5.0] and work.ran == []
+
+
+def test_deadline_exceeded_is_a_remote_timeout_error():
+    err = fastrpc.errors.remote_error("DeadlineExceeded", "Work.Wait was cancelled at its deadline")
+    assert isinstance(err, DeadlineExceeded) and isinstance(err, RemoteError) and isinstance(err, TimeoutError)
+    assert (err.type, err.message) == ("DeadlineExceeded", "Work.Wait was cancelled at its deadline")
+
+
+def test_async_client_timeout_cancels_the_async_handler(served):
+    work, address = served
+
+    async def main():
+        async with fastrpc.AsyncClient(address) as ac:
+            with pytest.raises(TimeoutError):
+                await ac.call("Work.Wait", 3.0, timeout=0.2)
+
+    asyncio.run(main())
+    assert wait_until(lambda: work.cancelled == [3.0], 3)
