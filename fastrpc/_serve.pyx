@@ -98,6 +98,7 @@ cdef class ServerCore:
     cdef Handler last_handler
     cdef public Py_ssize_t calls   # requests and notifications received
     cdef public LoadGauge load     # stamped on replies and PONGs; None: no load reports
+    cdef public bint hold          # backpressure: leave further frames in the buffer for later
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
@@ -114,6 +115,7 @@ cdef class ServerCore:
         self.last_handler = None
         self.calls = 0
         self.load = None
+        self.hold = False
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Memory to receive into (asyncio BufferedProtocol.get_buffer)."""
@@ -124,10 +126,12 @@ cdef class ServerCore:
 
         Returns the reply bytes to write (or None). Raises ProtocolError (or
         FrameTooLargeError) when framing is lost; the caller then closes.
+        While `hold` is set (it may be set by a handler being spawned), the
+        remaining frames stay buffered; process(0) takes them up later.
         """
         cdef FrameView f
         self.reader.buffer_updated(nbytes)
-        while self.reader.next_frame(&f):
+        while not self.hold and self.reader.next_frame(&f):
             if f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:
                 self.calls += 1
                 self._call(&f)

@@ -56,6 +56,11 @@ class _Connection(asyncio.BufferedProtocol):
         self.closing = False
         self.peer = None
         self.last_read = 0.0        # loop time of the last bytes received (graceful close)
+        # Backpressure: reading pauses while too many calls run or the peer
+        # does not read its replies; each reason is held separately.
+        self.over_limit = False
+        self.write_blocked = False
+        self.reading_paused = False
 
     # asyncio protocol -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -78,6 +83,10 @@ class _Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self.server._closing:
             self.last_read = self.server._loop.time()
+        self._process(nbytes)
+
+    def _process(self, nbytes: int) -> None:
+        """Handle the frames received (nbytes more; 0: those held back earlier)."""
         try:
             out = self.core.process(nbytes)
         except RPCError as exc:
@@ -97,6 +106,32 @@ class _Connection(asyncio.BufferedProtocol):
 
     def eof_received(self):
         return False  # close our side too; replies already written still go out
+
+    def pause_writing(self) -> None:
+        # The peer is not reading its replies: stop reading its requests, so
+        # replies cannot pile up in memory without bound.
+        self.write_blocked = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        paused = self.over_limit or self.write_blocked
+        if paused == self.reading_paused:
+            return
+        self.reading_paused = paused
+        self.core.hold = paused
+        if paused:
+            transport.pause_reading()
+            return
+        self._process(0)                    # frames held back in the buffer go first
+        if not self.reading_paused and not transport.is_closing():
+            transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
         self.closing = True
@@ -140,6 +175,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.tasks[seq] = fut
         self.server._load.value += 1
         fut.add_done_callback(functools.partial(self._finished, seq, name, notify))
+        if len(self.tasks) >= self.server.max_inflight and not self.over_limit:
+            # Calls already read from the buffer still start; no more are read.
+            self.over_limit = True
+            self._update_reading()
 
     def _finished(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
         if self.tasks.get(seq) is fut:
@@ -152,6 +191,9 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             exc = fut.exception()
         self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
+        if self.over_limit and len(self.tasks) <= self.server.max_inflight // 2:
+            self.over_limit = False         # resume at half, not at every completion
+            self._update_reading()
         if not self.tasks:
             self.server._connection_idle(self)
 
@@ -216,6 +258,11 @@ class Server:
     as tasks, methods marked ``@fastrpc.blocking`` run in a thread pool.
     ``start()`` serves from a background thread and returns the bound
     address; ``serve_forever()`` blocks; ``close()`` drains in-flight calls.
+
+    Backpressure: a connection with `max_inflight` calls running (tasks
+    and thread-pool calls), or whose peer does not read its replies, is not
+    read from until that eases, so one client cannot make the server buffer
+    without bound.
     """
 
     def __init__(self, *, max_frame_size: int = _wire.DEFAULT_MAX_FRAME_SIZE,
@@ -223,6 +270,7 @@ class Server:
                  max_len: int = _codec.DEFAULT_MAX_LEN,
                  max_bytes: int = _codec.DEFAULT_MAX_BYTES,
                  max_workers: Optional[int] = None,
+                 max_inflight: int = 1024,
                  grace: float = 5.0,
                  report_load: bool = True,
                  use_uvloop: Optional[bool] = None) -> None:
@@ -231,6 +279,9 @@ class Server:
         self.max_len = max_len
         self.max_bytes = max_bytes
         self.max_workers = max_workers
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be >= 1")
+        self.max_inflight = max_inflight        # per connection: beyond it, reading pauses
         self.grace = grace
         self.report_load = report_load          # stamp the in-flight count on replies
         self.use_uvloop = use_uvloop

@@ -1,4 +1,4 @@
-"""Deadlines on the wire: the server stops work its caller no longer waits for."""
+"""Deadlines on the wire and backpressure: the server stops work and reading it should not do."""
 import asyncio
 import socket
 import threading
@@ -107,3 +107,75 @@ def test_async_client_timeout_cancels_the_async_handler(served):
 
     asyncio.run(main())
     assert wait_until(lambda: work.cancelled == [3.0], 3)
+
+
+# backpressure ---------------------------------------------------------------------------------------
+class Gauge:
+    """An async handler that records how many of its calls run at once."""
+
+    def __init__(self):
+        self.running = self.peak = 0
+
+    async def Hold(self, seconds):
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.running -= 1
+        return seconds
+
+    def Echo(self, data):
+        return data
+
+
+def test_a_connection_over_max_inflight_is_not_read_until_calls_finish():
+    gauge = Gauge()
+    server = fastrpc.Server(max_inflight=4)
+    server.register(gauge)
+    address = server.start("tcp://127.0.0.1:0")
+    try:
+        with fastrpc.Client(address) as c:
+            futures = []
+            for i in range(40):                 # one at a time, so each is its own read
+                futures.append(c.go("Gauge.Hold", 0.05))
+                c._conn.flush(blocking=True)
+                time.sleep(0.002)
+            assert [f.result(10) for f in futures] == [0.05] * 40
+        assert gauge.peak == 4                   # frames past the limit wait in the buffer
+    finally:
+        server.close()
+    with pytest.raises(ValueError):
+        fastrpc.Server(max_inflight=0)
+
+
+def test_a_client_that_never_reads_cannot_grow_server_memory():
+    server = fastrpc.Server()
+    server.register(Gauge())
+    address = server.start("tcp://127.0.0.1:0")
+    blob = packb([b"\x5a" * 65536])
+    frame = _wire.encode_frame(_wire.REQUEST, 1, "Gauge.Echo", blob)
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.setblocking(False)
+            stream = memoryview(frame * 400)
+            sent, stalled_since = 0, None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sent < len(stream):
+                try:
+                    sent += s.send(stream[sent:sent + (1 << 20)])   # partial sends resume in place
+                    stalled_since = None
+                except BlockingIOError:          # the server stopped reading us
+                    stalled_since = stalled_since or time.monotonic()
+                    if time.monotonic() - stalled_since > 1.0:
+                        break
+                    time.sleep(0.01)
+            conn = next(iter(server._connections))
+            buffered = conn.transport.get_write_buffer_size()
+            assert sent < len(stream), "the server kept reading a client that never reads"
+            assert buffered < 8 * 1024 * 1024, buffered
+            with fastrpc.Client(address) as other:  # everyone else is served meanwhile
+                assert other.call("Gauge.Echo", "hi", timeout=5) == "hi"
+    finally:
+        server.close(grace=0.5)
