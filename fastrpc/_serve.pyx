@@ -99,6 +99,7 @@ cdef class ServerCore:
     cdef public Py_ssize_t calls   # requests and notifications received
     cdef public LoadGauge load     # stamped on replies and PONGs; None: no load reports
     cdef public bint hold          # backpressure: leave further frames in the buffer for later
+    cdef public object refuse      # None, or why every call is answered "Unavailable" unrun
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
@@ -116,6 +117,7 @@ cdef class ServerCore:
         self.calls = 0
         self.load = None
         self.hold = False
+        self.refuse = None
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Memory to receive into (asyncio BufferedProtocol.get_buffer)."""
@@ -174,6 +176,10 @@ cdef class ServerCore:
         cdef Py_ssize_t nargs
         cdef bint notify = f.kind == KIND_NOTIFY
         meta = None
+        if self.refuse is not None:
+            if not notify:
+                self._error(f.seq, "Unavailable", self.refuse)
+            return 0
         if h is None:
             self._not_found(f, notify)
             return 0

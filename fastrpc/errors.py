@@ -15,6 +15,7 @@ __all__ = [
     "ConnectionError",
     "ConnectError",
     "ConnectTimeoutError",
+    "UnavailableError",
     "NoEndpointError",
     "ConnectionLostError",
     "ConnectionClosedError",
@@ -93,6 +94,23 @@ class ConnectError(ConnectionError):
 
 class ConnectTimeoutError(TimeoutError, ConnectError):
     """Connecting did not finish within connect_timeout: the call was not sent."""
+
+
+class UnavailableError(ConnectError):
+    """The server refused the call without running it (remote type
+    ``Unavailable``, e.g. too many connections): like a failed connect, it
+    is safe to send elsewhere."""
+
+    def __init__(self, type: str = "Unavailable", message: str = "") -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+
+    def __reduce__(self):
+        return (self.__class__, (self.type, self.message))
+
+
+REMOTE_ERROR_CLASSES["Unavailable"] = UnavailableError
 
 
 class NoEndpointError(ConnectionError):

@@ -41,6 +41,8 @@ def _unless_late(deadline: float, name: str, call: Callable[[], Any]) -> Any:
 # Graceful close: a connection with no call running that received nothing
 # for this long after GOAWAY is closed by the server.
 LINGER = 1.0
+# A connection over max_connections is answered "Unavailable" this long, then closed.
+REFUSED_LINGER = 5.0
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -73,6 +75,15 @@ class _Connection(asyncio.BufferedProtocol):
             max_len=s.max_len, max_bytes=s.max_bytes)
         if s.report_load:
             self.core.load = s._load
+        if len(s._connections) >= s.max_connections and not s._closing:
+            # Over the limit: every call gets a clear "Unavailable" (nothing
+            # runs, so clients may send it elsewhere), then the connection goes.
+            reason = f"too many connections (max_connections={s.max_connections})"
+            self.core.refuse = reason
+            log.warning("refusing calls from %s: %s", self.peer, reason)
+            self.goaway(reason)
+            s._loop.call_later(REFUSED_LINGER, transport.close)
+            return
         s._connections.add(self)
         if s._closing:
             self.goaway("server is shutting down")
@@ -259,6 +270,10 @@ class Server:
     ``start()`` serves from a background thread and returns the bound
     address; ``serve_forever()`` blocks; ``close()`` drains in-flight calls.
 
+    Beyond `max_connections`, a new connection's calls are answered
+    ``Unavailable`` without running (UnavailableError, which balancers send
+    elsewhere) and the connection is closed.
+
     Backpressure: a connection with `max_inflight` calls running (tasks
     and thread-pool calls), or whose peer does not read its replies, is not
     read from until that eases, so one client cannot make the server buffer
@@ -271,6 +286,7 @@ class Server:
                  max_bytes: int = _codec.DEFAULT_MAX_BYTES,
                  max_workers: Optional[int] = None,
                  max_inflight: int = 1024,
+                 max_connections: int = 10_000,
                  grace: float = 5.0,
                  report_load: bool = True,
                  use_uvloop: Optional[bool] = None) -> None:
@@ -282,6 +298,9 @@ class Server:
         if max_inflight < 1:
             raise ValueError("max_inflight must be >= 1")
         self.max_inflight = max_inflight        # per connection: beyond it, reading pauses
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self.max_connections = max_connections  # beyond it, calls are refused as Unavailable
         self.grace = grace
         self.report_load = report_load          # stamp the in-flight count on replies
         self.use_uvloop = use_uvloop

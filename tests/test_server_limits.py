@@ -179,3 +179,34 @@ def test_a_client_that_never_reads_cannot_grow_server_memory():
                 assert other.call("Gauge.Echo", "hi", timeout=5) == "hi"
     finally:
         server.close(grace=0.5)
+
+
+# max_connections -------------------------------------------------------------------------------------
+def test_connections_over_the_limit_are_refused_clearly_and_balancers_go_elsewhere():
+    from fastrpc.errors import UnavailableError
+    full = fastrpc.Server(max_connections=2)
+    full.register(Gauge())
+    spare = fastrpc.Server()
+    spare.register(Gauge())
+    full_address, spare_address = full.start("tcp://127.0.0.1:0"), spare.start("tcp://127.0.0.1:0")
+    try:
+        first, second = fastrpc.Client(full_address), fastrpc.Client(full_address)
+        assert first.call("Gauge.Echo", 1) == 1 and second.call("Gauge.Echo", 2) == 2
+        with fastrpc.Client(full_address) as third:
+            with pytest.raises(UnavailableError, match="too many connections") as info:
+                third.call("Gauge.Echo", 3, timeout=5)
+            assert isinstance(info.value, fastrpc.ConnectionError)   # not run: safe to resend
+        with fastrpc.Balancer([full_address, spare_address], strategy=fastrpc.strategies.RoundRobin(start=0),
+                              health_interval=0) as b:
+            assert [b.call("Gauge.Echo", i) for i in range(4)] == [0, 1, 2, 3]
+            assert b.stats()[spare_address]["calls"] >= 2 and b.stats()[full_address]["errors"] >= 1
+        second.close()
+        assert wait_until(lambda: len(full._connections) == 1, 5)
+        with fastrpc.Client(full_address) as again:                    # room again
+            assert again.call("Gauge.Echo", 4, timeout=5) == 4
+        first.close()
+    finally:
+        full.close(grace=0.5)
+        spare.close(grace=0.5)
+    with pytest.raises(ValueError):
+        fastrpc.Server(max_connections=0)
