@@ -29,6 +29,9 @@ __all__ = ["Client", "CallFuture"]
 FLUSH_FRAMES = 32
 FLUSH_BYTES = 64 * 1024
 HELPER_TICK = 0.002
+# A connection with nothing received for this long is checked for a GOAWAY or
+# a close before it carries a new call.
+IDLE_CHECK = 0.5
 _PENDING = concurrent.futures._base.PENDING
 
 
@@ -121,6 +124,7 @@ class _Conn:
         self.progress = 0                     # read batches processed (helper watches it)
         self.error: Optional[BaseException] = None
         self.draining = False                 # GOAWAY received: no new calls here
+        self.last_io = time.monotonic()       # last bytes received (idle check)
         self.deadlines: list = []             # heap of (deadline, seq, future) for go(timeout=)
         self.future_condition = threading.Condition(threading.RLock())  # shared by CallFutures
 
@@ -226,7 +230,20 @@ class _Conn:
             self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
             return False
         self.progress += 1
+        self.last_io = time.monotonic()
         return True
+
+    def check_idle(self) -> None:
+        """Before reusing a connection nobody has read for a while, take in
+        what the server sent meanwhile (a GOAWAY, or the close of an idle
+        connection), so the next call does not go to a connection that is gone."""
+        if self.io_lock.acquire(False):
+            try:
+                if self.error is None and self.poller.poll(0):
+                    self.read(None)
+            finally:
+                self.io_lock.release()
+            self.last_io = time.monotonic()
 
     def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
         if kind == _wire.GOAWAY:
@@ -284,6 +301,8 @@ class Client(ClientSettings):
     # connection management --------------------------------------------------
     def _connection(self) -> _Conn:
         conn = self._conn
+        if conn.usable and not conn.table.pending and time.monotonic() - conn.last_io > IDLE_CHECK:
+            conn.check_idle()
         if conn.usable:
             return conn
         retired = False

@@ -57,7 +57,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.flush_scheduled = False
         self.closing = False
         self.peer = None
-        self.last_read = 0.0        # loop time of the last bytes received (graceful close)
+        self.last_read = 0.0        # loop time of the last bytes received (graceful close, idle)
+        self.idle_goaway_at: Optional[float] = None   # when GOAWAY was sent for idleness
         # Backpressure: reading pauses while too many calls run or the peer
         # does not read its replies; each reason is held separately.
         self.over_limit = False
@@ -69,6 +70,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         s = self.server
+        self.last_read = s._loop.time()
         self.core = ServerCore(
             s._handlers, s._services, self,
             max_frame_size=s.max_frame_size, max_depth=s.max_depth,
@@ -92,8 +94,9 @@ class _Connection(asyncio.BufferedProtocol):
         return self.core.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.server._closing:
-            self.last_read = self.server._loop.time()
+        server = self.server
+        if server._watch_reads or server._closing:
+            self.last_read = server._loop.time()
         self._process(nbytes)
 
     def _process(self, nbytes: int) -> None:
@@ -274,6 +277,10 @@ class Server:
     ``Unavailable`` without running (UnavailableError, which balancers send
     elsewhere) and the connection is closed.
 
+    A connection with no call running that sent nothing for `idle_timeout`
+    seconds (default None: never) is sent GOAWAY, and closed once it has
+    been silent for LINGER more; a call that arrives meanwhile is served.
+
     Backpressure: a connection with `max_inflight` calls running (tasks
     and thread-pool calls), or whose peer does not read its replies, is not
     read from until that eases, so one client cannot make the server buffer
@@ -287,6 +294,7 @@ class Server:
                  max_workers: Optional[int] = None,
                  max_inflight: int = 1024,
                  max_connections: int = 10_000,
+                 idle_timeout: Optional[float] = None,
                  grace: float = 5.0,
                  report_load: bool = True,
                  use_uvloop: Optional[bool] = None) -> None:
@@ -301,6 +309,11 @@ class Server:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
         self.max_connections = max_connections  # beyond it, calls are refused as Unavailable
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be > 0 (or None: never)")
+        self.idle_timeout = idle_timeout
+        self._watch_reads = idle_timeout is not None   # stamp last_read on every read
+        self._sweeper: Optional[asyncio.Task] = None
         self.grace = grace
         self.report_load = report_load          # stamp the in-flight count on replies
         self.use_uvloop = use_uvloop
@@ -433,6 +446,8 @@ class Server:
             raise RuntimeError("server is closed")
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        if self.idle_timeout is not None and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         addr = parse_address(address)
         loop = asyncio.get_running_loop()
         factory = functools.partial(_Connection, self)
@@ -525,7 +540,27 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, self._deregister)
         await self._aclose(self.grace if grace is None else grace)
 
+    async def _sweep_idle(self) -> None:
+        """GOAWAY to connections idle for idle_timeout; close them once silent LINGER more."""
+        loop = asyncio.get_running_loop()
+        period = max(0.02, min(self.idle_timeout / 4.0, 5.0))
+        while not self._closing:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for conn in list(self._connections):
+                if conn.tasks or conn.transport is None or conn.transport.is_closing():
+                    continue
+                if conn.idle_goaway_at is None:
+                    if now - conn.last_read >= self.idle_timeout:
+                        conn.idle_goaway_at = now
+                        conn.goaway("idle timeout")
+                elif now - max(conn.last_read, conn.idle_goaway_at) >= LINGER:
+                    conn._flush()
+                    conn.transport.close()
+
     async def _aclose(self, grace: float) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._closing and not self._listeners and not self._connections:
             self._stop_loop()
             return

@@ -210,3 +210,34 @@ def test_connections_over_the_limit_are_refused_clearly_and_balancers_go_elsewhe
         spare.close(grace=0.5)
     with pytest.raises(ValueError):
         fastrpc.Server(max_connections=0)
+
+
+# idle timeout ------------------------------------------------------------------------------------------
+def test_idle_connections_are_closed_and_clients_carry_on():
+    server = fastrpc.Server(idle_timeout=0.2)
+    server.register(Gauge())
+    address = server.start("tcp://127.0.0.1:0")
+    try:
+        with fastrpc.Client(address) as c:
+            assert c.call("Gauge.Echo", 1) == 1
+            first = c._conn
+            time.sleep(1.6)                                         # idle: GOAWAY, then closed
+            assert not server._connections
+            # the client notices before sending, and dials again: no call fails
+            assert [c.call("Gauge.Echo", i, timeout=5) for i in range(3)] == [0, 1, 2]
+            assert c._conn is not first
+            second = c._conn
+            assert c.call("Gauge.Hold", 0.6, timeout=5) == 0.6      # busy is not idle
+            assert c._conn is second
+
+        async def main():
+            async with fastrpc.AsyncClient(address) as ac:
+                assert await ac.call("Gauge.Echo", 1) == 1
+                await asyncio.sleep(1.6)
+                assert [await ac.call("Gauge.Echo", i, timeout=5) for i in range(3)] == [0, 1, 2]
+
+        asyncio.run(main())
+    finally:
+        server.close(grace=0.5)
+    with pytest.raises(ValueError):
+        fastrpc.Server(idle_timeout=0)
