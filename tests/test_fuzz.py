@@ -1,0 +1,105 @@
+"""Hypothesis fuzzing of what reads untrusted bytes: the frame reader, the
+codec's decoder, and a live server. Only documented exceptions, no crash;
+memory is bounded by the limits. (tests/fuzz/ has the coverage-guided runs.)"""
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastrpc
+from fastrpc import _wire, packb, unpackb
+from fastrpc.errors import DecodeError, ProtocolError
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5),
+    max_leaves=20)
+
+FRAMES = [
+    _wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2])),
+    _wire.encode_frame(_wire.REQUEST, 2, "Arith.Sum", packb([1, 2]), deadline_ms=1500, meta=packb({"k": 1})),
+    _wire.encode_frame(_wire.NOTIFY, 0, "Arith.Echo", packb(["x" * 40])),
+    _wire.encode_frame(_wire.PING, 3, "", b"ping"),
+    _wire.encode_frame(_wire.CANCEL, 1),
+    _wire.encode_frame(_wire.RESPONSE, 4, "", packb(3), load=7),
+    _wire.encode_frame(_wire.ERROR, 5, "", packb(["ZeroDivisionError", "division by zero"])),
+]
+
+
+def mutate(data: bytes, edits) -> bytes:
+    """Apply (position, new byte, cut) edits: flips, insertions and truncations."""
+    out = bytearray(data)
+    for position, byte, kind in edits:
+        if not out:
+            break
+        i = position % len(out)
+        if kind == 0:
+            out[i] = byte
+        elif kind == 1:
+            out.insert(i, byte)
+        else:
+            del out[i:]
+    return bytes(out)
+
+
+EDITS = st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255), st.integers(0, 2)), max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(FRAMES), min_size=1, max_size=6), EDITS, st.integers(1, 64))
+def test_frame_reader_on_mutated_streams(frames, edits, chunk):
+    data = mutate(b"".join(frames), edits)
+    reader = _wire.FrameReader(max_frame_size=1 << 16)
+    try:
+        for i in range(0, len(data), chunk):
+            for frame in reader.feed(data[i:i + chunk]):
+                assert frame.kind in _wire.KIND_NAMES
+    except ProtocolError:                       # FrameTooLargeError is one too
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_frame_reader_on_random_bytes(data):
+    reader = _wire.FrameReader(max_frame_size=1 << 16)
+    try:
+        reader.feed(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(VALUES, EDITS)
+def test_decoder_on_mutated_payloads(value, edits):
+    data = mutate(packb(value), edits)
+    try:
+        unpackb(data, max_depth=16, max_len=1000, max_bytes=1 << 16)
+    except DecodeError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    server = fastrpc.Server(max_frame_size=1 << 16)
+    server.register(type("Arith", (), {"Sum": lambda self, a, b: a + b,
+                                       "Echo": lambda self, value: value})())
+    address = server.start("tcp://127.0.0.1:0")
+    yield server, address
+    server.close(grace=0.5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(FRAMES[:5]), min_size=1, max_size=4), EDITS)
+def test_a_live_server_survives_mutated_input(live_server, frames, edits):
+    server, address = live_server
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(mutate(b"".join(frames), edits))
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        while s.recv(65536):                    # replies or a close, never a hang
+            pass
+    with fastrpc.Client(address) as c:          # everyone else is still served
+        assert c.call("Arith.Sum", 2, 3, timeout=5) == 5
