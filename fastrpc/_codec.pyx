@@ -610,6 +610,11 @@ cdef object _dtype_for(bytes name):
             raise DecodeError(f"unknown numpy dtype {name!r}") from None
         if dt.hasobject:
             raise DecodeError("numpy object arrays are not accepted")
+        # Plain scalar dtypes only: a subarray dtype ("2f4") or a structured
+        # one would change how many elements the data holds.
+        if dt.kind not in "biufcSUMm" or dt.shape != () or dt.names is not None:
+            raise DecodeError(f"numpy dtype {name!r} is not accepted (plain numeric, bool, "
+                              f"string or datetime dtypes only)")
         if len(_dtype_cache) < 256:
             _dtype_cache[name] = dt
     return dt

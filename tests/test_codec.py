@@ -246,3 +246,17 @@ def test_random_bytes_decode_or_raise_decode_error(data):
         unpackb(data)
     except DecodeError:
         pass
+
+
+@pytest.mark.parametrize("dtype_name", [b"2f\t", b"(2,)f8", b"f8,i4", b"V8", b"O"])
+def test_ndarray_with_a_subarray_structured_or_void_dtype_is_a_decode_error(dtype_name):
+    # Found by fuzzing: numpy reads "2f" as a subarray dtype, which holds more
+    # elements than the shape says; reshape raised ValueError, not DecodeError.
+    body = (b"\x01C" + bytes([len(dtype_name)]) + dtype_name + b"\x02" + (3).to_bytes(8, "little")
+            + (4).to_bytes(8, "little") + b"\x00" + b"\x00" * 96)
+    payload = b"\xc9" + len(body).to_bytes(4, "big") + b"\x01" + body
+    with pytest.raises(DecodeError, match="dtype|object"):
+        unpackb(payload)
+    crash = bytes.fromhex("c90000007a0101430332660902000000000000000300000000000000040200") + b"\x00" * 100
+    with pytest.raises(DecodeError):
+        unpackb(crash)
