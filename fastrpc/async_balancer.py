@@ -8,7 +8,7 @@ import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from fastrpc.async_client import AsyncClient
-from fastrpc.balancer import _FAILED, _OK, BalancerCore, _MapJob, _Member, _remaining
+from fastrpc.balancer import _FAILED, _OK, BalancerCore, _MapJob, _Member, _is_answer, _remaining
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RemoteError, RPCError, TimeoutError
 
@@ -86,16 +86,16 @@ class AsyncBalancer(BalancerCore):
             try:
                 client = member.client or self._client(member)
                 value = await client.call(method, *args, timeout=_remaining(deadline))
-            except RemoteError as exc:
-                self._release(member, time.perf_counter() - start, _OK, client.server_load)
-                raise self._final_error(method, tried + [(member, exc)])
-            except (ConnectionError, TimeoutError) as exc:
+            except (ConnectionError, TimeoutError) as exc:   # incl. DeadlineExceeded: not an answer
                 self._release(member, -1.0, _FAILED, None)
                 tried.append((member, exc))
                 if not self._may_retry(exc, idempotent, len(tried), deadline):
                     raise self._final_error(method, tried) from None
                 pinned = member if self.failure == "failtry" else None
                 continue
+            except RemoteError as exc:
+                self._release(member, time.perf_counter() - start, _OK, client.server_load)
+                raise self._final_error(method, tried + [(member, exc)])
             except BaseException:           # cancelled, or an argument that cannot be encoded
                 self._release(member, -1.0, _OK, None)
                 raise
@@ -127,7 +127,7 @@ class AsyncBalancer(BalancerCore):
         def finish(task: asyncio.Task) -> Optional[BaseException]:
             member, start, client = running.pop(task)
             exc = task.exception()
-            if exc is None or isinstance(exc, RemoteError):
+            if exc is None or _is_answer(exc):
                 self._release(member, time.perf_counter() - start, _OK, client.server_load)
             else:
                 self._release(member, -1.0, _FAILED, None)
@@ -154,7 +154,7 @@ class AsyncBalancer(BalancerCore):
                     exc = finish(task)
                     if exc is None:
                         return task.result()
-                    if isinstance(exc, RemoteError):
+                    if _is_answer(exc):
                         raise self._final_error(method, tried)
                 now = time.monotonic()
                 if running and can_hedge and now >= hedge_at:

@@ -631,16 +631,16 @@ class Balancer(BalancerCore):
             try:
                 client = member.client or self._client(member)
                 value = client.call(method, *args, timeout=_remaining(deadline))
-            except RemoteError as exc:
-                self._release(member, time.perf_counter() - start, _OK, client.server_load)
-                raise self._final_error(method, tried + [(member, exc)])
-            except (ConnectionError, TimeoutError) as exc:
+            except (ConnectionError, TimeoutError) as exc:   # incl. DeadlineExceeded: not an answer
                 self._release(member, -1.0, _FAILED, None)
                 tried.append((member, exc))
                 if not self._may_retry(exc, idempotent, len(tried), deadline):
                     raise self._final_error(method, tried) from None
                 pinned = member if self.failure == "failtry" else None
                 continue
+            except RemoteError as exc:
+                self._release(member, time.perf_counter() - start, _OK, client.server_load)
+                raise self._final_error(method, tried + [(member, exc)])
             except BaseException:           # e.g. an argument that cannot be encoded
                 self._release(member, -1.0, _OK, None)
                 raise
@@ -754,6 +754,12 @@ _CORE_SETTINGS = {
     "backup_after", "health_interval", "health_timeout", "health_misses", "eject_failures",
     "eject_base", "eject_max", "max_ejected", "slow_start", "ewma_tau", "seed", "discovery", "service",
 }
+
+
+def _is_answer(exc: BaseException) -> bool:
+    """A remote error that is the handler's answer (not retried, not a failure
+    of the endpoint). DeadlineExceeded is remote but a timeout: a failure."""
+    return isinstance(exc, RemoteError) and not isinstance(exc, TimeoutError)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -897,12 +903,12 @@ class _MapJob:
             if not isinstance(value, BaseException):
                 self.results[p] = value
                 ok += 1
+            elif isinstance(value, (ConnectionError, TimeoutError)):   # incl. DeadlineExceeded
+                bad += 1
+                self._attempt_failed(p, member, value, retry, grant)
             elif isinstance(value, RemoteError):
                 ok += 1
                 self.failed[p] = b._final_error(self.method, self.tried.get(p, []) + [(member, value)])
-            elif isinstance(value, (ConnectionError, TimeoutError)):
-                bad += 1
-                self._attempt_failed(p, member, value, retry, grant)
             else:
                 ok += 1
                 self.failed[p] = value
@@ -1000,7 +1006,7 @@ class _BalancedFuture(SharedConditionFuture):
                 super().cancel()
             return
         exc = inner._exception                  # inner is done: no need for its lock
-        if exc is None or isinstance(exc, RemoteError):
+        if exc is None or _is_answer(exc):
             b._release(member, time.perf_counter() - started, _OK, client.server_load)
             if exc is None:
                 self._settle(inner._result, None)

@@ -176,3 +176,20 @@ def test_membership_changes_under_load_drop_nothing(trio):
             assert done > 100
 
     run(main())
+
+
+def test_a_stalled_server_times_out_and_is_ejected():
+    with server_process(env={"FASTRPC_TEST_LAG": "60"}) as stalled, server_process() as healthy:
+        async def main():
+            async with make([stalled.address, healthy.address], fastrpc.strategies.RoundRobin(start=0),
+                            timeout=0.2, eject_failures=3) as b:
+                outcomes = collections.Counter()
+                for i in range(30):
+                    try:
+                        outcomes[(await b.call("Arith.Lag", i))[1]] += 1
+                    except TimeoutError:
+                        outcomes["timeout"] += 1
+                assert outcomes["timeout"] == 3 and outcomes[healthy.pid] == 27
+                assert b.stats()[stalled.address]["ejected"]
+
+        run(main())

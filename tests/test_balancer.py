@@ -501,3 +501,21 @@ def test_kill_under_load_every_call_ends_clearly():
             assert outcomes["ok"] > 100
             # lost calls are only those in flight on a killed server (non-idempotent)
             assert outcomes["ConnectionLostError"] <= 2 * len(threads), outcomes
+
+
+def test_a_stalled_server_times_out_and_is_ejected():
+    # Its handler never returns in time: calls to it time out (not repeated:
+    # they may have run), and after eject_failures timeouts it gets no calls.
+    with server_process(env={"FASTRPC_TEST_LAG": "60"}) as stalled, server_process() as healthy:
+        with balancer([stalled.address, healthy.address], fastrpc.strategies.RoundRobin(start=0),
+                      timeout=0.2, eject_failures=3) as b:
+            outcomes = collections.Counter()
+            for i in range(30):
+                try:
+                    outcomes[b.call("Arith.Lag", i)[1]] += 1
+                except TimeoutError as exc:
+                    assert exc.endpoints == [stalled.address]
+                    outcomes["timeout"] += 1
+            assert outcomes["timeout"] == 3 and outcomes[healthy.pid] == 27
+            stats = b.stats()
+            assert stats[stalled.address]["ejected"] and stats[stalled.address]["in_flight"] == 0
