@@ -816,10 +816,7 @@ class _MapJob:
                 client = member.client or b._client(member)
                 conn = client._connection()
             except (ConnectionError, TimeoutError) as exc:       # not sent
-                b._release(member, -1.0, _FAILED, None, len(positions))
-                grant: List[bool] = []
-                for p in positions:
-                    self._attempt_failed(p, member, exc, retry, grant)
+                self.settle_batch(member, None, positions, [exc] * len(positions), -1.0, retry)
                 continue
             batch = Batch(len(positions), True)
             batch.results[:] = [_UNSET] * len(positions)
@@ -948,7 +945,6 @@ class _BalancedFuture(SharedConditionFuture):
         self._method = method
         self._args = args
         self._key_hash = key_hash
-        self._timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._idempotent = idempotent
         self._tried: List[Tuple[_Member, BaseException]] = []
