@@ -53,6 +53,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: Optional[asyncio.Transport] = None
         self.core: Optional[ServerCore] = None
         self.tasks: Dict[int, asyncio.Future] = {}
+        self.deadline_timers: Dict[int, asyncio.TimerHandle] = {}   # async calls with a deadline
         self.expired: Set[int] = set()     # seqs cancelled because their deadline passed
         self.flush_scheduled = False
         self.closing = False
@@ -95,7 +96,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         server = self.server
-        if server._watch_reads or server._closing:
+        if server.idle_timeout is not None or server._closing:
             self.last_read = server._loop.time()
         self._process(nbytes)
 
@@ -175,9 +176,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._track(seq, handler.name, notify, fut)
         if deadline_ms is not None and handler.mode == MODE_ASYNC:
             # The caller stops waiting at its deadline: stop the work too.
-            loop.call_later(deadline_ms / 1000.0, self._expire, seq, fut)
+            self.deadline_timers[seq] = loop.call_later(deadline_ms / 1000.0, self._expire, seq, fut)
 
     def _expire(self, seq: int, fut: asyncio.Future) -> None:
+        self.deadline_timers.pop(seq, None)
         if self.tasks.get(seq) is fut and not fut.done():
             self.expired.add(seq)
             fut.cancel()
@@ -197,6 +199,9 @@ class _Connection(asyncio.BufferedProtocol):
     def _finished(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
         if self.tasks.get(seq) is fut:
             del self.tasks[seq]
+            timer = self.deadline_timers.pop(seq, None)
+            if timer is not None:
+                timer.cancel()              # done first: the timer need not live on
         self.server._load.value -= 1
         if fut.cancelled():
             exc = DeadlineExceeded(message=f"{name} was cancelled at its deadline") if seq in self.expired \
@@ -312,7 +317,6 @@ class Server:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be > 0 (or None: never)")
         self.idle_timeout = idle_timeout
-        self._watch_reads = idle_timeout is not None   # stamp last_read on every read
         self._sweeper: Optional[asyncio.Task] = None
         self.grace = grace
         self.report_load = report_load          # stamp the in-flight count on replies

@@ -42,7 +42,7 @@ class Work:
 @pytest.fixture
 def served():
     work = Work()
-    server = fastrpc.Server(max_workers=1)
+    server = work.server = fastrpc.Server(max_workers=1)
     server.register(work)
     address = server.start("tcp://127.0.0.1:0")
     yield work, address
@@ -89,6 +89,15 @@ def test_the_server_answers_deadline_exceeded_and_cancels_async_work(served):
         kind, message = fastrpc.unpackb(replies[seq].payload)[:2]
         assert kind == "DeadlineExceeded" and what in message
     assert work.cancelled == [5.0] and work.ran == []
+
+
+def test_deadline_timers_end_with_their_calls(served):
+    work, address = served
+    with fastrpc.Client(address) as c:
+        futures = [c.go("Work.Wait", 0.01, timeout=30) for _ in range(50)]
+        assert [f.result(10) for f in futures] == ["waited"] * 50
+        (conn,) = list(work.server._connections)
+        assert wait_until(lambda: not conn.deadline_timers, 2)    # not kept for 30 s each
 
 
 def test_deadline_exceeded_is_a_remote_timeout_error():
