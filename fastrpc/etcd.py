@@ -108,61 +108,55 @@ class _Gateway:
 
     def call(self, path: str, body: Dict[str, Any], timeout: Optional[float] = None) -> Dict[str, Any]:
         """POST `body` to `path`; return the decoded reply or raise EtcdError."""
-        for attempt in (0, 1):
-            reply, status = self._post(path, body, self.timeout if timeout is None else timeout)
-            if status == 200:
-                return reply
-            if attempt == 0 and self._token_expired(reply):
-                self.token = None
-                continue
-            raise EtcdError(f"etcd {path}: {reply.get('error') or reply.get('message') or status}")
-        raise AssertionError("unreachable")
+        conn, response = self.open_stream(path, body, self.timeout if timeout is None else timeout)
+        return _decode(self._read(conn, response, path))
 
     def open_stream(self, path: str, body: Dict[str, Any], timeout: float):
-        """POST `body` and return (connection, response) to read line by line (watch)."""
+        """POST `body` and return (connection, response) with status 200 (a watch reads it
+        line by line); an expired token is renewed once."""
         for attempt in (0, 1):
-            conn, _ = self.connect(timeout)
-            try:
-                conn.request("POST", path, json.dumps(body), self._headers())
-                response = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                raise EtcdError(f"etcd {path}: {exc}") from None
+            conn, response = self._request(path, body, timeout)
             if response.status == 200:
                 return conn, response
-            reply = _decode(response.read())
-            conn.close()
+            reply = _decode(self._read(conn, response, path))
             if attempt == 0 and self._token_expired(reply):
                 self.token = None
                 continue
-            raise EtcdError(f"etcd {path}: {reply.get('error') or response.status}")
+            raise EtcdError(f"etcd {path}: {reply.get('error') or reply.get('message') or response.status}")
         raise AssertionError("unreachable")
 
-    def _post(self, path: str, body: Dict[str, Any], timeout: float,
-              authenticated: bool = True) -> Tuple[Dict[str, Any], int]:
+    def _request(self, path: str, body: Dict[str, Any], timeout: float,
+                 authenticated: bool = True) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         headers = self._headers() if authenticated else {"Content-Type": "application/json"}
         conn, where = self.connect(timeout)
         try:
             conn.request("POST", path, json.dumps(body), headers)
-            response = conn.getresponse()
-            data = response.read()
+            return conn, conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
+            conn.close()
             raise EtcdError(f"etcd {where}{path}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _read(conn: http.client.HTTPConnection, response: http.client.HTTPResponse, path: str) -> bytes:
+        try:
+            return response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise EtcdError(f"etcd {path}: {type(exc).__name__}: {exc}") from None
         finally:
             conn.close()
-        return _decode(data), response.status
 
     def _headers(self) -> Dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.username is not None:
             with self.lock:
                 if self.token is None:
-                    reply, status = self._post("/v3/auth/authenticate",
-                                               {"name": self.username, "password": self.password},
-                                               self.timeout, authenticated=False)
-                    if status != 200 or "token" not in reply:
+                    path = "/v3/auth/authenticate"
+                    conn, response = self._request(path, {"name": self.username, "password": self.password},
+                                                   self.timeout, authenticated=False)
+                    reply = _decode(self._read(conn, response, path))
+                    if response.status != 200 or "token" not in reply:
                         raise EtcdError(f"etcd authentication as {self.username!r} failed: "
-                                        f"{reply.get('error') or status}")
+                                        f"{reply.get('error') or response.status}")
                     self.token = reply["token"]
                 headers["Authorization"] = self.token
         return headers
