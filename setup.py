@@ -21,7 +21,7 @@ setup(
     ext_modules=cythonize(
         [extension(name) for name in ("_codec", "_wire", "_calls", "_serve")]
         # Pure-Python mode: the .py is also the uncompiled reference implementation.
-        + [extension("_select", "py")],
+        + [extension("_select", "py"), extension("_gob", "py")],
         compiler_directives=DIRECTIVES,
     ),
 )

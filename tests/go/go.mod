@@ -1,0 +1,3 @@
+module fastrpc.test/gointerop
+
+go 1.19
