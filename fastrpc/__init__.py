@@ -14,6 +14,8 @@ from fastrpc.balancer import Balancer, RetryBudget
 from fastrpc.client import CallFuture, Client
 from fastrpc.discovery import Discovery, FileDiscovery, Registration, StaticDiscovery
 from fastrpc.etcd import EtcdDiscovery
+from fastrpc.goclient import GoClient
+from fastrpc.gotypes import GoArray, GoFloat, GoInt, GoUint
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import (ConnectionError, RemoteError, RPCError, TimeoutError)
 from fastrpc.registry import blocking
@@ -37,6 +39,11 @@ __all__ = [
     "EtcdDiscovery",
     "ExtType",
     "FileDiscovery",
+    "GoArray",
+    "GoClient",
+    "GoFloat",
+    "GoInt",
+    "GoUint",
     "RPCError",
     "Registration",
     "RemoteError",

@@ -457,7 +457,7 @@ class GobDecoder:
 
     Type definitions are kept for the stream's life. Structs decode to dicts
     holding every field (zero values filled in; a missing struct field, a
-    nil pointer, is None), slices and arrays to lists, maps to dicts,
+    nil pointer, is None, and so is a nil map), slices and arrays to lists, maps to dicts,
     []byte and opaque GobEncoder values to bytes, interfaces to their value.
 
     feed() returns the values of the messages completed so far; a value
@@ -703,9 +703,9 @@ class GobDecoder:
         if wt is None or tid == 8 or wt.kind == K_STRUCT:
             return None                     # nil interface, nil pointer
         if wt.kind == K_SLICE:
-            return []
+            return []                       # Go cannot tell nil from empty slices apart on the wire
         if wt.kind == K_MAP:
-            return {}
+            return None                     # a nil map (an empty one is sent)
         if wt.kind == K_ARRAY:
             if depth >= self.max_depth:
                 raise GobError("gob: zero value nests too deeply")

@@ -284,9 +284,19 @@ class Client(ClientSettings):
     method; ``notify(...)`` sends without waiting for a reply. Calls from all
     threads are pipelined on one connection. A lost connection fails every
     pending call at once; the next call dials again.
+
+    ``Client(address, codec="gob")`` or ``codec="jsonrpc"`` (and
+    ``http=True`` for Go's rpc.DialHTTP) returns a fastrpc.GoClient that
+    calls stock Go net/rpc servers instead.
     """
 
-    def __init__(self, address: str, **settings: Any) -> None:
+    def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any):
+        if codec != "fastrpc" or http:
+            from fastrpc.goclient import GoClient
+            return GoClient(address, codec="gob" if codec == "fastrpc" else codec, http=http, **settings)
+        return super().__new__(cls)
+
+    def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any) -> None:
         """Connect to `address`. Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
         max_bytes, send_deadline."""

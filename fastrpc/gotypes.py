@@ -291,6 +291,8 @@ def converter(annotation: Any) -> Optional[Callable[[Any], Any]]:
         return tuple
     if annotation is bytes:
         return _to_bytes
+    if annotation is float:
+        return float                            # JSON writes 1.0 as 1
     return None
 
 

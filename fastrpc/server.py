@@ -23,6 +23,7 @@ from fastrpc.address import parse_address
 from fastrpc.discovery import Discovery, Registration
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import DeadlineExceeded, RPCError
+from fastrpc.goserver import GO_CODECS, GoConnection, GoSignature
 from fastrpc.loop import new_event_loop
 from fastrpc.registry import build_handler, public_methods, service_name
 
@@ -332,6 +333,8 @@ class Server:
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._load = LoadGauge()                # calls running as tasks or in the pool
         self._registrations: List[Registration] = []   # discovery entries, removed on close
+        self._go_calls: Dict[str, int] = {}     # calls served to Go clients, per method (/debug/rpc)
+        self._go_signatures: Dict[str, GoSignature] = {}
         self._closing = False
         self._closed = threading.Event()
         self._idle_waiter: Optional[asyncio.Future] = None
@@ -368,6 +371,12 @@ class Server:
             # Connections hold these objects themselves, so update in place.
             self._handlers.update({k.encode(): v for k, v in handlers.items()})
             self._services.add(service.encode())
+
+    def _go_signature(self, handler: Handler) -> GoSignature:
+        sig = self._go_signatures.get(handler.name)
+        if sig is None or sig.handler is not handler:
+            sig = self._go_signatures[handler.name] = GoSignature(handler)
+        return sig
 
     @property
     def methods(self) -> List[str]:
@@ -420,41 +429,58 @@ class Server:
                 log.exception("could not deregister %s", registration)
 
     # serving --------------------------------------------------------------
-    def start(self, address: str = "tcp://127.0.0.1:0") -> str:
+    def start(self, address: str = "tcp://127.0.0.1:0", codec: Optional[str] = None) -> str:
         """Listen on `address` and serve from a background thread.
 
         Returns the bound address (with the real port when 0 was given).
         May be called several times to listen on several addresses.
+
+        `codec` picks the protocol of this listener: "fastrpc" (the
+        default), or Go net/rpc's "gob" or "jsonrpc" to serve Go clients.
+        An ``http://host:port`` address serves Go's rpc.DialHTTP (HTTP
+        CONNECT to /_goRPC_, then gob) and Go's /debug/rpc page.
         """
         loop = self._ensure_loop_thread()
-        fut = asyncio.run_coroutine_threadsafe(self.listen(address), loop)
+        fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec), loop)
         return fut.result()
 
-    def serve_forever(self, address: str) -> None:
+    def serve_forever(self, address: str, codec: Optional[str] = None) -> None:
         """Listen on `address` and serve in this thread until close() (or Ctrl-C)."""
         if self._thread is not None:
             raise RuntimeError("server already runs in a background thread")
         loop = self._loop = new_event_loop(self.use_uvloop)
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(self.listen(address))
+            loop.run_until_complete(self.listen(address, codec))
             loop.run_forever()
         except KeyboardInterrupt:
             loop.run_until_complete(self._aclose(self.grace))
         finally:
             self._finish_loop(loop)
 
-    async def listen(self, address: str) -> str:
-        """Listen on `address` on the running event loop (for asyncio programs)."""
+    async def listen(self, address: str, codec: Optional[str] = None) -> str:
+        """Listen on `address` on the running event loop (for asyncio programs); see start()."""
         if self._closing:
             raise RuntimeError("server is closed")
+        http = isinstance(address, str) and address.startswith("http://")
+        if http:
+            address = "tcp://" + address[len("http://"):]
+            codec = codec or "gob"
+            if codec != "gob":
+                raise ValueError(f"an http:// listener speaks gob (Go's rpc.DialHTTP), not {codec!r}")
+        codec = codec or "fastrpc"
+        if codec != "fastrpc" and codec not in GO_CODECS:
+            raise ValueError(f"unknown codec {codec!r}: 'fastrpc', 'gob' or 'jsonrpc'")
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         if self.idle_timeout is not None and self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         addr = parse_address(address)
         loop = asyncio.get_running_loop()
-        factory = functools.partial(_Connection, self)
+        if codec == "fastrpc":
+            factory = functools.partial(_Connection, self)
+        else:
+            factory = functools.partial(GoConnection, self, codec, http)
         if addr.scheme == "unix":
             _remove_stale_socket(addr.path)
             listener = await loop.create_unix_server(factory, addr.path, backlog=1024)
@@ -465,10 +491,10 @@ class Server:
                                                 reuse_address=True)
             sockname = listener.sockets[0].getsockname()
             host = addr.host
-            bound = f"tcp://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"
+            bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"
         self._listeners.append(listener)
         self._addresses.append(bound)
-        log.info("listening on %s", bound)
+        log.info("listening on %s (%s)", bound, codec)
         return bound
 
     def _ensure_loop_thread(self) -> asyncio.AbstractEventLoop:
