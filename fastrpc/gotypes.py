@@ -171,7 +171,11 @@ def _field_hints(cls: type) -> list:
     the name is bound to the default, so the annotation is the default, not
     the class: such a hint is looked up in the module instead.
     """
-    hints = typing.get_type_hints(cls, include_extras=True)
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError as exc:
+        raise TypeError(f"cannot resolve the annotations of {cls.__qualname__}: {exc} "
+                        "(define it at module level)") from None
     module = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
     out = []
     for field in dataclasses.fields(cls):

@@ -88,6 +88,18 @@ class Record:
     Ints: List[int] = field(default_factory=list)
 
 
+@dataclass
+class Tree:
+    Value: int = 0
+    Children: List["Tree"] = field(default_factory=list)
+
+
+@dataclass
+class Opaque:
+    Name: str = ""
+    Any: Any = None
+
+
 def sample_record() -> Record:
     """The Go program's sampleRecord()."""
     return Record(
