@@ -1,6 +1,7 @@
-"""The fastrpc server process the end-to-end benchmarks call: `python servers.py ADDRESS`.
+"""The fastrpc server process the end-to-end benchmarks call: `python servers.py ADDRESS [CODEC]`.
 
-Prints the bound address, serves until stdin closes.
+CODEC is fastrpc (the default), gob or jsonrpc (for Go clients). Prints the
+bound address, serves until stdin closes.
 """
 import sys
 
@@ -8,16 +9,19 @@ import fastrpc
 
 
 class Arith:
-    def Sum(self, a, b):
+    """Sum(a, b) also serves Go's Arith.Sum(Args{A, B}): a Go struct's fields spread over the parameters."""
+
+    def Sum(self, a: int, b: int) -> int:
         return a + b
 
-    def Echo(self, data):
+    def Echo(self, data: bytes) -> bytes:
         return data
 
 
 if __name__ == "__main__":
     server = fastrpc.Server()
     server.register(Arith())
-    print(server.start(sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"), flush=True)
+    address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
+    print(server.start(address, codec=sys.argv[2] if len(sys.argv) > 2 else None), flush=True)
     sys.stdin.read()
     server.close()
