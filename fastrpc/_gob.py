@@ -276,6 +276,8 @@ class GobEncoder:
     def _struct(self, out, t, v, depth):
         if depth > self.max_depth:
             raise EncodeError(f"value nests deeper than {self.max_depth} levels")
+        if v is None:
+            raise EncodeError(f"nil {t.name or 'struct'} (only a pointer field may be nil)")
         getter = v.get if isinstance(v, dict) else None
         last = -1
         i = 0
@@ -321,8 +323,6 @@ class GobEncoder:
             _put_uint(out, len(raw))
             out += raw
         elif k == K_STRUCT:
-            if v is None:
-                raise EncodeError(f"nil {t.name} (only a pointer field may be nil)")
             self._struct(out, t, v, depth)
         elif k == K_SLICE or k == K_ARRAY:
             if depth > self.max_depth:

@@ -1,5 +1,5 @@
 """Hypothesis fuzzing of what reads untrusted bytes: the frame reader, the
-codec's decoder, and a live server. Only documented exceptions, no crash;
+codec's decoder, the gob and jsonrpc decoders, and live servers. Only documented exceptions, no crash;
 memory is bounded by the limits. (tests/fuzz/ has the coverage-guided runs.)"""
 import socket
 
@@ -103,3 +103,82 @@ def test_a_live_server_survives_mutated_input(live_server, frames, edits):
             pass
     with fastrpc.Client(address) as c:          # everyone else is still served
         assert c.call("Arith.Sum", 2, 3, timeout=5) == 5
+
+
+# Go codecs --------------------------------------------------------------------
+
+def _gob_streams():
+    from gointerop import Args, sample_record
+    from fastrpc._gob import GobEncoder
+    from fastrpc.gobcodec import REQUEST
+    from fastrpc.gotypes import infer_go_type
+    enc = GobEncoder()
+    streams = []
+    for value in (Args(1, 2), sample_record(), [1, -2, 3], {"k": [1.5]}, "text", 2**64 - 1):
+        enc.encode({"ServiceMethod": "Echo.Record", "Seq": len(streams)}, REQUEST)
+        enc.encode(value, infer_go_type(value))
+        streams.append(enc.take())
+    return streams
+
+
+GOB_STREAMS = _gob_streams()
+JSON_STREAMS = [b'{"method":"Arith.Sum","params":[{"A":1,"B":2}],"id":0}\n',
+                b'{"method":"Echo.String","params":["a\\"}{"],"id":"x"}',
+                b'{"id":1,"result":{"a":[1,2.5,null,true]},"error":null}\n']
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(GOB_STREAMS), min_size=1, max_size=4), EDITS, st.integers(1, 64))
+def test_gob_decoder_on_mutated_streams(streams, edits, chunk):
+    from fastrpc._gob import GobDecoder, GobError
+    data = mutate(b"".join(streams), edits)
+    decoder = GobDecoder(max_message=1 << 16, max_depth=16)
+    try:
+        for i in range(0, len(data), chunk):
+            for value in decoder.feed(data[i:i + chunk]):
+                assert not isinstance(value, BaseException) or isinstance(value, GobError)
+    except DecodeError:                         # the stream is lost: the connection closes
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(JSON_STREAMS), min_size=1, max_size=4), EDITS, st.integers(1, 64))
+def test_jsonrpc_codec_on_mutated_streams(streams, edits, chunk):
+    from fastrpc.jsonrpc import JSONServerCodec
+    data = mutate(b"".join(streams), edits)
+    codec = JSONServerCodec(1 << 16, 16)
+    try:
+        for i in range(0, len(data), chunk):
+            for rid, method, params, bad in codec.feed(data[i:i + chunk]):
+                assert isinstance(method, str) and isinstance(params, tuple)
+    except ProtocolError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def live_go_server():
+    from gointerop import Arith, Echo
+    server = fastrpc.Server(max_frame_size=1 << 16)
+    server.register(Arith())
+    server.register(Echo())
+    addresses = {"gob": server.start("tcp://127.0.0.1:0", codec="gob"),
+                 "jsonrpc": server.start("tcp://127.0.0.1:0", codec="jsonrpc")}
+    yield addresses
+    server.close(grace=0.5)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["gob", "jsonrpc"]), st.integers(0, 3), EDITS)
+def test_live_go_listeners_survive_mutated_input(live_go_server, codec, pick, edits):
+    from gointerop import Args
+    streams = GOB_STREAMS if codec == "gob" else JSON_STREAMS[:2]
+    address = live_go_server[codec]
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(mutate(b"".join(streams[:pick + 1]), edits))
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        while s.recv(65536):
+            pass
+    with fastrpc.Client(address, codec=codec) as c:
+        assert c.call("Arith.Sum", Args(2, 3), timeout=5) == 5
