@@ -58,6 +58,8 @@ class JSONStream:
             if end < 0:
                 pos = n if end == -1 else n - 1     # -2: a backslash ends the buffer
                 break
+            if end - self.start > self.max_message:
+                raise FrameTooLargeError(f"jsonrpc: message exceeds max_message={self.max_message} bytes")
             try:
                 out.append(json.loads(bytes(buf[self.start:end])))
             except ValueError as exc:

@@ -50,6 +50,9 @@ def test_an_object_larger_than_max_message_is_refused():
     stream.feed(b'{"a":"' + b"x" * 50)
     with pytest.raises(FrameTooLargeError):
         stream.feed(b"x" * 60)
+    with pytest.raises(FrameTooLargeError):         # arriving whole too
+        JSONStream(100).feed(b'{"a":"' + b"x" * 100 + b'"}')
+    assert JSONStream(100).feed(b'{"a":"' + b"x" * 90 + b'"}') == [{"a": "x" * 90}]
 
 
 def test_server_codec_requests_and_replies():

@@ -18,6 +18,32 @@ FRAMES = [f for n, p in enumerate(PAYLOADS) for f in (
       _wire.encode_frame(_wire.GOAWAY, 0, "", b"bye")]
 
 
+def _gob_streams():
+    """A request header and body per Go-shaped value, on one gob stream."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from gointerop import Args, Opaque, Tree, sample_record
+    from fastrpc._gob import GobEncoder
+    from fastrpc.gobcodec import REQUEST
+    from fastrpc.gotypes import infer_go_type
+    enc = GobEncoder()
+    streams = []
+    for value in (Args(1, 2), sample_record(), Tree(1, [Tree(2)]), Opaque("x", 3.5), [1, -2, 3],
+                  {"k": [1.5]}, "text", 2 ** 64 - 1, b"\x00\x01", complex(1, 2)):
+        enc.encode({"ServiceMethod": "Echo.Record", "Seq": len(streams)}, REQUEST)
+        enc.encode(value, infer_go_type(value))
+        streams.append(enc.take())
+    return streams
+
+
+GOB_STREAMS = _gob_streams()
+JSON_STREAMS = [b'{"method":"Arith.Sum","params":[{"A":1,"B":2}],"id":0}\n',
+                b'{"method":"Echo.String","params":["a\\\\\\"}{"],"id":"x"}',
+                b'{"method":"Echo.Floats","params":[[1e308,-0.5,2]],"id":null}\r\n',
+                b'{"id":1,"result":{"a":[1,2.5,null,true]},"error":null}\n']
+
+
 def edit(data: bytes, fdp) -> bytes:
     """Up to 8 edits chosen by the FuzzedDataProvider `fdp`."""
     out = bytearray(data)
