@@ -26,6 +26,7 @@ from seeds import GOB_STREAMS, edit  # noqa: E402
 _spec = importlib.util.spec_from_file_location(
     "fastrpc_gob_reference", os.path.join(os.path.dirname(os.path.dirname(HERE)), "fastrpc", "_gob.py"))
 reference = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = reference     # instrument_all() finds functions through sys.modules
 _spec.loader.exec_module(reference)
 
 
