@@ -66,8 +66,6 @@ class GoType:
     builtin_id: the predefined id of a basic type, 0 for user types.
     """
 
-    __slots__ = ("kind", "name", "elem", "key", "length", "fields", "cls", "builtin_id", "__weakref__")
-
     def __init__(self, kind, name, elem=None, key=None, length=0, fields=None, cls=None, builtin_id=0):
         self.kind = kind
         self.name = name
@@ -391,8 +389,6 @@ class GobEncoder:
 class _WireType:
     """A type as the peer defined it on this stream."""
 
-    __slots__ = ("kind", "name", "elem", "key", "length", "fields")
-
     def __init__(self, kind, name):
         self.kind = kind
         self.name = name
@@ -404,8 +400,6 @@ class _WireType:
 
 class _Reader:
     """A cursor over one message."""
-
-    __slots__ = ("data", "pos", "end")
 
     def __init__(self, data, pos, end):
         self.data = data
@@ -428,7 +422,7 @@ class _Reader:
         self.pos = pos + 1 + n
         return int.from_bytes(self.data[pos + 1:pos + 1 + n], "big")
 
-    def int(self):
+    def signed(self):
         u = self.uint()
         if u & 1:
             return ~(u >> 1)
@@ -520,7 +514,7 @@ class GobDecoder:
     def _message(self, data):
         r = _Reader(data, 0, len(data))
         try:
-            tid = r.int()
+            tid = r.signed()
         except GobError as exc:
             raise DecodeError(str(exc)) from None
         if tid < 0:
@@ -576,13 +570,13 @@ class GobDecoder:
                     wt.fields.append(self._field_type(r))
             elif kind in (K_ARRAY, K_SLICE, K_MAP) and field == 1:
                 if kind == K_MAP:
-                    wt.key = r.int()
+                    wt.key = r.signed()
                 else:
-                    wt.elem = r.int()
+                    wt.elem = r.signed()
             elif kind == K_MAP and field == 2:
-                wt.elem = r.int()
+                wt.elem = r.signed()
             elif kind == K_ARRAY and field == 2:
-                wt.length = r.int()
+                wt.length = r.signed()
                 if wt.length < 0:
                     raise GobError(f"gob: negative array length {wt.length}")
             else:
@@ -601,7 +595,7 @@ class GobDecoder:
             if field == 0:
                 name = r.string()
             elif field == 1:
-                tid = r.int()
+                tid = r.signed()
             else:
                 raise GobError(f"gob: unknown CommonType field {field}")
 
@@ -615,14 +609,14 @@ class GobDecoder:
             if field == 0:
                 name = r.string()
             elif field == 1:
-                tid = r.int()
+                tid = r.signed()
             else:
                 raise GobError(f"gob: unknown fieldType field {field}")
 
     # values ------------------------------------------------------------------
     def _value(self, tid, r, depth):
         if tid == 2:
-            return r.int()
+            return r.signed()
         if tid == 6:
             return r.string()
         if tid == 3:
@@ -718,7 +712,7 @@ class GobDecoder:
             return None
         # Definitions of the concrete type may come first, each one byte-counted.
         while True:
-            tid = r.int()
+            tid = r.signed()
             if tid >= 0:
                 break
             try:
