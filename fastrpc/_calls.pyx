@@ -14,7 +14,7 @@ from cpython.ref cimport PyObject
 from fastrpc._codec cimport WriteBuffer, DecodeLimits, pack, unpack, frpc_store_u32
 from fastrpc._wire cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                            KIND_PONG, FLAG_DEADLINE, FLAG_LOAD)
+                            KIND_PONG, FLAG_DEADLINE, FLAG_LOAD, FLAG_META)
 
 from fastrpc.errors import ProtocolError, DecodeError, remote_error
 from asyncio import InvalidStateError as _AsyncInvalidState
@@ -140,10 +140,11 @@ cdef class CallTable:
         return <bytes>m
 
     cpdef unsigned long long request(self, str method, tuple args, object slot,
-                                     object deadline_ms=None) except? 0:
+                                     object deadline_ms=None, bytes meta=None) except? 0:
         """Encode a REQUEST (or a NOTIFY when `slot` is None); return its seq.
 
-        On an encoding error nothing is written or registered and the error
+        `meta` is the call's metadata, already msgpack-encoded. On an
+        encoding error nothing is written or registered and the error
         propagates to the caller.
         """
         cdef bytes m = self._method(method)
@@ -151,12 +152,18 @@ cdef class CallTable:
         cdef Py_ssize_t start
         cdef int flags = 0 if deadline_ms is None else FLAG_DEADLINE
         cdef char ext[4]
+        if meta is not None:
+            flags |= FLAG_META
         start = begin_frame(self.out, KIND_NOTIFY if slot is None else KIND_REQUEST, flags, seq,
                             m, len(m))
         try:
-            if flags:
+            if deadline_ms is not None:
                 frpc_store_u32(ext, <unsigned int>min(max(<long long>deadline_ms, 0), 0xffffffff))
                 self.out.write(ext, 4)
+            if meta is not None:
+                frpc_store_u32(ext, <unsigned int>len(meta))
+                self.out.write(ext, 4)
+                self.out.write(meta, len(meta))
             pack(self.out, args, 0)
         except BaseException:
             self.out.size = start
@@ -167,23 +174,29 @@ cdef class CallTable:
             self.pending[seq] = slot
         return seq
 
-    def request_batch(self, str method, Batch batch, args_iter, Py_ssize_t limit):
+    def request_batch(self, str method, Batch batch, args_iter, Py_ssize_t limit, bytes meta=None):
         """Encode up to `limit` more calls of `batch` from `args_iter`; return how many.
 
         Each item of `args_iter` is a tuple of arguments (a non-tuple is one
         argument). Calls share contiguous seqs so a reply's index is seq - first.
+        `meta` (encoded metadata) goes with every call.
         """
         cdef bytes m = self._method(method)
         cdef Py_ssize_t n = 0, start
         cdef unsigned long long seq
+        cdef char ext[4]
         if batch.issued == 0:
             batch.first_seq = self.next_seq
         elif batch.first_seq + <unsigned long long>batch.issued != self.next_seq:
             raise RuntimeError("batch calls must be issued back to back")
         for args in args_iter:
             seq = self.next_seq
-            start = begin_frame(self.out, KIND_REQUEST, 0, seq, m, len(m))
+            start = begin_frame(self.out, KIND_REQUEST, 0 if meta is None else FLAG_META, seq, m, len(m))
             try:
+                if meta is not None:
+                    frpc_store_u32(ext, <unsigned int>len(meta))
+                    self.out.write(ext, 4)
+                    self.out.write(meta, len(meta))
                 pack(self.out, args if type(args) is tuple else (args,), 0)
             except BaseException:
                 self.out.size = start

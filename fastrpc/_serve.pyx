@@ -100,6 +100,7 @@ cdef class ServerCore:
     cdef public LoadGauge load     # stamped on replies and PONGs; None: no load reports
     cdef public bint hold          # backpressure: leave further frames in the buffer for later
     cdef public object refuse      # None, or why every call is answered "Unavailable" unrun
+    cdef public object authorize   # None, or authorize(method, metadata) run before each call; raising refuses it
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
@@ -118,6 +119,7 @@ cdef class ServerCore:
         self.load = None
         self.hold = False
         self.refuse = None
+        self.authorize = None
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Memory to receive into (asyncio BufferedProtocol.get_buffer)."""
@@ -186,7 +188,7 @@ cdef class ServerCore:
         try:
             args = unpack_args(f.payload, f.payload_len, self.reader.buf, self.reader.data,
                                &self.limits)
-            if f.meta_len and h.mode != INLINE:
+            if f.meta_len and (h.mode != INLINE or self.authorize is not None):
                 meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
         except DecodeError as exc:
             if not notify:
@@ -197,6 +199,15 @@ cdef class ServerCore:
             if not notify:
                 self._error(f.seq, "InvalidArguments", _arity_message(h, nargs))
             return 0
+        if self.authorize is not None:
+            try:
+                self.authorize(h.name, meta)
+            except Exception as exc:
+                if notify:
+                    self.conn.log_notify_error(h.name, exc)
+                else:
+                    self._error(f.seq, "PermissionDenied", str(exc) or type(exc).__name__)
+                return 0
         if h.mode != INLINE:
             self.conn.spawn(h, f.seq, args, notify,
                             f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta)

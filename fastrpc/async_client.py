@@ -7,14 +7,17 @@ work at the same time instead of taking turns.
 from __future__ import annotations
 
 import asyncio
+import io
+import ssl
 import time
 from typing import Any, Iterable, List, Optional, Tuple
 
 from fastrpc import _wire
 from fastrpc._calls import Batch
 from fastrpc.address import parse_address
-from fastrpc.connect import ClientSettings
-from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionLostError,
+from fastrpc.auth import DIGEST, NONCE, REJECTED, ClientHandshake
+from fastrpc.connect import ClientSettings, tls_hostname
+from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
                             ConnectTimeoutError, RPCError, TimeoutError)
 
 __all__ = ["AsyncClient"]
@@ -62,6 +65,53 @@ class _Protocol(asyncio.BufferedProtocol):
             waiter.set_result(None)
 
 
+class _Handshake(asyncio.Protocol):
+    """The client's side of the shared-secret handshake (fastrpc.auth) on a new transport."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.buf = b""
+        self.waiter: Optional[asyncio.Future] = None
+        self.lost: Optional[BaseException] = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def connection_lost(self, exc) -> None:
+        self.lost = AuthenticationError(f"{self.address} closed the connection during the authentication "
+                                        "handshake (does it expect auth_secret?)")
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if self.lost is not None:
+                raise self.lost
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    async def run(self, transport, secret: bytes) -> bytes:
+        """Authenticate; return bytes received past the handshake."""
+        hs = ClientHandshake(secret, self.address)
+        transport.write(hs.hello())
+        await self._verdict(hs)
+        transport.write(hs.answer(await self.read(NONCE + DIGEST)))
+        await self._verdict(hs)
+        return self.buf
+
+    async def _verdict(self, hs: ClientHandshake) -> None:
+        first = await self.read(1)
+        reason = b""
+        if first == REJECTED:
+            size = await self.read(2)
+            reason = size + await self.read(int.from_bytes(size, "big"))
+        hs.verdict(first, io.BytesIO(reason).read)
+
+
 class _AsyncConn:
     """One connection of an AsyncClient."""
 
@@ -78,18 +128,46 @@ class _AsyncConn:
         self.paused: Optional[asyncio.Future] = None
 
     async def open(self, timeout: Optional[float]) -> None:
+        client = self.client
         addr = parse_address(self.address)
-        factory = lambda: _Protocol(self)  # noqa: E731
+        secret = client.auth_secret
+        # With auth, a plain Protocol runs the handshake first, then hands
+        # the transport to the buffered _Protocol.
+        factory = (lambda: _Handshake(self.address)) if secret is not None else (lambda: _Protocol(self))  # noqa: E731
+        tls = {}
+        if client.ssl is not None:
+            tls = {"ssl": client.ssl, "server_hostname": tls_hostname(self.address, client.server_hostname) or ""}
         try:
             if addr.scheme == "unix":
-                coro = self.loop.create_unix_connection(factory, addr.path)
+                coro = self.loop.create_unix_connection(factory, addr.path, **tls)
             else:
-                coro = self.loop.create_connection(factory, addr.host, addr.port)
-            await asyncio.wait_for(coro, timeout)
+                coro = self.loop.create_connection(factory, addr.host, addr.port, **tls)
+            transport, protocol = await asyncio.wait_for(coro, timeout)
         except asyncio.TimeoutError:
             raise ConnectTimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS handshake with {self.address} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
+        if secret is not None:
+            try:
+                rest = await asyncio.wait_for(protocol.run(transport, secret), timeout)
+            except asyncio.TimeoutError:
+                transport.abort()
+                raise AuthenticationError(f"{self.address} did not complete the authentication handshake "
+                                          f"within {timeout}s") from None
+            except BaseException:
+                transport.abort()
+                raise
+            main = _Protocol(self)
+            transport.set_protocol(main)
+            main.connection_made(transport)
+            while rest:                         # bytes the server sent right after accepting us
+                buf = main.get_buffer(len(rest))
+                n = min(len(buf), len(rest))
+                buf[:n] = rest[:n]
+                main.buffer_updated(n)
+                rest = rest[n:]
 
     def schedule_flush(self) -> None:
         table = self.table
@@ -225,7 +303,7 @@ class AsyncClient(ClientSettings):
         """Encode a call, schedule its write and its timeout; return (future, seq)."""
         timeout = self.timeout if timeout is None else timeout
         fut = conn.loop.create_future()
-        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout))
+        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout), self.call_metadata())
         conn.schedule_flush()
         if timeout is not None:
             handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
@@ -240,7 +318,7 @@ class AsyncClient(ClientSettings):
     async def notify(self, method: str, *args: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = await self._connection()
-        conn.table.request(method, args, None)
+        conn.table.request(method, args, None, None, self.call_metadata())
         conn.schedule_flush()
 
     async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
@@ -257,6 +335,7 @@ class AsyncClient(ClientSettings):
         window = max(1, window)
         step = max(1, window // 2)
         source = iter(items)
+        meta = self.call_metadata()
         waiter: Optional[asyncio.Future] = None
 
         def progress() -> None:
@@ -273,7 +352,7 @@ class AsyncClient(ClientSettings):
                     if conn.error is not None:
                         batch.fail_unsent(conn.error)
                         break
-                    conn.table.request_batch(method, batch, source, window - in_flight)
+                    conn.table.request_batch(method, batch, source, window - in_flight, meta)
                     conn.flush()
                     if conn.paused is not None:
                         await conn.paused

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import heapq
 import select
+import ssl
 import threading
 import time
 import weakref
@@ -18,7 +19,7 @@ from typing import Any, Iterable, List, Optional
 
 from fastrpc import _wire
 from fastrpc._calls import Batch, Slot
-from fastrpc.connect import ClientSettings, dial
+from fastrpc.connect import ClientSettings
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, RPCError,
                             TimeoutError)
 
@@ -112,7 +113,9 @@ class _Conn:
     def __init__(self, client: "Client") -> None:
         self.client = client
         self.address = client.address
-        self.sock = dial(client.address, client.connect_timeout)
+        self.sock = client.open_socket()
+        # TLS may hold decrypted bytes that poll() cannot see
+        self.tls = isinstance(self.sock, ssl.SSLSocket)
         self.table = client.new_call_table()
         self.table.on_control = self._on_control
         self.poller = select.poll()
@@ -129,11 +132,11 @@ class _Conn:
         self.future_condition = threading.Condition(threading.RLock())  # shared by CallFutures
 
     # sending ------------------------------------------------------------
-    def submit(self, method: str, args: tuple, slot, deadline_ms, flush: bool) -> int:
+    def submit(self, method: str, args: tuple, slot, deadline_ms, flush: bool, meta=None) -> int:
         with self.send_lock:
             if self.error is not None:
                 raise ConnectionClosedError(f"connection to {self.address} is closed: {self.error}")
-            seq = self.table.request(method, args, slot, deadline_ms)
+            seq = self.table.request(method, args, slot, deadline_ms, meta)
             if flush or self.table.out_frames >= FLUSH_FRAMES or self.table.out_bytes >= FLUSH_BYTES:
                 self._flush_locked()
         return seq
@@ -212,7 +215,8 @@ class _Conn:
 
     def read(self, timeout: Optional[float]) -> bool:
         """Receive once (caller holds io_lock) and complete what arrived."""
-        if timeout is not None and not self.poller.poll(max(1, int(timeout * 1000 + 0.999))):
+        if timeout is not None and not (self.tls and self.sock.pending()) \
+                and not self.poller.poll(max(1, int(timeout * 1000 + 0.999))):
             return False
         try:
             view = self.table.get_buffer()
@@ -239,7 +243,7 @@ class _Conn:
         connection), so the next call does not go to a connection that is gone."""
         if self.io_lock.acquire(False):
             try:
-                if self.error is None and self.poller.poll(0):
+                if self.error is None and (self.poller.poll(0) or (self.tls and self.sock.pending())):
                     self.read(None)
             finally:
                 self.io_lock.release()
@@ -299,7 +303,8 @@ class Client(ClientSettings):
     def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any) -> None:
         """Connect to `address`. Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
-        max_bytes, send_deadline."""
+        max_bytes, send_deadline, ssl (an ssl.SSLContext), server_hostname,
+        auth_secret, metadata."""
         super().__init__(address, **settings)
         self._closed = False
         self._conn_lock = threading.Lock()
@@ -353,7 +358,7 @@ class Client(ClientSettings):
         timeout = self.timeout if timeout is None else timeout
         conn = self._connection()
         slot = Slot()
-        seq = conn.submit(method, args, slot, self.deadline_ms(timeout), True)
+        seq = conn.submit(method, args, slot, self.deadline_ms(timeout), True, self.call_metadata())
         if not slot.done:
             deadline = None if timeout is None else time.monotonic() + timeout
             conn.wait(lambda: slot.done, deadline)
@@ -374,7 +379,7 @@ class Client(ClientSettings):
         timeout = self.timeout if timeout is None else timeout
         conn = self._connection()
         fut = CallFuture(conn, method)
-        fut._seq = conn.submit(method, args, fut, self.deadline_ms(timeout), False)
+        fut._seq = conn.submit(method, args, fut, self.deadline_ms(timeout), False, self.call_metadata())
         if timeout is not None:
             fut._deadline = time.monotonic() + timeout
             with conn.cond:
@@ -384,7 +389,7 @@ class Client(ClientSettings):
 
     def notify(self, method: str, *args: Any) -> None:
         """Send a one-way call: no reply, no error report."""
-        self._connection().submit(method, args, None, None, True)
+        self._connection().submit(method, args, None, None, True, self.call_metadata())
 
     def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:
@@ -403,6 +408,7 @@ class Client(ClientSettings):
         deadline = None if timeout is None else time.monotonic() + timeout
         batch = Batch(n, return_exceptions)
         conn = self._connection()
+        meta = self.call_metadata()
         source = iter(items)
         window = max(1, window)
         step = max(1, window // 2)
@@ -417,7 +423,7 @@ class Client(ClientSettings):
             if batch.issued < n and in_flight() < window:
                 with conn.send_lock:
                     if conn.error is None:
-                        conn.table.request_batch(method, batch, source, window - in_flight())
+                        conn.table.request_batch(method, batch, source, window - in_flight(), meta)
                         conn._flush_locked()
             if conn.error is not None:
                 batch.fail_unsent(conn.error)   # sent ones were failed by fail_all

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import socket
-from typing import Optional
+import ssl as _ssl
+from typing import Any, Callable, Dict, Optional, Union
 
 from fastrpc import _codec, _wire
+from fastrpc.auth import check_secret, client_handshake
 from fastrpc._calls import CallTable
 from fastrpc.address import parse_address
 from fastrpc.errors import ConnectError, ConnectTimeoutError
@@ -21,7 +23,11 @@ class ClientSettings:
                  max_depth: int = _codec.DEFAULT_MAX_DEPTH,
                  max_len: int = _codec.DEFAULT_MAX_LEN,
                  max_bytes: int = _codec.DEFAULT_MAX_BYTES,
-                 send_deadline: bool = True) -> None:
+                 send_deadline: bool = True,
+                 ssl: Optional[_ssl.SSLContext] = None,
+                 server_hostname: Optional[str] = None,
+                 auth_secret: Union[bytes, str, None] = None,
+                 metadata: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None) -> None:
         parse_address(address)  # fail early on a malformed address
         self.address = address
         self.timeout = timeout                  # default per-call timeout (None: wait)
@@ -31,7 +37,35 @@ class ClientSettings:
         self.max_len = max_len
         self.max_bytes = max_bytes
         self.send_deadline = send_deadline      # send each call's timeout to the server
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError("ssl must be an ssl.SSLContext (ssl.create_default_context(cafile=...))")
+        self.ssl = ssl                          # TLS when set
+        self.server_hostname = server_hostname  # name the server's certificate must carry (default: host)
+        self.auth_secret = check_secret(auth_secret)   # shared-secret handshake when set
+        if metadata is not None and not (callable(metadata) or isinstance(metadata, dict)):
+            raise TypeError("metadata must be a dict or a callable returning one")
+        self.metadata = metadata                # sent with every call (tokens, tracing)
+        self._packed_metadata = _codec.packb(metadata) if isinstance(metadata, dict) else None
 
+    def call_metadata(self) -> Optional[bytes]:
+        """The encoded metadata to send with a call, or None."""
+        if self._packed_metadata is not None or self.metadata is None:
+            return self._packed_metadata
+        value = self.metadata()
+        return None if value is None else _codec.packb(value)
+
+    def open_socket(self) -> socket.socket:
+        """Dial, then TLS and the auth handshake as configured: a blocking socket ready for frames."""
+        sock = dial(self.address, self.connect_timeout)
+        try:
+            if self.ssl is not None:
+                sock = wrap_tls(sock, self.ssl, self.address, self.server_hostname, self.connect_timeout)
+            if self.auth_secret is not None:
+                client_handshake(sock, self.auth_secret, self.address, self.connect_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     def new_call_table(self) -> CallTable:
         """A call table with this client's limits."""
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
@@ -42,6 +76,26 @@ class ClientSettings:
         if timeout is None or not self.send_deadline:
             return None
         return max(0, int(timeout * 1000))
+
+
+def tls_hostname(address: str, server_hostname: Optional[str]) -> Optional[str]:
+    """The name to check the server's certificate against."""
+    if server_hostname is not None:
+        return server_hostname
+    addr = parse_address(address)
+    return addr.host if addr.scheme == "tcp" else None
+
+
+def wrap_tls(sock: socket.socket, context: _ssl.SSLContext, address: str, server_hostname: Optional[str],
+             timeout: Optional[float]) -> _ssl.SSLSocket:
+    """Run the TLS handshake on a connected socket; raise ConnectError with the reason."""
+    sock.settimeout(timeout)
+    try:
+        tls = context.wrap_socket(sock, server_hostname=tls_hostname(address, server_hostname))
+    except (_ssl.SSLError, _ssl.CertificateError, OSError) as exc:
+        raise ConnectError(f"TLS handshake with {address} failed: {exc}") from exc
+    tls.settimeout(None)
+    return tls
 
 
 def dial(address: str, timeout: float | None) -> socket.socket:

@@ -10,6 +10,9 @@ __all__ = [
     "RemoteError",
     "MethodNotFoundError",
     "InvalidArgumentsError",
+    "UnauthenticatedError",
+    "PermissionDeniedError",
+    "AuthenticationError",
     "DeadlineExceeded",
     "TimeoutError",
     "ConnectionError",
@@ -56,10 +59,20 @@ class InvalidArgumentsError(RemoteError):
     """The arguments do not fit the method's signature (remote type ``InvalidArguments``)."""
 
 
+class UnauthenticatedError(RemoteError):
+    """The server requires authentication this connection did not do (remote type ``Unauthenticated``)."""
+
+
+class PermissionDeniedError(RemoteError):
+    """The server's authorize hook refused the call (remote type ``PermissionDenied``)."""
+
+
 # Remote type names that map to a more specific RemoteError subclass.
 REMOTE_ERROR_CLASSES = {
     "MethodNotFound": MethodNotFoundError,
     "InvalidArguments": InvalidArgumentsError,
+    "Unauthenticated": UnauthenticatedError,
+    "PermissionDenied": PermissionDeniedError,
 }
 
 
@@ -111,6 +124,11 @@ class UnavailableError(ConnectError):
 
 
 REMOTE_ERROR_CLASSES["Unavailable"] = UnavailableError
+
+
+class AuthenticationError(ConnectError):
+    """The shared-secret handshake failed (wrong secret, or a peer that does
+    not authenticate): the connection was closed before any call was sent."""
 
 
 class NoEndpointError(ConnectionError):

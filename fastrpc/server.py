@@ -15,11 +15,13 @@ import socket
 import stat
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+import ssl as _ssl
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from fastrpc import _codec, _wire
 from fastrpc._serve import MODE_ASYNC, Handler, LoadGauge, ServerCore
 from fastrpc.address import parse_address
+from fastrpc.auth import ServerHandshake, check_secret, rejection
 from fastrpc.discovery import Discovery, Registration
 from fastrpc.endpoint import Endpoint
 from fastrpc.errors import DeadlineExceeded, RPCError
@@ -66,6 +68,12 @@ class _Connection(asyncio.BufferedProtocol):
         self.over_limit = False
         self.write_blocked = False
         self.reading_paused = False
+        # Authentication (Server(auth_secret=...)): until it succeeds, bytes
+        # go to the handshake, never to the core, so no handler can run.
+        self.handshake: Optional[ServerHandshake] = None
+        self.handshake_buf: Optional[bytearray] = None
+        self.handshake_timer: Optional[asyncio.TimerHandle] = None
+        self.unauthenticated: Optional[_wire.FrameReader] = None
 
     # asyncio protocol -------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -79,27 +87,97 @@ class _Connection(asyncio.BufferedProtocol):
             max_len=s.max_len, max_bytes=s.max_bytes)
         if s.report_load:
             self.core.load = s._load
+        self.core.authorize = s.authorize
         if len(s._connections) >= s.max_connections and not s._closing:
             # Over the limit: every call gets a clear "Unavailable" (nothing
             # runs, so clients may send it elsewhere), then the connection goes.
             reason = f"too many connections (max_connections={s.max_connections})"
-            self.core.refuse = reason
             log.warning("refusing calls from %s: %s", self.peer, reason)
+            if s.auth_secret is not None:       # the client reads the handshake first
+                transport.write(rejection(f"Unavailable: {reason}"))
+                transport.close()
+                return
+            self.core.refuse = reason
             self.goaway(reason)
             s._loop.call_later(REFUSED_LINGER, transport.close)
             return
+        if s.auth_secret is not None:
+            self.handshake = ServerHandshake(s.auth_secret)
+            self.handshake_buf = bytearray(4096)
+            self.handshake_timer = s._loop.call_later(s.handshake_timeout, self._handshake_expired)
         s._connections.add(self)
         if s._closing:
             self.goaway("server is shutting down")
 
     def get_buffer(self, sizehint: int):
+        if self.handshake_buf is not None:
+            return self.handshake_buf
         return self.core.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         server = self.server
         if server.idle_timeout is not None or server._closing:
             self.last_read = server._loop.time()
+        if self.handshake_buf is not None:
+            self._authenticate(bytes(self.handshake_buf[:nbytes]))
+            return
         self._process(nbytes)
+
+    # authentication -----------------------------------------------------
+    def _authenticate(self, data: bytes) -> None:
+        if self.unauthenticated is not None:
+            self._answer_unauthenticated(data)
+            return
+        reply, state = self.handshake.feed(data)
+        if reply:
+            self.transport.write(reply)
+        if state == "more":
+            return
+        self._end_handshake()
+        if state == "done":
+            rest = self.handshake.rest
+            self.handshake = None
+            while rest and not self.transport.is_closing():    # calls sent right after the proof
+                buf = self.core.get_buffer(len(rest))
+                n = min(len(buf), len(rest))
+                buf[:n] = rest[:n]
+                rest = rest[n:]
+                self._process(n)
+        elif state == "failed":
+            log.warning("closing connection from %s: %s", self.peer, self.handshake.reason)
+            self.transport.close()
+        else:
+            # A client speaking fastrpc without authenticating: tell it why.
+            self.handshake_buf = bytearray(4096)
+            self.unauthenticated = _wire.FrameReader(self.server.max_frame_size)
+            self._answer_unauthenticated(self.handshake.buf)
+
+    def _answer_unauthenticated(self, data: bytes) -> None:
+        try:
+            frames = self.unauthenticated.feed(data)
+        except RPCError:
+            frames = None
+        if frames == []:
+            return                              # wait for a whole frame
+        for frame in frames or ():
+            if frame.kind == _wire.REQUEST:
+                self.transport.write(_wire.encode_frame(_wire.ERROR, frame.seq, "", _codec.packb(
+                    ["Unauthenticated", "this server requires authentication (auth_secret)"])))
+        log.warning("closing connection from %s: it did not authenticate", self.peer)
+        self.transport.close()
+
+    def _end_handshake(self) -> None:
+        self.handshake_buf = None
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
+
+    def _handshake_expired(self) -> None:
+        self.handshake_timer = None
+        if self.handshake is not None and self.transport is not None and not self.transport.is_closing():
+            log.warning("closing connection from %s: no authentication within %.1fs",
+                        self.peer, self.server.handshake_timeout)
+            self.transport.close()
 
     def _process(self, nbytes: int) -> None:
         """Handle the frames received (nbytes more; 0: those held back earlier)."""
@@ -151,6 +229,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc) -> None:
         self.closing = True
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
         self.server._connections.discard(self)
         for task in list(self.tasks.values()):
             task.cancel()   # nobody is left to receive their replies
@@ -303,7 +383,11 @@ class Server:
                  idle_timeout: Optional[float] = None,
                  grace: float = 5.0,
                  report_load: bool = True,
-                 use_uvloop: Optional[bool] = None) -> None:
+                 use_uvloop: Optional[bool] = None,
+                 ssl: Optional[_ssl.SSLContext] = None,
+                 auth_secret: Union[bytes, str, None] = None,
+                 authorize: Optional[Callable[[str, Any], None]] = None,
+                 handshake_timeout: float = 10.0) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = max_depth
         self.max_len = max_len
@@ -322,6 +406,14 @@ class Server:
         self.grace = grace
         self.report_load = report_load          # stamp the in-flight count on replies
         self.use_uvloop = use_uvloop
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError("ssl must be an ssl.SSLContext (ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))")
+        self.ssl = ssl                          # default TLS context of every listener
+        self.auth_secret = check_secret(auth_secret)   # shared-secret handshake on fastrpc listeners
+        if authorize is not None and not callable(authorize):
+            raise TypeError("authorize must be a callable (method, metadata)")
+        self.authorize = authorize              # per-call hook: raise to refuse (PermissionDenied)
+        self.handshake_timeout = handshake_timeout
         self._handlers: Dict[bytes, Handler] = {}
         self._services: Set[bytes] = set()      # shared with every ServerCore
         self._listeners: List[asyncio.AbstractServer] = []
@@ -429,7 +521,8 @@ class Server:
                 log.exception("could not deregister %s", registration)
 
     # serving --------------------------------------------------------------
-    def start(self, address: str = "tcp://127.0.0.1:0", codec: Optional[str] = None) -> str:
+    def start(self, address: str = "tcp://127.0.0.1:0", codec: Optional[str] = None,
+              ssl: Optional[_ssl.SSLContext] = None) -> str:
         """Listen on `address` and serve from a background thread.
 
         Returns the bound address (with the real port when 0 was given).
@@ -439,9 +532,13 @@ class Server:
         default), or Go net/rpc's "gob" or "jsonrpc" to serve Go clients.
         An ``http://host:port`` address serves Go's rpc.DialHTTP (HTTP
         CONNECT to /_goRPC_, then gob) and Go's /debug/rpc page.
+
+        `ssl` (an ssl.SSLContext, default the server's) serves TLS; with
+        ``verify_mode = CERT_REQUIRED`` and a CA, clients must present a
+        certificate (mutual TLS).
         """
         loop = self._ensure_loop_thread()
-        fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec), loop)
+        fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec, ssl), loop)
         return fut.result()
 
     def serve_forever(self, address: str, codec: Optional[str] = None) -> None:
@@ -458,7 +555,8 @@ class Server:
         finally:
             self._finish_loop(loop)
 
-    async def listen(self, address: str, codec: Optional[str] = None) -> str:
+    async def listen(self, address: str, codec: Optional[str] = None,
+                     ssl: Optional[_ssl.SSLContext] = None) -> str:
         """Listen on `address` on the running event loop (for asyncio programs); see start()."""
         if self._closing:
             raise RuntimeError("server is closed")
@@ -481,14 +579,16 @@ class Server:
             factory = functools.partial(_Connection, self)
         else:
             factory = functools.partial(GoConnection, self, codec, http)
+        ssl = ssl if ssl is not None else self.ssl
+        tls = {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": self.handshake_timeout}
         if addr.scheme == "unix":
             _remove_stale_socket(addr.path)
-            listener = await loop.create_unix_server(factory, addr.path, backlog=1024)
+            listener = await loop.create_unix_server(factory, addr.path, backlog=1024, **tls)
             self._unix_paths.append(addr.path)
             bound = f"unix://{addr.path}"
         else:
             listener = await loop.create_server(factory, addr.host, addr.port, backlog=1024,
-                                                reuse_address=True)
+                                                reuse_address=True, **tls)
             sockname = listener.sockets[0].getsockname()
             host = addr.host
             bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"

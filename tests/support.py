@@ -2,6 +2,7 @@
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,3 +202,23 @@ class Load:
             t.join(timeout)
         hung = sum(t.is_alive() for t in self.threads)
         assert not hung, f"{hung} load threads are stuck in a call"
+
+
+def make_certificates(directory):
+    """A CA, and a certificate for 127.0.0.1 signed by it (server and client use)."""
+    ca_key, ca = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "node.key", directory / "node.csr", directory / "node.pem"
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl is required to make test certificates (scripts/install-deps installs it)")
+
+    def run(*argv):
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+        "-days", "1", "-subj", "/CN=fastrpc test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+        "-days", "1", "-extfile", ext)
+    return str(ca), str(cert), str(key)

@@ -15,7 +15,7 @@ import pytest
 import fastrpc
 from fastrpc import Balancer, Endpoint, EtcdDiscovery
 from fastrpc.etcd import EtcdError
-from support import Load, ServerProcess, etcd_process, server_process, wait_until
+from support import Load, ServerProcess, etcd_process, make_certificates, server_process, wait_until
 
 SERVICE = "arith"
 
@@ -187,23 +187,6 @@ def test_auth_with_user_and_password(etcd):
     reg.close()
     assert registered(good) == []
     good.close()
-
-
-def make_certificates(directory):
-    """A CA, and a certificate for 127.0.0.1 signed by it (server and client use)."""
-    ca_key, ca = directory / "ca.key", directory / "ca.pem"
-    key, csr, cert = directory / "node.key", directory / "node.csr", directory / "node.pem"
-    ext = directory / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-
-    def run(*argv):
-        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-        "-days", "1", "-subj", "/CN=fastrpc test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
-        "-days", "1", "-extfile", ext)
-    return str(ca), str(cert), str(key)
 
 
 def test_mutual_tls(tmp_path):
