@@ -12,6 +12,7 @@ from fastrpc.async_balancer import AsyncBalancer
 from fastrpc.async_client import AsyncClient
 from fastrpc.balancer import Balancer, RetryBudget
 from fastrpc.client import CallFuture, Client
+from fastrpc.context import CallContext, current_call
 from fastrpc.discovery import Discovery, FileDiscovery, Registration, StaticDiscovery
 from fastrpc.etcd import EtcdDiscovery
 from fastrpc.goclient import GoClient
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncBalancer",
     "AsyncClient",
     "Balancer",
+    "CallContext",
     "CallFuture",
     "Client",
     "ConnectionError",
@@ -55,6 +57,7 @@ __all__ = [
     "TimeoutError",
     "backend",
     "blocking",
+    "current_call",
     "packb",
     "unpackb",
 ]

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 from fastrpc.async_client import AsyncClient
 from fastrpc.balancer import _FAILED, _OK, BalancerCore, _MapJob, _Member, _is_answer, _remaining
 from fastrpc.endpoint import Endpoint
+from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RemoteError, RPCError, TimeoutError
 
 __all__ = ["AsyncBalancer"]
@@ -70,7 +71,7 @@ class AsyncBalancer(BalancerCore):
         """Call `method` on the endpoint the strategy picks (see Balancer.call)."""
         if self._health_task is None:
             self._ensure_health()
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         idempotent = self.idempotent if idempotent is None else idempotent
         if self.failure == "backup" and idempotent:
             return await self._hedged(method, args, key, timeout)

@@ -17,6 +17,7 @@ from fastrpc._calls import Batch
 from fastrpc.address import parse_address
 from fastrpc.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.connect import ClientSettings, tls_hostname
+from fastrpc.context import bound_timeout
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
                             ConnectTimeoutError, RPCError, TimeoutError)
 
@@ -301,7 +302,7 @@ class AsyncClient(ClientSettings):
     def _start(self, conn: _AsyncConn, method: str, args: tuple,
                timeout: Optional[float]) -> Tuple[asyncio.Future, int]:
         """Encode a call, schedule its write and its timeout; return (future, seq)."""
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         fut = conn.loop.create_future()
         seq = conn.table.request(method, args, fut, self.deadline_ms(timeout), self.call_metadata())
         conn.schedule_flush()
@@ -329,7 +330,7 @@ class AsyncClient(ClientSettings):
         if n == 0:
             return []
         conn = await self._connection()
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         loop = conn.loop
         batch = Batch(n, return_exceptions)
         window = max(1, window)

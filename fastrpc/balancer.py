@@ -27,6 +27,7 @@ from fastrpc.client import Client, SharedConditionFuture
 from fastrpc.connect import ClientSettings
 from fastrpc.discovery import Discovery, Watch
 from fastrpc.endpoint import Endpoint, _check_weight, as_endpoint
+from fastrpc.context import bound_timeout
 from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionError, NoEndpointError,
                             RemoteError, RPCError, TimeoutError)
 from fastrpc.strategies import Strategy, hash_key, make_strategy
@@ -530,7 +531,7 @@ class BalancerCore:
             if len(keys) != len(items):
                 raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
             key_hashes = [self._key_hash(k) for k in keys]
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         self.retry_budget.deposit(len(items))
         return _MapJob(self, method, items, key_hashes,
                        None if timeout is None else time.monotonic() + timeout,
@@ -614,7 +615,7 @@ class Balancer(BalancerCore):
         `idempotent`. RemoteError (the handler raised) is never retried.
         Errors name the endpoints tried (``exc.endpoints``).
         """
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         idempotent = self.idempotent if idempotent is None else idempotent
         if self.failure == "backup" and idempotent:
             # Hedged: the future runs both attempts; the first reply wins.
@@ -657,7 +658,7 @@ class Balancer(BalancerCore):
         attempt completes). With failure="backup", an idempotent call's
         future sends a hedged copy to another endpoint after backup_after.
         """
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         idempotent = self.idempotent if idempotent is None else idempotent
         self.retry_budget.deposit()
         future = _BalancedFuture(self, method, args, self._key_hash(key), timeout, idempotent)

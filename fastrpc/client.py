@@ -20,6 +20,7 @@ from typing import Any, Iterable, List, Optional
 from fastrpc import _wire
 from fastrpc._calls import Batch, Slot
 from fastrpc.connect import ClientSettings
+from fastrpc.context import bound_timeout
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, RPCError,
                             TimeoutError)
 
@@ -355,7 +356,7 @@ class Client(ClientSettings):
         exist), TimeoutError (no reply within `timeout`, default the
         client's), ConnectionError (the connection failed).
         """
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         conn = self._connection()
         slot = Slot()
         seq = conn.submit(method, args, slot, self.deadline_ms(timeout), True, self.call_metadata())
@@ -376,7 +377,7 @@ class Client(ClientSettings):
         Like net/rpc's Go. Frames are written in batches; waiting on the
         future (result(), exception()) sends at once.
         """
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         conn = self._connection()
         fut = CallFuture(conn, method)
         fut._seq = conn.submit(method, args, fut, self.deadline_ms(timeout), False, self.call_metadata())
@@ -404,7 +405,7 @@ class Client(ClientSettings):
         n = len(items)
         if n == 0:
             return []
-        timeout = self.timeout if timeout is None else timeout
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         batch = Batch(n, return_exceptions)
         conn = self._connection()

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 from fastrpc import _wire
 from fastrpc._codec import DEFAULT_MAX_DEPTH
 from fastrpc.connect import dial
+from fastrpc.context import bound_timeout
 from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionLostError,
                             MethodNotFoundError, RemoteError, TimeoutError)
 from fastrpc.gobcodec import GobClientCodec
@@ -228,8 +229,8 @@ class GoClient:
     def call(self, method: str, *args: Any, timeout: Optional[float] = None,
              reply_type: Any = None, arg_type: Any = None) -> Any:
         """Call `method` and wait for its reply (like Go's Client.Call)."""
+        timeout = bound_timeout(self.timeout if timeout is None else timeout)
         future = self.go(method, *args, reply_type=reply_type, arg_type=arg_type)
-        timeout = self.timeout if timeout is None else timeout
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

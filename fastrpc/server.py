@@ -24,6 +24,7 @@ from fastrpc.address import parse_address
 from fastrpc.auth import ServerHandshake, check_secret, rejection
 from fastrpc.discovery import Discovery, Registration
 from fastrpc.endpoint import Endpoint
+from fastrpc.context import serving
 from fastrpc.errors import DeadlineExceeded, RPCError
 from fastrpc.goserver import GO_CODECS, GoConnection, GoSignature
 from fastrpc.loop import new_event_loop
@@ -241,15 +242,21 @@ class _Connection(asyncio.BufferedProtocol):
               deadline_ms: Optional[int], meta: Any) -> None:
         loop = self.server._loop
         try:
+            # The handler's context (fastrpc.current_call()) carries the
+            # caller's deadline and metadata to the calls it makes in turn.
+            deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
+            ctx = None if deadline is None and meta is None else serving(handler.name, deadline, meta)
             if handler.mode == MODE_ASYNC:
-                fut = loop.create_task(handler.func(*args))
+                coro = handler.func(*args)
+                fut = loop.create_task(coro) if ctx is None else ctx.run(loop.create_task, coro)
             else:
                 call = functools.partial(handler.func, *args)
-                if deadline_ms is not None:
+                if deadline is not None:
                     # A call that waited in the pool's queue past its
                     # caller's timeout is not started: nobody wants its result.
-                    call = functools.partial(_unless_late, time.monotonic() + deadline_ms / 1000.0,
-                                             handler.name, call)
+                    call = functools.partial(_unless_late, deadline, handler.name, call)
+                if ctx is not None:
+                    call = functools.partial(ctx.run, call)
                 fut = loop.run_in_executor(self.server._executor(), call)
         except Exception as exc:
             self._done(seq, handler.name, notify, None, exc)

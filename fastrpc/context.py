@@ -1,0 +1,65 @@
+"""The call a handler is serving, and how its deadline reaches further calls.
+
+Inside an ``async def`` or ``@blocking`` handler, ``fastrpc.current_call()``
+describes the call being served: its method, the metadata the caller sent
+and its deadline. Calls the handler makes with any fastrpc client or
+balancer are bounded by that deadline: their timeout is at most the time
+the original caller has left, and once it has passed they fail at once
+with DeadlineExceeded instead of doing work nobody waits for.
+
+Plain (inline) handlers run on the server's event loop and must not make
+blocking calls, so they get no context.
+"""
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from fastrpc.errors import DeadlineExceeded
+
+__all__ = ["CallContext", "current_call", "bound_timeout"]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """The call a handler serves: method, caller's metadata, and deadline."""
+
+    method: str
+    deadline: Optional[float]               # time.monotonic() at which the caller stops waiting
+    metadata: Optional[Dict[str, Any]]
+
+    def remaining(self) -> Optional[float]:
+        """Seconds left before the caller's deadline (None: it set none)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+_current: contextvars.ContextVar[Optional[CallContext]] = contextvars.ContextVar("fastrpc_call", default=None)
+
+
+def current_call() -> Optional[CallContext]:
+    """The call the running handler serves, or None (not in a handler, or
+    the caller sent neither a deadline nor metadata)."""
+    return _current.get()
+
+
+def bound_timeout(timeout: Optional[float]) -> Optional[float]:
+    """`timeout` capped by the deadline of the call being served, if any.
+
+    Raises DeadlineExceeded when that deadline has already passed.
+    """
+    call = _current.get()
+    if call is None or call.deadline is None:
+        return timeout
+    remaining = call.deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlineExceeded(message=f"the deadline of {call.method}, which this call serves, has passed")
+    return remaining if timeout is None or remaining < timeout else timeout
+
+
+def serving(method: str, deadline: Optional[float], metadata: Any) -> contextvars.Context:
+    """A copy of the current context in which current_call() is this call."""
+    ctx = contextvars.copy_context()
+    ctx.run(_current.set, CallContext(method, deadline, metadata if isinstance(metadata, dict) else None))
+    return ctx
