@@ -41,6 +41,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         owner = self.owner
+        owner.last_io = owner.loop.time()
         try:
             owner.table.process(nbytes)
         except RPCError as exc:
@@ -127,6 +128,8 @@ class _AsyncConn:
         self.draining = False
         self.flush_handle = None
         self.paused: Optional[asyncio.Future] = None
+        self.last_io = loop.time()              # last bytes received (heartbeats)
+        self.heartbeats: Optional[asyncio.Task] = None
 
     async def open(self, timeout: Optional[float]) -> None:
         client = self.client
@@ -202,7 +205,32 @@ class _AsyncConn:
             self.table.control(_wire.PONG, seq, payload)
             self.schedule_flush()
 
+    async def beat(self, interval: float, timeout: float) -> None:
+        """PING when silent for `interval`; fail the connection if nothing arrives within `timeout`."""
+        loop = self.loop
+        while self.error is None:
+            idle = loop.time() - self.last_io
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            pong = loop.create_future()
+            self.table.ping(pong)
+            self.schedule_flush()
+            sent = loop.time()
+            try:
+                await asyncio.wait_for(pong, timeout)
+            except asyncio.TimeoutError:
+                if self.last_io < sent and self.error is None:
+                    self.fail(ConnectionLostError(
+                        f"{self.address} did not answer a heartbeat within {timeout}s: "
+                        "the peer or the path to it is dead"))
+                    return
+            except Exception:
+                return                          # the connection failed meanwhile
+
     def fail(self, exc: BaseException) -> None:
+        if self.heartbeats is not None and self.heartbeats is not asyncio.current_task():
+            self.heartbeats.cancel()
         if self.error is None:
             self.error = exc
             if self.transport is not None:
@@ -253,8 +281,16 @@ class AsyncClient(ClientSettings):
         loop = asyncio.get_running_loop()
         self._connecting = loop.create_future()
         try:
+            self.check_backoff()
             conn = _AsyncConn(self, loop)
-            await conn.open(self.connect_timeout)
+            try:
+                await conn.open(self.connect_timeout)
+            except ConnectError as exc:
+                self.dial_failed(exc)
+                raise
+            self.dial_succeeded()
+            if self.heartbeat is not None:
+                conn.heartbeats = loop.create_task(conn.beat(self.heartbeat, self.heartbeat_timeout))
             self._conn = conn
             self._connecting.set_result(None)
             return conn
@@ -264,6 +300,11 @@ class AsyncClient(ClientSettings):
             raise
         finally:
             self._connecting = None
+
+    @property
+    def connected(self) -> bool:
+        """A connection is open and not failed (the next call dials again when it is not)."""
+        return self._conn is not None and self._conn.error is None
 
     @property
     def draining(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import heapq
 import select
+import socket
 import ssl
 import threading
 import time
@@ -21,7 +22,7 @@ from fastrpc import _wire
 from fastrpc._calls import Batch, Slot
 from fastrpc.connect import ClientSettings
 from fastrpc.context import bound_timeout
-from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, RPCError,
+from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionLostError, RPCError,
                             TimeoutError)
 
 __all__ = ["Client", "CallFuture"]
@@ -131,6 +132,7 @@ class _Conn:
         self.last_io = time.monotonic()       # last bytes received (idle check)
         self.deadlines: list = []             # heap of (deadline, seq, future) for go(timeout=)
         self.future_condition = threading.Condition(threading.RLock())  # shared by CallFutures
+        self.ping_sent: Optional[float] = None  # when an unanswered heartbeat PING went out
 
     # sending ------------------------------------------------------------
     def submit(self, method: str, args: tuple, slot, deadline_ms, flush: bool, meta=None) -> int:
@@ -265,10 +267,18 @@ class _Conn:
         if self.error is None:
             self.error = exc
             try:
+                # shutdown() first: it wakes a thread blocked in poll() or
+                # recv() on this socket, which close() alone does not.
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 self.sock.close()
             except OSError:
                 pass
-        self.table.fail_all(exc)
+        # The first error is the reason; a reader woken by the shutdown above
+        # reports a mere "closed", which must not replace it.
+        self.table.fail_all(self.error)
         with self.cond:
             self.cond.notify_all()
 
@@ -305,7 +315,7 @@ class Client(ClientSettings):
         """Connect to `address`. Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
         max_bytes, send_deadline, ssl (an ssl.SSLContext), server_hostname,
-        auth_secret, metadata."""
+        auth_secret, metadata, heartbeat, heartbeat_timeout, reconnect_backoff."""
         super().__init__(address, **settings)
         self._closed = False
         self._conn_lock = threading.Lock()
@@ -313,6 +323,8 @@ class Client(ClientSettings):
         self._helper: Optional[threading.Thread] = None
         self._helper_wake = threading.Event()
         self._conn = _Conn(self)              # dial now, like net/rpc's Dial
+        if self.heartbeat is not None:
+            self._wake_helper()               # the helper sends the heartbeats
 
     # connection management --------------------------------------------------
     def _connection(self) -> _Conn:
@@ -327,13 +339,20 @@ class Client(ClientSettings):
                 raise ConnectionClosedError("client is closed")
             conn = self._conn
             if not conn.usable:
+                self.check_backoff()
+                try:
+                    new = _Conn(self)
+                except ConnectError as exc:
+                    self.dial_failed(exc)
+                    raise
+                self.dial_succeeded()
                 if conn.error is None:        # GOAWAY: finish its calls, then close it
                     if conn.table.pending:
                         self._old.append(conn)
                         retired = True
                     else:
                         conn.close()
-                self._conn = conn = _Conn(self)
+                self._conn = conn = new
         if retired:
             self._wake_helper()               # takes _conn_lock itself: call it outside
         return conn
@@ -342,6 +361,11 @@ class Client(ClientSettings):
     def draining(self) -> bool:
         """The server sent GOAWAY on the current connection: it is going away."""
         return self._conn.draining
+
+    @property
+    def connected(self) -> bool:
+        """The current connection is up (the next call dials again when it is not)."""
+        return self._conn.error is None
 
     @property
     def server_load(self) -> Optional[int]:
@@ -512,6 +536,34 @@ class Client(ClientSettings):
                         conn.cond.notify_all()
         return bool(conn.table.pending) or bool(conn.deadlines)
 
+    # heartbeats ---------------------------------------------------------------------
+    def _heartbeat(self) -> bool:
+        """PING the connection when it has been silent for `heartbeat`; declare it
+        dead when nothing arrives within `heartbeat_timeout`. True while a PING waits."""
+        conn = self._conn
+        if conn.error is not None:
+            return False
+        now = time.monotonic()
+        if conn.ping_sent is not None:
+            if conn.last_io >= conn.ping_sent:
+                conn.ping_sent = None           # anything received proves the peer alive
+            elif now - conn.ping_sent >= self.heartbeat_timeout:
+                conn.fail(ConnectionLostError(
+                    f"{self.address} did not answer a heartbeat within {self.heartbeat_timeout}s: "
+                    "the peer or the path to it is dead"))
+                return False
+            else:
+                return True
+        if now - conn.last_io < self.heartbeat:
+            return False
+        with conn.send_lock:
+            if conn.error is not None:
+                return False
+            conn.table.ping(Slot())             # the PONG completes a slot nobody reads
+            conn._flush_locked()
+        conn.ping_sent = now
+        return True
+
     # lifecycle ------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection; pending calls fail with ConnectionClosedError."""
@@ -533,21 +585,28 @@ class Client(ClientSettings):
 
 
 def _helper_loop(client_ref, wake: threading.Event) -> None:
-    """Complete futures nobody waits on and expire their timeouts."""
+    """Complete futures nobody waits on, expire their timeouts, send heartbeats."""
+    client = client_ref()
+    period = 1.0 if client is None or client.heartbeat is None else min(1.0, client.heartbeat / 4)
+    del client
     while True:
-        woken = wake.wait(1.0)
+        woken = wake.wait(period)
         client = client_ref()
         if client is None or client._closed:
             return
-        if not woken:
+        if woken:
+            wake.clear()
+        beating = client.heartbeat is not None and client._heartbeat()
+        if not woken and not beating:
+            del client
             continue
-        wake.clear()
-        while not client._closed and client._tend_all():
+        while not client._closed and (client._tend_all() | beating):
             del client
             time.sleep(HELPER_TICK)
             client = client_ref()
             if client is None:
                 return
+            beating = client.heartbeat is not None and client._heartbeat()
         del client
 
 

@@ -1,9 +1,11 @@
 """Dialing: opening a connected, tuned socket for an address string."""
 from __future__ import annotations
 
+import random
 import socket
 import ssl as _ssl
-from typing import Any, Callable, Dict, Optional, Union
+import time
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from fastrpc import _codec, _wire
 from fastrpc.auth import check_secret, client_handshake
@@ -27,7 +29,10 @@ class ClientSettings:
                  ssl: Optional[_ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None,
                  auth_secret: Union[bytes, str, None] = None,
-                 metadata: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None) -> None:
+                 metadata: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None,
+                 heartbeat: Optional[float] = None,
+                 heartbeat_timeout: Optional[float] = None,
+                 reconnect_backoff: Tuple[float, float] = (0.05, 5.0)) -> None:
         parse_address(address)  # fail early on a malformed address
         self.address = address
         self.timeout = timeout                  # default per-call timeout (None: wait)
@@ -46,6 +51,39 @@ class ClientSettings:
             raise TypeError("metadata must be a dict or a callable returning one")
         self.metadata = metadata                # sent with every call (tokens, tracing)
         self._packed_metadata = _codec.packb(metadata) if isinstance(metadata, dict) else None
+        if heartbeat is not None and heartbeat <= 0:
+            raise ValueError("heartbeat must be > 0 seconds (or None: off)")
+        self.heartbeat = heartbeat              # PING a connection silent this long
+        self.heartbeat_timeout = (heartbeat_timeout if heartbeat_timeout is not None
+                                  else None if heartbeat is None else max(2 * heartbeat, 0.1))
+        base, cap = reconnect_backoff
+        if not 0 <= base <= cap:
+            raise ValueError("reconnect_backoff must be (base, cap) with 0 <= base <= cap")
+        self.reconnect_backoff = (base, cap)
+        self._dial_failures = 0                 # consecutive failed dials
+        self._next_dial = 0.0                   # monotonic time before which no dial is tried
+        self._dial_error: Optional[BaseException] = None
+
+    def check_backoff(self) -> None:
+        """Raise ConnectError while a failed address is backing off (instead of dialing again)."""
+        if self._dial_failures and time.monotonic() < self._next_dial:
+            raise ConnectError(f"{self.address} is unreachable ({self._dial_error}); "
+                               f"next attempt in {self._next_dial - time.monotonic():.2f}s")
+
+    def dial_failed(self, exc: BaseException) -> None:
+        """Back off exponentially, with jitter, after a failed dial."""
+        self._dial_failures += 1
+        base, cap = self.reconnect_backoff
+        delay = min(cap, base * 2 ** (self._dial_failures - 1))
+        # "Equal jitter": half fixed, half random, so clients that lost the
+        # same server do not all come back at the same instant.
+        self._next_dial = time.monotonic() + delay / 2 + random.uniform(0, delay / 2)
+        self._dial_error = exc
+
+    def dial_succeeded(self) -> None:
+        """A dial worked: the next failure starts the backoff from its base again."""
+        self._dial_failures = 0
+        self._dial_error = None
 
     def call_metadata(self) -> Optional[bytes]:
         """The encoded metadata to send with a call, or None."""
