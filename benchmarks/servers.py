@@ -3,6 +3,7 @@
 CODEC is fastrpc (the default), gob or jsonrpc (for Go clients). Prints the
 bound address, serves until stdin closes.
 """
+import asyncio
 import sys
 
 import fastrpc
@@ -16,6 +17,13 @@ class Arith:
 
     def Echo(self, data: bytes) -> bytes:
         return data
+
+    def Fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    async def Slow(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
 
 
 if __name__ == "__main__":

@@ -408,7 +408,15 @@ class Client(ClientSettings):
         if timeout is not None:
             fut._deadline = time.monotonic() + timeout
             with conn.cond:
-                heapq.heappush(conn.deadlines, (fut._deadline, fut._seq, fut))
+                heap = conn.deadlines
+                heapq.heappush(heap, (fut._deadline, fut._seq, fut))
+                if len(heap) > 2 * len(conn.table.pending) + 1024:
+                    # Entries stay until their deadline, holding finished
+                    # futures and their results: at high rates and long
+                    # timeouts that is a lot of memory. Drop the finished
+                    # ones once they are most of the heap (amortised O(1)).
+                    heap[:] = [entry for entry in heap if not entry[2].done()]
+                    heapq.heapify(heap)
         self._wake_helper()
         return fut
 
@@ -519,6 +527,10 @@ class Client(ClientSettings):
                 if not fut.done():
                     fut._expire()
         if not conn.table.pending and not len(conn.table.out):
+            if conn.deadlines:
+                with conn.cond:
+                    if not conn.table.pending:
+                        conn.deadlines.clear()  # every future in it has finished
             return False
         seen = conn.progress
         conn.flush()
@@ -534,7 +546,7 @@ class Client(ClientSettings):
                 if conn.waiters:
                     with conn.cond:
                         conn.cond.notify_all()
-        return bool(conn.table.pending) or bool(conn.deadlines)
+        return bool(conn.table.pending)
 
     # heartbeats ---------------------------------------------------------------------
     def _heartbeat(self) -> bool:

@@ -290,3 +290,21 @@ def test_forgotten_client_is_collected(server):
     del c
     gc.collect()
     assert ref() is None
+
+
+def test_finished_futures_with_long_timeouts_are_not_kept(server):
+    # go(timeout=) remembers each call's deadline; finished calls must not
+    # stay referenced (with their results) until that deadline passes.
+    import gc
+    import weakref
+    with fastrpc.Client(server.address) as c:
+        refs = []
+        for start in range(0, 6000, 200):
+            futures = [c.go("Arith.Echo", b"x" * 1000, timeout=600) for _ in range(200)]
+            for f in futures:
+                assert f.result(10) == b"x" * 1000
+            refs += [weakref.ref(f) for f in futures]
+            del futures, f
+        gc.collect()
+        alive = sum(r() is not None for r in refs)
+        assert alive <= 1500, f"{alive} of {len(refs)} finished futures are still referenced"
