@@ -564,10 +564,10 @@ class GobDecoder:
                 break
             field += d
             if field == 0:
-                wt.name, _ = self._common(r)
+                wt.name, _ = self._name_and_id(r, "CommonType")
             elif kind == K_STRUCT and field == 1:
                 for _ in range(r.count()):
-                    wt.fields.append(self._field_type(r))
+                    wt.fields.append(self._name_and_id(r, "fieldType"))
             elif kind in (K_ARRAY, K_SLICE, K_MAP) and field == 1:
                 if kind == K_MAP:
                     wt.key = r.signed()
@@ -585,7 +585,8 @@ class GobDecoder:
             raise GobError("gob: a wireType sets more than one kind")
         self.types[tid] = wt
 
-    def _common(self, r):
+    def _name_and_id(self, r, what):
+        """A CommonType or a fieldType: both are struct{Name string; Id typeId}."""
         name, tid, field = "", 0, -1
         while True:
             d = r.uint()
@@ -597,21 +598,7 @@ class GobDecoder:
             elif field == 1:
                 tid = r.signed()
             else:
-                raise GobError(f"gob: unknown CommonType field {field}")
-
-    def _field_type(self, r):
-        name, tid, field = "", 0, -1
-        while True:
-            d = r.uint()
-            if d == 0:
-                return name, tid
-            field += d
-            if field == 0:
-                name = r.string()
-            elif field == 1:
-                tid = r.signed()
-            else:
-                raise GobError(f"gob: unknown fieldType field {field}")
+                raise GobError(f"gob: unknown {what} field {field}")
 
     # values ------------------------------------------------------------------
     def _value(self, tid, r, depth):

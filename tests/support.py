@@ -222,3 +222,16 @@ def make_certificates(directory):
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
         "-days", "1", "-extfile", ext)
     return str(ca), str(cert), str(key)
+
+
+def load_reference(compiled):
+    """The uncompiled reference of a pure-Python-mode module (its .py, shipped
+    next to the compiled one), loaded as a separate module."""
+    import importlib.util
+    name = compiled.__name__.rsplit(".", 1)[1]
+    path = os.path.join(os.path.dirname(compiled.__file__), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"fastrpc{name}_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -107,24 +107,7 @@ def test_a_live_server_survives_mutated_input(live_server, frames, edits):
 
 # Go codecs --------------------------------------------------------------------
 
-def _gob_streams():
-    from gointerop import Args, sample_record
-    from fastrpc._gob import GobEncoder
-    from fastrpc.gobcodec import REQUEST
-    from fastrpc.gotypes import infer_go_type
-    enc = GobEncoder()
-    streams = []
-    for value in (Args(1, 2), sample_record(), [1, -2, 3], {"k": [1.5]}, "text", 2**64 - 1):
-        enc.encode({"ServiceMethod": "Echo.Record", "Seq": len(streams)}, REQUEST)
-        enc.encode(value, infer_go_type(value))
-        streams.append(enc.take())
-    return streams
-
-
-GOB_STREAMS = _gob_streams()
-JSON_STREAMS = [b'{"method":"Arith.Sum","params":[{"A":1,"B":2}],"id":0}\n',
-                b'{"method":"Echo.String","params":["a\\"}{"],"id":"x"}',
-                b'{"id":1,"result":{"a":[1,2.5,null,true]},"error":null}\n']
+from fuzz.seeds import GOB_STREAMS, JSON_STREAMS  # noqa: E402  (shared with the atheris runs)
 
 
 @settings(max_examples=500, deadline=None)

@@ -1,8 +1,6 @@
 """The gob codec and the Go type mapping, without Go: round trips, limits, errors,
 and compiled == reference (fastrpc/_gob.py run uncompiled)."""
-import importlib.util
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -14,18 +12,9 @@ import fastrpc
 from fastrpc import GoArray, GoUint, _gob as compiled
 from fastrpc.errors import DecodeError, DecodeLimitError, EncodeError
 from fastrpc.gotypes import EMPTY_STRUCT, from_go, go_type, infer_go_type, zero_value
+from support import load_reference
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_reference():
-    spec = importlib.util.spec_from_file_location("fastrpc_gob_reference", os.path.join(REPO, "fastrpc", "_gob.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = load_reference()
+reference = load_reference(compiled)
 
 
 @pytest.fixture(params=["compiled", "reference"])

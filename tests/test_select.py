@@ -3,7 +3,6 @@
 Every test runs on the compiled module and on the same source run as plain
 Python (the reference); given the same seed both must pick the same endpoints.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,18 +13,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import fastrpc._select as compiled
+from support import load_reference
 
-REFERENCE_PATH = os.path.join(os.path.dirname(compiled.__file__), "_select.py")
-
-
-def load_reference():
-    spec = importlib.util.spec_from_file_location("fastrpc_select_reference", REFERENCE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = load_reference()
+reference = load_reference(compiled)
 
 
 @pytest.fixture(params=["compiled", "reference"])
