@@ -88,7 +88,7 @@ class AsyncBalancer(BalancerCore):
                 client = member.client or self._client(member)
                 value = await client.call(method, *args, timeout=_remaining(deadline))
             except (ConnectionError, TimeoutError) as exc:   # incl. DeadlineExceeded: not an answer
-                self._release(member, -1.0, _FAILED, None)
+                self._release(member, -1.0, _FAILED, None, since=start)
                 tried.append((member, exc))
                 if not self._may_retry(exc, idempotent, len(tried), deadline):
                     raise self._final_error(method, tried) from None
@@ -131,7 +131,7 @@ class AsyncBalancer(BalancerCore):
             if exc is None or _is_answer(exc):
                 self._release(member, time.perf_counter() - start, _OK, client.server_load)
             else:
-                self._release(member, -1.0, _FAILED, None)
+                self._release(member, -1.0, _FAILED, None, since=start)
             tried.append((member, exc))
             return exc
 

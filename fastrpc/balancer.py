@@ -81,7 +81,7 @@ class _Member:
 
     __slots__ = ("endpoint", "index", "client", "dial_lock", "healthy", "misses", "failures",
                  "ejected_until", "times_ejected", "eject_refused", "calls", "errors", "active",
-                 "removed", "ramp_from")
+                 "removed", "ramp_from", "last_answer")
 
     def __init__(self, endpoint: Endpoint, ramp_from: Optional[float]) -> None:
         self.endpoint = endpoint
@@ -91,6 +91,7 @@ class _Member:
         self.healthy = True             # active health checks: False after `misses` misses
         self.misses = 0
         self.failures = 0               # consecutive failed calls (passive ejection)
+        self.last_answer = 0.0          # perf_counter() of the last reply from this endpoint
         self.ejected_until = 0.0
         self.times_ejected = 0
         self.eject_refused = False      # ejection was refused (cap reached); warned once
@@ -406,10 +407,18 @@ class BalancerCore:
         raise NoEndpointError("every endpoint was tried")
 
     def _release(self, member: _Member, rtt: float, outcome: int, load: Optional[int],
-                 count: int = 1) -> None:
-        """`count` calls through `member` ended: update latency, load, counters and health."""
+                 count: int = 1, since: Optional[float] = None) -> None:
+        """`count` calls through `member` ended: update latency, load, counters and health.
+
+        `since` is when a failed call was sent (perf_counter). If the endpoint
+        answered anything after that, the failure is not evidence of a dead or
+        stalled endpoint (say, a caller's very short timeout) and does not
+        count towards ejection.
+        """
         if count <= 0:
             return
+        if outcome != _FAILED and rtt >= 0:
+            member.last_answer = time.perf_counter()
         now = time.monotonic()
         with self._lock:
             member.active -= count
@@ -420,9 +429,10 @@ class BalancerCore:
                     self._table.end(member.index, rtt, now, reported)
             if outcome == _FAILED:
                 member.errors += count
-                member.failures += count
-                if member.failures >= self.eject_failures and not member.ejected_until:
-                    self._eject_locked(member, now)
+                if since is None or member.last_answer <= since:
+                    member.failures += count
+                    if member.failures >= self.eject_failures and not member.ejected_until:
+                        self._eject_locked(member, now)
             elif member.failures:
                 member.failures = 0
                 member.eject_refused = False
@@ -633,7 +643,7 @@ class Balancer(BalancerCore):
                 client = member.client or self._client(member)
                 value = client.call(method, *args, timeout=_remaining(deadline))
             except (ConnectionError, TimeoutError) as exc:   # incl. DeadlineExceeded: not an answer
-                self._release(member, -1.0, _FAILED, None)
+                self._release(member, -1.0, _FAILED, None, since=start)
                 tried.append((member, exc))
                 if not self._may_retry(exc, idempotent, len(tried), deadline):
                     raise self._final_error(method, tried) from None
@@ -969,7 +979,7 @@ class _BalancedFuture(SharedConditionFuture):
                 client = member.client or b._client(member)
                 inner = client.go(self._method, *self._args, timeout=_remaining(self._deadline))
             except (ConnectionError, TimeoutError) as exc:
-                b._release(member, -1.0, _FAILED, None)
+                b._release(member, -1.0, _FAILED, None, since=started)
                 with self._condition:
                     self._tried.append((member, exc))
                     others = bool(self._running)
@@ -1014,7 +1024,7 @@ class _BalancedFuture(SharedConditionFuture):
             if client.draining:
                 b._going_away(member)
             return
-        b._release(member, -1.0, _FAILED, None)
+        b._release(member, -1.0, _FAILED, None, since=started)
         with self._condition:
             self._tried.append((member, exc))
         if others:

@@ -503,6 +503,22 @@ def test_kill_under_load_every_call_ends_clearly():
             assert outcomes["ConnectionLostError"] <= 2 * len(threads), outcomes
 
 
+def test_callers_short_timeouts_do_not_eject_a_server_that_answers():
+    # Calls that time out because their caller allowed 50 ms, while the
+    # server answers other calls meanwhile, are no sign of a dead server.
+    with server_process() as first, server_process() as second:
+        with balancer([first.address, second.address], fastrpc.strategies.RoundRobin(start=0),
+                      eject_failures=3) as b:
+            for _ in range(4):
+                hurried = [b.go("Arith.Slow", 1.0, "late", timeout=0.05) for _ in range(10)]
+                assert [b.call("Arith.Sum", i, 1) for i in range(4)] == [1, 2, 3, 4]
+                for f in hurried:
+                    with pytest.raises(TimeoutError):
+                        f.result(5)
+            stats = b.stats()
+            assert not stats[first.address]["ejected"] and not stats[second.address]["ejected"]
+
+
 def test_a_stalled_server_times_out_and_is_ejected():
     # Its handler never returns in time: calls to it time out (not repeated:
     # they may have run), and after eject_failures timeouts it gets no calls.
