@@ -16,6 +16,7 @@ demo:
 bench: deps
 	cd benchmarks && $(PYTHON) -m pytest -q -p no:cacheprovider .
 
-# Every benchmark once, untimed, so none of them rots.
+# Every benchmark once, untimed, so none of them rots (the soak run too, short).
 bench-quick:
 	cd benchmarks && $(PYTHON) -m pytest -q -p no:cacheprovider --benchmark-disable .
+	$(PYTHON) benchmarks/soak.py --calls 30000 --restart-every 0.3
