@@ -272,3 +272,23 @@ def test_metadata_and_authorize_hook():
 def test_metadata_must_be_a_dict_or_callable():
     with pytest.raises(TypeError, match="metadata"):
         fastrpc.Client("tcp://127.0.0.1:1", metadata="token")
+
+
+def test_balancers_pass_tls_auth_and_metadata_to_every_endpoint(certs):
+    servers = [serve(ssl=server_context(certs), auth_secret=SECRET,
+                     authorize=lambda method, meta: None if meta == {"token": "t"} else 1 / 0)
+               for _ in range(2)]
+    addresses = [address for _, _, address in servers]
+    settings = dict(ssl=client_context(certs), auth_secret=SECRET, metadata={"token": "t"})
+    try:
+        with fastrpc.Balancer(addresses, strategy="round_robin", **settings) as b:
+            assert [b.call("Guarded.Sum", i, 1) for i in range(6)] == [1, 2, 3, 4, 5, 6]
+
+        async def use_async():
+            async with fastrpc.AsyncBalancer(addresses, strategy="round_robin", **settings) as ab:
+                return [await ab.call("Guarded.Later", i) for i in range(4)]
+        assert run(use_async()) == [0, 1, 2, 3]
+        assert all(service.calls > 0 for _, service, _ in servers)       # both endpoints served
+    finally:
+        for server, _, _ in servers:
+            server.close()
