@@ -55,6 +55,11 @@ class GobServerCodec:
                 calls.append((header["Seq"], header["ServiceMethod"], (value,), None))
         return calls
 
+    @staticmethod
+    def is_notification(seq: int) -> bool:
+        """net/rpc has no one-way calls: every request is answered."""
+        return False
+
     def reply(self, seq: int, method: str, result: Any, result_type: Optional[GoType]) -> None:
         """Queue a successful reply; a result that cannot be encoded becomes an error reply."""
         state = self.encoder.checkpoint()

@@ -286,13 +286,13 @@ class GoConnection(asyncio.Protocol):
             self.server._connection_idle(self)
 
     def _reply(self, key: Any, method: str, sig: GoSignature, result: Any) -> None:
-        if self.codec_name == "jsonrpc" and key is None:
-            return                              # a notification: nothing goes back
+        if self.codec.is_notification(key):
+            return                              # nothing goes back
         value, gotype = sig.reply(result)
         self.codec.reply(key, method, value, gotype)
 
     def _error(self, key: Any, method: str, message: str) -> None:
-        if self.codec_name == "jsonrpc" and key is None:
+        if self.codec.is_notification(key):
             log.warning("notification %s failed: %s", method, message)
             return
         self.codec.reply_error(key, method, message)

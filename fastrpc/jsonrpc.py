@@ -160,6 +160,7 @@ class JSONServerCodec:
 
     @staticmethod
     def is_notification(rid: Any) -> bool:
+        """JSON-RPC 1.0: a request with a null id expects no reply."""
         return rid is None
 
     def reply(self, rid: Any, method: str, result: Any, result_type: Any = None) -> None:

@@ -7,7 +7,6 @@ tests fail (build_go_program raises), they never skip.
 import concurrent.futures
 import http.client
 import json
-import math
 import socket
 import subprocess
 import time

@@ -126,8 +126,6 @@ def test_mutual_tls(certs):
 
 
 def test_tls_on_a_go_listener(certs):
-    from dataclasses import dataclass
-
     server = fastrpc.Server(ssl=server_context(certs))
     server.register(Guarded())
     address = server.start("tcp://127.0.0.1:0", codec="jsonrpc")
