@@ -838,7 +838,7 @@ class _MapJob:
                 else:
                     try:
                         conn.table.request_batch(self.method, batch, (self.items[p] for p in positions),
-                                                 len(positions))
+                                                 len(positions), client.call_metadata())
                     except BaseException as exc:
                         # An item that cannot be encoded fails alone; those
                         # after it were not sent and go out again.

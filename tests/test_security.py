@@ -281,11 +281,14 @@ def test_balancers_pass_tls_auth_and_metadata_to_every_endpoint(certs):
     try:
         with fastrpc.Balancer(addresses, strategy="round_robin", **settings) as b:
             assert [b.call("Guarded.Sum", i, 1) for i in range(6)] == [1, 2, 3, 4, 5, 6]
+            assert b.map("Guarded.Sum", [(i, i) for i in range(20)]) == [2 * i for i in range(20)]
+            assert b.go("Guarded.Later", 8).result(5) == 8
 
         async def use_async():
             async with fastrpc.AsyncBalancer(addresses, strategy="round_robin", **settings) as ab:
-                return [await ab.call("Guarded.Later", i) for i in range(4)]
-        assert run(use_async()) == [0, 1, 2, 3]
+                return [await ab.call("Guarded.Later", i) for i in range(4)] + \
+                    await ab.map("Guarded.Sum", [(1, 1), (2, 2)])
+        assert run(use_async()) == [0, 1, 2, 3, 2, 4]
         assert all(service.calls > 0 for _, service, _ in servers)       # both endpoints served
     finally:
         for server, _, _ in servers:
