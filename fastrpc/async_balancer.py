@@ -71,7 +71,7 @@ class AsyncBalancer(BalancerCore):
         """Call `method` on the endpoint the strategy picks (see Balancer.call)."""
         if self._health_task is None:
             self._ensure_health()
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         idempotent = self.idempotent if idempotent is None else idempotent
         if self.failure == "backup" and idempotent:
             return await self._hedged(method, args, key, timeout)

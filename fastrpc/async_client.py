@@ -20,6 +20,7 @@ from fastrpc.connect import ClientSettings, tls_hostname
 from fastrpc.context import bound_timeout
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
                             ConnectTimeoutError, RPCError, TimeoutError)
+from fastrpc.loop import feed_buffered
 
 __all__ = ["AsyncClient"]
 
@@ -166,12 +167,7 @@ class _AsyncConn:
             main = _Protocol(self)
             transport.set_protocol(main)
             main.connection_made(transport)
-            while rest:                         # bytes the server sent right after accepting us
-                buf = main.get_buffer(len(rest))
-                n = min(len(buf), len(rest))
-                buf[:n] = rest[:n]
-                main.buffer_updated(n)
-                rest = rest[n:]
+            feed_buffered(main, transport, rest)    # bytes the server sent right after accepting us
 
     def schedule_flush(self) -> None:
         table = self.table
@@ -343,7 +339,7 @@ class AsyncClient(ClientSettings):
     def _start(self, conn: _AsyncConn, method: str, args: tuple,
                timeout: Optional[float]) -> Tuple[asyncio.Future, int]:
         """Encode a call, schedule its write and its timeout; return (future, seq)."""
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         fut = conn.loop.create_future()
         seq = conn.table.request(method, args, fut, self.deadline_ms(timeout), self.call_metadata())
         conn.schedule_flush()
@@ -371,7 +367,7 @@ class AsyncClient(ClientSettings):
         if n == 0:
             return []
         conn = await self._connection()
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         loop = conn.loop
         batch = Batch(n, return_exceptions)
         window = max(1, window)

@@ -541,7 +541,7 @@ class BalancerCore:
             if len(keys) != len(items):
                 raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
             key_hashes = [self._key_hash(k) for k in keys]
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         self.retry_budget.deposit(len(items))
         return _MapJob(self, method, items, key_hashes,
                        None if timeout is None else time.monotonic() + timeout,
@@ -625,7 +625,7 @@ class Balancer(BalancerCore):
         `idempotent`. RemoteError (the handler raised) is never retried.
         Errors name the endpoints tried (``exc.endpoints``).
         """
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         idempotent = self.idempotent if idempotent is None else idempotent
         if self.failure == "backup" and idempotent:
             # Hedged: the future runs both attempts; the first reply wins.
@@ -668,7 +668,7 @@ class Balancer(BalancerCore):
         attempt completes). With failure="backup", an idempotent call's
         future sends a hedged copy to another endpoint after backup_after.
         """
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         idempotent = self.idempotent if idempotent is None else idempotent
         self.retry_budget.deposit()
         future = _BalancedFuture(self, method, args, self._key_hash(key), timeout, idempotent)

@@ -380,7 +380,7 @@ class Client(ClientSettings):
         exist), TimeoutError (no reply within `timeout`, default the
         client's), ConnectionError (the connection failed).
         """
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         conn = self._connection()
         slot = Slot()
         seq = conn.submit(method, args, slot, self.deadline_ms(timeout), True, self.call_metadata())
@@ -401,7 +401,7 @@ class Client(ClientSettings):
         Like net/rpc's Go. Frames are written in batches; waiting on the
         future (result(), exception()) sends at once.
         """
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         conn = self._connection()
         fut = CallFuture(conn, method)
         fut._seq = conn.submit(method, args, fut, self.deadline_ms(timeout), False, self.call_metadata())
@@ -437,7 +437,7 @@ class Client(ClientSettings):
         n = len(items)
         if n == 0:
             return []
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         batch = Batch(n, return_exceptions)
         conn = self._connection()

@@ -104,6 +104,7 @@ class ClientSettings:
             sock.close()
             raise
         return sock
+
     def new_call_table(self) -> CallTable:
         """A call table with this client's limits."""
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,

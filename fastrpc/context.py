@@ -44,11 +44,14 @@ def current_call() -> Optional[CallContext]:
     return _current.get()
 
 
-def bound_timeout(timeout: Optional[float]) -> Optional[float]:
-    """`timeout` capped by the deadline of the call being served, if any.
+def bound_timeout(timeout: Optional[float], default: Optional[float] = None) -> Optional[float]:
+    """A call's timeout: `timeout`, else the caller's `default`, capped by the
+    deadline of the call being served, if any.
 
     Raises DeadlineExceeded when that deadline has already passed.
     """
+    if timeout is None:
+        timeout = default
     call = _current.get()
     if call is None or call.deadline is None:
         return timeout

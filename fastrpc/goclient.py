@@ -229,7 +229,7 @@ class GoClient:
     def call(self, method: str, *args: Any, timeout: Optional[float] = None,
              reply_type: Any = None, arg_type: Any = None) -> Any:
         """Call `method` and wait for its reply (like Go's Client.Call)."""
-        timeout = bound_timeout(self.timeout if timeout is None else timeout)
+        timeout = bound_timeout(timeout, self.timeout)
         future = self.go(method, *args, reply_type=reply_type, arg_type=arg_type)
         try:
             return future.result(timeout)

@@ -9,7 +9,7 @@ try:  # optional dependency
 except ImportError:  # pragma: no cover - depends on the environment
     _uvloop = None
 
-__all__ = ["new_event_loop", "uvloop_available"]
+__all__ = ["new_event_loop", "uvloop_available", "feed_buffered"]
 
 
 def uvloop_available() -> bool:
@@ -26,3 +26,15 @@ def new_event_loop(use_uvloop: bool | None = None) -> asyncio.AbstractEventLoop:
             raise RuntimeError("use_uvloop=True but uvloop is not installed (pip install fastrpc[uvloop])")
         return _uvloop.new_event_loop()
     return asyncio.new_event_loop()
+
+
+def feed_buffered(protocol: asyncio.BufferedProtocol, transport: asyncio.BaseTransport, data: bytes) -> None:
+    """Hand `data` to `protocol` as if `transport` had just received it: bytes
+    that arrived before the protocol took over the connection (after a
+    handshake). Stops if the protocol closes the transport meanwhile."""
+    while data and not transport.is_closing():
+        buf = protocol.get_buffer(len(data))
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        data = data[n:]
+        protocol.buffer_updated(n)

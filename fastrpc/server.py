@@ -13,21 +13,21 @@ import logging
 import os
 import socket
 import stat
+import ssl as _ssl
 import threading
 import time
-import ssl as _ssl
 from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from fastrpc import _codec, _wire
 from fastrpc._serve import MODE_ASYNC, Handler, LoadGauge, ServerCore
 from fastrpc.address import parse_address
 from fastrpc.auth import ServerHandshake, check_secret, rejection
+from fastrpc.context import serving
 from fastrpc.discovery import Discovery, Registration
 from fastrpc.endpoint import Endpoint
-from fastrpc.context import serving
 from fastrpc.errors import DeadlineExceeded, RPCError
 from fastrpc.goserver import GO_CODECS, GoConnection, GoSignature
-from fastrpc.loop import new_event_loop
+from fastrpc.loop import feed_buffered, new_event_loop
 from fastrpc.registry import build_handler, public_methods, service_name
 
 __all__ = ["Server"]
@@ -138,12 +138,7 @@ class _Connection(asyncio.BufferedProtocol):
         if state == "done":
             rest = self.handshake.rest
             self.handshake = None
-            while rest and not self.transport.is_closing():    # calls sent right after the proof
-                buf = self.core.get_buffer(len(rest))
-                n = min(len(buf), len(rest))
-                buf[:n] = rest[:n]
-                rest = rest[n:]
-                self._process(n)
+            feed_buffered(self, self.transport, rest)       # calls sent right after the proof
         elif state == "failed":
             log.warning("closing connection from %s: %s", self.peer, self.handshake.reason)
             self.transport.close()

@@ -131,4 +131,4 @@ def test_current_call_without_deadline_or_metadata_is_none(servers):
     with fastrpc.Client(address, metadata={"user": "ann"}) as c:
         assert c.call("Front.Context") == ["Front.Context", {"user": "ann"}]
     assert fastrpc.current_call() is None                              # not in a handler here
-    assert fastrpc.context.bound_timeout(3.0) == 3.0
+    assert fastrpc.context.bound_timeout(3.0) == 3.0 and fastrpc.context.bound_timeout(None, 2.0) == 2.0
