@@ -27,6 +27,7 @@ from fastrpc.errors import RPCError
 from fastrpc.gobcodec import GobServerCodec
 from fastrpc.gotypes import EMPTY_STRUCT, converter, go_type, zero_value
 from fastrpc.jsonrpc import JSONServerCodec
+from fastrpc.served import ServedConnection
 
 if TYPE_CHECKING:
     from fastrpc.server import Server
@@ -108,28 +109,19 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-class GoConnection(asyncio.Protocol):
+class GoConnection(ServedConnection, asyncio.Protocol):
     """One Go client's connection: a Go codec, optionally behind HTTP CONNECT.
 
-    It offers the attributes Server's graceful close and idle sweep use
-    (tasks, transport, last_read, goaway, _flush), so those treat it like a
-    fastrpc connection; Go's protocols have no GOAWAY, so the server simply
-    closes it once its calls are done.
+    Calls, backpressure, output and closing work as on a fastrpc connection
+    (ServedConnection); Go's protocols have no GOAWAY, so on close the
+    server simply closes it once its calls are done.
     """
 
     def __init__(self, server: "Server", codec: str, http: bool) -> None:
-        self.server = server
+        super().__init__(server)
         self.codec_name = codec
         self.codec = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
         self.http_header: Optional[bytearray] = bytearray() if http else None
-        self.transport: Optional[asyncio.Transport] = None
-        self.tasks: Dict[Any, asyncio.Future] = {}
-        self.closing = False
-        self.peer = None
-        self.last_read = 0.0
-        self.idle_goaway_at: Optional[float] = None
-        self.flush_scheduled = False
-        self.paused = False
         self.next_task = 0
 
     # asyncio protocol ---------------------------------------------------
@@ -168,13 +160,6 @@ class GoConnection(asyncio.Protocol):
 
     def eof_received(self):
         return False
-
-    def connection_lost(self, exc) -> None:
-        self.closing = True
-        self.server._connections.discard(self)
-        for task in list(self.tasks.values()):
-            task.cancel()
-        self.server._connection_idle(self)
 
     # HTTP ---------------------------------------------------------------
     def _http(self, data: bytes) -> bytes:
@@ -260,16 +245,10 @@ class GoConnection(asyncio.Protocol):
         # Requests may reuse ids (jsonrpc), so tasks are keyed by a counter.
         self.next_task += 1
         tid = self.next_task
-        self.tasks[tid] = fut
-        self.server._load.value += 1
-        fut.add_done_callback(functools.partial(self._finished, tid, key, method, sig))
-        if len(self.tasks) >= self.server.max_inflight and not self.paused:
-            self.paused = True                  # backpressure: stop reading this client
-            self.transport.pause_reading()
+        self._start_task(tid, fut, functools.partial(self._finished, tid, key, method, sig))
 
     def _finished(self, tid: int, key: Any, method: str, sig: GoSignature, fut: asyncio.Future) -> None:
-        self.tasks.pop(tid, None)
-        self.server._load.value -= 1
+        self._end_task(tid, fut)
         if self.closing:
             return
         if fut.cancelled():
@@ -279,11 +258,7 @@ class GoConnection(asyncio.Protocol):
         else:
             self._reply(key, method, sig, fut.result())
         self._schedule_flush()
-        if self.paused and len(self.tasks) <= self.server.max_inflight // 2:
-            self.paused = False
-            self.transport.resume_reading()
-        if not self.tasks:
-            self.server._connection_idle(self)
+        self._calls_eased()
 
     def _reply(self, key: Any, method: str, sig: GoSignature, result: Any) -> None:
         if self.codec.is_notification(key):
@@ -298,21 +273,8 @@ class GoConnection(asyncio.Protocol):
         self.codec.reply_error(key, method, message)
 
     # output -----------------------------------------------------------------
-    def _schedule_flush(self) -> None:
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.server._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        if self.codec is None or self.transport is None or self.transport.is_closing():
-            return
-        data = self.codec.take()
-        if data:
-            self.transport.write(data)
-
-    def goaway(self, reason: str) -> None:
-        pass                                    # no such message in Go's protocols
+    def _take_output(self) -> Optional[bytes]:
+        return None if self.codec is None else self.codec.take()
 
 
 def _not_found(server: "Server", method: str) -> str:

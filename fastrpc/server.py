@@ -29,6 +29,7 @@ from fastrpc.errors import DeadlineExceeded, RPCError
 from fastrpc.goserver import GO_CODECS, GoConnection, GoSignature
 from fastrpc.loop import feed_buffered, new_event_loop
 from fastrpc.registry import build_handler, public_methods, service_name
+from fastrpc.served import ServedConnection
 
 __all__ = ["Server"]
 
@@ -49,26 +50,14 @@ LINGER = 1.0
 REFUSED_LINGER = 5.0
 
 
-class _Connection(asyncio.BufferedProtocol):
+class _Connection(ServedConnection, asyncio.BufferedProtocol):
     """One client connection: feeds the ServerCore and runs non-inline handlers."""
 
     def __init__(self, server: "Server") -> None:
-        self.server = server
-        self.transport: Optional[asyncio.Transport] = None
+        super().__init__(server)
         self.core: Optional[ServerCore] = None
-        self.tasks: Dict[int, asyncio.Future] = {}
         self.deadline_timers: Dict[int, asyncio.TimerHandle] = {}   # async calls with a deadline
         self.expired: Set[int] = set()     # seqs cancelled because their deadline passed
-        self.flush_scheduled = False
-        self.closing = False
-        self.peer = None
-        self.last_read = 0.0        # loop time of the last bytes received (graceful close, idle)
-        self.idle_goaway_at: Optional[float] = None   # when GOAWAY was sent for idleness
-        # Backpressure: reading pauses while too many calls run or the peer
-        # does not read its replies; each reason is held separately.
-        self.over_limit = False
-        self.write_blocked = False
-        self.reading_paused = False
         # Authentication (Server(auth_secret=...)): until it succeeds, bytes
         # go to the handshake, never to the core, so no handler can run.
         self.handshake: Optional[ServerHandshake] = None
@@ -197,40 +186,15 @@ class _Connection(asyncio.BufferedProtocol):
     def eof_received(self):
         return False  # close our side too; replies already written still go out
 
-    def pause_writing(self) -> None:
-        # The peer is not reading its replies: stop reading its requests, so
-        # replies cannot pile up in memory without bound.
-        self.write_blocked = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self.write_blocked = False
-        self._update_reading()
-
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        paused = self.over_limit or self.write_blocked
-        if paused == self.reading_paused:
-            return
-        self.reading_paused = paused
+    def _hold(self, paused: bool) -> None:
         self.core.hold = paused
-        if paused:
-            transport.pause_reading()
-            return
-        self._process(0)                    # frames held back in the buffer go first
-        if not self.reading_paused and not transport.is_closing():
-            transport.resume_reading()
+        if not paused:
+            self._process(0)                # frames held back in the buffer go first
 
     def connection_lost(self, exc) -> None:
-        self.closing = True
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
-        self.server._connections.discard(self)
-        for task in list(self.tasks.values()):
-            task.cancel()   # nobody is left to receive their replies
-        self.server._connection_idle(self)
+        super().connection_lost(exc)
 
     # called by ServerCore ---------------------------------------------
     def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,
@@ -271,21 +235,13 @@ class _Connection(asyncio.BufferedProtocol):
         self._track(seq, handler.name, notify, self.server._loop.create_task(awaitable))
 
     def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
-        self.tasks[seq] = fut
-        self.server._load.value += 1
-        fut.add_done_callback(functools.partial(self._finished, seq, name, notify))
-        if len(self.tasks) >= self.server.max_inflight and not self.over_limit:
-            # Calls already read from the buffer still start; no more are read.
-            self.over_limit = True
-            self._update_reading()
+        self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify))
 
     def _finished(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
-        if self.tasks.get(seq) is fut:
-            del self.tasks[seq]
+        if self._end_task(seq, fut):
             timer = self.deadline_timers.pop(seq, None)
             if timer is not None:
                 timer.cancel()              # done first: the timer need not live on
-        self.server._load.value -= 1
         if fut.cancelled():
             exc = DeadlineExceeded(message=f"{name} was cancelled at its deadline") if seq in self.expired \
                 else asyncio.CancelledError("call cancelled")
@@ -293,11 +249,7 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             exc = fut.exception()
         self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
-        if self.over_limit and len(self.tasks) <= self.server.max_inflight // 2:
-            self.over_limit = False         # resume at half, not at every completion
-            self._update_reading()
-        if not self.tasks:
-            self.server._connection_idle(self)
+        self._calls_eased()
 
     def _done(self, seq: int, name: str, notify: bool, result: Any, exc: Optional[BaseException]) -> None:
         if self.closing:
@@ -331,20 +283,8 @@ class _Connection(asyncio.BufferedProtocol):
         log.warning("notification %s failed: %s: %s", name, type(exc).__name__, exc)
 
     # output -------------------------------------------------------------
-    def _schedule_flush(self) -> None:
-        # Replies completed in one loop pass go out in one write.
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.server._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        if not self.closing:
-            self._write(self.core.take_output())
-
-    def _write(self, data) -> None:
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    def _take_output(self) -> Optional[bytes]:
+        return self.core.take_output()
 
     def goaway(self, reason: str) -> None:
         if not self.closing and self.core is not None:

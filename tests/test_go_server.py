@@ -45,6 +45,9 @@ class Kinds:
     def Nothing(self) -> None:
         return None
 
+    def Echo(self, data: bytes) -> bytes:
+        return data
+
     def Fails(self, p):
         raise KeyError()
 
@@ -152,3 +155,41 @@ def test_listener_arguments_are_checked():
             fastrpc.GoClient("127.0.0.1:1", codec="jsonrpc", http=True)
     finally:
         server.close()
+
+
+def test_a_go_client_that_never_reads_cannot_grow_server_memory():
+    # Replies go out as calls finish; a peer that never reads them makes the
+    # server stop reading its calls, as on fastrpc connections.
+    import socket
+    from fastrpc._gob import GobEncoder
+    from fastrpc.gobcodec import REQUEST
+    from fastrpc.gotypes import go_type
+    server, kinds, address = serve("gob")
+    enc = GobEncoder()
+    for seq in range(300):
+        enc.encode({"ServiceMethod": "Kinds.Echo", "Seq": seq}, REQUEST)
+        enc.encode(b"\x5a" * 65536, go_type(bytes))
+    stream = memoryview(enc.take())
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.setblocking(False)
+            sent, stalled_since = 0, None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sent < len(stream):
+                try:
+                    sent += s.send(stream[sent:sent + (1 << 20)])
+                    stalled_since = None
+                except BlockingIOError:          # the server stopped reading us
+                    stalled_since = stalled_since or time.monotonic()
+                    if time.monotonic() - stalled_since > 1.0:
+                        break
+                    time.sleep(0.01)
+            conn = next(iter(server._connections))
+            buffered = conn.transport.get_write_buffer_size()
+            assert sent < len(stream), "the server kept reading a client that never reads"
+            assert buffered < 8 * 1024 * 1024, buffered
+            with fastrpc.Client(address, codec="gob") as other:     # everyone else is served
+                assert other.call("Kinds.Inline", Pair(2, 3), timeout=5) == 6
+    finally:
+        server.close(grace=0.5)
