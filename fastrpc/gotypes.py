@@ -22,6 +22,7 @@ converted to a declared type with from_go().
 from __future__ import annotations
 
 import base64
+import collections.abc as _abc
 import dataclasses
 import functools
 import sys
@@ -71,6 +72,9 @@ GoArray = _ArrayAlias()
 EMPTY_STRUCT = GoType(K_STRUCT, "")     # struct{}: what Go replies with on errors
 
 _DISPLAY = {K_INTERFACE: "interface {}", K_UINT: "uint", K_INT: "int", K_FLOAT: "float64"}
+# typing origins that stand for a Go slice / a Go map
+_SEQUENCE_ORIGINS = (_abc.Sequence, _abc.MutableSequence, _abc.Iterable, _abc.Collection)
+_MAPPING_ORIGINS = (_abc.Mapping, _abc.MutableMapping)
 _composites: Dict[str, GoType] = {}      # name -> GoType, so equal structures share one object
 _BASIC = {bool: BOOL, int: INT, float: FLOAT, str: STRING, bytes: BYTES, bytearray: BYTES,
           memoryview: BYTES, complex: COMPLEX}
@@ -148,12 +152,6 @@ def go_type(annotation: Any) -> GoType:
     raise TypeError(f"{annotation!r} has no Go counterpart")
 
 
-import collections.abc as _abc  # noqa: E402  (only the origins below need it)
-
-_SEQUENCE_ORIGINS = (_abc.Sequence, _abc.MutableSequence, _abc.Iterable, _abc.Collection)
-_MAPPING_ORIGINS = (_abc.Mapping, _abc.MutableMapping)
-
-
 def _struct_type(cls: type) -> GoType:
     t = GoType(K_STRUCT, cls.__dict__.get("__go_name__", cls.__name__), cls=cls)
     # Cached before the fields are resolved, so a field may refer back to cls.
@@ -214,13 +212,13 @@ def infer_go_type(value: Any) -> GoType:
         keys = _common([infer_go_type(k) for k in value])
         return _composite(K_MAP, _common([infer_go_type(v) for v in value.values()]),
                           key=STRING if keys is INTERFACE and not value else keys)
-    if isinstance(value, (int, float, str, bytes)):     # subclasses (IntEnum, ...)
-        return infer_go_type(_BASIC_CAST[next(b for b in _BASIC_CAST if isinstance(value, b))](value))
+    for base in (int, float, str, bytes):                # subclasses (IntEnum, ...)
+        if isinstance(value, base):
+            return infer_go_type(base(value))
     raise EncodeError(f"{cls.__name__} has no Go type; use a dataclass or a basic type")
 
 
 _INT64_MAX = (1 << 63) - 1
-_BASIC_CAST = {bool: bool, int: int, float: float, str: str, bytes: bytes}
 
 
 def _common(types: list) -> GoType:
