@@ -217,9 +217,7 @@ class _AsyncConn:
                 await asyncio.wait_for(pong, timeout)
             except asyncio.TimeoutError:
                 if self.last_io < sent and self.error is None:
-                    self.fail(ConnectionLostError(
-                        f"{self.address} did not answer a heartbeat within {timeout}s: "
-                        "the peer or the path to it is dead"))
+                    self.fail(self.client.heartbeat_lost())
                     return
             except Exception:
                 return                          # the connection failed meanwhile

@@ -218,8 +218,7 @@ class _Conn:
 
     def read(self, timeout: Optional[float]) -> bool:
         """Receive once (caller holds io_lock) and complete what arrived."""
-        if timeout is not None and not (self.tls and self.sock.pending()) \
-                and not self.poller.poll(max(1, int(timeout * 1000 + 0.999))):
+        if timeout is not None and not self._readable(max(1, int(timeout * 1000 + 0.999))):
             return False
         try:
             view = self.table.get_buffer()
@@ -240,13 +239,17 @@ class _Conn:
         self.last_io = time.monotonic()
         return True
 
+    def _readable(self, timeout_ms: int) -> bool:
+        """Bytes can be read now, or within `timeout_ms`."""
+        return (self.tls and self.sock.pending() > 0) or bool(self.poller.poll(timeout_ms))
+
     def check_idle(self) -> None:
         """Before reusing a connection nobody has read for a while, take in
         what the server sent meanwhile (a GOAWAY, or the close of an idle
         connection), so the next call does not go to a connection that is gone."""
         if self.io_lock.acquire(False):
             try:
-                if self.error is None and (self.poller.poll(0) or (self.tls and self.sock.pending())):
+                if self.error is None and self._readable(0):
                     self.read(None)
             finally:
                 self.io_lock.release()
@@ -560,9 +563,7 @@ class Client(ClientSettings):
             if conn.last_io >= conn.ping_sent:
                 conn.ping_sent = None           # anything received proves the peer alive
             elif now - conn.ping_sent >= self.heartbeat_timeout:
-                conn.fail(ConnectionLostError(
-                    f"{self.address} did not answer a heartbeat within {self.heartbeat_timeout}s: "
-                    "the peer or the path to it is dead"))
+                conn.fail(self.heartbeat_lost())
                 return False
             else:
                 return True

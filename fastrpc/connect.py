@@ -11,7 +11,7 @@ from fastrpc import _codec, _wire
 from fastrpc.auth import check_secret, client_handshake
 from fastrpc._calls import CallTable
 from fastrpc.address import parse_address
-from fastrpc.errors import ConnectError, ConnectTimeoutError
+from fastrpc.errors import ConnectError, ConnectionLostError, ConnectTimeoutError
 
 __all__ = ["ClientSettings", "dial"]
 
@@ -84,6 +84,11 @@ class ClientSettings:
         """A dial worked: the next failure starts the backoff from its base again."""
         self._dial_failures = 0
         self._dial_error = None
+
+    def heartbeat_lost(self) -> ConnectionLostError:
+        """The error of a connection whose peer did not answer a heartbeat in time."""
+        return ConnectionLostError(f"{self.address} did not answer a heartbeat within "
+                                   f"{self.heartbeat_timeout}s: the peer or the path to it is dead")
 
     def call_metadata(self) -> Optional[bytes]:
         """The encoded metadata to send with a call, or None."""
