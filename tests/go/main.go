@@ -7,8 +7,6 @@
 //	                                (MODE gob | http | jsonrpc); prints one JSON
 //	                                object {scenario: {"ok": bool, "detail": ...}}
 //	gointerop golden                prints gob encodings as JSON [{name, hex}]
-//	gointerop load MODE ADDR N K    N calls of Arith.Sum from K goroutines on one
-//	                                connection; prints "calls_per_s X"
 //
 // Only the standard library is used; nothing here knows about fastrpc.
 package main
@@ -27,9 +25,7 @@ import (
 	"net/rpc/jsonrpc"
 	"os"
 	"reflect"
-	"strconv"
 	"sync"
-	"time"
 )
 
 type Args struct{ A, B int }
@@ -244,29 +240,6 @@ func client(mode, addr string) {
 	fmt.Println(string(out))
 }
 
-func load(mode, addr string, calls, inflight int) {
-	c := dial(mode, addr)
-	defer c.Close()
-	per := calls / inflight
-	start := time.Now()
-	var wg sync.WaitGroup
-	for g := 0; g < inflight; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < per; i++ {
-				var r int
-				if err := c.Call("Arith.Sum", &Args{i, 1}, &r); err != nil || r != i+1 {
-					fmt.Fprintln(os.Stderr, "bad reply:", r, err)
-					os.Exit(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	fmt.Printf("calls_per_s %.1f\n", float64(per*inflight)/time.Since(start).Seconds())
-}
-
 type Tree struct {
 	Value    int
 	Children []Tree
@@ -335,12 +308,8 @@ func main() {
 		client(os.Args[2], os.Args[3])
 	case len(os.Args) == 2 && os.Args[1] == "golden":
 		golden()
-	case len(os.Args) == 6 && os.Args[1] == "load":
-		n, _ := strconv.Atoi(os.Args[4])
-		k, _ := strconv.Atoi(os.Args[5])
-		load(os.Args[2], os.Args[3], n, k)
 	default:
-		fmt.Fprintln(os.Stderr, "usage: gointerop serve | client MODE ADDR | golden | load MODE ADDR N K")
+		fmt.Fprintln(os.Stderr, "usage: gointerop serve | client MODE ADDR | golden")
 		os.Exit(2)
 	}
 }
