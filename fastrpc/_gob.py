@@ -139,13 +139,22 @@ class GobEncoder:
         self.out = bytearray()  # messages waiting to be written
 
     def checkpoint(self):
-        """The encoder's state, to restore() if what follows must be undone."""
-        return (len(self.out), dict(self.ids), set(self.sent), self.next_id, dict(self.names))
+        """The encoder's state, to restore() if what follows must be undone.
+
+        Cheap, as it is taken for every message: types met after it are
+        exactly those given ids from next_id on, so restore() can find them.
+        """
+        return (len(self.out), self.next_id)
 
     def restore(self, state):
         """Undo everything encoded since checkpoint() returned `state`."""
-        del self.out[state[0]:]
-        self.ids, self.sent, self.next_id, self.names = state[1], state[2], state[3], state[4]
+        size, next_id = state
+        del self.out[size:]
+        for t in [t for t, tid in self.ids.items() if tid >= next_id]:
+            del self.ids[t]
+            del self.names[t]
+            self.sent.discard(t)
+        self.next_id = next_id
 
     def take(self):
         """The encoded messages so far (and forget them)."""

@@ -19,6 +19,7 @@ import re
 from typing import Any, List, Optional, Tuple
 
 from fastrpc.errors import EncodeError, FrameTooLargeError, ProtocolError
+from fastrpc.gotypes import go_type
 
 __all__ = ["JSONStream", "JSONServerCodec", "JSONClientCodec", "dumps"]
 
@@ -111,7 +112,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        from fastrpc.gotypes import go_type     # Go field names, as gob uses them
+        # Go field names, as gob uses them
         return {name: getattr(value, attr) for name, attr, _ in go_type(type(value)).fields}
     if isinstance(value, (set, frozenset)):
         return list(value)
