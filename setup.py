@@ -6,11 +6,23 @@ from setuptools import Extension, setup
 DIRECTIVES = {"language_level": "3", "embedsignature": True}
 COMPILE_ARGS = ["-O3"]
 
+# (module, source): .pyx modules, and pure-Python-mode .py modules whose
+# source is also the uncompiled reference implementation.
+MODULES = [
+    ("fastrpc._core.buffer", "fastrpc/_core/buffer.pyx"),
+    ("fastrpc._core.codec", "fastrpc/_core/codec.pyx"),
+    ("fastrpc._core.frame", "fastrpc/_core/frame.pyx"),
+    ("fastrpc._core.calltable", "fastrpc/_core/calltable.pyx"),
+    ("fastrpc._core.servercore", "fastrpc/_core/servercore.pyx"),
+    ("fastrpc._core.select", "fastrpc/_core/select.py"),
+    ("fastrpc.go._gob", "fastrpc/go/_gob.py"),
+]
 
-def extension(name: str, suffix: str = "pyx") -> Extension:
+
+def extension(name: str, source: str) -> Extension:
     return Extension(
-        f"fastrpc.{name}",
-        [f"fastrpc/{name}.{suffix}"],
+        name,
+        [source],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
@@ -18,10 +30,6 @@ def extension(name: str, suffix: str = "pyx") -> Extension:
 
 
 setup(
-    ext_modules=cythonize(
-        [extension(name) for name in ("_codec", "_wire", "_calls", "_serve")]
-        # Pure-Python mode: the .py is also the uncompiled reference implementation.
-        + [extension("_select", "py"), extension("_gob", "py")],
-        compiler_directives=DIRECTIVES,
-    ),
+    ext_modules=cythonize([extension(name, source) for name, source in MODULES],
+                          compiler_directives=DIRECTIVES),
 )

@@ -4,9 +4,9 @@ import struct
 
 import pytest
 
-from fastrpc import _wire, packb
-
-FRAME = _wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([10, 20]))
+from fastrpc import packb
+from fastrpc._core import frame as wire
+FRAME = wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([10, 20]))
 STREAM = FRAME * 4096
 CHUNK = 65536
 HEADER = struct.Struct(">IBBHQ")
@@ -30,7 +30,7 @@ def python_splitter(data):
 
 
 def compiled_reader(data):
-    reader = _wire.FrameReader()
+    reader = wire.FrameReader()
     frames = []
     for i in range(0, len(data), CHUNK):
         frames += reader.feed(data[i:i + CHUNK])

@@ -1,6 +1,6 @@
 """Selection kernels: pick cost per strategy, compiled against the uncompiled reference.
 
-The reference is the same _select.py source run as plain Python, measured in
+The reference is the same fastrpc/_core/select.py source run as plain Python, measured in
 the same run; the report gives picks/s and the compiled/reference ratio.
 """
 import importlib.util
@@ -9,12 +9,12 @@ import os
 import numpy as np
 import pytest
 
-import fastrpc._select as compiled
-from fastrpc.endpoint import Endpoint
-from fastrpc.strategies import build_ring, geo_tiers
+import fastrpc._core.select as compiled
+from fastrpc.net.endpoint import Endpoint
+from fastrpc.balancer.strategies import build_ring, geo_tiers
 
 spec = importlib.util.spec_from_file_location(
-    "fastrpc_select_reference", os.path.join(os.path.dirname(compiled.__file__), "_select.py"))
+    "fastrpc_select_reference", os.path.join(os.path.dirname(compiled.__file__), "select.py"))
 reference = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reference)
 

@@ -4,30 +4,29 @@
     with fastrpc.Client(addr) as c: c.call("Arith.Sum", 1, 2)
     with fastrpc.Balancer([addr1, addr2], strategy="p2c") as b: b.call("Arith.Sum", 1, 2)
 """
-# The compiled modules are required: importing them fails loudly when the
+# The compiled core is required: fastrpc._core refuses to import when its
 # extensions were not built. There is no silent pure-Python fallback.
-from fastrpc import _calls, _codec, _select, _serve, _wire  # noqa: F401
-from fastrpc._codec import ExtType, packb, unpackb
-from fastrpc.async_balancer import AsyncBalancer
-from fastrpc.async_client import AsyncClient
-from fastrpc.balancer import Balancer, RetryBudget
-from fastrpc.client import CallFuture, Client
+from fastrpc._core.codec import ExtType, packb, unpackb
+from fastrpc.balancer import STRATEGIES, AsyncBalancer, Balancer, RetryBudget, Strategy
+from fastrpc.client import AsyncClient, CallFuture, Client
 from fastrpc.context import CallContext, current_call
-from fastrpc.discovery import Discovery, FileDiscovery, Registration, StaticDiscovery
-from fastrpc.etcd import EtcdDiscovery
-from fastrpc.goclient import GoClient
-from fastrpc.gotypes import GoArray, GoFloat, GoInt, GoUint
-from fastrpc.endpoint import Endpoint
-from fastrpc.errors import (ConnectionError, RemoteError, RPCError, TimeoutError)
-from fastrpc.registry import blocking
-from fastrpc.server import Server
-from fastrpc.strategies import STRATEGIES, Strategy
+from fastrpc.discovery import (Discovery, EtcdDiscovery, FileDiscovery, Registration,
+                               StaticDiscovery)
+from fastrpc.errors import ConnectionError, RemoteError, RPCError, TimeoutError
+from fastrpc.go import GoArray, GoClient, GoFloat, GoInt, GoUint
+from fastrpc.net.endpoint import Endpoint
+from fastrpc.server import Server, blocking
 
-#: Which implementation of the hot paths is active; always "cython" here.
+#: The implementation of the hot paths. fastrpc._core (and fastrpc.go) refuse
+#: to import unless every one of its modules is a compiled extension, so
+#: this is true whenever the import succeeds.
 backend = "cython"
 
 __version__ = "0.1.0"
 
+# ConnectionError and TimeoutError subclass the builtins of the same names;
+# they are attributes (fastrpc.TimeoutError) but not in __all__, so that
+# `from fastrpc import *` does not shadow the builtins.
 __all__ = [
     "AsyncBalancer",
     "AsyncClient",
@@ -35,7 +34,6 @@ __all__ = [
     "CallContext",
     "CallFuture",
     "Client",
-    "ConnectionError",
     "Discovery",
     "Endpoint",
     "EtcdDiscovery",
@@ -54,7 +52,6 @@ __all__ = [
     "Server",
     "StaticDiscovery",
     "Strategy",
-    "TimeoutError",
     "backend",
     "blocking",
     "current_call",

@@ -28,6 +28,8 @@ __all__ = [
     "EncodeError",
     "DecodeError",
     "DecodeLimitError",
+    "DiscoveryError",
+    "EtcdError",
 ]
 
 
@@ -165,3 +167,11 @@ class DecodeError(CodecError):
 
 class DecodeLimitError(DecodeError):
     """The payload exceeds a decode limit (depth, container length, bytes)."""
+
+
+class DiscoveryError(RPCError):
+    """A service registry could not be read or written (fastrpc.discovery)."""
+
+
+class EtcdError(DiscoveryError):
+    """etcd refused a request, or no etcd endpoint could be reached."""

@@ -54,7 +54,7 @@ def test_every_strategy_calls_goes_maps_and_spreads(trio, strategy):
 
 def test_round_robin_sequence_and_consistent_keys(trio):
     async def main():
-        async with make([s.address for s in trio], fastrpc.strategies.RoundRobin(start=0)) as b:
+        async with make([s.address for s in trio], fastrpc.balancer.strategies.RoundRobin(start=0)) as b:
             pids = [await b.call("Arith.Pid") for _ in range(6)]
             assert pids == [s.pid for s in trio] * 2
         async with make([s.address for s in trio], "consistent_hash") as b:
@@ -115,7 +115,7 @@ def test_timeouts_are_not_repeated_and_cancel_withdraws(trio):
 def test_backup_request_wins_over_a_slow_endpoint():
     with server_process(env={"FASTRPC_TEST_LAG": "1.5"}) as slow, server_process() as fast:
         async def main():
-            async with make([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+            async with make([slow.address, fast.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                             failure="backup", backup_after=0.05, idempotent=True) as b:
                 start = time.monotonic()
                 value, pid = await b.call("Arith.Lag", 7)
@@ -181,7 +181,7 @@ def test_membership_changes_under_load_drop_nothing(trio):
 def test_a_stalled_server_times_out_and_is_ejected():
     with server_process(env={"FASTRPC_TEST_LAG": "60"}) as stalled, server_process() as healthy:
         async def main():
-            async with make([stalled.address, healthy.address], fastrpc.strategies.RoundRobin(start=0),
+            async with make([stalled.address, healthy.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                             timeout=0.2, eject_failures=3) as b:
                 outcomes = collections.Counter()
                 for i in range(30):

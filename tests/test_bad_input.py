@@ -4,8 +4,9 @@ import struct
 
 import pytest
 
-from fastrpc import Client, _wire, packb
-from fastrpc._wire import FrameReader
+from fastrpc import Client, packb
+from fastrpc._core import frame as wire
+from fastrpc._core.frame import FrameReader
 
 
 def raw_connect(address):
@@ -41,16 +42,16 @@ def is_closed(sock, timeout=5):
 
 def test_malformed_argument_payload_gets_an_error_reply(server):
     with raw_connect(server.address) as s:
-        s.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", b"\xc1")
-                  + _wire.encode_frame(_wire.REQUEST, 2, "Arith.Sum", packb(5))
-                  + _wire.encode_frame(_wire.REQUEST, 3, "Arith.Sum", b"\xdd\xff\xff\xff\xff")
-                  + _wire.encode_frame(_wire.REQUEST, 4, "Arith.Sum", packb([1, 2])))
+        s.sendall(wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", b"\xc1")
+                  + wire.encode_frame(wire.REQUEST, 2, "Arith.Sum", packb(5))
+                  + wire.encode_frame(wire.REQUEST, 3, "Arith.Sum", b"\xdd\xff\xff\xff\xff")
+                  + wire.encode_frame(wire.REQUEST, 4, "Arith.Sum", packb([1, 2])))
         frames = read_frames(s, 4)
     by_seq = {f.seq: f for f in frames}
     for seq in (1, 2, 3):
-        assert by_seq[seq].kind == _wire.ERROR
+        assert by_seq[seq].kind == wire.ERROR
         assert from_msgpack(by_seq[seq].payload)[0] in ("DecodeError", "DecodeLimitError")
-    assert by_seq[4].kind == _wire.RESPONSE and from_msgpack(by_seq[4].payload) == 3
+    assert by_seq[4].kind == wire.RESPONSE and from_msgpack(by_seq[4].payload) == 3
 
 
 def from_msgpack(data):
@@ -76,21 +77,21 @@ def test_oversized_frame_closes_the_connection(server):
 
 def test_replies_before_a_bad_frame_are_still_sent(server):
     with raw_connect(server.address) as s:
-        s.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2]))
+        s.sendall(wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([1, 2]))
                   + b"\x00\x00\x00\x0c\x63" + b"\x00" * 11)
         frames = read_frames(s, 1)
-        assert frames and frames[0].seq == 1 and frames[0].kind == _wire.RESPONSE
+        assert frames and frames[0].seq == 1 and frames[0].kind == wire.RESPONSE
         assert is_closed(s)
 
 
 def test_client_sending_reply_kinds_is_dropped(server):
     with raw_connect(server.address) as s:
-        s.sendall(_wire.encode_frame(_wire.RESPONSE, 1, "", packb(1)))
+        s.sendall(wire.encode_frame(wire.RESPONSE, 1, "", packb(1)))
         assert is_closed(s)
 
 
 def test_truncated_frame_then_disconnect_does_not_hurt_the_server(server):
-    frame = _wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2]))
+    frame = wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([1, 2]))
     for cut in (1, 5, 17, len(frame) - 1):
         with raw_connect(server.address) as s:
             s.sendall(frame[:cut])
@@ -100,9 +101,9 @@ def test_truncated_frame_then_disconnect_does_not_hurt_the_server(server):
 
 def test_ping_is_answered_with_pong(server):
     with raw_connect(server.address) as s:
-        s.sendall(_wire.encode_frame(_wire.PING, 77, "", b"hello"))
+        s.sendall(wire.encode_frame(wire.PING, 77, "", b"hello"))
         (f,) = read_frames(s, 1)
-        assert (f.kind, f.seq, f.payload) == (_wire.PONG, 77, b"hello")
+        assert (f.kind, f.seq, f.payload) == (wire.PONG, 77, b"hello")
 
 
 def test_client_rejects_a_server_that_sends_garbage():
@@ -125,11 +126,11 @@ def test_client_rejects_a_server_that_sends_garbage():
 
 def test_malformed_metadata_gets_an_error_reply(server):
     with raw_connect(server.address) as s:
-        s.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Arith.Slow", packb([0, "x"]), meta=b"\xc1")
-                  + _wire.encode_frame(_wire.REQUEST, 2, "Arith.Slow", packb([0, "ok"]), meta=packb({"k": 1})))
+        s.sendall(wire.encode_frame(wire.REQUEST, 1, "Arith.Slow", packb([0, "x"]), meta=b"\xc1")
+                  + wire.encode_frame(wire.REQUEST, 2, "Arith.Slow", packb([0, "ok"]), meta=packb({"k": 1})))
         by_seq = {f.seq: f for f in read_frames(s, 2)}
-    assert by_seq[1].kind == _wire.ERROR and from_msgpack(by_seq[1].payload)[0] == "DecodeError"
-    assert by_seq[2].kind == _wire.RESPONSE and from_msgpack(by_seq[2].payload) == "ok"
+    assert by_seq[1].kind == wire.ERROR and from_msgpack(by_seq[1].payload)[0] == "DecodeError"
+    assert by_seq[2].kind == wire.RESPONSE and from_msgpack(by_seq[2].payload) == "ok"
 
 
 class FakeServer:
@@ -157,7 +158,7 @@ def test_client_rejects_a_server_that_sends_requests():
     peer = fake.accept()
     fut = c.go("X.Y")
     peer.recv(1024)
-    peer.sendall(_wire.encode_frame(_wire.REQUEST, 1, "Evil.Call", packb([])))
+    peer.sendall(wire.encode_frame(wire.REQUEST, 1, "Evil.Call", packb([])))
     with pytest.raises(ConnectionLostError, match="protocol error"):
         fut.result(timeout=5)
     peer.close()
@@ -171,10 +172,10 @@ def test_client_answers_server_ping_with_pong():
     peer = fake.accept()
     fut = c.go("X.Y")
     (request,) = read_frames(peer, 1)
-    peer.sendall(_wire.encode_frame(_wire.PING, 42, "", b"beat"))
+    peer.sendall(wire.encode_frame(wire.PING, 42, "", b"beat"))
     (pong,) = read_frames(peer, 1)
-    assert (pong.kind, pong.seq, pong.payload) == (_wire.PONG, 42, b"beat")
-    peer.sendall(_wire.encode_frame(_wire.RESPONSE, request.seq, "", packb("done")))
+    assert (pong.kind, pong.seq, pong.payload) == (wire.PONG, 42, b"beat")
+    peer.sendall(wire.encode_frame(wire.RESPONSE, request.seq, "", packb("done")))
     assert fut.result(timeout=5) == "done"
     peer.close()
     fake.close()

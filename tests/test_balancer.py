@@ -58,7 +58,7 @@ def test_every_strategy_calls_and_spreads(trio, strategy):
 
 
 def test_round_robin_rotates_over_processes(trio):
-    with balancer([s.address for s in trio], fastrpc.strategies.RoundRobin(start=0)) as b:
+    with balancer([s.address for s in trio], fastrpc.balancer.strategies.RoundRobin(start=0)) as b:
         pids = [b.call("Arith.Pid") for _ in range(6)]
         expected = [pid_of(b, s.address) for s in trio]
         assert pids == expected * 2
@@ -216,7 +216,7 @@ def test_add_remove_set_weight_under_load_drop_nothing(trio):
 
 
 def test_removed_endpoint_finishes_its_calls(trio):
-    with balancer([trio[0].address, trio[1].address], fastrpc.strategies.RoundRobin(start=0)) as b:
+    with balancer([trio[0].address, trio[1].address], fastrpc.balancer.strategies.RoundRobin(start=0)) as b:
         slow = b.go("Arith.Slow", 0.5, "done")          # on trio[0]
         time.sleep(0.05)
         b.remove(trio[0].address)
@@ -336,7 +336,7 @@ def lagging_pair():
 
 def test_a_timed_out_call_is_not_repeated(lagging_pair):
     slow, fast = lagging_pair
-    with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+    with balancer([slow.address, fast.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                   timeout=0.3) as b:
         with pytest.raises(TimeoutError) as info:
             b.call("Arith.Lag", 1)
@@ -346,7 +346,7 @@ def test_a_timed_out_call_is_not_repeated(lagging_pair):
 
 def test_a_call_lost_with_its_server_is_not_repeated(lagging_pair):
     slow, fast = lagging_pair
-    with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+    with balancer([slow.address, fast.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                   timeout=10) as b:
         pending = b.go("Arith.Lag", 1)
         assert wait_until(lambda: count_of(slow.address) == 1)
@@ -360,7 +360,7 @@ def test_a_call_lost_with_its_server_is_not_repeated(lagging_pair):
 @pytest.mark.parametrize("how", ["call", "go"])
 def test_an_idempotent_call_is_repeated_elsewhere(lagging_pair, how):
     slow, fast = lagging_pair
-    with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+    with balancer([slow.address, fast.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                   timeout=10, idempotent=True) as b:
         pending = concurrent.futures.ThreadPoolExecutor(1).submit(b.call, "Arith.Lag", 1) \
             if how == "call" else b.go("Arith.Lag", 1)
@@ -373,7 +373,7 @@ def test_an_idempotent_call_is_repeated_elsewhere(lagging_pair, how):
 @pytest.mark.parametrize("how", ["call", "go"])
 def test_backup_request_wins_over_a_slow_endpoint(how):
     with server_process(env={"FASTRPC_TEST_LAG": "1.5"}) as slow, server_process() as fast:
-        with balancer([slow.address, fast.address], fastrpc.strategies.RoundRobin(start=0),
+        with balancer([slow.address, fast.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                       failure="backup", backup_after=0.2, idempotent=True) as b:
             start = time.monotonic()
             value, pid = b.call("Arith.Lag", 7) if how == "call" else b.go("Arith.Lag", 7).result(5)
@@ -507,7 +507,7 @@ def test_callers_short_timeouts_do_not_eject_a_server_that_answers():
     # Calls that time out because their caller allowed 50 ms, while the
     # server answers other calls meanwhile, are no sign of a dead server.
     with server_process() as first, server_process() as second:
-        with balancer([first.address, second.address], fastrpc.strategies.RoundRobin(start=0),
+        with balancer([first.address, second.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                       eject_failures=3) as b:
             for _ in range(4):
                 hurried = [b.go("Arith.Slow", 1.0, "late", timeout=0.05) for _ in range(10)]
@@ -523,7 +523,7 @@ def test_a_stalled_server_times_out_and_is_ejected():
     # Its handler never returns in time: calls to it time out (not repeated:
     # they may have run), and after eject_failures timeouts it gets no calls.
     with server_process(env={"FASTRPC_TEST_LAG": "60"}) as stalled, server_process() as healthy:
-        with balancer([stalled.address, healthy.address], fastrpc.strategies.RoundRobin(start=0),
+        with balancer([stalled.address, healthy.address], fastrpc.balancer.strategies.RoundRobin(start=0),
                       timeout=0.2, eject_failures=3) as b:
             outcomes = collections.Counter()
             for i in range(30):

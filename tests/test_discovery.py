@@ -9,7 +9,7 @@ import pytest
 
 import fastrpc
 from fastrpc import Balancer, Endpoint, FileDiscovery, StaticDiscovery
-from fastrpc.discovery import endpoint_from_dict, endpoint_to_dict
+from fastrpc.discovery.base import endpoint_from_dict, endpoint_to_dict
 from support import Load, server_processes, wait_until
 
 

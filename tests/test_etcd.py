@@ -14,7 +14,7 @@ import pytest
 
 import fastrpc
 from fastrpc import Balancer, Endpoint, EtcdDiscovery
-from fastrpc.etcd import EtcdError
+from fastrpc.discovery.etcd import EtcdError
 from support import Load, ServerProcess, etcd_process, make_certificates, server_process, wait_until
 
 SERVICE = "arith"

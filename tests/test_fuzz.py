@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrpc
-from fastrpc import _wire, packb, unpackb
+from fastrpc import packb, unpackb
+from fastrpc._core import frame as wire
 from fastrpc.errors import DecodeError, ProtocolError
 
 VALUES = st.recursive(
@@ -18,13 +19,13 @@ VALUES = st.recursive(
     max_leaves=20)
 
 FRAMES = [
-    _wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2])),
-    _wire.encode_frame(_wire.REQUEST, 2, "Arith.Sum", packb([1, 2]), deadline_ms=1500, meta=packb({"k": 1})),
-    _wire.encode_frame(_wire.NOTIFY, 0, "Arith.Echo", packb(["x" * 40])),
-    _wire.encode_frame(_wire.PING, 3, "", b"ping"),
-    _wire.encode_frame(_wire.CANCEL, 1),
-    _wire.encode_frame(_wire.RESPONSE, 4, "", packb(3), load=7),
-    _wire.encode_frame(_wire.ERROR, 5, "", packb(["ZeroDivisionError", "division by zero"])),
+    wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([1, 2])),
+    wire.encode_frame(wire.REQUEST, 2, "Arith.Sum", packb([1, 2]), deadline_ms=1500, meta=packb({"k": 1})),
+    wire.encode_frame(wire.NOTIFY, 0, "Arith.Echo", packb(["x" * 40])),
+    wire.encode_frame(wire.PING, 3, "", b"ping"),
+    wire.encode_frame(wire.CANCEL, 1),
+    wire.encode_frame(wire.RESPONSE, 4, "", packb(3), load=7),
+    wire.encode_frame(wire.ERROR, 5, "", packb(["ZeroDivisionError", "division by zero"])),
 ]
 
 
@@ -51,11 +52,11 @@ EDITS = st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255), st.inte
 @given(st.lists(st.sampled_from(FRAMES), min_size=1, max_size=6), EDITS, st.integers(1, 64))
 def test_frame_reader_on_mutated_streams(frames, edits, chunk):
     data = mutate(b"".join(frames), edits)
-    reader = _wire.FrameReader(max_frame_size=1 << 16)
+    reader = wire.FrameReader(max_frame_size=1 << 16)
     try:
         for i in range(0, len(data), chunk):
             for frame in reader.feed(data[i:i + chunk]):
-                assert frame.kind in _wire.KIND_NAMES
+                assert frame.kind in wire.KIND_NAMES
     except ProtocolError:                       # FrameTooLargeError is one too
         pass
 
@@ -63,7 +64,7 @@ def test_frame_reader_on_mutated_streams(frames, edits, chunk):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=256))
 def test_frame_reader_on_random_bytes(data):
-    reader = _wire.FrameReader(max_frame_size=1 << 16)
+    reader = wire.FrameReader(max_frame_size=1 << 16)
     try:
         reader.feed(data)
     except ProtocolError:
@@ -113,7 +114,7 @@ from fuzz.seeds import GOB_STREAMS, JSON_STREAMS  # noqa: E402  (shared with the
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.sampled_from(GOB_STREAMS), min_size=1, max_size=4), EDITS, st.integers(1, 64))
 def test_gob_decoder_on_mutated_streams(streams, edits, chunk):
-    from fastrpc._gob import GobDecoder, GobError
+    from fastrpc.go._gob import GobDecoder, GobError
     data = mutate(b"".join(streams), edits)
     decoder = GobDecoder(max_message=1 << 16, max_depth=16)
     try:
@@ -127,7 +128,7 @@ def test_gob_decoder_on_mutated_streams(streams, edits, chunk):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(JSON_STREAMS), min_size=1, max_size=4), EDITS, st.integers(1, 64))
 def test_jsonrpc_codec_on_mutated_streams(streams, edits, chunk):
-    from fastrpc.jsonrpc import JSONServerCodec
+    from fastrpc.go.jsonrpc import JSONServerCodec
     data = mutate(b"".join(streams), edits)
     codec = JSONServerCodec(1 << 16, 16)
     try:

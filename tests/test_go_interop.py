@@ -196,9 +196,9 @@ def test_go_client_timeout_and_server_gone(go_binary):
 # golden bytes -----------------------------------------------------------------
 
 def test_gob_encoder_matches_go_byte_for_byte(go_binary):
-    from fastrpc._gob import GobDecoder, GobEncoder
-    from fastrpc.gobcodec import REQUEST
-    from fastrpc.gotypes import GoArray, go_type, infer_go_type
+    from fastrpc.go._gob import GobDecoder, GobEncoder
+    from fastrpc.go.gobcodec import REQUEST
+    from fastrpc.go.types import GoArray, go_type, infer_go_type
 
     golden = json.loads(subprocess.run([go_binary, "golden"], capture_output=True, check=True, text=True).stdout)
     vectors = {v["name"]: bytes.fromhex(v["hex"]) for v in golden}
@@ -233,12 +233,12 @@ def test_gob_encoder_matches_go_byte_for_byte(go_binary):
         if isinstance(value, (int, float, str, bytes, complex, list)):
             assert decoded[name] == value, name
     assert decoded["request_seq"] == {"ServiceMethod": "Arith.Sum", "Seq": 300}
-    assert fastrpc.gotypes.from_go(decoded["record"], Record) == Record(
+    assert fastrpc.go.types.from_go(decoded["record"], Record) == Record(
         ID=-5, Count=1 << 40, Name="r", Points=[Point(1, 2)], Inner=Inner(Tags=["t"]),
         Next=Record(Name="n", Inner=Inner()), Meta={"a": "b"}, Grid=[0, 1, 0])
     assert decoded["tree"] == {"Value": 1, "Children": [{"Value": 2, "Children": []},
                                                         {"Value": 3, "Children": [{"Value": 4, "Children": []}]}]}
-    assert fastrpc.gotypes.from_go(decoded["tree"], Tree) == Tree(1, [Tree(2), Tree(3, [Tree(4)])])
+    assert fastrpc.go.types.from_go(decoded["tree"], Tree) == Tree(1, [Tree(2), Tree(3, [Tree(4)])])
     assert decoded["interface"] == {"Name": "x", "Any": 42}
     assert decoded["interface_nil"] == {"Name": "nil", "Any": None}
     # a new Go encoder re-sends its definitions; a new stream decodes them afresh
@@ -330,9 +330,9 @@ def test_none_result_is_never_null(go_binary, tmp_path):
 
 def test_gob_undecodable_argument_gets_an_error_and_the_connection_lives(py_server):
     _, addresses = py_server
-    from fastrpc._gob import GobEncoder
-    from fastrpc.gobcodec import REQUEST, GobClientCodec
-    from fastrpc.gotypes import infer_go_type
+    from fastrpc.go._gob import GobEncoder
+    from fastrpc.go.gobcodec import REQUEST, GobClientCodec
+    from fastrpc.go.types import infer_go_type
 
     enc = GobEncoder()
     enc.encode({"ServiceMethod": "Echo.String", "Seq": 1}, REQUEST)

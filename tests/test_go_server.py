@@ -161,9 +161,9 @@ def test_a_go_client_that_never_reads_cannot_grow_server_memory():
     # Replies go out as calls finish; a peer that never reads them makes the
     # server stop reading its calls, as on fastrpc connections.
     import socket
-    from fastrpc._gob import GobEncoder
-    from fastrpc.gobcodec import REQUEST
-    from fastrpc.gotypes import go_type
+    from fastrpc.go._gob import GobEncoder
+    from fastrpc.go.gobcodec import REQUEST
+    from fastrpc.go.types import go_type
     server, kinds, address = serve("gob")
     enc = GobEncoder()
     for seq in range(300):

@@ -1,5 +1,5 @@
 """The gob codec and the Go type mapping, without Go: round trips, limits, errors,
-and compiled == reference (fastrpc/_gob.py run uncompiled)."""
+and compiled == reference (fastrpc/go/_gob.py run uncompiled)."""
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastrpc
-from fastrpc import GoArray, GoUint, _gob as compiled
+from fastrpc import GoArray, GoUint
+from fastrpc.go import _gob as compiled
 from fastrpc.errors import DecodeError, DecodeLimitError, EncodeError
-from fastrpc.gotypes import EMPTY_STRUCT, from_go, go_type, infer_go_type, zero_value
+from fastrpc.go.types import EMPTY_STRUCT, from_go, go_type, infer_go_type, zero_value
 from support import load_reference
 
 reference = load_reference(compiled)

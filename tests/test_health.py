@@ -155,7 +155,7 @@ def _succeeds(call):
 
 
 def test_backoff_grows_exponentially_up_to_its_cap():
-    from fastrpc.connect import ClientSettings
+    from fastrpc.net.settings import ClientSettings
     settings = ClientSettings("tcp://127.0.0.1:1", reconnect_backoff=(0.1, 0.8))
     delays = []
     for _ in range(6):

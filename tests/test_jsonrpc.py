@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastrpc.errors import EncodeError, FrameTooLargeError, ProtocolError
-from fastrpc.jsonrpc import JSONClientCodec, JSONServerCodec, JSONStream, dumps
+from fastrpc.go.jsonrpc import JSONClientCodec, JSONServerCodec, JSONStream, dumps
 
 OBJECTS = st.dictionaries(
     st.text(max_size=8),

@@ -5,11 +5,45 @@ import os
 import fastrpc
 
 
+COMPILED = ["fastrpc._core.buffer", "fastrpc._core.codec", "fastrpc._core.frame", "fastrpc._core.calltable",
+            "fastrpc._core.servercore", "fastrpc._core.select", "fastrpc.go._gob"]
+
+
 def test_compiled_backend_is_active():
     assert fastrpc.backend == "cython"
-    for name in ("_codec", "_wire", "_calls", "_serve", "_select"):
-        module = importlib.import_module(f"fastrpc.{name}")
+    for name in COMPILED:
+        module = importlib.import_module(name)
         assert module.__file__.endswith((".so", ".pyd")), module.__file__
+
+
+def test_an_uncompiled_core_refuses_to_load():
+    """require_compiled() is what makes fastrpc.backend true: a core module
+    loaded from its .py source (no extension built) stops the import."""
+    import pytest
+    from fastrpc._core import require_compiled
+    from support import load_reference
+    reference = load_reference(importlib.import_module("fastrpc._core.select"))
+    with pytest.raises(ImportError, match="is not compiled"):
+        require_compiled(reference)
+
+
+def test_star_import_does_not_shadow_builtins():
+    namespace = {}
+    exec("from fastrpc import *", namespace)
+    assert "TimeoutError" not in namespace and "ConnectionError" not in namespace
+    assert issubclass(fastrpc.TimeoutError, TimeoutError)
+    assert issubclass(fastrpc.ConnectionError, ConnectionError)
+
+
+def test_every_exception_is_an_rpc_error():
+    import inspect
+    import fastrpc.errors
+    for name, obj in vars(fastrpc.errors).items():
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            assert issubclass(obj, fastrpc.RPCError), name
+    from fastrpc.discovery.etcd import EtcdError
+    from fastrpc.go._gob import GobError
+    assert issubclass(EtcdError, fastrpc.RPCError) and issubclass(GobError, fastrpc.RPCError)
 
 
 def test_public_api_is_exact():

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from fastrpc import _wire, packb, unpackb
-
+from fastrpc import packb, unpackb
+from fastrpc._core import frame as wire
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PROTOCOL.md")
 
 
@@ -20,17 +20,17 @@ VECTORS = doc_block("vectors")
 
 # name -> (kind, seq, method, payload value or raw bytes, extensions)
 EXPECTED = {
-    "request": (_wire.REQUEST, 1, "Arith.Sum", [10, 20], {}),
-    "response": (_wire.RESPONSE, 1, "", 30, {}),
-    "error": (_wire.ERROR, 2, "", ["ZeroDivisionError", "division by zero"], {}),
-    "notify": (_wire.NOTIFY, 3, "Log.Write", ["hi"], {}),
-    "ping": (_wire.PING, 9, "", b"", {}),
-    "pong": (_wire.PONG, 9, "", b"", {}),
-    "cancel": (_wire.CANCEL, 4, "", b"", {}),
-    "goaway": (_wire.GOAWAY, 0, "", "shutting down", {}),
-    "deadline": (_wire.REQUEST, 5, "A.B", [], {"deadline_ms": 1500}),
-    "load": (_wire.RESPONSE, 5, "", None, {"load": 7}),
-    "meta": (_wire.REQUEST, 6, "A.B", [], {"meta": {"token": "x"}}),
+    "request": (wire.REQUEST, 1, "Arith.Sum", [10, 20], {}),
+    "response": (wire.RESPONSE, 1, "", 30, {}),
+    "error": (wire.ERROR, 2, "", ["ZeroDivisionError", "division by zero"], {}),
+    "notify": (wire.NOTIFY, 3, "Log.Write", ["hi"], {}),
+    "ping": (wire.PING, 9, "", b"", {}),
+    "pong": (wire.PONG, 9, "", b"", {}),
+    "cancel": (wire.CANCEL, 4, "", b"", {}),
+    "goaway": (wire.GOAWAY, 0, "", "shutting down", {}),
+    "deadline": (wire.REQUEST, 5, "A.B", [], {"deadline_ms": 1500}),
+    "load": (wire.RESPONSE, 5, "", None, {"load": 7}),
+    "meta": (wire.REQUEST, 6, "A.B", [], {"meta": {"token": "x"}}),
 }
 
 
@@ -45,13 +45,13 @@ def test_encode_matches_vector(name):
     ext = dict(ext)
     if "meta" in ext:
         ext["meta"] = packb(ext["meta"])
-    assert _wire.encode_frame(kind, seq, method, raw, **ext).hex() == VECTORS[name]
+    assert wire.encode_frame(kind, seq, method, raw, **ext).hex() == VECTORS[name]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_decode_matches_vector(name):
     kind, seq, method, payload, ext = EXPECTED[name]
-    frames = _wire.FrameReader().feed(bytes.fromhex(VECTORS[name]))
+    frames = wire.FrameReader().feed(bytes.fromhex(VECTORS[name]))
     assert len(frames) == 1
     f = frames[0]
     assert (f.kind, f.seq, f.method) == (kind, seq, method)

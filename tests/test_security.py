@@ -9,7 +9,7 @@ import time
 import pytest
 
 import fastrpc
-from fastrpc.auth import MAGIC
+from fastrpc.net.auth import MAGIC
 from fastrpc.errors import (AuthenticationError, ConnectError, PermissionDeniedError, UnauthenticatedError,
                             UnavailableError)
 from support import make_certificates

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import fastrpc._select as compiled
+import fastrpc._core.select as compiled
 from support import load_reference
 
 reference = load_reference(compiled)
@@ -25,7 +25,7 @@ def sel(request):
 
 def test_modules_are_what_they_claim():
     assert compiled.__file__.endswith(".so")
-    assert reference.__file__.endswith("_select.py")
+    assert reference.__file__.endswith("select.py")
     assert not hasattr(reference, "__pyx_capi__")
 
 
@@ -303,8 +303,8 @@ def test_p2c_ewma_penalises_unmeasured_busy_endpoints(sel):
 
 
 # consistent hashing ---------------------------------------------------------------------------
-from fastrpc.endpoint import Endpoint  # noqa: E402
-from fastrpc.strategies import build_ring, hash_key, geo_tiers  # noqa: E402
+from fastrpc.net.endpoint import Endpoint  # noqa: E402
+from fastrpc.balancer.strategies import build_ring, hash_key, geo_tiers  # noqa: E402
 
 
 def ring_owner(sel, endpoints, keys, vnodes=100, load_factor=0.0, mask=None):

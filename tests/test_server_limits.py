@@ -7,8 +7,9 @@ import time
 import pytest
 
 import fastrpc
-from fastrpc import _wire, packb
-from fastrpc._wire import FrameReader
+from fastrpc import packb
+from fastrpc._core import frame as wire
+from fastrpc._core.frame import FrameReader
 from fastrpc.errors import DeadlineExceeded, RemoteError, TimeoutError
 from support import wait_until
 
@@ -78,14 +79,14 @@ def test_the_server_answers_deadline_exceeded_and_cancels_async_work(served):
     work, address = served
     # A raw client that never sends CANCEL: only the deadline can stop the work.
     replies = raw_call(address, [
-        _wire.encode_frame(_wire.REQUEST, 1, "Work.Wait", packb([5.0]), deadline_ms=100),
-        _wire.encode_frame(_wire.REQUEST, 2, "Work.Wait", packb([0.01]), deadline_ms=2000),
-        _wire.encode_frame(_wire.REQUEST, 3, "Work.Block", packb([0.5])),
-        _wire.encode_frame(_wire.REQUEST, 4, "Work.Record", packb(["late"]), deadline_ms=100),
+        wire.encode_frame(wire.REQUEST, 1, "Work.Wait", packb([5.0]), deadline_ms=100),
+        wire.encode_frame(wire.REQUEST, 2, "Work.Wait", packb([0.01]), deadline_ms=2000),
+        wire.encode_frame(wire.REQUEST, 3, "Work.Block", packb([0.5])),
+        wire.encode_frame(wire.REQUEST, 4, "Work.Record", packb(["late"]), deadline_ms=100),
     ], 4)
-    assert replies[2].kind == _wire.RESPONSE
+    assert replies[2].kind == wire.RESPONSE
     for seq, what in ((1, "cancelled at its deadline"), (4, "was not started")):
-        assert replies[seq].kind == _wire.ERROR
+        assert replies[seq].kind == wire.ERROR
         kind, message = fastrpc.unpackb(replies[seq].payload)[:2]
         assert kind == "DeadlineExceeded" and what in message
     assert work.cancelled == [5.0] and work.ran == []
@@ -163,7 +164,7 @@ def test_a_client_that_never_reads_cannot_grow_server_memory():
     server.register(Gauge())
     address = server.start("tcp://127.0.0.1:0")
     blob = packb([b"\x5a" * 65536])
-    frame = _wire.encode_frame(_wire.REQUEST, 1, "Gauge.Echo", blob)
+    frame = wire.encode_frame(wire.REQUEST, 1, "Gauge.Echo", blob)
     host, port = address[len("tcp://"):].rsplit(":", 1)
     try:
         with socket.create_connection((host, int(port)), timeout=5) as s:
@@ -205,7 +206,7 @@ def test_connections_over_the_limit_are_refused_clearly_and_balancers_go_elsewhe
             with pytest.raises(UnavailableError, match="too many connections") as info:
                 third.call("Gauge.Echo", 3, timeout=5)
             assert isinstance(info.value, fastrpc.ConnectionError)   # not run: safe to resend
-        with fastrpc.Balancer([full_address, spare_address], strategy=fastrpc.strategies.RoundRobin(start=0),
+        with fastrpc.Balancer([full_address, spare_address], strategy=fastrpc.balancer.strategies.RoundRobin(start=0),
                               health_interval=0) as b:
             assert [b.call("Gauge.Echo", i) for i in range(4)] == [0, 1, 2, 3]
             assert b.stats()[spare_address]["calls"] >= 2 and b.stats()[full_address]["errors"] >= 1

@@ -2,15 +2,16 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fastrpc import _wire, packb
+from fastrpc import packb
+from fastrpc._core import frame as wire
 from fastrpc.errors import FrameTooLargeError, ProtocolError
 
 FRAMES = [
-    _wire.encode_frame(_wire.REQUEST, 1, "Arith.Sum", packb([1, 2])),
-    _wire.encode_frame(_wire.RESPONSE, 1, "", packb("x" * 300)),
-    _wire.encode_frame(_wire.PING, 7, ""),
-    _wire.encode_frame(_wire.REQUEST, 2, "A.B", packb([]), deadline_ms=10, meta=packb({"k": 1})),
-    _wire.encode_frame(_wire.RESPONSE, 3, "", packb(b"\0" * 70000), load=3),
+    wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([1, 2])),
+    wire.encode_frame(wire.RESPONSE, 1, "", packb("x" * 300)),
+    wire.encode_frame(wire.PING, 7, ""),
+    wire.encode_frame(wire.REQUEST, 2, "A.B", packb([]), deadline_ms=10, meta=packb({"k": 1})),
+    wire.encode_frame(wire.RESPONSE, 3, "", packb(b"\0" * 70000), load=3),
 ]
 STREAM = b"".join(FRAMES)
 
@@ -19,7 +20,7 @@ def summary(frames):
     return [(f.kind, f.seq, f.method, f.payload, f.deadline_ms, f.load, f.meta) for f in frames]
 
 
-EXPECTED = summary(_wire.FrameReader().feed(STREAM))
+EXPECTED = summary(wire.FrameReader().feed(STREAM))
 
 
 def test_whole_stream_in_one_chunk():
@@ -30,16 +31,16 @@ def test_whole_stream_in_one_chunk():
 def test_every_split_point_of_a_small_frame():
     frame = FRAMES[0] + FRAMES[2]
     for cut in range(len(frame) + 1):
-        reader = _wire.FrameReader()
+        reader = wire.FrameReader()
         got = reader.feed(frame[:cut]) + reader.feed(frame[cut:])
-        assert summary(got) == summary(_wire.FrameReader().feed(frame))
+        assert summary(got) == summary(wire.FrameReader().feed(frame))
         assert reader.buffered == 0
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 20000), min_size=1, max_size=40))
 def test_any_chunking_gives_the_same_frames(sizes):
-    reader = _wire.FrameReader(chunk=32 * 1024)
+    reader = wire.FrameReader(chunk=32 * 1024)
     got, pos, i = [], 0, 0
     while pos < len(STREAM):
         size = sizes[i % len(sizes)]
@@ -50,32 +51,32 @@ def test_any_chunking_gives_the_same_frames(sizes):
 
 
 def test_byte_at_a_time():
-    reader = _wire.FrameReader()
+    reader = wire.FrameReader()
     got = []
     for i in range(len(FRAMES[3])):
         got += reader.feed(FRAMES[3][i:i + 1])
-    assert summary(got) == summary(_wire.FrameReader().feed(FRAMES[3]))
+    assert summary(got) == summary(wire.FrameReader().feed(FRAMES[3]))
 
 
 def test_partial_frame_is_kept():
-    reader = _wire.FrameReader()
+    reader = wire.FrameReader()
     assert reader.feed(FRAMES[0][:10]) == []
     assert reader.buffered == 10
 
 
 def test_frame_above_max_size_is_an_error_as_soon_as_its_length_arrives():
-    reader = _wire.FrameReader(max_frame_size=1024)
+    reader = wire.FrameReader(max_frame_size=1024)
     with pytest.raises(FrameTooLargeError, match="above the maximum frame size of 1024"):
         reader.feed(b"\x00\x00\x10\x00")
 
 
 def test_default_max_frame_size_is_at_least_64_mib():
-    assert _wire.FrameReader().max_frame_size >= 64 * 1024 * 1024
+    assert wire.FrameReader().max_frame_size >= 64 * 1024 * 1024
 
 
 def test_frame_at_max_size_is_accepted():
-    frame = _wire.encode_frame(_wire.RESPONSE, 1, "", packb(b"x" * 1000))
-    reader = _wire.FrameReader(max_frame_size=len(frame) - 4)
+    frame = wire.encode_frame(wire.RESPONSE, 1, "", packb(b"x" * 1000))
+    reader = wire.FrameReader(max_frame_size=len(frame) - 4)
     assert len(reader.feed(frame)) == 1
 
 
@@ -89,12 +90,12 @@ def test_frame_at_max_size_is_accepted():
 ])
 def test_malformed_headers_are_protocol_errors(data, message):
     with pytest.raises(ProtocolError, match=message):
-        _wire.FrameReader().feed(data)
+        wire.FrameReader().feed(data)
 
 
 def test_buffered_protocol_interface_receives_large_frames_in_place():
-    frame = _wire.encode_frame(_wire.RESPONSE, 1, "", packb(b"y" * 3_000_000))
-    reader = _wire.FrameReader()
+    frame = wire.encode_frame(wire.RESPONSE, 1, "", packb(b"y" * 3_000_000))
+    reader = wire.FrameReader()
     pos = 0
     sizes = []
     while pos < len(frame):
@@ -112,7 +113,7 @@ def test_buffered_protocol_interface_receives_large_frames_in_place():
 
 
 def test_buffer_updated_rejects_overflow():
-    reader = _wire.FrameReader()
+    reader = wire.FrameReader()
     view = reader.get_buffer(-1)
     with pytest.raises(ValueError):
         reader.buffer_updated(len(view) + 1)

@@ -2,7 +2,7 @@
 
     python3 tests/fuzz/fuzz_gob.py -max_total_time=600
 
-fastrpc/_gob.py is also the uncompiled reference implementation: it runs
+fastrpc/go/_gob.py is also the uncompiled reference implementation: it runs
 here as plain Python, instrumented, so libFuzzer gets real coverage
 feedback, and every input goes through the compiled decoder too. A finding
 is any exception other than DecodeError, or the two decoders disagreeing.
@@ -19,12 +19,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from fastrpc import _gob as compiled  # noqa: E402
+from fastrpc.go import _gob as compiled  # noqa: E402
 from fastrpc.errors import DecodeError  # noqa: E402
 from seeds import GOB_STREAMS, edit  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
-    "fastrpc_gob_reference", os.path.join(os.path.dirname(os.path.dirname(HERE)), "fastrpc", "_gob.py"))
+    "fastrpc_gob_reference", os.path.join(os.path.dirname(os.path.dirname(HERE)), "fastrpc", "go", "_gob.py"))
 reference = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = reference     # instrument_all() finds functions through sys.modules
 _spec.loader.exec_module(reference)

@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from fastrpc.errors import ProtocolError  # noqa: E402
-from fastrpc.jsonrpc import JSONServerCodec  # noqa: E402
+from fastrpc.go.jsonrpc import JSONServerCodec  # noqa: E402
 from seeds import JSON_STREAMS, edit  # noqa: E402
 
 

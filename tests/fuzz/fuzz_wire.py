@@ -14,7 +14,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from fastrpc import _wire
+    from fastrpc._core import frame as wire
     from fastrpc.errors import ProtocolError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +27,7 @@ def one_input(data: bytes) -> None:
     stream = b"".join(FRAMES[fdp.ConsumeIntInRange(0, len(FRAMES) - 1)]
                       for _ in range(fdp.ConsumeIntInRange(0, 4)))
     stream = edit(stream, fdp) + fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64))
-    reader = _wire.FrameReader(max_frame_size=1 << 20)
+    reader = wire.FrameReader(max_frame_size=1 << 20)
     try:
         for i in range(0, len(stream), chunk):
             for frame in reader.feed(stream[i:i + chunk]):

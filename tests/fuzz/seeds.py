@@ -2,8 +2,8 @@
 they apply (byte flips, insertions, cuts), driven by the fuzzer's input."""
 import numpy as np
 
-from fastrpc import _wire, packb
-
+from fastrpc import packb
+from fastrpc._core import frame as wire
 VALUES = [None, True, 0, -1, 2 ** 64 - 1, -2 ** 63, 1.5, "", "text", "é" * 40, b"\x00" * 300,
           [1, [2, [3]]], {"a": {"b": [1, 2]}}, {1: 2, (1, 2): "tuple key"},
           np.arange(10, dtype=np.int32), np.zeros((3, 4), dtype=np.float64), [b"x" * 70000]]
@@ -11,11 +11,11 @@ VALUES = [None, True, 0, -1, 2 ** 64 - 1, -2 ** 63, 1.5, "", "text", "é" * 40, 
 PAYLOADS = [packb(v) for v in VALUES]
 
 FRAMES = [f for n, p in enumerate(PAYLOADS) for f in (
-    _wire.encode_frame(_wire.REQUEST, n + 1, "Arith.Sum", p, deadline_ms=1000, meta=packb({"trace": n})),
-    _wire.encode_frame(_wire.RESPONSE, n + 1, "", p, load=n),
-    _wire.encode_frame(_wire.NOTIFY, 0, "Arith.Echo", p),
-)] + [_wire.encode_frame(_wire.PING, 9, "", b"p"), _wire.encode_frame(_wire.CANCEL, 3),
-      _wire.encode_frame(_wire.GOAWAY, 0, "", b"bye")]
+    wire.encode_frame(wire.REQUEST, n + 1, "Arith.Sum", p, deadline_ms=1000, meta=packb({"trace": n})),
+    wire.encode_frame(wire.RESPONSE, n + 1, "", p, load=n),
+    wire.encode_frame(wire.NOTIFY, 0, "Arith.Echo", p),
+)] + [wire.encode_frame(wire.PING, 9, "", b"p"), wire.encode_frame(wire.CANCEL, 3),
+      wire.encode_frame(wire.GOAWAY, 0, "", b"bye")]
 
 
 def _gob_streams():
@@ -24,9 +24,9 @@ def _gob_streams():
     import sys
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from gointerop import Args, Opaque, Tree, sample_record
-    from fastrpc._gob import GobEncoder
-    from fastrpc.gobcodec import REQUEST
-    from fastrpc.gotypes import infer_go_type
+    from fastrpc.go._gob import GobEncoder
+    from fastrpc.go.gobcodec import REQUEST
+    from fastrpc.go.types import infer_go_type
     enc = GobEncoder()
     streams = []
     for value in (Args(1, 2), sample_record(), Tree(1, [Tree(2)]), Opaque("x", 3.5), [1, -2, 3],

@@ -1,0 +1,297 @@
+# cython: language_level=3
+"""The server's per-connection hot loop.
+
+Owns: turning received bytes into calls and replies. Synchronous handlers run
+inline here and their replies are encoded straight into the connection's
+output buffer; async and blocking handlers, cancels, pings and GOAWAY are
+handed to the Python connection object (fastrpc.server), which owns policy.
+One bad frame payload costs one error reply; only lost framing raises.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.string cimport memcmp
+
+from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
+from fastrpc._core.codec cimport DecodeLimits, pack, unpack, unpack_args
+from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame,
+                            KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
+                            KIND_PONG, KIND_CANCEL, KIND_GOAWAY, FLAG_DEADLINE, FLAG_LOAD)
+
+from fastrpc.errors import ProtocolError, DecodeError
+
+import types
+
+cdef object _coroutine_type = types.CoroutineType
+
+cdef enum HandlerMode:
+    INLINE = 0      # plain function: called inside the read loop
+    ASYNC = 1       # coroutine function: run as a task
+    BLOCKING = 2    # @fastrpc.blocking: run in the thread pool
+
+MODE_INLINE = INLINE
+MODE_ASYNC = ASYNC
+MODE_BLOCKING = BLOCKING
+
+
+@cython.final
+cdef class Handler:
+    """A registered method: the callable, how it runs, and its arity."""
+    cdef readonly object func
+    cdef readonly str name
+    cdef readonly int mode
+    cdef readonly Py_ssize_t min_args
+    cdef readonly Py_ssize_t max_args     # -1: any number (*args)
+
+    def __init__(self, func, str name, int mode, Py_ssize_t min_args, Py_ssize_t max_args):
+        self.func = func
+        self.name = name
+        self.mode = mode
+        self.min_args = min_args
+        self.max_args = max_args
+
+    def __repr__(self):
+        return f"Handler({self.name!r}, mode={self.mode})"
+
+
+@cython.final
+cdef class LoadGauge:
+    """Calls a server has in flight (tasks and thread-pool calls), shared by its connections.
+
+    Every reply and PONG carries the current value (FLAG_LOAD), which is what
+    the client-side balancers' least-loaded strategies read.
+    """
+    cdef public long long value
+
+    def __repr__(self):
+        return f"LoadGauge({self.value})"
+
+
+cdef inline str _arity_message(Handler h, Py_ssize_t given):
+    if h.max_args == h.min_args:
+        want = f"{h.min_args}"
+    elif h.max_args < 0:
+        want = f"at least {h.min_args}"
+    else:
+        want = f"{h.min_args} to {h.max_args}"
+    return f"{h.name} takes {want} argument{'s' if want != '1' else ''} ({given} given)"
+
+
+cdef inline str _error_type(BaseException exc):
+    return type(exc).__name__
+
+
+@cython.final
+cdef class ServerCore:
+    """Per-connection state: frame reader, output buffer, dispatch table.
+
+    `conn` is the Python connection object; the core calls its methods
+    spawn(handler, seq, args, notify, deadline_ms, meta), cancel(seq),
+    on_goaway(), on_pong(seq) and log_notify_error(name, exc).
+    """
+    cdef FrameReader reader
+    cdef WriteBuffer out
+    cdef dict handlers          # method name (UTF-8 bytes) -> Handler
+    cdef object services        # set of service names (UTF-8 bytes), for "can't find service"
+    cdef object conn            # Python-side connection (policy)
+    cdef DecodeLimits limits
+    cdef bytes last_name        # one-entry lookup cache: most calls repeat the method
+    cdef Handler last_handler
+    cdef public Py_ssize_t calls   # requests and notifications received
+    cdef public LoadGauge load     # stamped on replies and PONGs; None: no load reports
+    cdef public bint hold          # backpressure: leave further frames in the buffer for later
+    cdef public object refuse      # None, or why every call is answered "Unavailable" unrun
+    cdef public object authorize   # None, or authorize(method, metadata) run before each call; raising refuses it
+
+    def __init__(self, dict handlers, services, conn, *,
+                 Py_ssize_t max_frame_size, Py_ssize_t max_depth,
+                 Py_ssize_t max_len, Py_ssize_t max_bytes):
+        self.reader = FrameReader(max_frame_size)
+        self.out = WriteBuffer(65536)
+        self.handlers = handlers
+        self.services = services
+        self.conn = conn
+        self.limits.max_depth = max_depth
+        self.limits.max_len = max_len
+        self.limits.max_bytes = max_bytes
+        self.last_name = None
+        self.last_handler = None
+        self.calls = 0
+        self.load = None
+        self.hold = False
+        self.refuse = None
+        self.authorize = None
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """Memory to receive into (asyncio BufferedProtocol.get_buffer)."""
+        return self.reader.get_buffer(sizehint)
+
+    def process(self, Py_ssize_t nbytes):
+        """Handle every complete frame after `nbytes` more were received.
+
+        Returns the reply bytes to write (or None). Raises ProtocolError (or
+        FrameTooLargeError) when framing is lost; the caller then closes.
+        While `hold` is set (it may be set by a handler being spawned), the
+        remaining frames stay buffered; process(0) takes them up later.
+        """
+        cdef FrameView f
+        self.reader.buffer_updated(nbytes)
+        while not self.hold and self.reader.next_frame(&f):
+            if f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:
+                self.calls += 1
+                self._call(&f)
+            elif f.kind == KIND_PING:
+                self._pong(&f)
+            elif f.kind == KIND_CANCEL:
+                self.conn.cancel(f.seq)
+            elif f.kind == KIND_GOAWAY:
+                self.conn.on_goaway()
+            elif f.kind == KIND_PONG:
+                self.conn.on_pong(f.seq)
+            else:
+                raise ProtocolError(f"a client sent a frame of kind {f.kind} (a reply kind)")
+        return self.take_output()
+
+    def take_output(self):
+        """Return and clear the encoded replies, or None when there are none."""
+        return self.out.take_output()
+
+    @property
+    def pending_output(self):
+        """Bytes of encoded replies not yet taken."""
+        return self.out.size
+
+    cdef Handler _lookup(self, FrameView *f):
+        cdef bytes name
+        if self.last_name is not None and len(self.last_name) == f.method_len \
+                and memcmp(<const char *>self.last_name, f.method, f.method_len) == 0:
+            return self.last_handler
+        name = PyBytes_FromStringAndSize(f.method, f.method_len)
+        h = self.handlers.get(name)
+        if h is not None:
+            self.last_name = name
+            self.last_handler = <Handler>h
+        return <Handler>h
+
+    cdef int _call(self, FrameView *f) except -1:
+        cdef Handler h = self._lookup(f)
+        cdef tuple args
+        cdef Py_ssize_t nargs
+        cdef bint notify = f.kind == KIND_NOTIFY
+        meta = None
+        if self.refuse is not None:
+            if not notify:
+                self._error(f.seq, "Unavailable", self.refuse)
+            return 0
+        if h is None:
+            self._not_found(f, notify)
+            return 0
+        try:
+            args = unpack_args(f.payload, f.payload_len, self.reader.buf, self.reader.data,
+                               &self.limits)
+            if f.meta_len and (h.mode != INLINE or self.authorize is not None):
+                meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
+        except DecodeError as exc:
+            if not notify:
+                self._error(f.seq, _error_type(exc), f"{h.name}: bad arguments: {exc}")
+            return 0
+        nargs = PyTuple_GET_SIZE(args)
+        if nargs < h.min_args or (h.max_args >= 0 and nargs > h.max_args):
+            if not notify:
+                self._error(f.seq, "InvalidArguments", _arity_message(h, nargs))
+            return 0
+        if self.authorize is not None:
+            try:
+                self.authorize(h.name, meta)
+            except Exception as exc:
+                if notify:
+                    self.conn.log_notify_error(h.name, exc)
+                else:
+                    self._error(f.seq, "PermissionDenied", str(exc) or type(exc).__name__)
+                return 0
+        if h.mode != INLINE:
+            self.conn.spawn(h, f.seq, args, notify,
+                            f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta)
+            return 0
+        try:
+            result = h.func(*args)
+        except Exception as exc:
+            if notify:
+                self.conn.log_notify_error(h.name, exc)
+            else:
+                self._error(f.seq, _error_type(exc), str(exc))
+            return 0
+        if type(result) is _coroutine_type:
+            # A plain function that returned a coroutine: run it as a task.
+            self.conn.spawn_awaitable(h, f.seq, result, notify)
+            return 0
+        if not notify:
+            self.reply(f.seq, result)
+        return 0
+
+    cdef int _not_found(self, FrameView *f, bint notify) except -1:
+        cdef str name = f.method[:f.method_len].decode("utf-8", "replace")
+        if notify:
+            self.conn.log_notify_error(name, LookupError("unknown method"))
+            return 0
+        dot = name.rfind(".")
+        if dot < 0:
+            msg = f"rpc: service/method request ill-formed: {name}"
+        elif name[:dot].encode("utf-8") not in self.services:
+            msg = f"rpc: can't find service {name}"
+        else:
+            msg = f"rpc: can't find method {name}"
+        return self._error(f.seq, "MethodNotFound", msg)
+
+    cdef int _pong(self, FrameView *f) except -1:
+        cdef Py_ssize_t start = self._begin_reply(KIND_PONG, f.seq)
+        self.out.write(f.payload, f.payload_len)
+        return end_frame(self.out, start)
+
+    cdef int _begin_reply(self, int kind, unsigned long long seq) except -1:
+        cdef Py_ssize_t start
+        cdef unsigned int load
+        cdef char ext[4]
+        if self.load is None:
+            return begin_frame(self.out, kind, 0, seq, NULL, 0)
+        load = <unsigned int>min(max(self.load.value, 0), 0xffffffff)
+        start = begin_frame(self.out, kind, FLAG_LOAD, seq, NULL, 0)
+        frpc_store_u32(ext, load)
+        self.out.write(ext, 4)
+        return start
+
+    cpdef int reply(self, unsigned long long seq, object value) except -1:
+        """Encode a RESPONSE for `seq`; an unencodable value becomes an error reply."""
+        cdef Py_ssize_t start = self._begin_reply(KIND_RESPONSE, seq)
+        try:
+            pack(self.out, value, 0)
+        except Exception as exc:
+            self.out.size = start
+            return self._error(seq, "EncodeError", f"result cannot be encoded: {exc}")
+        return end_frame(self.out, start)
+
+    cpdef int reply_error(self, unsigned long long seq, str type_name, str message) except -1:
+        """Encode an ERROR reply [type, message] for `seq`."""
+        return self._error(seq, type_name, message)
+
+    cdef int _error(self, unsigned long long seq, str type_name, str message) except -1:
+        cdef Py_ssize_t start = self._begin_reply(KIND_ERROR, seq)
+        try:
+            pack(self.out, (type_name, message), 0)
+        except Exception:
+            # Unencodable text (lone surrogates): fall back to a plain message.
+            self.out.size = start
+            start = self._begin_reply(KIND_ERROR, seq)
+            pack(self.out, (type_name, "error message could not be encoded"), 0)
+        return end_frame(self.out, start)
+
+    cpdef int goaway(self, str reason="") except -1:
+        """Encode a GOAWAY frame telling the client to send no new calls."""
+        cdef Py_ssize_t start = begin_frame(self.out, KIND_GOAWAY, 0, 0, NULL, 0)
+        pack(self.out, reason, 0)
+        return end_frame(self.out, start)
+
+    cpdef int ping(self, unsigned long long seq) except -1:
+        """Encode a PING frame (heartbeat) to the client."""
+        cdef Py_ssize_t start = begin_frame(self.out, KIND_PING, 0, seq, NULL, 0)
+        return end_frame(self.out, start)

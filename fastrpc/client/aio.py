@@ -1,0 +1,446 @@
+"""AsyncClient: the asyncio client.
+
+Calls are encoded into the connection's buffer and written once per event
+loop pass, or as soon as FLUSH_FRAMES are waiting, so that client and server
+work at the same time instead of taking turns.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import ssl
+import time
+from typing import Any, Iterable, List, Optional, Tuple
+
+from fastrpc._core import frame as wire
+from fastrpc._core.calltable import Batch
+from fastrpc.net.address import parse_address
+from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
+from fastrpc.net.dial import tls_hostname
+from fastrpc.net.settings import ClientSettings
+from fastrpc.context import bound_timeout
+from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
+                            ConnectTimeoutError, RPCError, TimeoutError)
+from fastrpc.net.loop import feed_buffered
+
+__all__ = ["AsyncClient"]
+
+FLUSH_FRAMES = 48
+FLUSH_BYTES = 64 * 1024
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Feeds received bytes to the CallTable; fails everything on loss."""
+
+    def __init__(self, owner: "_AsyncConn") -> None:
+        self.owner = owner
+
+    def connection_made(self, transport) -> None:
+        self.owner.transport = transport
+
+    def get_buffer(self, sizehint: int):
+        return self.owner.table.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        owner = self.owner
+        owner.last_io = owner.loop.time()
+        try:
+            owner.table.process(nbytes)
+        except RPCError as exc:
+            owner.fail(ConnectionLostError(f"protocol error from {owner.address}: {exc}"))
+            owner.transport.abort()
+            return
+        if owner.draining and not owner.table.pending:
+            owner.leave()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        reason = f": {exc}" if exc else " by the server"
+        self.owner.fail(ConnectionLostError(f"connection to {self.owner.address} closed{reason}"))
+
+    def pause_writing(self) -> None:
+        self.owner.paused = self.owner.loop.create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self.owner.paused = self.owner.paused, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Handshake(asyncio.Protocol):
+    """The client's side of the shared-secret handshake (fastrpc.net.auth) on a new transport."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.buf = b""
+        self.waiter: Optional[asyncio.Future] = None
+        self.lost: Optional[BaseException] = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def connection_lost(self, exc) -> None:
+        self.lost = AuthenticationError(f"{self.address} closed the connection during the authentication "
+                                        "handshake (does it expect auth_secret?)")
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if self.lost is not None:
+                raise self.lost
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    async def run(self, transport, secret: bytes) -> bytes:
+        """Authenticate; return bytes received past the handshake."""
+        hs = ClientHandshake(secret, self.address)
+        transport.write(hs.hello())
+        await self._verdict(hs)
+        transport.write(hs.answer(await self.read(NONCE + DIGEST)))
+        await self._verdict(hs)
+        return self.buf
+
+    async def _verdict(self, hs: ClientHandshake) -> None:
+        first = await self.read(1)
+        reason = b""
+        if first == REJECTED:
+            size = await self.read(2)
+            reason = size + await self.read(int.from_bytes(size, "big"))
+        hs.verdict(first, io.BytesIO(reason).read)
+
+
+class _AsyncConn:
+    """One connection of an AsyncClient."""
+
+    def __init__(self, client: "AsyncClient", loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.address = client.address
+        self.loop = loop
+        self.table = client.new_call_table()
+        self.table.on_control = self._on_control
+        self.transport: Optional[asyncio.Transport] = None
+        self.error: Optional[BaseException] = None
+        self.draining = False
+        self.flush_handle = None
+        self.paused: Optional[asyncio.Future] = None
+        self.last_io = loop.time()              # last bytes received (heartbeats)
+        self.heartbeats: Optional[asyncio.Task] = None
+
+    async def open(self, timeout: Optional[float]) -> None:
+        client = self.client
+        addr = parse_address(self.address)
+        secret = client.auth_secret
+        # With auth, a plain Protocol runs the handshake first, then hands
+        # the transport to the buffered _Protocol.
+        factory = (lambda: _Handshake(self.address)) if secret is not None else (lambda: _Protocol(self))  # noqa: E731
+        tls = {}
+        if client.ssl is not None:
+            tls = {"ssl": client.ssl, "server_hostname": tls_hostname(self.address, client.server_hostname) or ""}
+        try:
+            if addr.scheme == "unix":
+                coro = self.loop.create_unix_connection(factory, addr.path, **tls)
+            else:
+                coro = self.loop.create_connection(factory, addr.host, addr.port, **tls)
+            transport, protocol = await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            raise ConnectTimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS handshake with {self.address} failed: {exc}") from exc
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
+        if secret is not None:
+            try:
+                rest = await asyncio.wait_for(protocol.run(transport, secret), timeout)
+            except asyncio.TimeoutError:
+                transport.abort()
+                raise AuthenticationError(f"{self.address} did not complete the authentication handshake "
+                                          f"within {timeout}s") from None
+            except BaseException:
+                transport.abort()
+                raise
+            main = _Protocol(self)
+            transport.set_protocol(main)
+            main.connection_made(transport)
+            feed_buffered(main, transport, rest)    # bytes the server sent right after accepting us
+
+    def schedule_flush(self) -> None:
+        table = self.table
+        if table.out_frames >= FLUSH_FRAMES or table.out_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        data = self.table.take_output()
+        if data is not None and self.error is None:
+            self.transport.write(data)
+
+    def withdraw(self, seq: int) -> None:
+        if self.table.forget(seq) is not None and self.error is None:
+            self.table.control(wire.CANCEL, seq)
+            self.schedule_flush()
+
+    def leave(self) -> None:
+        """After GOAWAY, once no call is pending here: close, so the server can finish."""
+        self.flush()
+        self.fail(ConnectionClosedError(f"{self.address} sent GOAWAY; connection closed"))
+
+    def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
+        if kind == wire.GOAWAY:
+            self.draining = True
+        elif kind == wire.PING:
+            self.table.control(wire.PONG, seq, payload)
+            self.schedule_flush()
+
+    async def beat(self, interval: float, timeout: float) -> None:
+        """PING when silent for `interval`; fail the connection if nothing arrives within `timeout`."""
+        loop = self.loop
+        while self.error is None:
+            idle = loop.time() - self.last_io
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            pong = loop.create_future()
+            self.table.ping(pong)
+            self.schedule_flush()
+            sent = loop.time()
+            try:
+                await asyncio.wait_for(pong, timeout)
+            except asyncio.TimeoutError:
+                if self.last_io < sent and self.error is None:
+                    self.fail(self.client.heartbeat_lost())
+                    return
+            except Exception:
+                return                          # the connection failed meanwhile
+
+    def fail(self, exc: BaseException) -> None:
+        if self.heartbeats is not None and self.heartbeats is not asyncio.current_task():
+            self.heartbeats.cancel()
+        if self.error is None:
+            self.error = exc
+            if self.transport is not None:
+                self.transport.close()
+        self.table.clear_output()
+        self.table.fail_all(exc)
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and not self.draining
+
+
+class AsyncClient(ClientSettings):
+    """An asyncio RPC client for one server.
+
+    ``await call("Service.Method", *args)``; ``go(...)`` returns an
+    asyncio.Future without a coroutine per call; ``await map(...)``
+    pipelines many calls of one method; ``notify(...)`` sends one-way.
+    Use as ``async with AsyncClient(addr) as c:`` or ``await c.connect()``.
+    """
+
+    def __init__(self, address: str, **settings: Any) -> None:
+        """Set up a client for `address` (it connects on ``connect()``, ``async
+        with`` or the first call). Keyword settings (see ClientSettings):
+        timeout, connect_timeout, max_frame_size, max_depth, max_len,
+        max_bytes, send_deadline."""
+        super().__init__(address, **settings)
+        self._conn: Optional[_AsyncConn] = None
+        self._connecting: Optional[asyncio.Future] = None
+        self._closed = False
+
+    async def connect(self) -> "AsyncClient":
+        """Open the connection (done by ``async with`` and, lazily, by the first call)."""
+        await self._connection()
+        return self
+
+    async def _connection(self) -> _AsyncConn:
+        conn = self._conn
+        if conn is not None and conn.usable:
+            return conn
+        if self._closed:
+            raise ConnectionClosedError("client is closed")
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
+            return await self._connection()
+        loop = asyncio.get_running_loop()
+        self._connecting = loop.create_future()
+        try:
+            self.check_backoff()
+            conn = _AsyncConn(self, loop)
+            try:
+                await conn.open(self.connect_timeout)
+            except ConnectError as exc:
+                self.dial_failed(exc)
+                raise
+            self.dial_succeeded()
+            if self.heartbeat is not None:
+                conn.heartbeats = loop.create_task(conn.beat(self.heartbeat, self.heartbeat_timeout))
+            self._conn = conn
+            self._connecting.set_result(None)
+            return conn
+        except BaseException as exc:
+            self._connecting.set_exception(exc)
+            self._connecting.exception()  # mark retrieved
+            raise
+        finally:
+            self._connecting = None
+
+    @property
+    def connected(self) -> bool:
+        """A connection is open and not failed (the next call dials again when it is not)."""
+        return self._conn is not None and self._conn.error is None
+
+    @property
+    def draining(self) -> bool:
+        """The server sent GOAWAY on the current connection: it is going away."""
+        return self._conn is not None and self._conn.draining
+
+    @property
+    def server_load(self) -> Optional[int]:
+        """Calls in flight at the server, as its last reply or PONG reported (None: unknown)."""
+        return None if self._conn is None else self._conn.table.last_load
+
+    def _ready_conn(self) -> _AsyncConn:
+        conn = self._conn
+        if conn is None or not conn.usable:
+            raise ConnectionClosedError(
+                f"not connected to {self.address}" if conn is None or conn.error is None
+                else f"connection to {self.address} is closed: {conn.error}")
+        return conn
+
+    def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> asyncio.Future:
+        """Start a call on a connected client; return an asyncio.Future of its result."""
+        return self._start(self._ready_conn(), method, args, timeout)[0]
+
+    async def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Call `method` with `args`; return its result or raise (see Client.call)."""
+        conn = self._conn
+        if conn is None or not conn.usable:
+            conn = await self._connection()
+        fut, seq = self._start(conn, method, args, timeout)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            conn.withdraw(seq)   # the caller's task was cancelled: tell the server
+            raise
+
+    def _start(self, conn: _AsyncConn, method: str, args: tuple,
+               timeout: Optional[float]) -> Tuple[asyncio.Future, int]:
+        """Encode a call, schedule its write and its timeout; return (future, seq)."""
+        timeout = bound_timeout(timeout, self.timeout)
+        fut = conn.loop.create_future()
+        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout), self.call_metadata())
+        conn.schedule_flush()
+        if timeout is not None:
+            handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
+            fut.add_done_callback(lambda _f: handle.cancel())
+        return fut, seq
+
+    def _expire(self, conn: _AsyncConn, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
+        if not fut.done():
+            conn.withdraw(seq)
+            fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
+
+    async def notify(self, method: str, *args: Any) -> None:
+        """Send a one-way call: no reply, no error report."""
+        conn = await self._connection()
+        conn.table.request(method, args, None, None, self.call_metadata())
+        conn.schedule_flush()
+
+    async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
+                  return_exceptions: bool = False, window: int = 1024) -> List[Any]:
+        """Call `method` once per item, pipelined; return results in order (see Client.map)."""
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        n = len(items)
+        if n == 0:
+            return []
+        conn = await self._connection()
+        timeout = bound_timeout(timeout, self.timeout)
+        loop = conn.loop
+        batch = Batch(n, return_exceptions)
+        window = max(1, window)
+        step = max(1, window // 2)
+        source = iter(items)
+        meta = self.call_metadata()
+        waiter: Optional[asyncio.Future] = None
+
+        def progress() -> None:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        batch.on_progress = progress
+        batch.step = step
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while not batch.done:
+                in_flight = batch.issued - (n - batch.remaining)
+                if batch.issued < n and in_flight < window:
+                    if conn.error is not None:
+                        batch.fail_unsent(conn.error)
+                        break
+                    conn.table.request_batch(method, batch, source, window - in_flight, meta)
+                    conn.flush()
+                    if conn.paused is not None:
+                        await conn.paused
+                    continue
+                waiter = loop.create_future()
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(waiter, remaining) if remaining is not None else await waiter
+                waiter = None
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            for seq in range(batch.first_seq, batch.first_seq + batch.issued):
+                conn.withdraw(seq)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise TimeoutError(f"map({method}) did not complete within {timeout}s") from None
+        finally:
+            batch.on_progress = None
+        if batch.first_error is not None and not return_exceptions:
+            raise batch.first_error
+        return batch.results
+
+    async def ping(self, timeout: Optional[float] = 5.0) -> float:
+        """Round-trip a PING frame; return the round-trip time in seconds."""
+        conn = await self._connection()
+        fut = conn.loop.create_future()
+        start = time.perf_counter()
+        seq = conn.table.ping(fut)
+        conn.flush()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            conn.table.forget(seq)
+            raise TimeoutError(f"ping to {self.address} timed out after {timeout}s") from None
+        return time.perf_counter() - start
+
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with ConnectionClosedError."""
+        self._closed = True
+        conn = self._conn
+        if conn is not None:
+            conn.flush()
+            conn.fail(ConnectionClosedError(f"client closed the connection to {self.address}"))
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<fastrpc.AsyncClient {self.address}>"

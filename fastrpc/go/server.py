@@ -1,0 +1,315 @@
+"""Serving Go clients: net/rpc's gob and jsonrpc codecs, HTTP CONNECT, /debug/rpc.
+
+A Server listener started with ``codec="gob"`` or ``codec="jsonrpc"``, or
+on an ``http://`` address, hands each connection to a GoConnection. It
+dispatches to the same registered handlers as fastrpc's own protocol, so
+one Python service answers Go and Python callers alike.
+
+Go sends one argument per call. A handler taking one parameter receives it
+whole (converted to the parameter's annotated type, e.g. a dataclass); a
+handler taking several receives a Go struct's fields in order, so
+``def Sum(self, a, b)`` serves Go's ``Call("Arith.Sum", &Args{A: 10, B: 20},
+&reply)``. Errors use net/rpc's texts ("rpc: can't find method S.M").
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import inspect
+import logging
+import typing
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+from fastrpc.go._gob import GoType
+from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, Handler
+from fastrpc.errors import RPCError
+from fastrpc.go.gobcodec import GobServerCodec
+from fastrpc.go.types import EMPTY_STRUCT, converter, go_type, zero_value
+from fastrpc.go.jsonrpc import JSONServerCodec
+from fastrpc.server.connection import ServedConnection
+
+if TYPE_CHECKING:
+    from fastrpc.server.server import Server
+
+__all__ = ["GoConnection", "GO_CODECS"]
+
+log = logging.getLogger("fastrpc.server")
+
+GO_CODECS = {"gob": GobServerCodec, "jsonrpc": JSONServerCodec}
+GO_RPC_PATH = b"/_goRPC_"           # Go's rpc.DefaultRPCPath
+DEBUG_PATH = b"/debug/rpc"          # Go's rpc.DefaultDebugPath
+CONNECTED = b"HTTP/1.0 200 Connected to Go RPC\n\n"
+MAX_HTTP_HEADER = 8192
+
+
+class GoSignature:
+    """What a handler declares, read once: argument converters and reply type."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        func = handler.func
+        try:
+            hints = typing.get_type_hints(func, include_extras=True)
+        except Exception:               # unresolvable annotations: treat as none
+            hints = {}
+        try:
+            params = [p for p in inspect.signature(func).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            params = []
+        self.converters: List[Optional[Callable]] = [_converter(hints.get(p.name)) for p in params]
+        self.arg_names = [_type_name(hints.get(p.name)) for p in params]
+        self.result_type: Optional[GoType] = None
+        if "return" in hints:
+            try:
+                self.result_type = go_type(hints["return"])
+            except TypeError:
+                pass                    # no Go counterpart: infer from each value
+        self.reply_name = _type_name(hints.get("return"))
+
+    def arguments(self, args: tuple) -> tuple:
+        """The handler's positional arguments for the values a Go caller sent."""
+        h = self.handler
+        lo, hi = h.min_args, h.max_args
+        if len(args) == 1 and lo > 1 and isinstance(args[0], dict):
+            args = tuple(args[0].values())      # one Go struct, several parameters: its fields
+        elif len(args) == 1 and hi == 0:
+            args = ()                           # Go always sends an argument; this takes none
+        if len(args) < lo or (hi >= 0 and len(args) > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {'any' if hi < 0 else hi}"
+            raise TypeError(f"rpc: {h.name} takes {want} arguments, got {len(args)}")
+        convs = self.converters
+        if not any(convs):
+            return args
+        return tuple(convs[i](a) if i < len(convs) and convs[i] is not None and a is not None else a
+                     for i, a in enumerate(args))
+
+    def reply(self, result: Any) -> tuple:
+        """(value, GoType or None) to send for `result`; None is never sent as nil."""
+        if result is None:
+            if self.result_type is None or self.result_type is EMPTY_STRUCT:
+                return {}, EMPTY_STRUCT
+            return zero_value(self.result_type), self.result_type
+        return result, self.result_type
+
+
+def _converter(annotation: Any) -> Optional[Callable]:
+    if annotation is None:
+        return None
+    try:
+        return converter(annotation)
+    except TypeError:
+        return None
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is None:
+        return "any"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+class GoConnection(ServedConnection, asyncio.Protocol):
+    """One Go client's connection: a Go codec, optionally behind HTTP CONNECT.
+
+    Calls, backpressure, output and closing work as on a fastrpc connection
+    (ServedConnection); Go's protocols have no GOAWAY, so on close the
+    server simply closes it once its calls are done.
+    """
+
+    def __init__(self, server: "Server", codec: str, http: bool) -> None:
+        super().__init__(server)
+        self.codec_name = codec
+        self.codec = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
+        self.http_header: Optional[bytearray] = bytearray() if http else None
+        self.next_task = 0
+
+    # asyncio protocol ---------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        s = self.server
+        self.last_read = s._loop.time()
+        if len(s._connections) >= s.max_connections and not s._closing:
+            log.warning("closing connection from %s: too many connections (max_connections=%d)",
+                        self.peer, s.max_connections)
+            transport.close()           # Go's protocols cannot say why
+            return
+        s._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.server._loop.time()
+        if self.http_header is not None:
+            data = self._http(data)
+            if not data:
+                return
+        try:
+            calls = self.codec.feed(data)
+        except RPCError as exc:
+            log.warning("closing %s connection from %s: %s", self.codec_name, self.peer, exc)
+            self._flush()
+            self.transport.close()
+            return
+        except Exception:
+            log.exception("internal error on %s connection from %s; closing it", self.codec_name, self.peer)
+            self.transport.abort()
+            return
+        for key, method, args, bad in calls:
+            self._dispatch(key, method, args, bad)
+        self._flush()
+
+    def eof_received(self):
+        return False
+
+    # HTTP ---------------------------------------------------------------
+    def _http(self, data: bytes) -> bytes:
+        """Handle the HTTP request that opens the connection; return bytes past it."""
+        header = self.http_header
+        header += data
+        end = header.find(b"\n\n")
+        end2 = header.find(b"\r\n\r\n")
+        if end2 >= 0 and (end < 0 or end2 < end):
+            end, size = end2, 4
+        else:
+            size = 2
+        if end < 0:
+            if len(header) > MAX_HTTP_HEADER:
+                self._http_reply(b"431 Request Header Fields Too Large", b"text/plain", b"header too large\n")
+            return b""
+        request_line = bytes(header[:header.find(b"\n")]).rstrip(b"\r")
+        rest = bytes(header[end + size:])
+        self.http_header = None
+        parts = request_line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            self._http_reply(b"400 Bad Request", b"text/plain", b"malformed request line\n")
+            return b""
+        verb, path = parts[0], parts[1].split(b"?", 1)[0]
+        if path == GO_RPC_PATH:
+            if verb != b"CONNECT":
+                self._http_reply(b"405 Method Not Allowed", b"text/plain; charset=utf-8", b"405 must CONNECT\n")
+                return b""
+            self.transport.write(CONNECTED)
+            self.codec = GO_CODECS[self.codec_name](self.server.max_frame_size, self.server.max_depth)
+            return rest
+        if path == DEBUG_PATH and verb in (b"GET", b"HEAD"):
+            body = debug_page(self.server).encode()
+            self._http_reply(b"200 OK", b"text/html; charset=utf-8", body if verb == b"GET" else b"",
+                             length=len(body))
+            return b""
+        self._http_reply(b"404 Not Found", b"text/plain; charset=utf-8", b"404 page not found\n")
+        return b""
+
+    def _http_reply(self, status: bytes, content_type: bytes, body: bytes, length: Optional[int] = None) -> None:
+        self.http_header = None
+        head = (b"HTTP/1.0 " + status + b"\r\nContent-Type: " + content_type
+                + b"\r\nContent-Length: " + str(len(body) if length is None else length).encode()
+                + b"\r\nConnection: close\r\n\r\n")
+        self.transport.write(head + body)
+        self.transport.close()
+
+    # calls ----------------------------------------------------------------
+    def _dispatch(self, key: Any, method: str, args: tuple, bad: Optional[str]) -> None:
+        server = self.server
+        if bad is not None:
+            self._error(key, method, bad)
+            return
+        handler = server._handlers.get(method.encode("utf-8", "surrogateescape"))
+        if handler is None:
+            self._error(key, method, _not_found(server, method))
+            return
+        server._go_calls[handler.name] = server._go_calls.get(handler.name, 0) + 1
+        sig = server._go_signature(handler)
+        try:
+            call_args = sig.arguments(args)
+        except (TypeError, ValueError) as exc:
+            self._error(key, method, str(exc))
+            return
+        if handler.mode == MODE_ASYNC:
+            self._track(key, method, sig, server._loop.create_task(handler.func(*call_args)))
+            return
+        if handler.mode == MODE_BLOCKING:
+            fut = server._loop.run_in_executor(server._executor(), functools.partial(handler.func, *call_args))
+            self._track(key, method, sig, fut)
+            return
+        try:
+            result = handler.func(*call_args)
+        except Exception as exc:
+            self._error(key, method, _error_text(exc))
+            return
+        if inspect.isawaitable(result):
+            self._track(key, method, sig, asyncio.ensure_future(result))
+            return
+        self._reply(key, method, sig, result)
+
+    def _track(self, key: Any, method: str, sig: GoSignature, fut: asyncio.Future) -> None:
+        # Requests may reuse ids (jsonrpc), so tasks are keyed by a counter.
+        self.next_task += 1
+        tid = self.next_task
+        self._start_task(tid, fut, functools.partial(self._finished, tid, key, method, sig))
+
+    def _finished(self, tid: int, key: Any, method: str, sig: GoSignature, fut: asyncio.Future) -> None:
+        self._end_task(tid, fut)
+        if self.closing:
+            return
+        if fut.cancelled():
+            self._error(key, method, f"{method} was cancelled")
+        elif fut.exception() is not None:
+            self._error(key, method, _error_text(fut.exception()))
+        else:
+            self._reply(key, method, sig, fut.result())
+        self._schedule_flush()
+        self._calls_eased()
+
+    def _reply(self, key: Any, method: str, sig: GoSignature, result: Any) -> None:
+        if self.codec.is_notification(key):
+            return                              # nothing goes back
+        value, gotype = sig.reply(result)
+        self.codec.reply(key, method, value, gotype)
+
+    def _error(self, key: Any, method: str, message: str) -> None:
+        if self.codec.is_notification(key):
+            log.warning("notification %s failed: %s", method, message)
+            return
+        self.codec.reply_error(key, method, message)
+
+    # output -----------------------------------------------------------------
+    def _take_output(self) -> Optional[bytes]:
+        return None if self.codec is None else self.codec.take()
+
+
+def _not_found(server: "Server", method: str) -> str:
+    """net/rpc's error text for a method that does not exist."""
+    service, dot, _ = method.rpartition(".")
+    if not dot:
+        return f"rpc: service/method request ill-formed: {method}"
+    if service.encode("utf-8", "surrogateescape") not in server._services:
+        return f"rpc: can't find service {method}"
+    return f"rpc: can't find method {method}"
+
+
+def _error_text(exc: BaseException) -> str:
+    # A Go error is its text; a bare exception's type is the best text it has.
+    return str(exc) or type(exc).__name__
+
+
+def debug_page(server: "Server") -> str:
+    """Go's /debug/rpc page: services, methods with their types, call counts."""
+    services: Dict[str, List[str]] = {}
+    for name in server.methods:
+        service, _, method = name.rpartition(".")
+        services.setdefault(service, []).append(method)
+    out = ["<html>\n<body>\n<title>Services</title>"]
+    for service in sorted(services):
+        out.append(f"<hr>\nService {html.escape(service)}\n<hr>\n<table>\n"
+                   "<th align=center>Method</th><th align=center>Calls</th>")
+        for method in services[service]:
+            full = f"{service}.{method}"
+            handler = server._handlers[full.encode()]
+            sig = server._go_signature(handler)
+            args = ", ".join(sig.arg_names)
+            out.append(f"<tr>\n<td align=left font=fixed>{html.escape(method)}({html.escape(args)}) "
+                       f"{html.escape(sig.reply_name)}</td>\n"
+                       f"<td align=center>{server._go_calls.get(full, 0)}</td>\n</tr>")
+        out.append("</table>")
+    out.append("</body>\n</html>\n")
+    return "\n".join(out)

@@ -1,0 +1,129 @@
+"""ClientSettings: what every client is configured with, checked once.
+
+Timeouts, decode limits, TLS, the shared secret, call metadata, heartbeats
+and the reconnect backoff; and the steps that open a ready connection with
+them (dial, TLS, handshake).
+"""
+from __future__ import annotations
+
+import random
+import socket
+import ssl as _ssl
+import time
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+from fastrpc._core import codec
+from fastrpc._core import frame as wire
+from fastrpc.net.auth import check_secret, client_handshake
+from fastrpc._core.calltable import CallTable
+from fastrpc.net.address import parse_address
+from fastrpc.errors import ConnectError, ConnectionLostError
+from fastrpc.net.dial import dial, wrap_tls
+
+__all__ = ["ClientSettings"]
+
+
+class ClientSettings:
+    """What Client and AsyncClient are configured with: address, timeouts, limits."""
+
+    def __init__(self, address: str, *, timeout: Optional[float] = None,
+                 connect_timeout: float = 10.0,
+                 max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
+                 max_depth: int = codec.DEFAULT_MAX_DEPTH,
+                 max_len: int = codec.DEFAULT_MAX_LEN,
+                 max_bytes: int = codec.DEFAULT_MAX_BYTES,
+                 send_deadline: bool = True,
+                 ssl: Optional[_ssl.SSLContext] = None,
+                 server_hostname: Optional[str] = None,
+                 auth_secret: Union[bytes, str, None] = None,
+                 metadata: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None,
+                 heartbeat: Optional[float] = None,
+                 heartbeat_timeout: Optional[float] = None,
+                 reconnect_backoff: Tuple[float, float] = (0.05, 5.0)) -> None:
+        parse_address(address)  # fail early on a malformed address
+        self.address = address
+        self.timeout = timeout                  # default per-call timeout (None: wait)
+        self.connect_timeout = connect_timeout
+        self.max_frame_size = max_frame_size    # limits applied to replies
+        self.max_depth = max_depth
+        self.max_len = max_len
+        self.max_bytes = max_bytes
+        self.send_deadline = send_deadline      # send each call's timeout to the server
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError("ssl must be an ssl.SSLContext (ssl.create_default_context(cafile=...))")
+        self.ssl = ssl                          # TLS when set
+        self.server_hostname = server_hostname  # name the server's certificate must carry (default: host)
+        self.auth_secret = check_secret(auth_secret)   # shared-secret handshake when set
+        if metadata is not None and not (callable(metadata) or isinstance(metadata, dict)):
+            raise TypeError("metadata must be a dict or a callable returning one")
+        self.metadata = metadata                # sent with every call (tokens, tracing)
+        self._packed_metadata = codec.packb(metadata) if isinstance(metadata, dict) else None
+        if heartbeat is not None and heartbeat <= 0:
+            raise ValueError("heartbeat must be > 0 seconds (or None: off)")
+        self.heartbeat = heartbeat              # PING a connection silent this long
+        self.heartbeat_timeout = (heartbeat_timeout if heartbeat_timeout is not None
+                                  else None if heartbeat is None else max(2 * heartbeat, 0.1))
+        base, cap = reconnect_backoff
+        if not 0 <= base <= cap:
+            raise ValueError("reconnect_backoff must be (base, cap) with 0 <= base <= cap")
+        self.reconnect_backoff = (base, cap)
+        self._dial_failures = 0                 # consecutive failed dials
+        self._next_dial = 0.0                   # monotonic time before which no dial is tried
+        self._dial_error: Optional[BaseException] = None
+
+    def check_backoff(self) -> None:
+        """Raise ConnectError while a failed address is backing off (instead of dialing again)."""
+        if self._dial_failures and time.monotonic() < self._next_dial:
+            raise ConnectError(f"{self.address} is unreachable ({self._dial_error}); "
+                               f"next attempt in {self._next_dial - time.monotonic():.2f}s")
+
+    def dial_failed(self, exc: BaseException) -> None:
+        """Back off exponentially, with jitter, after a failed dial."""
+        self._dial_failures += 1
+        base, cap = self.reconnect_backoff
+        delay = min(cap, base * 2 ** (self._dial_failures - 1))
+        # "Equal jitter": half fixed, half random, so clients that lost the
+        # same server do not all come back at the same instant.
+        self._next_dial = time.monotonic() + delay / 2 + random.uniform(0, delay / 2)
+        self._dial_error = exc
+
+    def dial_succeeded(self) -> None:
+        """A dial worked: the next failure starts the backoff from its base again."""
+        self._dial_failures = 0
+        self._dial_error = None
+
+    def heartbeat_lost(self) -> ConnectionLostError:
+        """The error of a connection whose peer did not answer a heartbeat in time."""
+        return ConnectionLostError(f"{self.address} did not answer a heartbeat within "
+                                   f"{self.heartbeat_timeout}s: the peer or the path to it is dead")
+
+    def call_metadata(self) -> Optional[bytes]:
+        """The encoded metadata to send with a call, or None."""
+        if self._packed_metadata is not None or self.metadata is None:
+            return self._packed_metadata
+        value = self.metadata()
+        return None if value is None else codec.packb(value)
+
+    def open_socket(self) -> socket.socket:
+        """Dial, then TLS and the auth handshake as configured: a blocking socket ready for frames."""
+        sock = dial(self.address, self.connect_timeout)
+        try:
+            if self.ssl is not None:
+                sock = wrap_tls(sock, self.ssl, self.address, self.server_hostname, self.connect_timeout)
+            if self.auth_secret is not None:
+                client_handshake(sock, self.auth_secret, self.address, self.connect_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def new_call_table(self) -> CallTable:
+        """A call table with this client's limits."""
+        return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
+                         max_len=self.max_len, max_bytes=self.max_bytes)
+
+    def deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
+        """The deadline field for a call with `timeout`, or None to send none."""
+        if timeout is None or not self.send_deadline:
+            return None
+        return max(0, int(timeout * 1000))
