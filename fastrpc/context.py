@@ -44,6 +44,9 @@ def current_call() -> Optional[CallContext]:
     return _current.get()
 
 
+_INF = float("inf")
+
+
 def bound_timeout(timeout: Optional[float], default: Optional[float] = None) -> Optional[float]:
     """A call's timeout: `timeout`, else the caller's `default`, capped by the
     deadline of the call being served, if any.
@@ -52,6 +55,11 @@ def bound_timeout(timeout: Optional[float], default: Optional[float] = None) -> 
     """
     if timeout is None:
         timeout = default
+    if timeout is not None:
+        if timeout != timeout:
+            raise ValueError("timeout is NaN")
+        if timeout == _INF:
+            timeout = None                  # inf: no timeout at all
     call = _current.get()
     if call is None or call.deadline is None:
         return timeout

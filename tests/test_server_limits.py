@@ -149,7 +149,7 @@ def test_a_connection_over_max_inflight_is_not_read_until_calls_finish():
             futures = []
             for i in range(40):                 # one at a time, so each is its own read
                 futures.append(c.go("Gauge.Hold", 0.05))
-                c._conn.flush(blocking=True)
+                c.connection().flush()
                 time.sleep(0.002)
             assert [f.result(10) for f in futures] == [0.05] * 40
         assert gauge.peak == 4                   # frames past the limit wait in the buffer

@@ -3,7 +3,8 @@
     buffer      the write buffer framing and codec share (+ byte order helpers)
     codec       MessagePack encode/decode, numpy arrays as an ext type
     frame       the 16-byte frame header, FrameReader, frame writers
-    calltable   a client connection's calls in flight: seqs, encoding, replies
+    calltable   a client connection's calls in flight: seqs, encoding, replies, futures
+    balance     a balancer's call path: pick, send, account for the reply
     servercore  a server connection's hot loop: frames in, inline handlers, replies out
     select      per-endpoint state arrays and the balancers' selection kernels
 
@@ -16,7 +17,7 @@ pure-Python fallback.
 from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 
-from fastrpc._core import buffer, calltable, codec, frame, select, servercore
+from fastrpc._core import balance, buffer, calltable, codec, frame, select, servercore
 
 __all__ = ["require_compiled"]
 
@@ -29,4 +30,4 @@ def require_compiled(*modules: ModuleType) -> None:
                               "with `pip install .` so its Cython extensions are built")
 
 
-require_compiled(buffer, calltable, codec, frame, select, servercore)
+require_compiled(balance, buffer, calltable, codec, frame, select, servercore)

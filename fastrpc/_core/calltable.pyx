@@ -1,126 +1,468 @@
 # cython: language_level=3
-"""The client's per-connection hot loop: the table of calls in flight.
+"""The client call engine's compiled part: a connection's calls in flight.
 
-Owns: sequence ids, encoding requests into the output buffer, matching
-replies to pending calls and completing them. A pending call's slot is a
-`Slot` (blocking calls), a `Batch` (map), or any future-like object with
-set_result/set_exception (asyncio and concurrent.futures futures).
+Owns: sequence ids, encoding requests (single calls, map batches, control
+frames) into the connection's output buffer, matching replies to the slots
+waiting for them and completing those slots. A slot is a CallFuture (a
+blocking call's future), a Batch (a map), a balanced attempt (subclasses
+of Slot in fastrpc._core.balance), or any future-like object with
+set_result/set_exception (asyncio futures).
+
+Nothing here does I/O: the drivers (fastrpc.client) hand received bytes to
+process() and write what take_output() returns.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem
+from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_acquire_lock,
+                               PyThread_release_lock, NOWAIT_LOCK, WAIT_LOCK)
 from cpython.ref cimport PyObject
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, unpack
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
-                            KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                            KIND_PONG, FLAG_DEADLINE, FLAG_LOAD, FLAG_META)
+                                  KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
+                                  KIND_PONG, FLAG_DEADLINE, FLAG_LOAD, FLAG_META)
 
-from fastrpc.errors import ProtocolError, DecodeError, remote_error
+import concurrent.futures
+import logging
+import threading
+import weakref
 from asyncio import InvalidStateError as _AsyncInvalidState
-from concurrent.futures import InvalidStateError as _CfInvalidState
 
-cdef tuple _invalid_state = (_AsyncInvalidState, _CfInvalidState)
+from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, ProtocolError,
+                            TimeoutError, remote_error)
+
+log = logging.getLogger("fastrpc.client")
+
+cdef object _CancelledError = concurrent.futures.CancelledError
+cdef tuple _invalid_state = (_AsyncInvalidState, concurrent.futures.InvalidStateError)
+cdef tuple _shared_errors = (ConnectionLostError, ConnectionClosedError)
+
+# What concurrent.futures.wait() and as_completed() synchronise on. They read
+# a future's _condition, _state and _waiters (CPython's Lib/concurrent/
+# futures/_base.py, unchanged from 3.9 to 3.13); one reentrant condition
+# serves every CallFuture, as those functions take the conditions of all
+# their futures at once.
+cdef object _CONDITION = threading.Condition(threading.RLock())
+# Futures finished while callbacks were registered: their callbacks run at
+# the next drain_callbacks(), outside the reader's frame loop.
+cdef list _ready_callbacks = []
+# Every call table, so that a forked child can close those it inherited.
+cdef object _tables = weakref.WeakSet()
+
+
+cdef double remaining(double deadline):
+    """Seconds until monotonic `deadline` (never negative)."""
+    cdef double left = deadline - frpc_monotonic()
+    return left if left > 0.0 else 0.0
+
+
+def monotonic():
+    """time.monotonic(), from the clock the compiled code reads."""
+    return frpc_monotonic()
+
+
+# --------------------------------------------------------------------------
+# Slots
+
+
+cdef class Slot:
+    """What a call table holds for one sequence id until its reply arrives.
+
+    A thread waiting for a slot registers a lock with set_waiter(); the
+    slot releases it once, when it becomes ready (or the engine hands the
+    lock back with take_waiter(), to wake that thread for another reason).
+    """
+
+    cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
+        raise NotImplementedError
+
+    cdef bint ready(self):
+        return True
+
+    cdef int wake(self) except -1:
+        cdef object w = self.waiter
+        if w is not None:
+            self.waiter = None
+            w.release()
+        return 0
+
+    def set_waiter(self, lock):
+        """Register the acquired `lock` of a thread about to block on this slot;
+        False (nothing registered) when the slot is ready already."""
+        if self.ready():
+            return False
+        self.waiter = lock
+        return True
+
+    def take_waiter(self):
+        """Remove and return the registered lock (None if it was taken, e.g. released)."""
+        cdef object w = self.waiter
+        self.waiter = None
+        return w
+
+    @property
+    def is_ready(self):
+        """What a thread waiting on this slot waits for has happened."""
+        return self.ready()
+
+
+class ConcurrentFuture(concurrent.futures.Future):
+    """What a CallFuture answers to isinstance(): concurrent.futures.Future.
+
+    A CallFuture is compiled and cannot subclass the pure-Python
+    concurrent.futures.Future; its ``__class__`` names this subclass so that
+    ``isinstance(f, concurrent.futures.Future)`` holds and functions that
+    check it, such as asyncio.wrap_future(), accept it. Never instantiated.
+    """
 
 
 @cython.final
 @cython.freelist(256)
-cdef class Slot:
-    """Result holder of one blocking call; completed by whichever thread reads."""
-    cdef public bint done
-    cdef public object value
-    cdef public object error
+cdef class CallFuture(Slot):
+    """The result of a blocking call started with go(): a concurrent.futures-style future.
+
+    ``result()`` and ``exception()`` drive the connections themselves while
+    they wait (no thread hand-off); ``cancel()`` withdraws the call and tells
+    the server to cancel it; ``add_done_callback()`` callbacks run in the
+    thread that completes the call. It is accepted wherever a
+    concurrent.futures.Future is (isinstance, wait(), as_completed(),
+    asyncio.wrap_future()).
+    """
 
     def __cinit__(self):
-        self.done = False
+        self.state = PENDING
+
+    def __init__(self, str method=""):
+        self.method = method
+
+    cdef bint ready(self):
+        return self.state != PENDING
+
+    cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
+        if is_error:
+            return self.finish(None, value, FINISHED)
+        return self.finish(value, None, FINISHED)
+
+    cdef int finish(self, object value, object error, int state) except -1:
+        """Settle the future once; later calls do nothing."""
+        if self.state != PENDING:
+            return 0
+        if self.watched:
+            return self._finish_watched(value, error, state)
+        self.value = value
+        self.error = error
+        self.state = state
+        self.wake()
+        if self.callbacks is not None:
+            _ready_callbacks.append(self)
+        return 0
+
+    cdef int _finish_watched(self, object value, object error, int state) except -1:
+        # concurrent.futures.wait() or as_completed() holds this future: settle
+        # under their condition and tell their waiters, as Future.set_result does.
+        with _CONDITION:
+            if self.state != PENDING:
+                return 0
+            self.value = value
+            self.error = error
+            self.state = state
+            for waiter in self.cf_waiters or ():
+                if state == CANCELLED:
+                    waiter.add_cancelled(self)
+                elif error is not None:
+                    waiter.add_exception(self)
+                else:
+                    waiter.add_result(self)
+            _CONDITION.notify_all()
+        self.wake()
+        if self.callbacks is not None:
+            _ready_callbacks.append(self)
+        return 0
+
+    # completion from Python (connection loss, timeouts, balancer policy) -------
+    def set_result(self, value):
+        """Complete with `value` (does nothing once the future is done)."""
+        self.finish(value, None, FINISHED)
+        drain_callbacks()
+
+    def set_exception(self, exc):
+        """Complete with the exception `exc` (does nothing once the future is done)."""
+        self.finish(None, exc, FINISHED)
+        drain_callbacks()
+
+    def expire(self):
+        """The call's own timeout passed: withdraw it and fail with TimeoutError
+        (its source words the error: a balanced call names its endpoints)."""
+        if self.state != PENDING:
+            return
+        source = self.source
+        if source is not None:
+            source.expire_call(self)
+        if self.state == PENDING:
+            self.finish(None, TimeoutError(f"{self.method} did not complete in time"), FINISHED)
+        drain_callbacks()
+
+    # the concurrent.futures.Future API ----------------------------------------
+    def result(self, timeout=None):
+        """The call's result; raises its error, CancelledError, or TimeoutError
+        when `timeout` seconds pass first. Waiting drives the connections."""
+        if self.state == PENDING:
+            self._wait(timeout)
+        if self.state == FINISHED:
+            if self.error is None:
+                return self.value
+            _raise(self.error)
+        if self.state == CANCELLED:
+            raise _CancelledError()
+        raise TimeoutError(f"{self.method} did not complete within {timeout}s")
+
+    def exception(self, timeout=None):
+        """The call's exception, or None when it succeeded (waits as result() does)."""
+        if self.state == PENDING:
+            self._wait(timeout)
+        if self.state == FINISHED:
+            return self.error
+        if self.state == CANCELLED:
+            raise _CancelledError()
+        raise TimeoutError(f"{self.method} did not complete within {timeout}s")
+
+    def done(self):
+        """True once the call has a result, an error, or was cancelled."""
+        return self.state != PENDING
+
+    def cancelled(self):
+        """True if cancel() withdrew the call."""
+        return self.state == CANCELLED
+
+    def running(self):
+        """False: a call is either pending at the server or done."""
+        return False
+
+    def cancel(self):
+        """Withdraw the call (the server is told to cancel it); False if it was done already."""
+        if self.state == CANCELLED:
+            return True
+        if self.state != PENDING:
+            return False
+        source = self.source
+        self.finish(None, None, CANCELLED)
+        if source is not None:
+            source.withdraw_call(self)
+        drain_callbacks()
+        return True
+
+    def add_done_callback(self, fn):
+        """Call fn(future) when the call completes (now, if it has)."""
+        if self.state == PENDING:
+            if self.callbacks is None:
+                self.callbacks = []
+            self.callbacks.append(fn)
+            if self.state == PENDING:
+                if self.engine is not None:
+                    self.engine.need_reader()   # nobody may be waiting: make sure someone reads
+                return
+        _call_back(fn, self)
+
+    def set_running_or_notify_cancel(self):
+        """concurrent.futures API: False when cancelled, else True (the call is running)."""
+        return self.state != CANCELLED
+
+    cdef int _wait(self, object timeout) except -1:
+        cdef double deadline = 0.0
+        if timeout is not None:
+            deadline = frpc_monotonic() + max(<double>timeout, 0.0)
+        if self.deadline and (deadline == 0.0 or self.deadline < deadline):
+            deadline = self.deadline
+        if self.engine is None:
+            raise RuntimeError("this future has no connection to drive")
+        self.engine.wait(self, deadline if deadline else None)
+        if self.state == PENDING and self.deadline and frpc_monotonic() >= self.deadline:
+            self.expire()
+        return 0
+
+    # what concurrent.futures.wait() and as_completed() read -------------------
+    @property
+    def _condition(self):
+        self.watched = True
+        return _CONDITION
+
+    @property
+    def _state(self):
+        if self.state == PENDING:
+            return "PENDING"
+        if self.state == CANCELLED:
+            return "CANCELLED_AND_NOTIFIED"
+        return "FINISHED"
+
+    @property
+    def _waiters(self):
+        if self.cf_waiters is None:
+            self.cf_waiters = []
+        return self.cf_waiters
+
+    @property
+    def __class__(self):
+        return ConcurrentFuture
+
+    def __repr__(self):
+        what = "pending" if self.state == PENDING else "cancelled" if self.state == CANCELLED else \
+            f"raised {type(self.error).__name__}" if self.error is not None else "finished"
+        return f"<CallFuture {self.method} {what}>"
+
+
+cdef int _call_back(object fn, object future) except -1:
+    try:
+        fn(future)
+    except Exception:
+        log.exception("callback %r of %r raised", fn, future)
+    return 0
+
+
+cpdef int drain_callbacks() except -1:
+    """Run the done callbacks of futures that finished since the last drain.
+
+    The reader calls it after each batch of replies, outside its frame loop,
+    so a callback may start or wait for other calls.
+    """
+    cdef CallFuture fut
+    cdef list callbacks
+    while _ready_callbacks:
+        fut = <CallFuture>_ready_callbacks.pop(0)
+        callbacks, fut.callbacks = fut.callbacks, None
+        for fn in callbacks or ():
+            _call_back(fn, fut)
+    return 0
+
+
+cdef _raise(object error):
+    # A transport error is shared by every call it failed; raise a fresh one
+    # per caller so tracebacks do not pile up on one object.
+    if isinstance(error, _shared_errors):
+        fresh = type(error)(str(error))
+        fresh.__dict__.update(error.__dict__)     # e.g. .endpoints of a balanced call
+        fresh.__cause__ = error
+        raise fresh
+    raise error
 
 
 @cython.final
-cdef class Batch:
-    """Results of a map(): one list slot per call, filled in reply order."""
-    cdef readonly list results
-    cdef readonly unsigned long long first_seq
-    cdef readonly Py_ssize_t remaining
-    cdef readonly Py_ssize_t issued
-    cdef readonly object first_error
-    cdef public object on_progress     # called with no args every `step` replies and at the end
-    cdef public Py_ssize_t step
-    cdef Py_ssize_t since_progress
-    cdef bint return_exceptions
+cdef class Batch(Slot):
+    """The results of a map(): one list entry per item, filled as replies arrive.
+
+    ready() once fewer than `wake_below` calls are in flight (the map sends
+    more) or when every item has its answer.
+    """
 
     def __init__(self, Py_ssize_t n, bint return_exceptions=False):
         self.results = [None] * n
+        self.index = {}
         self.remaining = n
         self.issued = 0
         self.first_error = None
+        self.wake_below = 0
         self.on_progress = None
-        self.step = 0
-        self.since_progress = 0
         self.return_exceptions = return_exceptions
 
     @property
     def done(self):
+        """Every item has its result or error."""
         return self.remaining == 0
 
-    cdef inline int _settle(self, unsigned long long seq, object value, bint is_error) except -1:
-        cdef Py_ssize_t index = <Py_ssize_t>(seq - self.first_seq)
+    @property
+    def in_flight(self):
+        """Calls sent and not answered yet."""
+        return self.issued - (len(self.results) - self.remaining)
+
+    cdef bint ready(self):
+        return self.remaining == 0 or self.issued - (len(self.results) - self.remaining) < self.wake_below
+
+    cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
+        position = self.index.pop(seq, None)
+        if position is None:
+            return 0
+        self.settle(<Py_ssize_t>position, value, is_error)
+        if self.ready():
+            self.wake()
+            if self.on_progress is not None:
+                self.on_progress()
+        return 0
+
+    cdef int settle(self, Py_ssize_t position, object value, bint is_error) except -1:
         if is_error:
             if self.first_error is None:
                 self.first_error = value
             if not self.return_exceptions:
                 value = None
-        self.results[index] = value
+        self.results[position] = value
         self.remaining -= 1
-        self.since_progress += 1
-        if self.on_progress is not None and (self.remaining == 0 or self.since_progress >= self.step):
-            self.since_progress = 0
-            self.on_progress()
         return 0
 
-    cpdef fail_unsent(self, exc):
-        """Fail the calls that were never issued (the connection went away)."""
+    def sent_positions(self):
+        """Positions of the items sent and not answered, by sequence id."""
+        return dict(self.index)
+
+    def fail_unsent(self, exc):
+        """Fail the items never sent (the connection went away)."""
         cdef Py_ssize_t i
         for i in range(self.issued, len(self.results)):
-            self._settle(self.first_seq + i, exc, True)
+            self.settle(i, exc, True)
+        self.issued = len(self.results)
+        self.wake()
+
+    def fail_sent(self, exc):
+        """Fail the items sent and not answered (withdrawn at a timeout)."""
+        index, self.index = self.index, {}
+        for position in index.values():
+            self.settle(<Py_ssize_t>position, exc, True)
+        self.wake()
 
 
-cdef inline int _complete(object slot, unsigned long long seq, object value, bint is_error) except -1:
-    cdef Slot s
-    if type(slot) is Slot:
-        s = <Slot>slot
+cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1:
+    """Settle whatever waits for `seq`: a Slot, or a future (asyncio, concurrent.futures)."""
+    if isinstance(slot, Slot):
+        return (<Slot>slot).complete(seq, value, is_error, load)
+    try:
         if is_error:
-            s.error = value
+            slot.set_exception(value)
         else:
-            s.value = value
-        s.done = True
-    elif type(slot) is Batch:
-        (<Batch>slot)._settle(seq, value, is_error)
-    else:
-        try:
-            if is_error:
-                slot.set_exception(value)
-            else:
-                slot.set_result(value)
-        except _invalid_state:
-            pass  # the caller cancelled this future; its reply is dropped
+            slot.set_result(value)
+    except _invalid_state:
+        pass  # the caller cancelled this future; its reply is dropped
     return 0
+
+
+def settle(slot, unsigned long long seq, value, bint is_error, long long load=-1):
+    """complete() for call tables written in Python (the Go codecs)."""
+    complete(slot, seq, value, is_error, load)
+
+
+# --------------------------------------------------------------------------
+# The per-connection table
 
 
 @cython.final
 cdef class CallTable:
-    """Sequence ids, pending calls, and the connection's read/write buffers."""
-    cdef readonly FrameReader reader
-    cdef readonly WriteBuffer out
-    cdef readonly dict pending          # seq -> slot
-    cdef unsigned long long next_seq
-    cdef DecodeLimits limits
-    cdef dict method_cache              # str -> UTF-8 bytes
-    cdef public object on_control       # callback(kind, seq, payload_bytes) for PING/PONG/GOAWAY
-    cdef public object last_load        # last in-flight count a reply carried, or None
+    """Sequence ids, pending slots, and the connection's read and write buffers.
+
+    Encoding methods may be called from any thread; process() and
+    fail_all() from the one reading the connection.
+    """
+
+    def __cinit__(self):
+        self.out_lock = PyThread_allocate_lock()
+        if self.out_lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.out_lock != NULL:
+            PyThread_free_lock(self.out_lock)
+            self.out_lock = NULL
 
     def __init__(self, *, Py_ssize_t max_frame_size, Py_ssize_t max_depth,
-                 Py_ssize_t max_len, Py_ssize_t max_bytes):
+                 Py_ssize_t max_len, Py_ssize_t max_bytes, owner=None,
+                 Py_ssize_t flush_frames=32, Py_ssize_t flush_bytes=65536):
         self.reader = FrameReader(max_frame_size)
         self.out = WriteBuffer(65536)
         self.pending = {}
@@ -131,6 +473,22 @@ cdef class CallTable:
         self.method_cache = {}
         self.on_control = None
         self.last_load = None
+        self.closed = False
+        self.draining = False
+        self.flush_frames = flush_frames
+        self.flush_bytes = flush_bytes
+        self.owner = owner
+        _tables.add(self)
+
+    cdef int lock_out(self) except -1:
+        # Uncontended, a non-blocking acquire; otherwise wait without the GIL.
+        if not PyThread_acquire_lock(self.out_lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.out_lock, WAIT_LOCK)
+        return 0
+
+    cdef void unlock_out(self):
+        PyThread_release_lock(self.out_lock)
 
     cdef bytes _method(self, str method):
         m = self.method_cache.get(method)
@@ -140,23 +498,15 @@ cdef class CallTable:
                 self.method_cache[method] = m
         return <bytes>m
 
-    cpdef unsigned long long request(self, str method, tuple args, object slot,
-                                     object deadline_ms=None, bytes meta=None) except? 0:
-        """Encode a REQUEST (or a NOTIFY when `slot` is None); return its seq.
-
-        `meta` is the call's metadata, already msgpack-encoded. On an
-        encoding error nothing is written or registered and the error
-        propagates to the caller.
-        """
-        cdef bytes m = self._method(method)
-        cdef unsigned long long seq = self.next_seq
-        cdef Py_ssize_t start
+    cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
+                             object args, object deadline_ms, bytes meta) except -1:
+        """Append one REQUEST/NOTIFY frame (caller holds out_lock); nothing on error."""
         cdef int flags = 0 if deadline_ms is None else FLAG_DEADLINE
         cdef char ext[4]
+        cdef Py_ssize_t start
         if meta is not None:
             flags |= FLAG_META
-        start = begin_frame(self.out, KIND_NOTIFY if slot is None else KIND_REQUEST, flags, seq,
-                            m, len(m))
+        start = begin_frame(self.out, kind, flags, seq, method, len(method))
         try:
             if deadline_ms is not None:
                 frpc_store_u32(ext, <unsigned int>min(max(<long long>deadline_ms, 0), 0xffffffff))
@@ -165,64 +515,141 @@ cdef class CallTable:
                 frpc_store_u32(ext, <unsigned int>len(meta))
                 self.out.write(ext, 4)
                 self.out.write(meta, len(meta))
-            pack(self.out, args, 0)
+            pack(self.out, args if type(args) is tuple else (args,), 0)
         except BaseException:
             self.out.size = start
             raise
         end_frame(self.out, start)
-        self.next_seq = seq + 1
-        if slot is not None:
-            self.pending[seq] = slot
-        return seq
+        return 0
 
-    def request_batch(self, str method, Batch batch, args_iter, Py_ssize_t limit, bytes meta=None):
-        """Encode up to `limit` more calls of `batch` from `args_iter`; return how many.
+    cpdef unsigned long long request(self, str method, tuple args, object slot,
+                                     object deadline_ms=None, bytes meta=None) except? 0:
+        """Encode a REQUEST whose reply completes `slot` (a NOTIFY when `slot` is
+        None); return its seq.
 
-        Each item of `args_iter` is a tuple of arguments (a non-tuple is one
-        argument). Calls share contiguous seqs so a reply's index is seq - first.
-        `meta` (encoded metadata) goes with every call.
+        `deadline_ms` is the call's time budget for the server, `meta` its
+        metadata, already encoded. If the arguments cannot be encoded,
+        nothing is written or registered and the error propagates.
         """
         cdef bytes m = self._method(method)
-        cdef Py_ssize_t n = 0, start
         cdef unsigned long long seq
-        cdef char ext[4]
-        if batch.issued == 0:
-            batch.first_seq = self.next_seq
-        elif batch.first_seq + <unsigned long long>batch.issued != self.next_seq:
-            raise RuntimeError("batch calls must be issued back to back")
-        for args in args_iter:
+        cdef bint was_empty
+        if self.closed:
+            raise ConnectionClosedError("the connection is closed")
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
             seq = self.next_seq
-            start = begin_frame(self.out, KIND_REQUEST, 0 if meta is None else FLAG_META, seq, m, len(m))
-            try:
-                if meta is not None:
-                    frpc_store_u32(ext, <unsigned int>len(meta))
-                    self.out.write(ext, 4)
-                    self.out.write(meta, len(meta))
-                pack(self.out, args if type(args) is tuple else (args,), 0)
-            except BaseException:
-                self.out.size = start
-                raise
-            end_frame(self.out, start)
+            self._encode_request(KIND_NOTIFY if slot is None else KIND_REQUEST, seq, m, args,
+                                 deadline_ms, meta)
             self.next_seq = seq + 1
-            self.pending[seq] = batch
-            batch.issued += 1
-            n += 1
-            if n >= limit:
-                break
+            if slot is not None:
+                self.pending[seq] = slot
+        finally:
+            self.unlock_out()
+        self._encoded(was_empty)
+        return seq
+
+    cdef int _encoded(self, bint was_empty) except -1:
+        """Frames were added: have the owner write them now (enough waiting) or
+        know that some wait (the first since its last write)."""
+        if self.owner is None:
+            return 0
+        if self.out.frames >= self.flush_frames or self.out.size >= self.flush_bytes:
+            self.owner.flush()
+        elif was_empty:
+            self.owner.on_output()
+        return 0
+
+    def go(self, str method, tuple args, object deadline_ms, bytes meta, object engine):
+        """Start a blocking call: encode it, register a new CallFuture, return it.
+
+        The owner is asked to write once enough output waits (see _encoded).
+        """
+        cdef CallFuture fut = CallFuture.__new__(CallFuture)
+        cdef bytes m = self._method(method)
+        cdef unsigned long long seq
+        cdef bint was_empty
+        if self.closed:
+            raise ConnectionClosedError("the connection is closed")
+        fut.method = method
+        fut.engine = engine
+        fut.source = self.owner
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            seq = self.next_seq
+            self._encode_request(KIND_REQUEST, seq, m, args, deadline_ms, meta)
+            self.next_seq = seq + 1
+            self.pending[seq] = fut
+        finally:
+            self.unlock_out()
+        fut.seq = seq
+        self._encoded(was_empty)
+        return fut
+
+    def request_batch(self, str method, Batch batch, items, Py_ssize_t limit,
+                      object deadline_ms=None, bytes meta=None):
+        """Encode up to `limit` more items of `batch` from the iterator `items`; return how many.
+
+        An item that is a tuple is the argument list, anything else the one
+        argument. Each call carries `deadline_ms` and `meta` like a single
+        call. Other calls may be encoded between two batches.
+        """
+        cdef bytes m = self._method(method)
+        cdef Py_ssize_t n = 0
+        cdef unsigned long long seq
+        cdef bint was_empty
+        if self.closed:
+            raise ConnectionClosedError("the connection is closed")
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            while n < limit:
+                try:
+                    args = next(items)
+                except StopIteration:
+                    break
+                seq = self.next_seq
+                self._encode_request(KIND_REQUEST, seq, m, args, deadline_ms, meta)
+                self.next_seq = seq + 1
+                self.pending[seq] = batch
+                batch.index[seq] = batch.issued
+                batch.issued += 1
+                n += 1
+        finally:
+            self.unlock_out()
+        self._encoded(was_empty)
         return n
 
     def control(self, int kind, unsigned long long seq, bytes payload=b""):
         """Encode a PING, PONG, CANCEL or GOAWAY frame."""
-        cdef Py_ssize_t start = begin_frame(self.out, kind, 0, seq, NULL, 0)
-        self.out.write(payload, len(payload))
-        end_frame(self.out, start)
+        cdef Py_ssize_t start
+        cdef bint was_empty
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            start = begin_frame(self.out, kind, 0, seq, NULL, 0)
+            self.out.write(payload, len(payload))
+            end_frame(self.out, start)
+        finally:
+            self.unlock_out()
+        self._encoded(was_empty)
 
     def ping(self, slot):
         """Encode a PING whose PONG completes `slot` (with None); return its seq."""
-        cdef unsigned long long seq = self.next_seq
-        write_empty_frame(self.out, KIND_PING, seq)
-        self.next_seq = seq + 1
-        self.pending[seq] = slot
+        cdef unsigned long long seq
+        cdef bint was_empty
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            seq = self.next_seq
+            write_empty_frame(self.out, KIND_PING, seq)
+            self.next_seq = seq + 1
+            self.pending[seq] = slot
+        finally:
+            self.unlock_out()
+        self._encoded(was_empty)
         return seq
 
     def forget(self, unsigned long long seq):
@@ -234,8 +661,13 @@ cdef class CallTable:
         return self.reader.get_buffer(sizehint)
 
     def take_output(self):
-        """Return and clear encoded frames, or None when there are none."""
-        return self.out.take_output()
+        """Return and clear the encoded frames (bytes, or a memoryview when
+        large), or None when there are none."""
+        self.lock_out()
+        try:
+            return self.out.take_output()
+        finally:
+            self.unlock_out()
 
     @property
     def out_frames(self):
@@ -244,24 +676,40 @@ cdef class CallTable:
 
     @property
     def out_bytes(self):
+        """Bytes encoded but not yet taken."""
         return self.out.size
 
+    @property
+    def wants_flush(self):
+        """Enough output waits that it should be written now."""
+        return self.out.frames >= self.flush_frames or self.out.size >= self.flush_bytes
+
     def clear_output(self):
-        self.out.reset()
+        """Drop encoded frames not yet taken (the connection is gone)."""
+        self.lock_out()
+        try:
+            self.out.reset()
+        finally:
+            self.unlock_out()
 
     def process(self, Py_ssize_t nbytes):
         """Complete the calls whose replies arrived in the last `nbytes`.
 
-        Returns how many calls completed. Raises ProtocolError when framing
-        is lost (the caller then fails every pending call).
+        Returns how many calls completed. A reply that cannot be decoded
+        fails its own call only, whatever the decoder raised. Raises
+        ProtocolError when framing is lost (the caller then fails every
+        pending call).
         """
         cdef FrameView f
         cdef PyObject *found
         cdef Py_ssize_t completed = 0
+        cdef long long load
         self.reader.buffer_updated(nbytes)
         while self.reader.next_frame(&f):
             if f.kind == KIND_RESPONSE or f.kind == KIND_ERROR:
+                load = -1
                 if f.flags & FLAG_LOAD:
+                    load = f.load
                     self.last_load = f.load
                 key = f.seq
                 found = PyDict_GetItem(self.pending, key)
@@ -274,17 +722,19 @@ cdef class CallTable:
                     try:
                         value = unpack(f.payload, f.payload_len, self.reader.buf,
                                        self.reader.data, &self.limits)
-                    except DecodeError as exc:
-                        _complete(slot, f.seq, exc, True)
+                    except Exception as exc:
+                        complete(slot, f.seq, _decode_error(exc), True, load)
                         continue
-                    _complete(slot, f.seq, value, False)
+                    complete(slot, f.seq, value, False, load)
                 else:
-                    _complete(slot, f.seq, self._remote_error(&f), True)
-            elif f.kind == KIND_PONG and f.seq in self.pending:
+                    complete(slot, f.seq, self._remote_error(&f), True, load)
+            elif f.kind == KIND_PONG:
                 if f.flags & FLAG_LOAD:
                     self.last_load = f.load
-                _complete(self.pending.pop(f.seq), f.seq, None, False)
-                completed += 1
+                slot = self.pending.pop(f.seq, None)
+                if slot is not None:
+                    complete(slot, f.seq, None, False, f.load if f.flags & FLAG_LOAD else -1)
+                    completed += 1
             elif f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:
                 raise ProtocolError("the server sent a request frame")
             elif self.on_control is not None:
@@ -297,15 +747,29 @@ cdef class CallTable:
             if type(body) is not list or len(body) < 2:
                 raise DecodeError("error reply is not [type, message]")
             return remote_error(str(body[0]), str(body[1]))
-        except DecodeError as exc:
-            return exc
+        except Exception as exc:
+            return _decode_error(exc)
 
     def fail_all(self, exc):
-        """Fail every pending call with `exc` (connection lost); return how many."""
+        """The connection is gone: fail every pending call with `exc`; return how many."""
         pending = self.pending
         self.pending = {}
+        self.closed = True
         n = 0
         for seq, slot in pending.items():
-            _complete(slot, seq, exc, True)
+            complete(slot, seq, exc, True, -1)
             n += 1
         return n
+
+
+def close_inherited_tables():
+    """In a forked child: every call table made before the fork belongs to the
+    parent's connections; close them (nothing is sent on them again)."""
+    for table in list(_tables):
+        (<CallTable>table).closed = True
+
+
+cdef object _decode_error(object exc):
+    if isinstance(exc, DecodeError):
+        return exc
+    return DecodeError(f"the reply cannot be decoded: {type(exc).__name__}: {exc}")

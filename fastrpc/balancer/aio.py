@@ -1,17 +1,27 @@
-"""AsyncBalancer: the asyncio twin of Balancer, over one AsyncClient per endpoint."""
+"""AsyncBalancer: the asyncio balancer, the driver of BalancerCore over AsyncClients.
+
+Owns the I/O of balanced calls in asyncio code: one AsyncClient per
+endpoint (connected on first use), sending attempts on their connections,
+dialing in a task when a retry needs a new connection, hedges and
+timeouts on the loop's timers, and the health-check task. What a call does
+is the compiled call path's and the Planner's, exactly as for Balancer.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Union
 
+from fastrpc._core.balance import Attempt, Member, new_attempt
+from fastrpc.balancer.core import BalancerCore
+from fastrpc.balancer.map import MapJob
 from fastrpc.client.aio import AsyncClient
-from fastrpc.balancer.sync import _FAILED, _OK, BalancerCore, _MapJob, _Member, _is_answer, _remaining
-from fastrpc.net.endpoint import Endpoint
+from fastrpc.client.batching import give_up
 from fastrpc.context import bound_timeout
-from fastrpc.errors import ConnectionClosedError, ConnectionError, RemoteError, RPCError, TimeoutError
+from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
+from fastrpc.net.endpoint import Endpoint
 
 __all__ = ["AsyncBalancer"]
 
@@ -31,21 +41,26 @@ class AsyncBalancer(BalancerCore):
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
         self._health_task: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None   # where the connections live
-        super().__init__(endpoints, **self._take_client_settings(settings))
+        super().__init__(endpoints, **settings)
+        self.planner.driver = self
 
-    def _client(self, member: _Member) -> AsyncClient:
+    # connections ------------------------------------------------------------------
+    def _client(self, member: Member) -> AsyncClient:
         client = member.client
         if client is None:
             if member.removed or self._closed:
                 raise ConnectionClosedError(f"endpoint {member.endpoint.address} was removed")
             self._loop = asyncio.get_running_loop()
-            client = member.client = AsyncClient(member.endpoint.address, **self._client_settings)
+            client = member.client = AsyncClient(member.endpoint.address, **self.client_settings)
         return client
 
-    def _close_member(self, member: _Member) -> None:
-        client, member.client = member.client, None
-        if client is None:
-            return
+    async def _ready(self, member: Member) -> Any:
+        """A usable connection to `member` (connecting if needed); ConnectError when none."""
+        conn = await self._client(member).connection()
+        member.conn = conn
+        return conn
+
+    def _close_client(self, client: AsyncClient) -> None:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -60,6 +75,29 @@ class AsyncBalancer(BalancerCore):
             except RuntimeError:
                 pass    # the loop stopped meanwhile: the connection went with it
 
+    def resend(self, attempt: Attempt) -> None:
+        """Send an attempt whose endpoint is chosen (a retry or a hedge); one that
+        needs a connection first connects in a task."""
+        conn = attempt.member.conn
+        if conn is not None and conn.usable:
+            self._send(attempt, conn)
+        else:
+            asyncio.get_running_loop().create_task(self._dial_and_send(attempt))
+
+    def _send(self, attempt: Attempt, conn: Any) -> None:
+        try:
+            self.pool.send(attempt, conn)
+        except Exception as exc:
+            self.planner.give_up_unsent(attempt, exc)
+
+    async def _dial_and_send(self, attempt: Attempt) -> None:
+        try:
+            conn = await self._ready(attempt.member)
+        except (ConnectionError, TimeoutError) as exc:
+            self.planner.give_up_unsent(attempt, exc)
+            return
+        self._send(attempt, conn)
+
     def _ensure_health(self) -> None:
         if self._health_task is None and self.health_interval > 0 and not self._closed:
             self._health_task = asyncio.get_running_loop().create_task(
@@ -68,105 +106,44 @@ class AsyncBalancer(BalancerCore):
     # calls -----------------------------------------------------------------------
     async def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
                    idempotent: Optional[bool] = None) -> Any:
-        """Call `method` on the endpoint the strategy picks (see Balancer.call)."""
+        """Call `method` on the endpoint the strategy picks (see Balancer.go for
+        what happens on failure); return the result or raise."""
         if self._health_task is None:
             self._ensure_health()
         timeout = bound_timeout(timeout, self.timeout)
-        idempotent = self.idempotent if idempotent is None else idempotent
-        if self.failure == "backup" and idempotent:
-            return await self._hedged(method, args, key, timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        key_hash = self._key_hash(key)
-        self.retry_budget.deposit()
-        tried: List[Tuple[_Member, BaseException]] = []
-        pinned = None
-        while True:
-            member = self._next_member(method, key_hash, tried, pinned)
-            client = None
-            start = time.perf_counter()
-            try:
-                client = member.client or self._client(member)
-                value = await client.call(method, *args, timeout=_remaining(deadline))
-            except (ConnectionError, TimeoutError) as exc:   # incl. DeadlineExceeded: not an answer
-                self._release(member, -1.0, _FAILED, None, since=start)
-                tried.append((member, exc))
-                if not self._may_retry(exc, idempotent, len(tried), deadline):
-                    raise self._final_error(method, tried) from None
-                pinned = member if self.failure == "failtry" else None
-                continue
-            except RemoteError as exc:
-                self._release(member, time.perf_counter() - start, _OK, client.server_load)
-                raise self._final_error(method, tried + [(member, exc)])
-            except BaseException:           # cancelled, or an argument that cannot be encoded
-                self._release(member, -1.0, _OK, None)
-                raise
-            self._release(member, time.perf_counter() - start, _OK, client.server_load)
-            if client.draining:
-                self._going_away(member)
-            return value
-
-    async def _hedged(self, method: str, args: tuple, key: Key, timeout: Optional[float]) -> Any:
-        """"backup": a second attempt after backup_after; the first reply wins."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        key_hash = self._key_hash(key)
-        self.retry_budget.deposit()
-        tried: List[Tuple[_Member, BaseException]] = []
-        running: Dict[asyncio.Task, Tuple[_Member, float, AsyncClient]] = {}
-
-        def launch() -> None:
-            busy = tried + [(m, None) for m, _, _ in running.values()]
-            member = self._next_member(method, key_hash, busy)
-            try:
-                client = member.client or self._client(member)
-            except RPCError as exc:
-                self._release(member, -1.0, _FAILED, None)
-                tried.append((member, exc))
-                return
-            task = asyncio.ensure_future(client.call(method, *args, timeout=_remaining(deadline)))
-            running[task] = (member, time.perf_counter(), client)
-
-        def finish(task: asyncio.Task) -> Optional[BaseException]:
-            member, start, client = running.pop(task)
-            exc = task.exception()
-            if exc is None or _is_answer(exc):
-                self._release(member, time.perf_counter() - start, _OK, client.server_load)
-            else:
-                self._release(member, -1.0, _FAILED, None, since=start)
-            tried.append((member, exc))
-            return exc
-
+        if idempotent is None:
+            idempotent = self.idempotent
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        pool = self.pool
+        settings = self.call_settings
+        if timeout is None:
+            attempt = new_attempt(pool, future, method, args, pool.key_hash_for(key), 0.0, None,
+                                  settings.call_metadata(), idempotent)
+        else:
+            attempt = new_attempt(pool, future, method, args, pool.key_hash_for(key),
+                                  time.monotonic() + timeout, settings.deadline_ms(timeout),
+                                  settings.call_metadata(), idempotent)
+        if not pool.start(attempt):
+            await self._dial_and_send(attempt)
+        timers = []
+        if timeout is not None and not future.done():
+            timers.append(loop.call_later(timeout, self._expire, attempt, future))
+        if self.planner.hedges(idempotent) and not future.done():
+            timers.append(loop.call_later(self.backup_after, self.planner.hedge, attempt))
         try:
-            launch()
-            hedge_at = time.monotonic() + self.backup_after
-            while True:
-                if not running:
-                    if not self._may_retry(tried[-1][1], True, len(tried), deadline):
-                        raise self._final_error(method, tried)
-                    launch()
-                    hedge_at = time.monotonic() + self.backup_after
-                    continue
-                can_hedge = len(tried) + len(running) < self.max_attempts
-                until = min(hedge_at if can_hedge else float("inf"),
-                            float("inf") if deadline is None else deadline)
-                wait = None if until == float("inf") else max(0.0, until - time.monotonic())
-                done, _ = await asyncio.wait(list(running), timeout=wait,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    exc = finish(task)
-                    if exc is None:
-                        return task.result()
-                    if _is_answer(exc):
-                        raise self._final_error(method, tried)
-                now = time.monotonic()
-                if running and can_hedge and now >= hedge_at:
-                    hedge_at = float("inf")
-                    if self.retry_budget.withdraw():
-                        launch()
+            return await future
+        except asyncio.CancelledError:
+            if not future.done() or future.cancelled():
+                self.planner.withdraw(attempt)      # the caller's task was cancelled
+            raise
         finally:
-            for task in list(running):
-                member, _, _ = running.pop(task)
-                task.cancel()
-                self._release(member, -1.0, _OK, None)
+            for timer in timers:
+                timer.cancel()
+
+    def _expire(self, attempt: Attempt, future: asyncio.Future) -> None:
+        if not future.done():
+            self.planner.expire(attempt)
 
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
            idempotent: Optional[bool] = None) -> asyncio.Task:
@@ -180,54 +157,74 @@ class AsyncBalancer(BalancerCore):
         """Call `method` once per item, spread over the endpoints; results in order.
 
         As Balancer.map: each endpoint's share of a window goes out as one
-        pipelined AsyncClient.map, the shares concurrently. An item that
-        cannot be encoded fails its endpoint's share of the window.
+        pipelined batch, the shares concurrently.
         """
         if self._health_task is None:
             self._ensure_health()
-        job = self._map_job(method, args_iterable, keys, timeout, idempotent)
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        key_hashes = None
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != len(items):
+                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
+            key_hashes = [self.pool.key_hash_for(k) for k in keys]
+        timeout = bound_timeout(timeout, self.timeout)
+        settings = self.call_settings
+        job = MapJob(self, method, items, key_hashes, 0.0 if timeout is None else time.monotonic() + timeout,
+                     None if timeout is None else settings.deadline_ms(timeout), settings.call_metadata(),
+                     self.idempotent if idempotent is None else idempotent)
+        loop = asyncio.get_running_loop()
         for chunk in job.chunks(window):
-            retry: List[int] = []
-            shares = job._pick(chunk).values()
-            await asyncio.gather(*(self._map_share(job, member, positions, retry)
-                                   for member, positions in shares))
-            job.retry(retry)
-        return job.outcome(return_exceptions)
-
-    async def _map_share(self, job: _MapJob, member: _Member, positions: List[int], retry: List[int]) -> None:
-        started = time.perf_counter()
-        client = None
-        try:
-            client = member.client or self._client(member)
-            values = await client.map(job.method, [job.items[p] for p in positions],
-                                      timeout=_remaining(job.deadline), return_exceptions=True,
-                                      window=len(positions))
-        except (ConnectionError, TimeoutError) as exc:
-            values = [exc] * len(positions)     # cannot connect, or the share timed out
-        except BaseException as exc:            # cancelled, or an item that cannot be encoded
-            self._release(member, -1.0, _OK, None, len(positions))
-            if not isinstance(exc, Exception):
+            shares = []
+            for member, positions in job.pick(chunk):
+                try:
+                    conn = await self._ready(member)
+                except (ConnectionError, TimeoutError) as exc:       # not sent
+                    job.unsent(member, positions, exc)
+                    continue
+                share = job.send(member, conn, positions)
+                if share is not None:
+                    shares.append(share)
+            waiters = []
+            for share in shares:
+                share.batch.wake_below = 1
+                if not share.batch.done:
+                    waiter = loop.create_future()
+                    share.batch.on_progress = _resolver(waiter)
+                    waiters.append(waiter)
+            try:
+                if waiters:
+                    remaining = None if not job.deadline else max(0.0, job.deadline - time.monotonic())
+                    await asyncio.wait(waiters, timeout=remaining)
+            except asyncio.CancelledError:
+                for share in shares:
+                    give_up(share.conn, share.batch, method)
                 raise
-            for p in positions:
-                job.failed[p] = exc
-            return
-        job.settle_batch(member, client, positions, values, time.perf_counter() - started, retry)
+            for share in shares:
+                share.batch.on_progress = None
+                if not share.batch.done:                             # the deadline passed
+                    give_up(share.conn, share.batch, method)
+                job.settle(share)
+        return job.outcome(return_exceptions)
 
     async def notify(self, method: str, *args: Any, key: Key = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
-        key_hash = self._key_hash(key)
-        tried: List[Tuple[_Member, BaseException]] = []
+        pool = self.pool
+        key_hash = pool.key_hash_for(key)
+        tried: set = set()
         while True:
-            member = self._next_member(method, key_hash, tried)
+            member = pool.pick(key_hash) if not tried else self.untried(key_hash, tried)
+            if tried:
+                pool.begin(member)
             try:
-                await (member.client or self._client(member)).notify(method, *args)
+                await self._client(member).notify(method, *args)
             except (ConnectionError, TimeoutError) as exc:
-                self._release(member, -1.0, _FAILED, None)
-                tried.append((member, exc))
-                if not self._may_retry(exc, False, len(tried), None):
-                    raise self._final_error(method, tried) from None
+                self.count_failure(member, 0.0, exc)
+                tried.add(id(member))
+                if not self.planner.may_retry(exc, False, len(tried), 0.0):
+                    raise
                 continue
-            self._release(member, -1.0, _OK, None)
+            pool.release_withdrawn(member)
             return
 
     # health --------------------------------------------------------------------------
@@ -235,26 +232,23 @@ class AsyncBalancer(BalancerCore):
         """Ping every endpoint once now (what the health task does every health_interval)."""
         await asyncio.gather(*(self._check(m) for m in list(self._members)))
 
-    async def _check(self, member: _Member) -> None:
+    async def _check(self, member: Member) -> None:
         try:
-            client = member.client or self._client(member)
+            client = self._client(member)
             await client.ping(self.health_timeout)
         except (RPCError, OSError):
-            self._health_result(member, False, None)
+            self.health_result(member, False, None)
             return
-        self._health_result(member, not client.draining, client.server_load)
+        self.health_result(member, not client.draining, client.server_load)
 
     # lifecycle -----------------------------------------------------------------------
     async def close(self) -> None:
         """Stop health checks and close every connection; pending calls fail."""
-        with self._lock:
-            self._closed = True
-            members = list(self._members)
-        self._stop_discovery()
+        members = self._mark_closed()
         if self._health_task is not None:
             self._health_task.cancel()
         for member in members:
-            client, member.client = member.client, None
+            client, member.client, member.conn = member.client, None, None
             if client is not None:
                 await client.close()
 
@@ -262,20 +256,27 @@ class AsyncBalancer(BalancerCore):
         self._ensure_health()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
 
-async def _health_loop(ref, interval: float) -> None:
+def _resolver(waiter: asyncio.Future):
+    def resolve() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+    return resolve
+
+
+async def _health_loop(ref: Any, interval: float) -> None:
     """Ping every endpoint each `interval` while the balancer lives."""
     while True:
         await asyncio.sleep(interval)
         balancer = ref()
-        if balancer is None or balancer._closed:
+        if balancer is None or balancer.closed:
             return
         try:
             await balancer.check_health()
-            balancer._maintain()
+            balancer.maintain()
         except Exception:
             log.exception("health check failed")
         del balancer

@@ -14,6 +14,8 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import Batch
+from fastrpc.client import engine as engines
+from fastrpc.client.batching import give_up, map_steps
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.net.dial import tls_hostname
@@ -32,7 +34,7 @@ FLUSH_BYTES = 64 * 1024
 class _Protocol(asyncio.BufferedProtocol):
     """Feeds received bytes to the CallTable; fails everything on loss."""
 
-    def __init__(self, owner: "_AsyncConn") -> None:
+    def __init__(self, owner: "AsyncConnection") -> None:
         self.owner = owner
 
     def connection_made(self, transport) -> None:
@@ -116,21 +118,21 @@ class _Handshake(asyncio.Protocol):
         hs.verdict(first, io.BytesIO(reason).read)
 
 
-class _AsyncConn:
-    """One connection of an AsyncClient."""
+class AsyncConnection:
+    """One connection of an AsyncClient: its transport and its call table."""
 
     def __init__(self, client: "AsyncClient", loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
         self.address = client.address
         self.loop = loop
-        self.table = client.new_call_table()
+        self.table = client.new_call_table(owner=self, flush_frames=FLUSH_FRAMES, flush_bytes=FLUSH_BYTES)
         self.table.on_control = self._on_control
         self.transport: Optional[asyncio.Transport] = None
         self.error: Optional[BaseException] = None
-        self.draining = False
         self.flush_handle = None
         self.paused: Optional[asyncio.Future] = None
         self.last_io = loop.time()              # last bytes received (heartbeats)
+        self.generation = engines.generation    # made in this process (not before a fork)
         self.heartbeats: Optional[asyncio.Task] = None
 
     async def open(self, timeout: Optional[float]) -> None:
@@ -170,11 +172,9 @@ class _AsyncConn:
             main.connection_made(transport)
             feed_buffered(main, transport, rest)    # bytes the server sent right after accepting us
 
-    def schedule_flush(self) -> None:
-        table = self.table
-        if table.out_frames >= FLUSH_FRAMES or table.out_bytes >= FLUSH_BYTES:
-            self.flush()
-        elif self.flush_handle is None:
+    def on_output(self) -> None:
+        """The first frame since the last write was encoded: write once this loop pass ends."""
+        if self.flush_handle is None:
             self.flush_handle = self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
@@ -186,9 +186,14 @@ class _AsyncConn:
             self.transport.write(data)
 
     def withdraw(self, seq: int) -> None:
+        """Forget a call (timed out or cancelled) and ask the server to cancel it."""
         if self.table.forget(seq) is not None and self.error is None:
             self.table.control(wire.CANCEL, seq)
-            self.schedule_flush()
+
+    @property
+    def draining(self) -> bool:
+        """The server sent GOAWAY: no new calls here."""
+        return self.table.draining
 
     def leave(self) -> None:
         """After GOAWAY, once no call is pending here: close, so the server can finish."""
@@ -197,10 +202,9 @@ class _AsyncConn:
 
     def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
         if kind == wire.GOAWAY:
-            self.draining = True
+            self.table.draining = True
         elif kind == wire.PING:
             self.table.control(wire.PONG, seq, payload)
-            self.schedule_flush()
 
     async def beat(self, interval: float, timeout: float) -> None:
         """PING when silent for `interval`; fail the connection if nothing arrives within `timeout`."""
@@ -212,7 +216,6 @@ class _AsyncConn:
                 continue
             pong = loop.create_future()
             self.table.ping(pong)
-            self.schedule_flush()
             sent = loop.time()
             try:
                 await asyncio.wait_for(pong, timeout)
@@ -237,7 +240,12 @@ class _AsyncConn:
 
     @property
     def usable(self) -> bool:
-        return self.error is None and not self.draining
+        """New calls may go here: not failed, no GOAWAY, made in this process."""
+        return self.error is None and not self.table.draining and self.generation == engines.generation
+
+    def ready(self) -> bool:
+        """usable (the event loop has already taken in what the server sent)."""
+        return self.usable
 
 
 class AsyncClient(ClientSettings):
@@ -255,16 +263,18 @@ class AsyncClient(ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
         max_bytes, send_deadline."""
         super().__init__(address, **settings)
-        self._conn: Optional[_AsyncConn] = None
+        self._conn: Optional[AsyncConnection] = None
         self._connecting: Optional[asyncio.Future] = None
         self._closed = False
 
     async def connect(self) -> "AsyncClient":
         """Open the connection (done by ``async with`` and, lazily, by the first call)."""
-        await self._connection()
+        await self.connection()
         return self
 
-    async def _connection(self) -> _AsyncConn:
+    async def connection(self) -> AsyncConnection:
+        """The connection for a new call: the current one while it is usable,
+        else a new one (ConnectError when dialing fails)."""
         conn = self._conn
         if conn is not None and conn.usable:
             return conn
@@ -272,12 +282,12 @@ class AsyncClient(ClientSettings):
             raise ConnectionClosedError("client is closed")
         if self._connecting is not None:
             await asyncio.shield(self._connecting)
-            return await self._connection()
+            return await self.connection()
         loop = asyncio.get_running_loop()
         self._connecting = loop.create_future()
         try:
             self.check_backoff()
-            conn = _AsyncConn(self, loop)
+            conn = AsyncConnection(self, loop)
             try:
                 await conn.open(self.connect_timeout)
             except ConnectError as exc:
@@ -311,7 +321,7 @@ class AsyncClient(ClientSettings):
         """Calls in flight at the server, as its last reply or PONG reported (None: unknown)."""
         return None if self._conn is None else self._conn.table.last_load
 
-    def _ready_conn(self) -> _AsyncConn:
+    def _ready_conn(self) -> AsyncConnection:
         conn = self._conn
         if conn is None or not conn.usable:
             raise ConnectionClosedError(
@@ -327,7 +337,7 @@ class AsyncClient(ClientSettings):
         """Call `method` with `args`; return its result or raise (see Client.call)."""
         conn = self._conn
         if conn is None or not conn.usable:
-            conn = await self._connection()
+            conn = await self.connection()
         fut, seq = self._start(conn, method, args, timeout)
         try:
             return await fut
@@ -335,28 +345,26 @@ class AsyncClient(ClientSettings):
             conn.withdraw(seq)   # the caller's task was cancelled: tell the server
             raise
 
-    def _start(self, conn: _AsyncConn, method: str, args: tuple,
+    def _start(self, conn: AsyncConnection, method: str, args: tuple,
                timeout: Optional[float]) -> Tuple[asyncio.Future, int]:
         """Encode a call, schedule its write and its timeout; return (future, seq)."""
         timeout = bound_timeout(timeout, self.timeout)
         fut = conn.loop.create_future()
         seq = conn.table.request(method, args, fut, self.deadline_ms(timeout), self.call_metadata())
-        conn.schedule_flush()
         if timeout is not None:
             handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
             fut.add_done_callback(lambda _f: handle.cancel())
         return fut, seq
 
-    def _expire(self, conn: _AsyncConn, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
+    def _expire(self, conn: AsyncConnection, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
         if not fut.done():
             conn.withdraw(seq)
             fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
 
     async def notify(self, method: str, *args: Any) -> None:
         """Send a one-way call: no reply, no error report."""
-        conn = await self._connection()
+        conn = await self.connection()
         conn.table.request(method, args, None, None, self.call_metadata())
-        conn.schedule_flush()
 
     async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:
@@ -365,14 +373,11 @@ class AsyncClient(ClientSettings):
         n = len(items)
         if n == 0:
             return []
-        conn = await self._connection()
+        conn = await self.connection()
         timeout = bound_timeout(timeout, self.timeout)
         loop = conn.loop
         batch = Batch(n, return_exceptions)
-        window = max(1, window)
-        step = max(1, window // 2)
-        source = iter(items)
-        meta = self.call_metadata()
+        deadline = None if timeout is None else loop.time() + timeout
         waiter: Optional[asyncio.Future] = None
 
         def progress() -> None:
@@ -380,32 +385,23 @@ class AsyncClient(ClientSettings):
                 waiter.set_result(None)
 
         batch.on_progress = progress
-        batch.step = step
-        deadline = None if timeout is None else loop.time() + timeout
         try:
-            while not batch.done:
-                in_flight = batch.issued - (n - batch.remaining)
-                if batch.issued < n and in_flight < window:
-                    if conn.error is not None:
-                        batch.fail_unsent(conn.error)
-                        break
-                    conn.table.request_batch(method, batch, source, window - in_flight, meta)
-                    conn.flush()
-                    if conn.paused is not None:
-                        await conn.paused
+            for _ in map_steps(conn, batch, method, items, window,
+                               None if timeout is None else self.deadline_ms(timeout), self.call_metadata()):
+                if conn.paused is not None:
+                    await conn.paused               # the transport's buffer is full: let it drain
+                if batch.is_ready:
                     continue
                 waiter = loop.create_future()
                 remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise asyncio.TimeoutError
-                await asyncio.wait_for(waiter, remaining) if remaining is not None else await waiter
+                try:
+                    await asyncio.wait_for(waiter, remaining) if remaining is not None else await waiter
+                except asyncio.TimeoutError:
+                    give_up(conn, batch, method)
                 waiter = None
-        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            for seq in range(batch.first_seq, batch.first_seq + batch.issued):
-                conn.withdraw(seq)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise TimeoutError(f"map({method}) did not complete within {timeout}s") from None
+        except asyncio.CancelledError:
+            give_up(conn, batch, method)
+            raise
         finally:
             batch.on_progress = None
         if batch.first_error is not None and not return_exceptions:
@@ -414,7 +410,7 @@ class AsyncClient(ClientSettings):
 
     async def ping(self, timeout: Optional[float] = 5.0) -> float:
         """Round-trip a PING frame; return the round-trip time in seconds."""
-        conn = await self._connection()
+        conn = await self.connection()
         fut = conn.loop.create_future()
         start = time.perf_counter()
         seq = conn.table.ping(fut)

@@ -25,7 +25,7 @@ class Endpoint:
         if not isinstance(address, str):
             raise TypeError(f"endpoint address must be a str, not {type(address).__name__}")
         parse_address(address)
-        weight = _check_weight(weight)
+        weight = check_weight(weight)
         if (lat is None) != (lon is None):
             raise ValueError(f"{address}: give both lat and lon, or neither")
         if lat is not None:
@@ -69,7 +69,7 @@ class Endpoint:
         return f"Endpoint({self.address!r}, weight={self.weight:g}{extra})"
 
 
-def _check_weight(weight: Any) -> float:
+def check_weight(weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise TypeError(f"weight must be a number, not {type(weight).__name__}")
     weight = float(weight)

@@ -117,10 +117,10 @@ class ClientSettings:
             raise
         return sock
 
-    def new_call_table(self) -> CallTable:
-        """A call table with this client's limits."""
+    def new_call_table(self, **options: Any) -> CallTable:
+        """A call table with this client's limits (`options`: owner, flush thresholds)."""
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
-                         max_len=self.max_len, max_bytes=self.max_bytes)
+                         max_len=self.max_len, max_bytes=self.max_bytes, **options)
 
     def deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
         """The deadline field for a call with `timeout`, or None to send none."""

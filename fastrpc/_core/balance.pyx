@@ -1,0 +1,292 @@
+# cython: language_level=3
+"""The balancer's call path, compiled: pick an endpoint, send, account for the reply.
+
+Owns: each endpoint's counters (Member), picking and counting a call in
+flight (Pool), and one try of a balanced call (Attempt), which is the slot a
+connection's call table completes. When a reply arrives, Attempt.complete
+updates the endpoint's latency, load and counters and settles the caller's
+future, without a Python lock or a Python frame. Everything that is policy
+(retries, failover, hedging, ejection, health, membership) stays in Python
+(fastrpc.balancer.plan and .core), reached only when a call fails, a hedge
+fires, or membership changes.
+
+Atomicity: picks by compiled kernels and counter updates run under the GIL
+with no Python code in between, so they need no lock; custom Python
+strategies pick under the policy's lock, and install() swaps a new
+membership in one step.
+"""
+cimport cython
+
+from fastrpc._core.calltable cimport Slot, CallFuture, CallTable, FINISHED, complete, frpc_monotonic
+from fastrpc._core.select cimport EndpointTable, Kernel
+
+import threading
+
+from fastrpc.errors import ConnectionClosedError, NoEndpointError, RemoteError, TimeoutError
+
+
+cdef inline bint _is_answer(object exc):
+    # A RemoteError is the handler's answer; DeadlineExceeded is remote but a timeout.
+    return isinstance(exc, RemoteError) and not isinstance(exc, TimeoutError)
+
+
+def is_answer(exc):
+    """Whether an error is the endpoint's answer (RemoteError, not a timeout)
+    rather than a failure of the endpoint or the path to it."""
+    return _is_answer(exc)
+
+
+@cython.final
+cdef class Member:
+    """A balancer's view of one endpoint: its client, health and counters."""
+
+    def __init__(self, endpoint, ramp_from=None):
+        self.endpoint = endpoint
+        self.index = -1
+        self.dial_lock = threading.Lock()
+        self.healthy = True
+        self.ramp_from = ramp_from
+
+    def __repr__(self):
+        return f"<Member {self.endpoint.address} index={self.index} active={self.active}>"
+
+
+@cython.final
+cdef class Pool:
+    """What the call path reads: the state table, the picker and the members.
+
+    `policy` is the Python side (fastrpc.balancer.plan.Planner); its lock
+    guards membership changes and custom strategies.
+    """
+
+    def __init__(self, policy, lock):
+        self.policy = policy
+        self.lock = lock
+        self.members = []
+        self.table = EndpointTable(0)
+        self.picker = None
+        self.kernel = None
+        self.keyed = False
+        self.next_check = float("inf")
+
+    def install(self, EndpointTable table, picker, list members, bint keyed):
+        """Swap in a new membership at once: table, picker, members (by index)."""
+        cdef Member m
+        cdef Py_ssize_t j
+        for j in range(len(members)):
+            m = <Member>members[j]
+            m.index = j
+        self.table = table
+        self.picker = picker
+        self.kernel = picker if isinstance(picker, Kernel) else None
+        self.members = members
+        self.keyed = keyed
+
+    cpdef Member pick(self, unsigned long long key_hash):
+        """Pick an endpoint for a call and count the call in flight there."""
+        cdef Py_ssize_t i
+        cdef Member m
+        if self.closed:
+            raise ConnectionClosedError("balancer is closed")
+        if self.kernel is not None:
+            i = self.kernel.pick(key_hash)
+            if i < 0:
+                raise NoEndpointError("the balancer has no endpoints" if not self.members
+                                      else "the strategy picked no endpoint")
+            m = <Member>self.members[i]
+            self.table.begin(i)
+        else:
+            with self.lock:                     # a custom strategy runs Python
+                i = self.picker.pick(key_hash) if self.picker is not None else -1
+                if i < 0:
+                    raise NoEndpointError("the balancer has no endpoints" if not self.members
+                                          else "the strategy picked no endpoint")
+                m = <Member>self.members[i]
+                self.table.begin(i)
+        m.active += 1
+        self.started += 1
+        return m
+
+    def begin(self, Member m):
+        """Count a call in flight at `m`, chosen by the policy (a retry's untried endpoint)."""
+        if m.index >= 0 and not m.removed:
+            self.table.begin(m.index)
+        m.active += 1
+        self.started += 1
+
+    def key_hash_for(self, key):
+        """The hash a call's key picks by: its hash, a random one (keyed
+        strategies without a key), or 0."""
+        if key is not None:
+            return self.policy.hash_key(key)
+        return self.table.next_random() if self.keyed else 0
+
+    cdef int release(self, Member m, double rtt, double now, long long load, bint answered,
+                     bint remote) except -1:
+        """A call through `m` ended: answered (a result or the handler's
+        error, `rtt` seconds after it was sent) or withdrawn (rtt < 0)."""
+        m.active -= 1
+        m.calls += 1
+        if answered:
+            m.last_answer = now
+            if remote:
+                m.remote_errors += 1
+            if m.failures:
+                m.failures = 0
+                m.eject_refused = False
+        if m.index >= 0 and not m.removed:
+            self.table.end(m.index, rtt if answered else -1.0, now, load)
+        if m.removed and m.active == 0:
+            self.policy.member_idle(m)
+        if now >= self.next_check:
+            self.policy.maintain()
+        return 0
+
+    def release_withdrawn(self, Member m):
+        """A call through `m` was withdrawn (cancelled, or it lost a hedge): not a failure."""
+        self.release(m, -1.0, frpc_monotonic(), -1, False, False)
+
+    def release_answered_many(self, Member m, Py_ssize_t count, Py_ssize_t remote, double rtt,
+                              long long load=-1):
+        """`count` calls through `m` were answered (`remote` of them with the
+        handler's error), `rtt` seconds after they were sent: a map batch."""
+        cdef double now = frpc_monotonic()
+        cdef Py_ssize_t k
+        for k in range(count):
+            self.release(m, rtt, now, load, True, k < remote)
+
+    # the call path ---------------------------------------------------------------
+    def send(self, Attempt a, object conn):
+        """Send attempt `a` (its member picked) on `conn`, a ready connection of
+        that member. Raises what encoding raises; ConnectionClosedError when
+        the connection closed meanwhile (the call was not sent)."""
+        a.conn = conn
+        a.started = frpc_monotonic()
+        a.running = True
+        try:
+            table = conn.table
+            if type(table) is CallTable:
+                a.seq = (<CallTable>table).request(a.method, a.args, a, a.deadline_ms, a.meta)
+            else:
+                a.seq = table.request(a.method, a.args, a, a.deadline_ms, a.meta)
+        except BaseException:
+            a.running = False
+            raise
+
+    def start(self, Attempt a):
+        """Pick an endpoint for `a` and send it on that endpoint's connection if
+        it has a ready one: True. False: the member is picked (a.member, counted
+        in flight) but needs a connection first."""
+        cdef Member m = self.pick(a.key_hash)
+        cdef CallTable t
+        a.member = m
+        conn = m.conn
+        if conn is None:
+            return False
+        table = conn.table
+        if type(table) is CallTable:
+            t = <CallTable>table
+            if t.closed or t.draining:
+                return False
+            if not t.pending and not conn.ready():   # idle: check it was not closed meanwhile
+                return False
+        elif not conn.ready():
+            return False
+        try:
+            self.send(a, conn)
+        except ConnectionClosedError:
+            return False
+        return True
+
+
+cdef inline int _settle(object sink, object value, bint is_error) except -1:
+    if type(sink) is CallFuture:
+        if is_error:
+            return (<CallFuture>sink).finish(None, value, FINISHED)
+        return (<CallFuture>sink).finish(value, None, FINISHED)
+    return complete(sink, 0, value, is_error, -1)
+
+
+@cython.final
+@cython.freelist(256)
+cdef class Attempt(Slot):
+    """One try of a balanced call; the slot its endpoint's call table completes."""
+
+    cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
+        cdef Pool pool = self.pool
+        cdef double now
+        if not self.running:
+            return 0
+        self.running = False
+        if is_error and not _is_answer(value):
+            pool.policy.attempt_failed(self, value)
+            return 0
+        now = frpc_monotonic()
+        pool.release(self.member, now - self.started, now, load, True, is_error)
+        if self.peers is not None:
+            pool.policy.hedge_won(self)
+        if is_error:
+            value = pool.policy.remote_error(self, value)
+        _settle(self.sink, value, is_error)
+        table = self.conn.table
+        if (<CallTable>table).draining if type(table) is CallTable else table.draining:
+            pool.policy.going_away(self.member)
+        return 0
+
+    cdef bint ready(self):
+        return not self.running
+
+    def withdraw_call(self, future):
+        """The caller's future was cancelled: withdraw every attempt in flight."""
+        self.pool.policy.withdraw(self)
+
+    def expire_call(self, future):
+        """The caller's future timed out: give up the call, naming the endpoints tried."""
+        self.pool.policy.expire(self)
+
+    def fail(self, error):
+        """Settle the caller's future with `error` (the policy gave up)."""
+        _settle(self.sink, error, True)
+
+    def succeed(self, value):
+        """Settle the caller's future with `value`."""
+        _settle(self.sink, value, False)
+
+    def follow_up(self):
+        """A new attempt of the same call (a retry or a hedge), not yet picked or sent."""
+        cdef Attempt a = Attempt.__new__(Attempt)
+        a.pool = self.pool
+        a.sink = self.sink
+        a.method = self.method
+        a.args = self.args
+        a.key_hash = self.key_hash
+        a.deadline = self.deadline
+        a.deadline_ms = self.deadline_ms
+        a.meta = self.meta
+        a.idempotent = self.idempotent
+        a.number = self.number + 1
+        a.tried = self.tried
+        a.peers = self.peers
+        a.head = self.head if self.head is not None else self
+        return a
+
+    def __repr__(self):
+        where = self.member.endpoint.address if self.member is not None else "not picked"
+        return f"<Attempt {self.number} of {self.method} at {where}{' running' if self.running else ''}>"
+
+
+def new_attempt(Pool pool, object sink, str method, tuple args, unsigned long long key_hash,
+                double deadline, object deadline_ms, bytes meta, bint idempotent):
+    """The first attempt of a balanced call (not yet picked or sent)."""
+    cdef Attempt a = Attempt.__new__(Attempt)
+    a.pool = pool
+    a.sink = sink
+    a.method = method
+    a.args = args
+    a.key_hash = key_hash
+    a.deadline = deadline
+    a.deadline_ms = deadline_ms
+    a.meta = meta
+    a.idempotent = idempotent
+    a.number = 1
+    return a

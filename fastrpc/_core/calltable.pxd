@@ -1,0 +1,97 @@
+# The client call engine's compiled contract: what a connection's call table
+# holds for each call in flight (a Slot), the future of a blocking call
+# (CallFuture), the results of a map (Batch), and the per-connection
+# CallTable that encodes requests and completes slots from replies.
+#
+# Thread safety: these objects are shared by the threads of a blocking
+# client. Their state changes happen in compiled code that holds the GIL and
+# runs no Python code between reading and writing a field, so each change is
+# atomic; the output buffer, which encoding can leave mid-way through Python
+# code (a numpy array's methods, an object's finalizer), has a lock of its own.
+from cpython.pythread cimport PyThread_type_lock
+
+from fastrpc._core.buffer cimport WriteBuffer
+from fastrpc._core.codec cimport DecodeLimits
+from fastrpc._core.frame cimport FrameReader, FrameView
+
+cdef extern from "fastrpc_clock.h":
+    double frpc_monotonic() nogil
+
+
+cdef enum SlotState:
+    PENDING = 0
+    FINISHED = 1
+    CANCELLED = 2
+
+
+cdef class Slot:
+    """What a call table holds for a sequence id until its reply arrives."""
+    cdef object waiter        # lock of the thread blocked until ready(); released once, by take_waiter()
+    cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1
+    cdef bint ready(self)
+    cdef int wake(self) except -1
+
+
+cdef class CallFuture(Slot):
+    """The future of one blocking call (Client.go, Balancer.go)."""
+    cdef int state            # SlotState
+    cdef object value         # the result, when FINISHED without error
+    cdef object error         # the exception, when FINISHED with one
+    cdef list callbacks       # add_done_callback() functions not yet called, or None
+    cdef list cf_waiters      # concurrent.futures.wait()/as_completed() waiters, or None
+    cdef bint watched         # _condition was handed out: finish under it
+    cdef readonly str method
+    cdef public object engine     # drives I/O while result() waits: engine.wait(future, deadline)
+    cdef public object source     # withdraws the call: a connection (withdraw(seq)) or a balanced call
+    cdef public unsigned long long seq
+    cdef public double deadline   # monotonic time the call times out, 0: none
+    cdef object __weakref__
+    cdef int finish(self, object value, object error, int state) except -1
+    cdef int _finish_watched(self, object value, object error, int state) except -1
+    cdef int _wait(self, object timeout) except -1
+
+
+cdef class Batch(Slot):
+    """The results of a map(): one list slot per item, filled in reply order."""
+    cdef readonly list results
+    cdef dict index               # seq -> position in results
+    cdef readonly Py_ssize_t remaining   # calls not answered yet
+    cdef readonly Py_ssize_t issued      # calls encoded so far
+    cdef readonly object first_error
+    cdef public Py_ssize_t wake_below    # ready() once fewer than this many are in flight
+    cdef public object on_progress       # called with no arguments when ready() becomes true
+    cdef bint return_exceptions
+    cdef int settle(self, Py_ssize_t position, object value, bint is_error) except -1
+
+
+cdef class CallTable:
+    """One connection's calls: sequence ids, the output buffer, pending slots, the frame reader."""
+    cdef readonly FrameReader reader
+    cdef WriteBuffer out
+    cdef PyThread_type_lock out_lock   # guards `out` (encoding, taking output)
+    cdef readonly dict pending         # seq -> Slot or future-like object
+    cdef unsigned long long next_seq
+    cdef DecodeLimits limits
+    cdef dict method_cache             # str -> UTF-8 bytes
+    cdef public object on_control      # callback(kind, seq, payload) for PING, GOAWAY
+    cdef public object last_load       # in-flight count the server last reported, or None
+    cdef public bint closed            # the connection failed or was closed: nothing new is sent
+    cdef public bint draining          # the server sent GOAWAY: no new calls here
+    cdef public Py_ssize_t flush_frames   # a submit asks for a flush once this many frames wait
+    cdef public Py_ssize_t flush_bytes    # ... or this many bytes
+    cdef public object owner           # the connection: flush(), on_output(), withdraw_call(); None: none
+    cdef object __weakref__
+
+    cdef int lock_out(self) except -1
+    cdef void unlock_out(self)
+    cdef bytes _method(self, str method)
+    cdef int _encoded(self, bint was_empty) except -1
+    cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
+                             object args, object deadline_ms, bytes meta) except -1
+    cpdef unsigned long long request(self, str method, tuple args, object slot,
+                                     object deadline_ms=*, bytes meta=*) except? 0
+    cdef object _remote_error(self, FrameView *f)
+
+
+cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1
+cdef double remaining(double deadline)

@@ -1,0 +1,177 @@
+"""One balanced map(): items picked one by one, sent as one batch per endpoint, retried.
+
+Owns the bookkeeping of Balancer.map and AsyncBalancer.map: a pick per
+item (its key, for consistent_hash), the items grouped into one pipelined
+batch per endpoint per window, each batch encoded by the same encoder as
+single calls (carrying the call's deadline and metadata), and each item's
+outcome: a result, the handler's error, or a transport failure retried as
+call() would retry it. The drivers only connect and wait.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from fastrpc._core.balance import Member, is_answer
+from fastrpc._core.calltable import Batch
+from fastrpc.balancer.plan import final_error
+from fastrpc.errors import ConnectionClosedError, NoEndpointError
+
+__all__ = ["MapJob", "Share"]
+
+
+class Share:
+    """The items of one map window sent to one endpoint, as one batch."""
+
+    __slots__ = ("member", "conn", "batch", "positions", "started")
+
+    def __init__(self, member: Member, conn: Any, batch: Batch, positions: List[int], started: float) -> None:
+        self.member = member
+        self.conn = conn
+        self.batch = batch
+        self.positions = positions
+        self.started = started
+
+
+class MapJob:
+    """The state of one balanced map() (see the module docstring)."""
+
+    def __init__(self, core: Any, method: str, items: Sequence, key_hashes: Optional[List[int]],
+                 deadline: float, deadline_ms: Optional[int], meta: Optional[bytes], idempotent: bool) -> None:
+        self.core = core
+        self.pool = core.pool
+        self.planner = core.planner
+        self.method = method
+        self.items = items
+        self.key_hashes = key_hashes
+        self.deadline = deadline
+        self.deadline_ms = deadline_ms
+        self.meta = meta
+        self.idempotent = idempotent
+        self.results: List[Any] = [None] * len(items)
+        self.failed: Dict[int, BaseException] = {}
+        self.tried: Dict[int, List[Tuple[Member, BaseException]]] = {}
+        self.todo: List[int] = []
+
+    def chunks(self, window: int) -> Iterator[List[int]]:
+        """Item positions in windows of `window`; retried items go out first."""
+        self.todo = list(range(len(self.items)))
+        window = max(1, window)
+        while self.todo:
+            chunk, self.todo = self.todo[:window], self.todo[window:]
+            yield chunk
+
+    def pick(self, chunk: List[int]) -> List[Tuple[Member, List[int]]]:
+        """An endpoint per item (a retried item avoids the endpoints it tried), grouped by endpoint."""
+        pool = self.pool
+        groups: Dict[int, Tuple[Member, List[int]]] = {}
+        key_hashes = self.key_hashes
+        for p in chunk:
+            key_hash = key_hashes[p] if key_hashes is not None else pool.key_hash_for(None)
+            try:
+                member = pool.pick(key_hash)
+            except NoEndpointError as exc:
+                self.failed[p] = exc if p not in self.tried else final_error(self.method, self.tried[p])
+                continue
+            tried = self.tried.get(p)
+            if tried:
+                used = {id(m) for m, _ in tried}
+                if id(member) in used:
+                    pool.release_withdrawn(member)
+                    try:
+                        member = self.core.untried(key_hash, used)
+                    except NoEndpointError:
+                        self.failed[p] = final_error(self.method, tried)
+                        continue
+                    pool.begin(member)
+            group = groups.get(id(member))
+            if group is None:
+                groups[id(member)] = group = (member, [])
+            group[1].append(p)
+        return list(groups.values())
+
+    def send(self, member: Member, conn: Any, positions: List[int]) -> Optional[Share]:
+        """Encode the items at `positions` as one batch on `conn` and write it."""
+        batch = Batch(len(positions), True)
+        started = time.monotonic()
+        try:
+            conn.table.request_batch(self.method, batch, (self.items[p] for p in positions),
+                                     len(positions), self.deadline_ms, self.meta)
+        except ConnectionClosedError as exc:
+            self.unsent(member, positions[batch.issued:], exc)
+            positions = positions[:batch.issued]
+        except Exception as exc:
+            # An item that cannot be encoded fails alone; those after it were
+            # not sent and go out again.
+            bad = batch.issued
+            self.failed[positions[bad]] = exc
+            for _ in positions[bad:]:
+                self.pool.release_withdrawn(member)
+            self.todo[:0] = positions[bad + 1:]
+            positions = positions[:bad]
+        conn.flush()
+        # Entries of items not sent (after a failure above) are closed in the
+        # batch, so it is done when the sent ones are answered.
+        batch.fail_unsent(ConnectionClosedError("not sent"))
+        if not positions:
+            return None
+        return Share(member, conn, batch, positions, started)
+
+    def unsent(self, member: Member, positions: List[int], exc: BaseException) -> None:
+        """Items picked for `member` could not be sent (no connection): retry them elsewhere."""
+        if positions:
+            self._failed(member, positions, [exc] * len(positions), 0.0)
+
+    def settle(self, share: Share) -> None:
+        """Sort one batch's outcomes (the batch is done) into results, errors and retries."""
+        self._failed(share.member, share.positions, share.batch.results, share.started,
+                     rtt=time.monotonic() - share.started, load=share.conn.table.last_load)
+
+    def _failed(self, member: Member, positions: List[int], values: List[Any], sent: float,
+                rtt: float = -1.0, load: Optional[int] = None) -> None:
+        pool = self.pool
+        answered = remote = 0
+        failures: List[Tuple[int, BaseException]] = []
+        for p, value in zip(positions, values):
+            if not isinstance(value, BaseException):
+                self.results[p] = value
+                answered += 1
+            elif is_answer(value):
+                answered += 1
+                remote += 1
+                self.failed[p] = final_error(self.method, self.tried.get(p, []) + [(member, value)])
+            else:
+                failures.append((p, value))
+        if answered:
+            pool.release_answered_many(member, answered, remote, rtt, -1 if load is None else load)
+        if not failures:
+            return
+        self.core.count_failures(member, sent, failures[0][1], len(failures))
+        # One endpoint's failed batch takes one retry from the budget, not one per item.
+        granted: Optional[bool] = None
+        retry = []
+        for p, exc in failures:
+            tried = self.tried.setdefault(p, [])
+            tried.append((member, exc))
+            if self.planner.may_retry(exc, self.idempotent, len(tried), self.deadline, budget=False):
+                if granted is None:
+                    self.planner.credit_budget()
+                    granted = self.planner.budget.withdraw()
+                if granted:
+                    retry.append(p)
+                    continue
+            self.failed[p] = final_error(self.method, tried)
+        self.todo[:0] = retry
+
+    def timed_out(self) -> bool:
+        """The map's deadline has passed."""
+        return bool(self.deadline) and time.monotonic() >= self.deadline
+
+    def outcome(self, return_exceptions: bool) -> List[Any]:
+        """The results in order; raise the first error unless `return_exceptions`."""
+        if self.failed:
+            if not return_exceptions:
+                raise self.failed[min(self.failed)]
+            for position, exc in self.failed.items():
+                self.results[position] = exc
+        return self.results

@@ -1,0 +1,205 @@
+"""One blocking client connection: its socket, its call table, and its state.
+
+Owns: writing what the call table encoded (one writer at a time, in the
+order it was taken), reading when the engine says the socket is readable,
+answering the server's PINGs, noticing its GOAWAY, and failing every call
+at once when the connection breaks. The codec is the call table's business:
+fastrpc's own (fastrpc._core.calltable) or one of Go's (fastrpc.go.codecs),
+behind the same methods.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Optional
+
+from fastrpc._core import frame as wire
+from fastrpc._core.calltable import drain_callbacks
+from fastrpc.client import engine as engines
+from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
+
+__all__ = ["Connection", "IDLE_CHECK"]
+
+# A connection with no call pending and nothing received for this long is
+# checked for what the server sent meanwhile (a close, a GOAWAY) before it
+# carries a new call, so a call is not written to a connection already known
+# to be closed (it goes elsewhere, as one never sent).
+IDLE_CHECK = 0.001
+
+
+class Connection:
+    """A connected blocking socket and the calls in flight on it.
+
+    `table` encodes calls and completes them from replies (its `owner` is
+    this connection); the engine calls on_readable() when bytes arrive.
+    """
+
+    def __init__(self, address: str, sock: socket.socket, table: Any, engine: Any) -> None:
+        self.address = address
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.tls = isinstance(sock, ssl.SSLSocket)   # may hold decrypted bytes poll() cannot see
+        self.table = table
+        self.engine = engine
+        self.generation = engines.generation
+        self.write_lock = threading.Lock()           # one writer at a time, in take order
+        self.error: Optional[BaseException] = None
+        self.last_io = time.monotonic()              # last bytes received (heartbeats, idle check)
+        self.ping_sent: Optional[float] = None       # an unanswered heartbeat PING went out then
+        table.owner = self
+        table.on_control = self._on_control
+        engine.register(self)
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (what the engine polls)."""
+        return self.fd
+
+    @property
+    def usable(self) -> bool:
+        """New calls may go here: not failed, no GOAWAY, made in this process."""
+        table = self.table
+        return not table.closed and not table.draining and self.generation == engines.generation
+
+    def ready(self) -> bool:
+        """usable, after checking an idle connection for a close or GOAWAY that
+        arrived unread (see IDLE_CHECK)."""
+        table = self.table
+        if table.closed or table.draining or self.generation != engines.generation:
+            return False
+        if not table.pending and time.monotonic() - self.last_io > IDLE_CHECK:
+            self.check_idle()
+            return not table.closed and not table.draining
+        return True
+
+    @property
+    def draining(self) -> bool:
+        """The server sent GOAWAY: it takes no new calls on this connection."""
+        return self.table.draining
+
+    # writing ------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every frame encoded so far."""
+        with self.write_lock:
+            data = self.table.take_output()
+            if data is None or self.error is not None:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                self.fail(ConnectionLostError(f"sending to {self.address} failed: {exc}"))
+
+    def on_output(self) -> None:
+        """The table holds frames nobody flushed yet (called as the first is encoded)."""
+        self.engine.output_waiting(self)
+
+    def withdraw(self, seq: int) -> None:
+        """Forget a call (timed out or cancelled) and ask the server to cancel it."""
+        if self.table.forget(seq) is not None and self.error is None:
+            self.table.control(wire.CANCEL, seq)
+            self.flush()
+
+    def withdraw_call(self, future: Any) -> None:
+        """withdraw() for a CallFuture registered here (it was cancelled)."""
+        self.withdraw(future.seq)
+
+    def expire_call(self, future: Any) -> None:
+        """A CallFuture registered here timed out: fail it, withdraw the call."""
+        future.set_exception(TimeoutError(f"{future.method} did not complete in time"))
+        self.withdraw(future.seq)
+
+    # reading ------------------------------------------------------------------
+    def on_readable(self) -> None:
+        """Receive what arrived and complete the calls it answers (the reading thread)."""
+        table = self.table
+        try:
+            while True:
+                n = self.sock.recv_into(table.get_buffer())
+                if n == 0:
+                    self.fail(ConnectionLostError(f"connection to {self.address} closed by the server"))
+                    return
+                self.last_io = time.monotonic()
+                table.process(n)
+                if not (self.tls and self.sock.pending()):
+                    return
+        except RPCError as exc:
+            self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
+        except OSError as exc:
+            self.fail(ConnectionLostError(f"connection to {self.address} lost: {exc}"))
+
+    def check_idle(self) -> None:
+        """Take in what a server sent to a connection nobody read for a while (a
+        GOAWAY, the close of an idle connection) before it carries a new call."""
+        if self.error is None and ((self.tls and self.sock.pending()) or _readable_now(self.sock)):
+            engine = self.engine
+            if engine.leader == threading.get_ident():
+                self.on_readable()                   # we read for everyone already
+            elif engine.lead.acquire(False):
+                engine.leader = threading.get_ident()
+                try:
+                    self.on_readable()
+                finally:
+                    engine.leader = None
+                    engine.lead.release()
+                drain_callbacks()
+            # else: the thread reading now sees it too
+
+    def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
+        if kind == wire.GOAWAY:
+            self.table.draining = True
+        elif kind == wire.PING:
+            self.table.control(wire.PONG, seq, payload)
+            self.flush()
+
+    # failure --------------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        """The connection is gone: fail every pending call at once."""
+        first = self.error is None
+        if first:
+            self.error = exc
+            self.table.closed = True
+            self.engine.unregister(self)
+            try:
+                # shutdown() first: it wakes a thread blocked on this socket,
+                # which close() alone does not.
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        # The first error is the reason; a later one (a reader woken by the
+        # shutdown above) must not replace it.
+        self.table.clear_output()
+        self.table.fail_all(self.error)
+        drain_callbacks()
+
+    def close(self) -> None:
+        """Close the connection; calls still pending fail with ConnectionClosedError."""
+        self.fail(ConnectionClosedError(f"client closed the connection to {self.address}"))
+
+    def abandon(self) -> None:
+        """In a forked child: this socket is the parent's. Fail the calls copied
+        with the process and drop the descriptor without touching the connection."""
+        if self.error is None:
+            self.error = ConnectionLostError(
+                f"the connection to {self.address} was made before os.fork(); it stays with the parent")
+            self.table.closed = True
+            try:
+                os.close(self.sock.detach())
+            except OSError:
+                pass
+        self.table.fail_all(self.error)
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    try:
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True                              # let the read report what is wrong

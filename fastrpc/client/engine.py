@@ -1,0 +1,462 @@
+"""The blocking call engine: one per process, shared by every Client and Balancer.
+
+Owns: the poll set over every blocking connection, who reads it, the one
+helper thread, and timers (call deadlines, heartbeats, hedges, deferred
+work). Calls themselves are compiled (fastrpc._core.calltable); this module
+only decides which thread reads when.
+
+There is no reader thread in the common path. A thread that waits for a call
+becomes the *leader*: it polls every connection, reads whatever arrived and
+completes every call it sees, so most replies reach their caller without a
+thread hand-off. Other waiting threads are *followers*: each sleeps on its
+own lock, released by whoever completes its call, or by a leader leaving, to
+take its place. The helper thread reads only when calls are pending and
+nobody else has read for a tick (futures nobody waits on, done callbacks);
+a thread that wants to wait while the helper reads interrupts it and takes
+over.
+
+After os.fork() the child gets a fresh engine: its clients' inherited
+connections belong to the parent, so they are abandoned (never written,
+never shut down) and the next call dials anew.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, List, Optional
+
+from fastrpc._core.calltable import close_inherited_tables, drain_callbacks
+
+__all__ = ["Engine", "engine", "generation", "reset_after_fork"]
+
+log = logging.getLogger("fastrpc.client")
+
+# While calls are pending and nobody else reads, the helper starts reading
+# after this long; it also bounds how late a go() timeout fires.
+TICK = 0.002
+# The longest single sleep in poll() or on a lock: a longer timeout (any
+# finite one works) is waited out in slices, as the OS limits each.
+MAX_SLEEP = 3600.0
+
+
+class _Poller:
+    """epoll where there is one (Linux), poll elsewhere; timeouts in seconds."""
+
+    def __init__(self) -> None:
+        self._epoll = getattr(select, "epoll", None)
+        if self._epoll is not None:
+            self._p = self._epoll()
+            self._mask = select.EPOLLIN
+        else:
+            self._p = select.poll()
+            self._mask = select.POLLIN
+
+    def register(self, fd: int) -> None:
+        self._p.register(fd, self._mask)
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self._p.unregister(fd)
+        except (OSError, KeyError, ValueError):
+            pass
+
+    def poll(self, timeout: Optional[float]) -> List:
+        if timeout is not None and timeout > MAX_SLEEP:
+            timeout = MAX_SLEEP
+        if self._epoll is not None:
+            return self._p.poll(-1 if timeout is None else timeout)
+        return self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._p.close()
+
+
+class Engine:
+    """The process's blocking call engine (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.poller = _Poller()
+        self.conns: Dict[int, Any] = {}          # fd -> connection
+        self.lead = threading.Lock()             # held by the thread reading now
+        self.leader: Optional[int] = None        # its thread id
+        self.followers: List[Any] = []           # slots whose threads wait for a leader
+        self.helper_leading = False
+        self.reads = 0                           # read batches processed (the helper watches it)
+        self.dirty: set = set()                  # connections with output not yet written
+        self._local = threading.local()
+        self._timers: List = []                  # heap of (when, n, fn)
+        self._count = itertools.count()
+        self._deadlines: List = []               # heap of (deadline, n, future) for go(timeout=)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.poller.register(self._wake_r)
+        self._helper: Optional[threading.Thread] = None
+        self._helper_cond = threading.Condition(threading.Lock())
+        self._helper_idle = False                # the helper sleeps with nothing to watch
+        self._helper_lock = threading.Lock()
+        self._dialer: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._stopped = False
+
+    # connections -------------------------------------------------------------
+    def register(self, conn: Any) -> None:
+        """Start polling `conn` (a connection with fileno(), on_readable(), fail())."""
+        fd = conn.fileno()
+        self.conns[fd] = conn
+        self.poller.register(fd)
+        self._ensure_helper()
+
+    def unregister(self, conn: Any) -> None:
+        """Stop polling `conn` (closed or failed)."""
+        fd = conn.fd
+        if self.conns.get(fd) is conn:
+            del self.conns[fd]
+            self.poller.unregister(fd)
+        self.dirty.discard(conn)
+
+    def output_waiting(self, conn: Any) -> None:
+        """`conn` has frames buffered that nobody flushed yet."""
+        self.dirty.add(conn)
+        if self._helper_idle:
+            self.need_reader()
+
+    def flush_dirty(self) -> None:
+        """Write every connection's buffered frames."""
+        while self.dirty:
+            try:
+                conn = self.dirty.pop()
+            except KeyError:
+                return
+            conn.flush()
+
+    # waiting -------------------------------------------------------------------
+    def _thread_lock(self) -> Any:
+        lock = getattr(self._local, "lock", None)
+        if lock is None:
+            lock = self._local.lock = threading.Lock()
+            lock.acquire()
+        return lock
+
+    def wait(self, slot: Any, deadline: Optional[float]) -> None:
+        """Return once `slot` is ready or monotonic `deadline` passes, reading
+        as the leader or sleeping as a follower."""
+        if self.dirty:
+            self.flush_dirty()
+        if self.leader == threading.get_ident():
+            self._lead(slot, deadline)            # a callback of ours waits: read on
+            return
+        lock = None
+        while not slot.is_ready:
+            if self.lead.acquire(False):
+                self.leader = threading.get_ident()
+                try:
+                    self._lead(slot, deadline)
+                finally:
+                    self.leader = None
+                    self.lead.release()
+                    if self.followers:
+                        self._promote()
+            else:
+                if lock is None:
+                    lock = self._thread_lock()
+                self._follow(slot, deadline, lock)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _follow(self, slot: Any, deadline: Optional[float], lock: Any) -> None:
+        if not slot.set_waiter(lock):
+            return                                # ready meanwhile
+        self.followers.append(slot)
+        try:
+            # A leader leaving checks followers after releasing `lead`; we
+            # check `lead` after registering: one of us sees the other.
+            if self.lead.locked() and not slot.is_ready:
+                if self.helper_leading:
+                    self.interrupt()              # the helper yields to a waiting thread
+                timeout = -1 if deadline is None else min(MAX_SLEEP, max(0.0, deadline - time.monotonic()))
+                if lock.acquire(True, timeout):
+                    return                        # released: our slot is ready, or we lead next
+            if slot.take_waiter() is None:
+                lock.acquire()                    # it is being released right now: consume that
+        finally:
+            try:
+                self.followers.remove(slot)
+            except ValueError:
+                pass
+
+    def _promote(self) -> None:
+        """Wake one follower to take the lead."""
+        for slot in list(self.followers):
+            lock = slot.take_waiter()
+            if lock is not None:
+                lock.release()
+                return
+
+    def _lead(self, slot: Any, deadline: Optional[float]) -> None:
+        """Read every connection until `slot` is ready or `deadline` passes.
+
+        Another thread may complete `slot` (a dial that failed, a timer, a
+        cancel): the token it then releases interrupts our poll.
+        """
+        token = _LeaderToken(self)
+        if not slot.set_waiter(token):
+            return
+        try:
+            self._read_until(slot, deadline)
+        finally:
+            slot.take_waiter()
+
+    def _read_until(self, slot: Any, deadline: Optional[float]) -> None:
+        poll = self.poller.poll
+        conns = self.conns
+        while not slot.is_ready:
+            if self.dirty:
+                self.flush_dirty()
+            if deadline is None:
+                timeout = None
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return
+            self._dispatch(poll(timeout), conns)
+
+    def _dispatch(self, events: List, conns: Dict[int, Any]) -> None:
+        for fd, _ in events:
+            conn = conns.get(fd)
+            if conn is not None:
+                conn.on_readable()
+            elif fd == self._wake_r:
+                self._drain_wakeup()
+        self.reads += 1
+        drain_callbacks()
+
+    def interrupt(self) -> None:
+        """Make a poll in progress return: the helper yields to a waiting
+        thread, or another thread completed the leader's own call."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass                                  # the pipe is full: a wake-up is pending anyway
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except OSError:
+            pass
+
+    # the helper thread ----------------------------------------------------------
+    def need_reader(self) -> None:
+        """Someone needs calls completed without waiting for them (a done
+        callback, concurrent.futures.wait()): make sure the helper watches."""
+        with self._helper_cond:
+            self._helper_idle = False
+            self._helper_cond.notify()
+
+    def schedule(self, delay: float, fn: Callable[[], Any]) -> None:
+        """Run fn() on the helper thread in `delay` seconds."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._count), fn))
+        self.need_reader()
+
+    def dial(self, fn: Callable[[], Any]) -> None:
+        """Run fn() on a dial thread: work that may block for a connect timeout,
+        which a thread that reads for others must not do."""
+        with self._helper_lock:
+            if self._dialer is None:
+                self._dialer = concurrent.futures.ThreadPoolExecutor(max_workers=4,
+                                                                     thread_name_prefix="fastrpc-dial")
+            dialer = self._dialer
+        dialer.submit(_logged, fn)
+
+    def defer(self, fn: Callable[[], Any]) -> None:
+        """Run fn() on the helper thread soon (work a reader must not block on, e.g. a dial)."""
+        self.schedule(0.0, fn)
+
+    def watch_deadline(self, future: Any) -> None:
+        """Expire `future` at its deadline if nobody else does."""
+        heap = self._deadlines
+        heapq.heappush(heap, (future.deadline, next(self._count), future))
+        if len(heap) > 4096 and len(heap) > 2 * self._pending_calls():
+            # Entries stay until their deadline, holding finished futures and
+            # their results: drop the finished ones once they are most of the
+            # heap (amortised O(1) per call).
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+        if self._helper_idle:
+            self.need_reader()
+
+    def _pending_calls(self) -> int:
+        return sum(len(conn.table.pending) for conn in list(self.conns.values()))
+
+    def _ensure_helper(self) -> None:
+        if self._helper is None:
+            with self._helper_lock:
+                if self._helper is None and not self._stopped:
+                    self._helper = threading.Thread(target=self._helper_loop, name="fastrpc-engine",
+                                                    daemon=True)
+                    self._helper.start()
+
+    def _helper_loop(self) -> None:
+        seen = -1
+        while not self._stopped:
+            try:
+                self._run_timers()
+                pending = self._pending_calls()
+                if pending and self.reads == seen and not self.lead.locked():
+                    self._helper_read()
+                seen = self.reads
+                if self.dirty:
+                    self.flush_dirty()            # frames of calls nobody waits on yet
+                self._helper_sleep(pending)
+            except Exception:                     # the helper must never die
+                log.exception("fastrpc engine helper failed; continuing")
+                time.sleep(TICK)
+
+    def _helper_sleep(self, pending: int) -> None:
+        now = time.monotonic()
+        soonest = self._timers[0][0] if self._timers else None
+        if self._deadlines and (soonest is None or self._deadlines[0][0] < soonest):
+            soonest = self._deadlines[0][0]
+        if pending or self.dirty:
+            timeout = TICK if soonest is None else min(TICK, max(0.0, soonest - now))
+        else:
+            timeout = None if soonest is None else max(0.0, soonest - now)
+        with self._helper_cond:
+            self._helper_idle = timeout is None
+            if timeout is None or timeout > 0:
+                self._helper_cond.wait(timeout)
+            self._helper_idle = False
+
+    def _helper_read(self) -> None:
+        """Read while calls are pending and no thread waits to lead."""
+        if not self.lead.acquire(False):
+            return
+        self.leader = threading.get_ident()
+        self.helper_leading = True
+        try:
+            while self._pending_calls() and not self.followers and not self._stopped:
+                if self.dirty:
+                    self.flush_dirty()
+                timeout = 0.05
+                if self._timers:
+                    timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+                if self._deadlines:
+                    timeout = min(timeout, max(0.0, self._deadlines[0][0] - time.monotonic()))
+                self._dispatch(self.poller.poll(timeout), self.conns)
+                self._run_timers()
+        finally:
+            self.helper_leading = False
+            self.leader = None
+            self.lead.release()
+            if self.followers:
+                self._promote()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, future = heapq.heappop(deadlines)
+            if not future.done():
+                future.expire()
+        if not deadlines:
+            pass
+        elif not self._pending_calls():
+            deadlines.clear()                     # every future in it has finished
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, fn = heapq.heappop(timers)
+            try:
+                fn()
+            except Exception:
+                log.exception("fastrpc engine timer %r failed", fn)
+        drain_callbacks()
+
+    # after fork -------------------------------------------------------------------
+    def abandon(self) -> None:
+        """In a forked child: this engine's connections and thread belong to the parent."""
+        self._stopped = True
+        for conn in list(self.conns.values()):
+            conn.abandon()
+        self.conns.clear()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.poller.close()
+
+
+def _logged(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("fastrpc engine task %r failed", fn)
+
+
+class _LeaderToken:
+    """What a leader registers as its slot's waiter: released by another
+    thread, it interrupts the leader's poll (by the leader itself: nothing)."""
+
+    __slots__ = ("engine", "thread")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.thread = threading.get_ident()
+
+    def release(self) -> None:
+        if threading.get_ident() != self.thread:
+            self.engine.interrupt()
+
+
+_engine: Optional[Engine] = None
+_engine_lock = threading.Lock()
+#: Bumped in a forked child: connections made before compare it to know they are the parent's.
+generation = 0
+
+
+def engine() -> Engine:
+    """This process's engine (made on first use, and anew after a fork)."""
+    global _engine
+    current = _engine
+    if current is not None:
+        return current
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine
+
+
+_forked: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def reset_after_fork(obj: Any) -> None:
+    """Have obj.reset_after_fork() called in a forked child (held weakly):
+    for objects with threads of their own, such as a balancer's health checks."""
+    _forked.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    global _engine, _engine_lock, generation
+    generation += 1
+    _engine_lock = threading.Lock()
+    old, _engine = _engine, None
+    if old is not None:
+        old.abandon()
+    close_inherited_tables()
+    for obj in list(_forked):
+        try:
+            obj.reset_after_fork()
+        except Exception:
+            log.exception("fastrpc: resetting %r after fork failed", obj)
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
