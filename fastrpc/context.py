@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 
 from fastrpc.errors import DeadlineExceeded
 
-__all__ = ["CallContext", "current_call", "bound_timeout"]
+__all__ = ["CURRENT", "CallContext", "current_call", "bound_timeout", "serving"]
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,14 @@ class CallContext:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
 
-_current: contextvars.ContextVar[Optional[CallContext]] = contextvars.ContextVar("fastrpc_call", default=None)
+#: The call the running handler serves (None: none, or the caller sent no deadline or metadata).
+CURRENT: contextvars.ContextVar[Optional[CallContext]] = contextvars.ContextVar("fastrpc_call", default=None)
 
 
 def current_call() -> Optional[CallContext]:
     """The call the running handler serves, or None (not in a handler, or
     the caller sent neither a deadline nor metadata)."""
-    return _current.get()
+    return CURRENT.get()
 
 
 _INF = float("inf")
@@ -60,7 +61,7 @@ def bound_timeout(timeout: Optional[float], default: Optional[float] = None) -> 
             raise ValueError("timeout is NaN")
         if timeout == _INF:
             timeout = None                  # inf: no timeout at all
-    call = _current.get()
+    call = CURRENT.get()
     if call is None or call.deadline is None:
         return timeout
     remaining = call.deadline - time.monotonic()
@@ -72,5 +73,5 @@ def bound_timeout(timeout: Optional[float], default: Optional[float] = None) -> 
 def serving(method: str, deadline: Optional[float], metadata: Any) -> contextvars.Context:
     """A copy of the current context in which current_call() is this call."""
     ctx = contextvars.copy_context()
-    ctx.run(_current.set, CallContext(method, deadline, metadata if isinstance(metadata, dict) else None))
+    ctx.run(CURRENT.set, CallContext(method, deadline, metadata if isinstance(metadata, dict) else None))
     return ctx

@@ -4,7 +4,7 @@
 # completes the caller's future directly and updates the endpoint's
 # counters and latency here; only failures, ejections and membership go to
 # the Python policy (fastrpc.balancer.core).
-from fastrpc._core.calltable cimport Slot, CallFuture
+from fastrpc._core.calltable cimport Slot, CallFuture, CallSettings
 from fastrpc._core.select cimport EndpointTable, Kernel
 
 
@@ -44,6 +44,9 @@ cdef class Pool:
     cdef public object policy          # the Python balancer: failures, ejection, membership
     cdef public object lock            # the policy's lock (custom pickers run under it)
     cdef public bint closed
+    cdef public object engine          # blocking balancers: the engine their futures wait on
+    cdef public bint idempotent        # calls are idempotent unless they say otherwise
+    cdef public double hedge_after     # seconds before an idempotent call is hedged, < 0: never
 
     cpdef Member pick(self, unsigned long long key_hash)
     cdef int release(self, Member m, double rtt, double now, long long load, bint answered,
@@ -72,3 +75,4 @@ cdef class Attempt(Slot):
     cdef public list peers             # the call's attempts in flight together (hedging), or None
     cdef public Attempt head           # the call's first attempt (None: this is it)
     cdef public Attempt current        # on the first attempt: the latest one sent (withdraw)
+    cpdef int end_call(self) except -1

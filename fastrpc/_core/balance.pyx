@@ -17,7 +17,8 @@ membership in one step.
 """
 cimport cython
 
-from fastrpc._core.calltable cimport Slot, CallFuture, CallTable, FINISHED, complete, frpc_monotonic
+from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallTable, FINISHED, PENDING, complete,
+                                      frpc_monotonic, table_ready)
 from fastrpc._core.select cimport EndpointTable, Kernel
 
 import threading
@@ -68,6 +69,9 @@ cdef class Pool:
         self.kernel = None
         self.keyed = False
         self.next_check = float("inf")
+        self.engine = None
+        self.idempotent = False
+        self.hedge_after = -1.0
 
     def install(self, EndpointTable table, picker, list members, bint keyed):
         """Swap in a new membership at once: table, picker, members (by index)."""
@@ -173,6 +177,43 @@ cdef class Pool:
             a.running = False
             raise
 
+    def go(self, CallSettings settings, str method, tuple args, object key, object timeout,
+           object idempotent):
+        """Start a blocking balanced call; return its future (Balancer.go).
+
+        The first attempt goes out now on the picked endpoint's connection,
+        or through the driver's dial_and_send() when that endpoint has none
+        ready. A hedged call's hedge check is scheduled on the engine's timers.
+        """
+        cdef CallFuture fut = CallFuture.__new__(CallFuture)
+        cdef Attempt a = Attempt.__new__(Attempt)
+        cdef double t = settings.timeout(timeout)
+        cdef object engine = self.engine
+        cdef bint hedged
+        fut.method = method
+        fut.engine = engine
+        a.pool = self
+        a.sink = fut
+        a.method = method
+        a.args = args
+        a.key_hash = self.key_hash_for(key) if key is not None or self.keyed else 0
+        if t >= 0.0:
+            a.deadline = frpc_monotonic() + t
+            fut.deadline = a.deadline
+            a.deadline_ms = settings.deadline_ms(t)
+        a.meta = settings.metadata()
+        a.idempotent = self.idempotent if idempotent is None else idempotent
+        hedged = a.idempotent and self.hedge_after >= 0.0
+        a.number = 1
+        fut.source = a
+        if not self.start(a):
+            self.policy.driver.dial_and_send(a)
+        if t >= 0.0 and fut.state == PENDING:
+            engine.watch_deadline(fut)
+        if hedged and fut.state == PENDING:
+            engine.schedule(self.hedge_after, a.hedge_check)
+        return fut
+
     def start(self, Attempt a):
         """Pick an endpoint for `a` and send it on that endpoint's connection if
         it has a ready one: True. False: the member is picked (a.member, counted
@@ -186,9 +227,7 @@ cdef class Pool:
         table = conn.table
         if type(table) is CallTable:
             t = <CallTable>table
-            if t.closed or t.draining:
-                return False
-            if not t.pending and not conn.ready():   # idle: check it was not closed meanwhile
+            if not table_ready(t) and not conn.ready():   # ready() checks an idle connection
                 return False
         elif not conn.ready():
             return False
@@ -208,9 +247,14 @@ cdef inline int _settle(object sink, object value, bint is_error) except -1:
 
 
 @cython.final
-@cython.freelist(256)
+@cython.freelist(1024)
+@cython.no_gc
 cdef class Attempt(Slot):
     """One try of a balanced call; the slot its endpoint's call table completes."""
+    # Not tracked by the garbage collector (one per call, like CallFuture):
+    # once the caller's future is settled, end_call() drops every reference
+    # that could close a cycle (the other attempts, the failures and their
+    # tracebacks, the arguments).
 
     cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
         cdef Pool pool = self.pool
@@ -228,6 +272,7 @@ cdef class Attempt(Slot):
         if is_error:
             value = pool.policy.remote_error(self, value)
         _settle(self.sink, value, is_error)
+        self.end_call()
         table = self.conn.table
         if (<CallTable>table).draining if type(table) is CallTable else table.draining:
             pool.policy.going_away(self.member)
@@ -235,6 +280,18 @@ cdef class Attempt(Slot):
 
     cdef bint ready(self):
         return not self.running
+
+    def unwritten_for(self, future):
+        """The connection holding the call's latest request still unwritten, or None."""
+        cdef Attempt current = self.current if self.current is not None else self
+        conn = current.conn
+        if conn is None or not current.running or current.seq <= conn.table.written_seq:
+            return None
+        return conn
+
+    def hedge_check(self):
+        """The hedge delay passed (a timer): the planner decides."""
+        self.pool.policy.hedge(self)
 
     def withdraw_call(self, future):
         """The caller's future was cancelled: withdraw every attempt in flight."""
@@ -247,10 +304,29 @@ cdef class Attempt(Slot):
     def fail(self, error):
         """Settle the caller's future with `error` (the policy gave up)."""
         _settle(self.sink, error, True)
+        self.end_call()
 
     def succeed(self, value):
         """Settle the caller's future with `value`."""
         _settle(self.sink, value, False)
+        self.end_call()
+
+    cpdef int end_call(self) except -1:
+        """The call is settled: drop what links its attempts to each other."""
+        cdef Attempt head = self.head if self.head is not None else self
+        cdef Attempt peer
+        head.current = None
+        head.tried = None
+        if self.peers is not None:
+            for p in self.peers:
+                peer = <Attempt>p
+                peer.peers = None
+                peer.tried = None
+                peer.head = None
+        self.tried = None
+        self.head = None
+        self.args = None
+        return 0
 
     def follow_up(self):
         """A new attempt of the same call (a retry or a hedge), not yet picked or sent."""

@@ -64,6 +64,17 @@ cdef class Batch(Slot):
     cdef int settle(self, Py_ssize_t position, object value, bint is_error) except -1
 
 
+cdef class CallSettings:
+    """What every call of one client carries, read once for the call path."""
+    cdef public object default_timeout  # seconds, or None: no timeout
+    cdef public bint send_deadline      # the timeout travels with the call
+    cdef public bytes meta              # encoded metadata sent with every call, or None
+    cdef public object meta_fn          # callable returning the metadata of a call, or None
+    cdef double timeout(self, object timeout) except? -2.0
+    cdef object deadline_ms(self, double timeout)
+    cdef bytes metadata(self)
+
+
 cdef class CallTable:
     """One connection's calls: sequence ids, the output buffer, pending slots, the frame reader."""
     cdef readonly FrameReader reader
@@ -73,6 +84,9 @@ cdef class CallTable:
     cdef unsigned long long next_seq
     cdef DecodeLimits limits
     cdef dict method_cache             # str -> UTF-8 bytes
+    cdef str last_method               # one-entry cache in front of method_cache
+    cdef bytes last_method_bytes
+    cdef public unsigned long long written_seq   # requests up to this seq were taken for writing
     cdef public object on_control      # callback(kind, seq, payload) for PING, GOAWAY
     cdef public object last_load       # in-flight count the server last reported, or None
     cdef public bint closed            # the connection failed or was closed: nothing new is sent
@@ -80,6 +94,9 @@ cdef class CallTable:
     cdef public Py_ssize_t flush_frames   # a submit asks for a flush once this many frames wait
     cdef public Py_ssize_t flush_bytes    # ... or this many bytes
     cdef public object owner           # the connection: flush(), on_output(), withdraw_call(); None: none
+    cdef public object engine          # drives the futures of calls made here (blocking clients)
+    cdef public double last_io         # monotonic time bytes last arrived
+    cdef public unsigned long generation  # fork generation it was made in
     cdef object __weakref__
 
     cdef int lock_out(self) except -1
@@ -90,8 +107,19 @@ cdef class CallTable:
                              object args, object deadline_ms, bytes meta) except -1
     cpdef unsigned long long request(self, str method, tuple args, object slot,
                                      object deadline_ms=*, bytes meta=*) except? 0
+    cpdef CallFuture go(self, str method, tuple args, object deadline_ms, bytes meta, object engine,
+                        bint flush=*)
     cdef object _remote_error(self, FrameView *f)
+
+
+cdef class Caller:
+    """A blocking client's call path: its settings and its current connection."""
+    cdef public CallSettings settings
+    cdef public CallTable table        # the current connection's table (None: dial first)
+    cdef public object client          # the Client: connection() when table is not ready
+    cdef CallTable _table(self)
 
 
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1
 cdef double remaining(double deadline)
+cdef bint table_ready(CallTable t)

@@ -16,6 +16,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem
 from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_acquire_lock,
                                PyThread_release_lock, NOWAIT_LOCK, WAIT_LOCK)
+from cpython.contextvars cimport get_value as _context_value
 from cpython.ref cimport PyObject
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
@@ -26,10 +27,13 @@ from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame
 
 import concurrent.futures
 import logging
+
+from fastrpc._core.codec import packb as _packb
 import threading
 import weakref
 from asyncio import InvalidStateError as _AsyncInvalidState
 
+from fastrpc.context import CURRENT, bound_timeout
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, ProtocolError,
                             TimeoutError, remote_error)
 
@@ -50,6 +54,17 @@ cdef object _CONDITION = threading.Condition(threading.RLock())
 cdef list _ready_callbacks = []
 # Every call table, so that a forked child can close those it inherited.
 cdef object _tables = weakref.WeakSet()
+# Bumped in a forked child: tables of an older generation are the parent's.
+cdef unsigned long _generation = 0
+cdef object _CURRENT = CURRENT
+cdef double _INF = float("inf")
+# A connection with no call pending and nothing received for this long is
+# checked for a close or GOAWAY that arrived unread before it carries a new
+# call (its owner's ready()), so a call is not written to a connection
+# already known to be closed: it goes elsewhere, as one never sent.
+cdef double IDLE_CHECK = 0.001
+# See CallTable._encoded: the smallest batch written before flush_frames.
+cdef Py_ssize_t MIN_FLUSH = 4
 
 
 cdef double remaining(double deadline):
@@ -107,6 +122,11 @@ cdef class Slot:
         """What a thread waiting on this slot waits for has happened."""
         return self.ready()
 
+    def unwritten(self):
+        """The connection holding this slot's request still unwritten, or None
+        (a thread about to wait for it writes it first)."""
+        return None
+
 
 class ConcurrentFuture(concurrent.futures.Future):
     """What a CallFuture answers to isinstance(): concurrent.futures.Future.
@@ -119,7 +139,8 @@ class ConcurrentFuture(concurrent.futures.Future):
 
 
 @cython.final
-@cython.freelist(256)
+@cython.freelist(1024)
+@cython.no_gc
 cdef class CallFuture(Slot):
     """The result of a blocking call started with go(): a concurrent.futures-style future.
 
@@ -130,6 +151,10 @@ cdef class CallFuture(Slot):
     concurrent.futures.Future is (isinstance, wait(), as_completed(),
     asyncio.wrap_future()).
     """
+    # Not tracked by the garbage collector: a call allocates one, and
+    # tracking them made collections a fifth of a pipelined call's cost.
+    # The references that could close a cycle (engine, source, callbacks)
+    # are dropped as the future finishes.
 
     def __cinit__(self):
         self.state = PENDING
@@ -149,6 +174,8 @@ cdef class CallFuture(Slot):
         """Settle the future once; later calls do nothing."""
         if self.state != PENDING:
             return 0
+        self.engine = None
+        self.source = None
         if self.watched:
             return self._finish_watched(value, error, state)
         self.value = value
@@ -281,6 +308,13 @@ cdef class CallFuture(Slot):
         if self.state == PENDING and self.deadline and frpc_monotonic() >= self.deadline:
             self.expire()
         return 0
+
+    def unwritten(self):
+        """The connection holding this call's request still unwritten, or None."""
+        source = self.source
+        if source is None or self.state != PENDING:
+            return None
+        return source.unwritten_for(self)
 
     # what concurrent.futures.wait() and as_completed() read -------------------
     @property
@@ -478,6 +512,9 @@ cdef class CallTable:
         self.flush_frames = flush_frames
         self.flush_bytes = flush_bytes
         self.owner = owner
+        self.engine = None
+        self.last_io = frpc_monotonic()
+        self.generation = _generation
         _tables.add(self)
 
     cdef int lock_out(self) except -1:
@@ -491,11 +528,15 @@ cdef class CallTable:
         PyThread_release_lock(self.out_lock)
 
     cdef bytes _method(self, str method):
+        if method is self.last_method:            # most calls repeat the method
+            return self.last_method_bytes
         m = self.method_cache.get(method)
         if m is None:
             m = method.encode("utf-8")
             if len(self.method_cache) < 4096:
                 self.method_cache[method] = m
+        self.last_method = method
+        self.last_method_bytes = <bytes>m
         return <bytes>m
 
     cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
@@ -551,20 +592,31 @@ cdef class CallTable:
         return seq
 
     cdef int _encoded(self, bint was_empty) except -1:
-        """Frames were added: have the owner write them now (enough waiting) or
-        know that some wait (the first since its last write)."""
+        """Frames were added: have the owner write them now, or know that some wait.
+
+        They are written once `flush_frames` (or `flush_bytes`) wait, or
+        earlier, once at least MIN_FLUSH wait and they are as many as the
+        calls already written and unanswered: the server then has less
+        queued than we hold back, and would soon sit idle. A connection
+        with few calls in flight thus writes in growing batches (4, 8,
+        16...), one with many at `flush_frames`: the server always has work
+        while a batch is on its way, at one system call per batch.
+        """
+        cdef Py_ssize_t frames = self.out.frames
         if self.owner is None:
             return 0
-        if self.out.frames >= self.flush_frames or self.out.size >= self.flush_bytes:
+        if frames >= self.flush_frames or self.out.size >= self.flush_bytes:
             self.owner.flush()
         elif was_empty:
             self.owner.on_output()
         return 0
 
-    def go(self, str method, tuple args, object deadline_ms, bytes meta, object engine):
+    cpdef CallFuture go(self, str method, tuple args, object deadline_ms, bytes meta, object engine,
+                        bint flush=False):
         """Start a blocking call: encode it, register a new CallFuture, return it.
 
-        The owner is asked to write once enough output waits (see _encoded).
+        With `flush`, the owner writes it at once; otherwise once enough
+        output waits (see _encoded).
         """
         cdef CallFuture fut = CallFuture.__new__(CallFuture)
         cdef bytes m = self._method(method)
@@ -585,7 +637,10 @@ cdef class CallTable:
         finally:
             self.unlock_out()
         fut.seq = seq
-        self._encoded(was_empty)
+        if flush:
+            self.owner.flush()
+        else:
+            self._encoded(was_empty)
         return fut
 
     def request_batch(self, str method, Batch batch, items, Py_ssize_t limit,
@@ -665,6 +720,7 @@ cdef class CallTable:
         large), or None when there are none."""
         self.lock_out()
         try:
+            self.written_seq = self.next_seq - 1
             return self.out.take_output()
         finally:
             self.unlock_out()
@@ -705,6 +761,8 @@ cdef class CallTable:
         cdef Py_ssize_t completed = 0
         cdef long long load
         self.reader.buffer_updated(nbytes)
+        if nbytes:
+            self.last_io = frpc_monotonic()
         while self.reader.next_frame(&f):
             if f.kind == KIND_RESPONSE or f.kind == KIND_ERROR:
                 load = -1
@@ -765,8 +823,117 @@ cdef class CallTable:
 def close_inherited_tables():
     """In a forked child: every call table made before the fork belongs to the
     parent's connections; close them (nothing is sent on them again)."""
+    global _generation
+    _generation += 1
     for table in list(_tables):
         (<CallTable>table).closed = True
+
+
+def fork_generation():
+    """How many forks this process descends from (tables remember theirs)."""
+    return _generation
+
+
+cdef bint table_ready(CallTable t):
+    """A call may go on `t` without asking its owner: open, no GOAWAY, made in
+    this process, and calls pending or bytes received within IDLE_CHECK."""
+    if t.closed or t.draining or t.generation != _generation:
+        return False
+    return bool(t.pending) or frpc_monotonic() - t.last_io <= IDLE_CHECK
+
+
+def table_is_ready(CallTable table):
+    """table_ready() for the connection classes."""
+    return table_ready(table)
+
+
+@cython.final
+cdef class CallSettings:
+    """A client's per-call settings, compiled: what the call path reads per call."""
+
+    def __init__(self, default_timeout=None, bint send_deadline=True, bytes meta=None, meta_fn=None):
+        self.default_timeout = default_timeout
+        self.send_deadline = send_deadline
+        self.meta = meta
+        self.meta_fn = meta_fn
+
+    cdef double timeout(self, object timeout) except? -2.0:
+        """A call's timeout in seconds, -1 for none: `timeout`, else the
+        default, capped by the deadline of the call being served."""
+        cdef double t
+        if timeout is None:
+            timeout = self.default_timeout
+        if _context_value(_CURRENT) is not None:
+            timeout = bound_timeout(timeout)      # raises DeadlineExceeded once it passed
+        if timeout is None:
+            return -1.0
+        t = timeout
+        if t != t:
+            raise ValueError("timeout is NaN")
+        if t == _INF:
+            return -1.0
+        return t if t > 0.0 else 0.0
+
+    cdef object deadline_ms(self, double timeout):
+        if timeout < 0.0 or not self.send_deadline:
+            return None
+        return <long long>min(timeout * 1000.0, 4294967295.0)
+
+    cdef bytes metadata(self):
+        if self.meta is not None or self.meta_fn is None:
+            return self.meta
+        value = self.meta_fn()
+        return None if value is None else _packb(value)
+
+    def call_timeout(self, timeout):
+        """timeout() for Python callers: seconds, or None."""
+        cdef double t = self.timeout(timeout)
+        return None if t < 0.0 else t
+
+
+@cython.final
+cdef class Caller:
+    """A blocking client's call path (Client.go and Client.call)."""
+
+    def __init__(self, CallSettings settings, client):
+        self.settings = settings
+        self.client = client
+        self.table = None
+
+    cdef CallTable _table(self):
+        cdef CallTable t = self.table
+        if t is None or not table_ready(t):
+            self.client.connection()              # dials when needed; sets our table
+            t = self.table
+        return t
+
+    def go(self, str method, tuple args, object timeout):
+        """Client.go: start a call; its future fails at its timeout, waited on or not."""
+        cdef double t = self.settings.timeout(timeout)
+        cdef CallTable table = self._table()
+        cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t), self.settings.metadata(),
+                                       table.engine)
+        if t >= 0.0:
+            fut.deadline = frpc_monotonic() + t
+            table.engine.watch_deadline(fut)
+        return fut
+
+    def call(self, str method, tuple args, object timeout):
+        """Client.call: the result, or the call's error; at the timeout the call
+        is withdrawn and TimeoutError raised."""
+        cdef double t = self.settings.timeout(timeout)
+        cdef CallTable table = self._table()
+        cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t), self.settings.metadata(),
+                                       table.engine, True)
+        if t < 0.0:
+            return fut.result()
+        try:
+            return fut.result(t)
+        except TimeoutError:
+            if fut.state != PENDING:
+                raise
+            fut.cancel()                          # a late reply is dropped; the server cancels the call
+            raise TimeoutError(f"{method} did not complete within {t}s") from None
 
 
 cdef object _decode_error(object exc):

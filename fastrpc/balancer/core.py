@@ -118,6 +118,8 @@ class BalancerCore:
         self.pool = Pool(None, self._lock)
         self.planner = Planner(self, failure, max_attempts, self.retry_budget, backup_after)
         self.pool.policy = self.planner
+        self.pool.idempotent = idempotent
+        self.pool.hedge_after = backup_after if failure == "backup" and max_attempts > 1 else -1.0
         self.failure = failure
         self.max_attempts = max_attempts
         self.idempotent = idempotent

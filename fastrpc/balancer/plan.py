@@ -222,6 +222,7 @@ class Planner:
         current = attempt.current if attempt.current is not None else attempt
         for peer in current.peers or (current,):
             self.withdraw_attempt(peer)
+        attempt.end_call()
 
     def expire(self, attempt: Attempt) -> None:
         """The call's timeout passed (`attempt` is its first attempt): withdraw

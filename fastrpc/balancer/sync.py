@@ -16,8 +16,8 @@ import time
 import weakref
 from typing import Any, Iterable, List, Optional, Union
 
-from fastrpc._core.balance import Attempt, Member, new_attempt
-from fastrpc._core.calltable import CallFuture, monotonic
+from fastrpc._core.balance import Attempt, Member
+from fastrpc._core.calltable import CallFuture
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.map import MapJob
 from fastrpc.balancer.plan import RetryBudget
@@ -49,6 +49,7 @@ class Balancer(BalancerCore):
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
         super().__init__(endpoints, **settings)
         self.planner.driver = self
+        self.pool.engine = engines.engine()
         self._health_stop = threading.Event()
         self._health_thread: Optional[threading.Thread] = None
         self._pool_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -87,7 +88,7 @@ class Balancer(BalancerCore):
         if conn is not None and conn.usable:
             self._send(attempt, conn, flush=True)
         else:
-            engines.engine().dial(functools.partial(self._dial_and_send, attempt, True))
+            engines.engine().dial(functools.partial(self.dial_and_send, attempt, True))
 
     def _send(self, attempt: Attempt, conn: Any, flush: bool) -> None:
         try:
@@ -98,7 +99,9 @@ class Balancer(BalancerCore):
         if flush:
             conn.flush()        # a retry or hedge: whoever waits may be polling already
 
-    def _dial_and_send(self, attempt: Attempt, flush: bool = False) -> None:
+    def dial_and_send(self, attempt: Attempt, flush: bool = False) -> None:
+        """Connect to the endpoint picked for `attempt` (blocking), then send it;
+        failures go to the planner like any failed attempt."""
         try:
             conn = self._ready(attempt.member)
         except (ConnectionError, TimeoutError) as exc:
@@ -121,28 +124,7 @@ class Balancer(BalancerCore):
         failure="backup", an idempotent call gets a hedged copy on another
         endpoint after backup_after; the first reply wins.
         """
-        timeout = bound_timeout(timeout, self.timeout)
-        if idempotent is None:
-            idempotent = self.idempotent
-        engine = engines.engine()
-        future = CallFuture(method)
-        future.engine = engine
-        pool = self.pool
-        if timeout is None:
-            attempt = new_attempt(pool, future, method, args, pool.key_hash_for(key), 0.0, None,
-                                  self.call_settings.call_metadata(), idempotent)
-        else:
-            future.deadline = monotonic() + timeout
-            attempt = new_attempt(pool, future, method, args, pool.key_hash_for(key), future.deadline,
-                                  self.call_settings.deadline_ms(timeout), self.call_settings.call_metadata(), idempotent)
-        future.source = attempt
-        if not pool.start(attempt):
-            self._dial_and_send(attempt)
-        if timeout is not None:
-            engine.watch_deadline(future)
-        if self.planner.hedges(idempotent) and not future.done():
-            engine.schedule(self.backup_after, functools.partial(self.planner.hedge, attempt))
-        return future
+        return self.pool.go(self.call_settings.per_call, method, args, key, timeout, idempotent)
 
     def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
              idempotent: Optional[bool] = None) -> Any:
@@ -261,6 +243,7 @@ class Balancer(BalancerCore):
         """In a forked child: the health thread stayed with the parent; start ours.
         (Connections are abandoned by the engine and dialled anew.)"""
         self._pool_executor = None
+        self.pool.engine = engines.engine()
         for member in list(self._members):
             member.conn = None
         if not self._closed:

@@ -18,17 +18,11 @@ import time
 from typing import Any, Optional
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import drain_callbacks
+from fastrpc._core.calltable import drain_callbacks, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
-__all__ = ["Connection", "IDLE_CHECK"]
-
-# A connection with no call pending and nothing received for this long is
-# checked for what the server sent meanwhile (a close, a GOAWAY) before it
-# carries a new call, so a call is not written to a connection already known
-# to be closed (it goes elsewhere, as one never sent).
-IDLE_CHECK = 0.001
+__all__ = ["Connection"]
 
 
 class Connection:
@@ -51,6 +45,7 @@ class Connection:
         self.last_io = time.monotonic()              # last bytes received (heartbeats, idle check)
         self.ping_sent: Optional[float] = None       # an unanswered heartbeat PING went out then
         table.owner = self
+        table.engine = engine
         table.on_control = self._on_control
         engine.register(self)
 
@@ -66,14 +61,14 @@ class Connection:
 
     def ready(self) -> bool:
         """usable, after checking an idle connection for a close or GOAWAY that
-        arrived unread (see IDLE_CHECK)."""
+        arrived unread (fastrpc._core.calltable's IDLE_CHECK)."""
         table = self.table
+        if table_is_ready(table):
+            return True
         if table.closed or table.draining or self.generation != engines.generation:
             return False
-        if not table.pending and time.monotonic() - self.last_io > IDLE_CHECK:
-            self.check_idle()
-            return not table.closed and not table.draining
-        return True
+        self.check_idle()
+        return not table.closed and not table.draining
 
     @property
     def draining(self) -> bool:
@@ -105,6 +100,10 @@ class Connection:
     def withdraw_call(self, future: Any) -> None:
         """withdraw() for a CallFuture registered here (it was cancelled)."""
         self.withdraw(future.seq)
+
+    def unwritten_for(self, future: Any) -> Optional["Connection"]:
+        """This connection, if `future`'s request is encoded but not written yet."""
+        return self if future.seq > self.table.written_seq else None
 
     def expire_call(self, future: Any) -> None:
         """A CallFuture registered here timed out: fail it, withdraw the call."""

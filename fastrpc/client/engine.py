@@ -41,6 +41,9 @@ log = logging.getLogger("fastrpc.client")
 # While calls are pending and nobody else reads, the helper starts reading
 # after this long; it also bounds how late a go() timeout fires.
 TICK = 0.002
+# With no call pending the helper still looks at the connections this often,
+# for frames of calls nobody waits on (fire-and-forget go()).
+IDLE_TICK = 0.02
 # The longest single sleep in poll() or on a lock: a longer timeout (any
 # finite one works) is waited out in slices, as the OS limits each.
 MAX_SLEEP = 3600.0
@@ -124,10 +127,13 @@ class Engine:
         self.dirty.discard(conn)
 
     def output_waiting(self, conn: Any) -> None:
-        """`conn` has frames buffered that nobody flushed yet."""
+        """`conn` has frames buffered that nobody flushed yet.
+
+        Nobody is woken for it: a thread that waits for its call writes it
+        first, enough frames are written at once, and the helper writes the
+        rest within a tick (IDLE_TICK when it had nothing to do).
+        """
         self.dirty.add(conn)
-        if self._helper_idle:
-            self.need_reader()
 
     def flush_dirty(self) -> None:
         """Write every connection's buffered frames."""
@@ -149,8 +155,12 @@ class Engine:
     def wait(self, slot: Any, deadline: Optional[float]) -> None:
         """Return once `slot` is ready or monotonic `deadline` passes, reading
         as the leader or sleeping as a follower."""
-        if self.dirty:
-            self.flush_dirty()
+        conn = slot.unwritten()
+        if conn is not None:
+            conn.flush()                          # our request first
+        # (Other buffered frames go out when enough wait, or on the helper's
+        # next tick: writing every connection at every wait would cost a
+        # system call, and a wake-up of its server, each.)
         if self.leader == threading.get_ident():
             self._lead(slot, deadline)            # a callback of ours waits: read on
             return
@@ -219,15 +229,22 @@ class Engine:
         poll = self.poller.poll
         conns = self.conns
         while not slot.is_ready:
-            if self.dirty:
-                self.flush_dirty()
-            if deadline is None:
-                timeout = None
-            else:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    return
-            self._dispatch(poll(timeout), conns)
+            events = poll(0) if self.dirty else None
+            if not events:
+                # About to block: now write what every connection holds
+                # back. Batches grow while this thread is busy (fewer system
+                # calls, fewer wake-ups of the servers) and go out as soon as
+                # it would otherwise sit idle.
+                if self.dirty:
+                    self.flush_dirty()
+                if deadline is None:
+                    timeout = None
+                else:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        return
+                events = poll(timeout)
+            self._dispatch(events, conns)
 
     def _dispatch(self, events: List, conns: Dict[int, Any]) -> None:
         for fd, _ in events:
@@ -328,6 +345,8 @@ class Engine:
             soonest = self._deadlines[0][0]
         if pending or self.dirty:
             timeout = TICK if soonest is None else min(TICK, max(0.0, soonest - now))
+        elif self.conns:
+            timeout = IDLE_TICK if soonest is None else min(IDLE_TICK, max(0.0, soonest - now))
         else:
             timeout = None if soonest is None else max(0.0, soonest - now)
         with self._helper_cond:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Iterable, List, Optional
 
-from fastrpc._core.calltable import Batch, CallFuture, monotonic
+from fastrpc._core.calltable import Batch, Caller, CallFuture
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import Connection
@@ -51,7 +51,9 @@ class Client(ClientSettings):
         self._lock = threading.Lock()          # dialing, closing
         self._closed = False
         self._retired: List[Connection] = []   # GOAWAY: their calls finish, then they close
+        self._caller = Caller(self.per_call, self)   # the compiled call path
         self._conn: Connection = self._dial()   # dial now, like net/rpc's Dial
+        self._caller.table = self._conn.table
         if self.heartbeat is not None:
             self._beat()
 
@@ -87,6 +89,7 @@ class Client(ClientSettings):
                 else:
                     conn.close()
             self._conn = new
+            self._caller.table = new.table
             if self.heartbeat is not None:
                 self._beat()
             return new
@@ -123,24 +126,10 @@ class Client(ClientSettings):
 
         Raises RemoteError (the handler raised or the method does not
         exist), TimeoutError (no reply within `timeout`, default the
-        client's), ConnectionError (the connection failed).
+        client's; the call is then withdrawn), ConnectionError (the
+        connection failed).
         """
-        timeout = bound_timeout(timeout, self.timeout)
-        conn = self._conn
-        if not conn.ready():
-            conn = self.connection()
-        fut = conn.table.go(method, args, None if timeout is None or not self.send_deadline
-                            else self.deadline_ms(timeout), self.call_metadata(), conn.engine)
-        conn.flush()
-        if timeout is None:
-            return fut.result()
-        try:
-            return fut.result(timeout)
-        except TimeoutError:
-            if fut.done():
-                raise
-            fut.cancel()                  # a late reply is dropped; the server cancels the call
-            raise TimeoutError(f"{method} did not complete within {timeout}s") from None
+        return self._caller.call(method, args, timeout)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> CallFuture:
         """Start a call and return its future (a concurrent.futures.Future).
@@ -149,16 +138,7 @@ class Client(ClientSettings):
         future (result(), exception()) writes at once. With a timeout, the
         future fails with TimeoutError when it passes, waited on or not.
         """
-        timeout = bound_timeout(timeout, self.timeout)
-        conn = self._conn
-        if not conn.ready():
-            conn = self.connection()
-        if timeout is None:
-            return conn.table.go(method, args, None, self.call_metadata(), conn.engine)
-        fut = conn.table.go(method, args, self.deadline_ms(timeout), self.call_metadata(), conn.engine)
-        fut.deadline = monotonic() + timeout
-        conn.engine.watch_deadline(fut)
-        return fut
+        return self._caller.go(method, args, timeout)
 
     def notify(self, method: str, *args: Any) -> None:
         """Send a one-way call: no reply, no error report."""

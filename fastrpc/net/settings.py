@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
 from fastrpc.net.auth import check_secret, client_handshake
-from fastrpc._core.calltable import CallTable
+from fastrpc._core.calltable import CallSettings, CallTable
 from fastrpc.net.address import parse_address
 from fastrpc.errors import ConnectError, ConnectionLostError
 from fastrpc.net.dial import dial, wrap_tls
@@ -58,6 +58,9 @@ class ClientSettings:
             raise TypeError("metadata must be a dict or a callable returning one")
         self.metadata = metadata                # sent with every call (tokens, tracing)
         self._packed_metadata = codec.packb(metadata) if isinstance(metadata, dict) else None
+        #: The same, compiled for the call path.
+        self.per_call = CallSettings(timeout, send_deadline, self._packed_metadata,
+                                     metadata if callable(metadata) else None)
         if heartbeat is not None and heartbeat <= 0:
             raise ValueError("heartbeat must be > 0 seconds (or None: off)")
         self.heartbeat = heartbeat              # PING a connection silent this long

@@ -221,7 +221,7 @@ class _Connection(ServedConnection, asyncio.BufferedProtocol):
         except Exception as exc:
             self._done(seq, handler.name, notify, None, exc)
             return
-        self._track(seq, handler.name, notify, fut)
+        self._track(seq, handler.name, notify, fut, deadline)
         if deadline_ms is not None and handler.mode == MODE_ASYNC:
             # The caller stops waiting at its deadline: stop the work too.
             self.deadline_timers[seq] = loop.call_later(deadline_ms / 1000.0, self._expire, seq, fut)
@@ -235,10 +235,12 @@ class _Connection(ServedConnection, asyncio.BufferedProtocol):
     def spawn_awaitable(self, handler: Handler, seq: int, awaitable, notify: bool) -> None:
         self._track(seq, handler.name, notify, self.server._loop.create_task(awaitable))
 
-    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
-        self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify))
+    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future,
+               deadline: Optional[float] = None) -> None:
+        self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify, deadline))
 
-    def _finished(self, seq: int, name: str, notify: bool, fut: asyncio.Future) -> None:
+    def _finished(self, seq: int, name: str, notify: bool, deadline: Optional[float],
+                  fut: asyncio.Future) -> None:
         if self._end_task(seq, fut):
             timer = self.deadline_timers.pop(seq, None)
             if timer is not None:
@@ -249,6 +251,11 @@ class _Connection(ServedConnection, asyncio.BufferedProtocol):
             self.expired.discard(seq)
         else:
             exc = fut.exception()
+            if isinstance(exc, TimeoutError) and not isinstance(exc, DeadlineExceeded) \
+                    and deadline is not None and time.monotonic() >= deadline:
+                # A call the handler made timed out with the caller's deadline
+                # (which bounded it): the caller's call ran out of time.
+                exc = DeadlineExceeded(message=f"{name} ran out of its caller's deadline: {exc}")
         self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
         self._calls_eased()
 
