@@ -320,6 +320,8 @@ cdef class CallFuture(Slot):
     @property
     def _condition(self):
         self.watched = True
+        if self.engine is not None and self.state == PENDING:
+            self.engine.need_reader()      # whoever waits on the condition reads nothing
         return _CONDITION
 
     @property

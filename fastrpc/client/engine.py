@@ -105,7 +105,7 @@ class Engine:
         self.poller.register(self._wake_r)
         self._helper: Optional[threading.Thread] = None
         self._helper_cond = threading.Condition(threading.Lock())
-        self._helper_idle = False                # the helper sleeps with nothing to watch
+        self._helper_idle = False                # the helper sleeps longer than TICK
         self._helper_lock = threading.Lock()
         self._dialer: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._stopped = False
@@ -117,6 +117,7 @@ class Engine:
         self.conns[fd] = conn
         self.poller.register(fd)
         self._ensure_helper()
+        self.need_reader()
 
     def unregister(self, conn: Any) -> None:
         """Stop polling `conn` (closed or failed)."""
@@ -274,7 +275,12 @@ class Engine:
     # the helper thread ----------------------------------------------------------
     def need_reader(self) -> None:
         """Someone needs calls completed without waiting for them (a done
-        callback, concurrent.futures.wait()): make sure the helper watches."""
+        callback, concurrent.futures.wait()): make sure the helper is not in
+        a long sleep (in a short one it looks within TICK anyway)."""
+        if self._helper_idle:
+            self._wake_helper()
+
+    def _wake_helper(self) -> None:
         with self._helper_cond:
             self._helper_idle = False
             self._helper_cond.notify()
@@ -282,7 +288,8 @@ class Engine:
     def schedule(self, delay: float, fn: Callable[[], Any]) -> None:
         """Run fn() on the helper thread in `delay` seconds."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._count), fn))
-        self.need_reader()
+        if self._helper_idle or delay < IDLE_TICK:
+            self._wake_helper()
 
     def dial(self, fn: Callable[[], Any]) -> None:
         """Run fn() on a dial thread: work that may block for a connect timeout,
@@ -344,14 +351,15 @@ class Engine:
         if self._deadlines and (soonest is None or self._deadlines[0][0] < soonest):
             soonest = self._deadlines[0][0]
         if pending or self.dirty:
-            timeout = TICK if soonest is None else min(TICK, max(0.0, soonest - now))
+            cap = TICK
         elif self.conns:
-            timeout = IDLE_TICK if soonest is None else min(IDLE_TICK, max(0.0, soonest - now))
+            cap = IDLE_TICK
         else:
-            timeout = None if soonest is None else max(0.0, soonest - now)
+            cap = MAX_SLEEP                       # nothing to watch: register() wakes us
+        timeout = cap if soonest is None else min(cap, max(0.0, soonest - now))
         with self._helper_cond:
-            self._helper_idle = timeout is None
-            if timeout is None or timeout > 0:
+            self._helper_idle = timeout > TICK
+            if timeout > 0:
                 self._helper_cond.wait(timeout)
             self._helper_idle = False
 

@@ -1,0 +1,322 @@
+"""The call engine: any interleaving from any threads and tasks, dead backends,
+fork, timeouts of any length, futures that pass for concurrent.futures ones."""
+import asyncio
+import concurrent.futures
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+import fastrpc
+from fastrpc import Balancer
+from fastrpc.errors import ConnectionError, TimeoutError
+from support import server_processes, wait_until
+
+
+# randomized interleavings ------------------------------------------------------------------
+def _mixed_ops(client, rng, thread_id, rounds, errors, notified):
+    """Random calls of every kind on one shared client; each result is checked."""
+    for n in range(rounds):
+        op = rng.choice(["call", "go", "map", "notify", "go_cancel", "call_timeout", "ping"])
+        a = rng.randrange(1_000_000)
+        try:
+            if op == "call":
+                assert client.call("Arith.Sum", a, thread_id) == a + thread_id
+            elif op == "go":
+                futures = [(client.go("Arith.Sum", a + i, 1), a + i + 1) for i in range(rng.randrange(1, 40))]
+                rng.shuffle(futures)
+                for f, expected in futures:
+                    assert f.result(10) == expected
+            elif op == "map":
+                size = rng.randrange(1, 600)
+                window = rng.choice([1, 7, 64, 256])
+                assert client.map("Arith.Sum", [(a, i) for i in range(size)], window=window) == \
+                    [a + i for i in range(size)]
+            elif op == "notify":
+                client.notify("Arith.Record", [thread_id, n])
+                notified.append([thread_id, n])
+            elif op == "go_cancel":
+                f = client.go("Arith.Slow", 0.05, a)
+                if rng.random() < 0.5:
+                    f.cancel()
+                    assert f.cancelled() or f.result(10) == a
+                else:
+                    assert f.result(10) == a
+            elif op == "call_timeout":
+                with pytest.raises(TimeoutError):
+                    client.call("Arith.Slow", 1.0, a, timeout=0.01)
+            elif op == "ping" and hasattr(client, "ping"):
+                assert client.ping(10) >= 0
+        except Exception as exc:          # reported by the test, with the operation
+            errors.append((op, repr(exc)))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_mix_of_calls_from_many_threads_on_one_client(server, seed):
+    rng = random.Random(seed)
+    errors, notified = [], []
+    with fastrpc.Client(server.address) as client:
+        threads = [threading.Thread(target=_mixed_ops,
+                                    args=(client, random.Random(rng.random()), t, 60, errors, notified))
+                   for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a thread is stuck in a call"
+        assert errors == []
+        # every notification arrived, whatever ran between them
+        assert wait_until(lambda: len(client.call("Arith.Recorded")) >= len(notified), 10)
+
+
+def test_map_while_another_thread_calls(server):
+    """The reproduction from the issue: a map and a loop of calls share a client."""
+    with fastrpc.Client(server.address) as c:
+        stop = threading.Event()
+        failures = []
+
+        def caller():
+            while not stop.is_set():
+                try:
+                    assert c.call("Arith.Sum", 1, 2) == 3
+                except Exception as exc:
+                    failures.append(exc)
+
+        t = threading.Thread(target=caller)
+        t.start()
+        try:
+            result = c.map("Arith.Sum", [(i, 1) for i in range(20000)], window=256)
+        finally:
+            stop.set()
+            t.join(30)
+        assert result == [i + 1 for i in range(20000)]
+        assert failures == []
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_any_mix_of_calls_from_many_threads_on_one_balancer(seed):
+    rng = random.Random(seed)
+    errors, notified = [], []
+    with server_processes(3) as servers:
+        with Balancer([s.address for s in servers], strategy="p2c", health_interval=0) as b:
+            threads = [threading.Thread(target=_mixed_ops,
+                                        args=(b, random.Random(rng.random()), t, 40, errors, notified))
+                       for t in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert not any(t.is_alive() for t in threads)
+            assert errors == []
+            assert all(s["in_flight"] == 0 for s in b.stats().values())
+
+
+async def _mixed_tasks(client, rng, task_id, rounds, errors):
+    for _ in range(rounds):
+        op = rng.choice(["call", "go", "map", "notify", "cancel", "timeout"])
+        a = rng.randrange(1_000_000)
+        try:
+            if op == "call":
+                assert await client.call("Arith.Sum", a, task_id) == a + task_id
+            elif op == "go":
+                futures = [client.go("Arith.Sum", a, i) for i in range(rng.randrange(1, 30))]
+                assert await asyncio.gather(*futures) == [a + i for i in range(len(futures))]
+            elif op == "map":
+                size = rng.randrange(1, 400)
+                assert await client.map("Arith.Sum", [(a, i) for i in range(size)],
+                                        window=rng.choice([1, 16, 128])) == [a + i for i in range(size)]
+            elif op == "notify":
+                await client.notify("Arith.Record", [task_id])
+            elif op == "cancel":
+                task = asyncio.ensure_future(client.call("Arith.Slow", 0.05, a))
+                await asyncio.sleep(rng.random() * 0.05)
+                task.cancel()
+                try:
+                    assert await task == a
+                except asyncio.CancelledError:
+                    pass
+            elif op == "timeout":
+                with pytest.raises(TimeoutError):
+                    await client.call("Arith.Slow", 1.0, a, timeout=0.01)
+        except Exception as exc:
+            errors.append((op, repr(exc)))
+
+
+@pytest.mark.parametrize("kind", ["client", "balancer"])
+def test_any_mix_of_calls_from_many_tasks(kind, server):
+    async def main():
+        errors = []
+        if kind == "client":
+            client = await fastrpc.AsyncClient(server.address).connect()
+        else:
+            client = fastrpc.AsyncBalancer([server.address], health_interval=0)
+        rng = random.Random(7)
+        try:
+            tasks = []
+            for t in range(20):
+                tasks.append(_mixed_tasks(client, random.Random(rng.random()), t, 25, errors))
+            await asyncio.gather(*tasks)
+            if kind == "balancer":
+                assert all(s["in_flight"] == 0 for s in client.stats().values())
+        finally:
+            await client.close()
+        return errors
+    assert asyncio.run(asyncio.wait_for(main(), 120)) == []
+
+
+# a backend that died before a call was written ---------------------------------------------------
+@pytest.mark.parametrize("how", ["kill", "term"])
+def test_a_dead_backend_costs_no_call(how):
+    with server_processes(3) as servers:
+        with Balancer([s.address for s in servers], strategy="round_robin", health_interval=0) as b:
+            for i in range(30):                      # every backend has a connection
+                assert b.call("Arith.Sum", i, 1) == i + 1
+            victim = servers[1]
+            if how == "kill":
+                victim.kill()
+            else:
+                assert victim.terminate() == 0
+            failures = []
+            for i in range(300):
+                try:
+                    assert b.call("Arith.Sum", i, 1) == i + 1
+                except ConnectionError as exc:
+                    failures.append(exc)
+            assert failures == []
+
+
+# fork ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+@pytest.mark.parametrize("kind", ["client", "balancer"])
+def test_a_client_used_across_fork_loses_no_call(server, kind):
+    if kind == "client":
+        client = fastrpc.Client(server.address)
+    else:
+        client = Balancer([server.address], health_interval=0)
+    try:
+        assert client.call("Arith.Sum", 1, 2) == 3
+        in_flight = [client.go("Arith.Slow", 0.2, i) for i in range(100)]   # the parent's, across the fork
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                   # the child: its own connection, every call answered
+            code = 1
+            try:
+                futures = [client.go("Arith.Sum", i, 1, timeout=10) for i in range(500)]
+                ok = all(f.result(10) == i + 1 for i, f in enumerate(futures))
+                ok = ok and all(client.call("Arith.Sum", i, 2) == i + 2 for i in range(200))
+                code = 0 if ok else 2
+            except BaseException:
+                code = 3
+            finally:
+                os.write(write_end, bytes([code]))
+                os._exit(code)
+        os.close(write_end)
+        assert [f.result(10) for f in in_flight] == list(range(100))      # the child took none of them
+        # the parent, meanwhile, on its own connection
+        futures = [client.go("Arith.Sum", i, 1, timeout=10) for i in range(500)]
+        assert [f.result(10) for f in futures] == [i + 1 for i in range(500)]
+        assert all(client.call("Arith.Sum", i, 2) == i + 2 for i in range(200))
+        _, status = os.waitpid(pid, 0)
+        assert os.read(read_end, 1) == b"\x00"
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        os.close(read_end)
+    finally:
+        client.close()
+
+
+# timeouts of any length -------------------------------------------------------------------------
+@pytest.mark.parametrize("timeout", [30 * 86400.0, 10 ** 9, float("inf")])
+def test_any_timeout_works(server, timeout):
+    with fastrpc.Client(server.address) as c:
+        assert c.call("Arith.Slow", 0.05, "ok", timeout=timeout) == "ok"
+        assert c.go("Arith.Slow", 0.05, "ok", timeout=timeout).result(timeout) == "ok"
+        assert c.map("Arith.Sum", [(1, 2)], timeout=timeout) == [3]
+    with Balancer([server.address], health_interval=0) as b:
+        assert b.call("Arith.Slow", 0.05, "ok", timeout=timeout) == "ok"
+
+    async def main():
+        async with fastrpc.AsyncClient(server.address) as ac:
+            return await ac.call("Arith.Slow", 0.05, "ok", timeout=timeout)
+    assert asyncio.run(main()) == "ok"
+
+
+def test_a_nan_timeout_is_refused(server):
+    with fastrpc.Client(server.address) as c:
+        with pytest.raises(ValueError):
+            c.call("Arith.Sum", 1, 2, timeout=float("nan"))
+
+
+# futures ------------------------------------------------------------------------------------------
+def test_futures_work_with_concurrent_futures_and_asyncio(server):
+    """A CallFuture is compiled; it still passes for a concurrent.futures.Future:
+    isinstance, wait(), as_completed(), asyncio.wrap_future() and callbacks."""
+    with fastrpc.Client(server.address) as c:
+        futures = [c.go("Arith.Slow", 0.01 * (i % 5), i) for i in range(20)]
+        assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+        done, not_done = concurrent.futures.wait(futures, timeout=10)
+        assert len(done) == 20 and not not_done
+        more = [c.go("Arith.Slow", 0.01 * (i % 5), i) for i in range(20)]
+        assert sorted(f.result() for f in concurrent.futures.as_completed(more, timeout=10)) == list(range(20))
+
+        seen = []
+        event = threading.Event()
+        f = c.go("Arith.Slow", 0.05, "cb")
+        f.add_done_callback(lambda fut: (seen.append(fut.result()), event.set()))
+        assert event.wait(5) and seen == ["cb"]
+        f.add_done_callback(lambda fut: seen.append("late"))    # already done: called at once
+        assert seen == ["cb", "late"]
+
+        async def bridge():
+            return await asyncio.wrap_future(c.go("Arith.Sum", 20, 22))
+        assert asyncio.run(bridge()) == 42
+
+        f = c.go("Arith.Slow", 5, "never")
+        assert f.cancel() and f.cancelled() and f.done()
+        with pytest.raises(concurrent.futures.CancelledError):
+            f.result()
+        first = c.go("Arith.Slow", 5, "x")
+        done, _ = concurrent.futures.wait([first, c.go("Arith.Sum", 1, 1)], timeout=5,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        assert len(done) == 1 and not first.done()
+        first.cancel()
+
+
+def test_a_callback_may_call_again(server):
+    """Callbacks run outside the reader's frame loop: they may start and wait for calls."""
+    with fastrpc.Client(server.address) as c:
+        results = []
+        done = threading.Event()
+
+        def chain(fut, depth=0):
+            results.append(fut.result())
+            if depth < 20:
+                nxt = c.go("Arith.Sum", fut.result(), 1)
+                assert c.call("Arith.Sum", 0, 0) == 0          # and wait, inside a callback
+                nxt.add_done_callback(lambda f: chain(f, depth + 1))
+            else:
+                done.set()
+
+        c.go("Arith.Sum", 0, 1).add_done_callback(chain)
+        assert done.wait(10)
+        assert results == list(range(1, 22))
+
+
+def test_no_helper_thread_per_client(server):
+    """One engine thread serves every blocking client and balancer of a process."""
+    before = {t.name for t in threading.enumerate()}
+    clients = [fastrpc.Client(server.address) for _ in range(10)]
+    try:
+        for c in clients:
+            assert c.go("Arith.Sum", 1, 2).result(5) == 3
+            f = c.go("Arith.Slow", 0.01, "x")
+            f.add_done_callback(lambda _: None)
+            assert f.result(5) == "x"
+        names = [t.name for t in threading.enumerate() if t.name not in before]
+        assert names.count("fastrpc-engine") <= 1
+        assert not [n for n in names if n == "fastrpc-client"]
+    finally:
+        for c in clients:
+            c.close()
