@@ -118,6 +118,33 @@ cdef class Pool:
         m.active += 1
         self.started += 1
 
+    def assign(self, list positions, object key_hashes):
+        """Pick an endpoint for each item position (a map window); return
+        [(member, [positions])] grouped by endpoint, each counted in flight.
+        `key_hashes`: a list of every item's key hash, or None."""
+        cdef dict groups = {}
+        cdef list order = []
+        cdef Member m
+        cdef unsigned long long key_hash
+        try:
+            for p in positions:
+                if key_hashes is not None:
+                    key_hash = key_hashes[p]
+                else:
+                    key_hash = self.table.next_random() if self.keyed else 0
+                m = self.pick(key_hash)
+                group = groups.get(id(m))
+                if group is None:
+                    group = groups[id(m)] = (m, [])
+                    order.append(group)
+                (<list>(<tuple>group)[1]).append(p)
+        except BaseException:
+            for m, picked in order:             # nothing is sent: take the picks back
+                for _ in picked:
+                    self.release_withdrawn(m)
+            raise
+        return order
+
     def key_hash_for(self, key):
         """The hash a call's key picks by: its hash, a random one (keyed
         strategies without a key), or 0."""
@@ -213,6 +240,27 @@ cdef class Pool:
         if hedged and fut.state == PENDING:
             engine.schedule(self.hedge_after, a.hedge_check)
         return fut
+
+    def go_async(self, object create_future, CallSettings settings, str method, tuple args, object key,
+                 object timeout, object idempotent):
+        """Start an asyncio balanced call (AsyncBalancer.call): return (future,
+        first attempt, sent); when not sent, the picked endpoint needs a
+        connection first (the driver connects, then sends the attempt)."""
+        cdef Attempt a = Attempt.__new__(Attempt)
+        cdef double t = settings.timeout(timeout)
+        fut = create_future()
+        a.pool = self
+        a.sink = fut
+        a.method = method
+        a.args = args
+        a.key_hash = self.key_hash_for(key) if key is not None or self.keyed else 0
+        if t >= 0.0:
+            a.deadline = frpc_monotonic() + t
+            a.deadline_ms = settings.deadline_ms(t)
+        a.meta = settings.metadata()
+        a.idempotent = self.idempotent if idempotent is None else idempotent
+        a.number = 1
+        return fut, a, self.start(a)
 
     def start(self, Attempt a):
         """Pick an endpoint for `a` and send it on that endpoint's connection if
@@ -349,6 +397,13 @@ cdef class Attempt(Slot):
     def __repr__(self):
         where = self.member.endpoint.address if self.member is not None else "not picked"
         return f"<Attempt {self.number} of {self.method} at {where}{' running' if self.running else ''}>"
+
+
+def scatter(list results, list positions, list values):
+    """results[positions[k]] = values[k] for every k (a map batch's answers)."""
+    cdef Py_ssize_t k
+    for k in range(len(positions)):
+        results[<Py_ssize_t>positions[k]] = values[k]
 
 
 def new_attempt(Pool pool, object sink, str method, tuple args, unsigned long long key_hash,

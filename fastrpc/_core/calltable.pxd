@@ -120,6 +120,14 @@ cdef class Caller:
     cdef CallTable _table(self)
 
 
+cdef class AsyncCaller:
+    """An asyncio client's call path: its settings and its current connection."""
+    cdef public CallSettings settings
+    cdef public CallTable table        # the current connection's table (None: connect first)
+    cdef public object create_future   # the connection's loop.create_future
+    cdef public object expire          # expire(table, seq, future, method, timeout): a call timed out
+
+
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1
 cdef double remaining(double deadline)
 cdef bint table_ready(CallTable t)

@@ -844,6 +844,31 @@ cdef bint table_ready(CallTable t):
     return bool(t.pending) or frpc_monotonic() - t.last_io <= IDLE_CHECK
 
 
+@cython.final
+cdef class AsyncCaller:
+    """An asyncio client's call path (AsyncClient.go and AsyncClient.call)."""
+
+    def __init__(self, CallSettings settings, expire):
+        self.settings = settings
+        self.expire = expire
+        self.table = None
+
+    def start(self, str method, tuple args, object timeout):
+        """Encode a call on the current connection and return (future, seq); None
+        when there is no usable connection (the caller connects, then retries)."""
+        cdef CallTable table = self.table
+        cdef double t
+        cdef unsigned long long seq
+        if table is None or table.closed or table.draining or table.generation != _generation:
+            return None
+        t = self.settings.timeout(timeout)
+        fut = self.create_future()
+        seq = table.request(method, args, fut, self.settings.deadline_ms(t), self.settings.metadata())
+        if t >= 0.0:
+            self.expire(table, seq, fut, method, t)
+        return fut, seq
+
+
 def table_is_ready(CallTable table):
     """table_ready() for the connection classes."""
     return table_ready(table)

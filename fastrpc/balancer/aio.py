@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any, Iterable, List, Optional, Union
 
-from fastrpc._core.balance import Attempt, Member, new_attempt
+from fastrpc._core.balance import Attempt, Member
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.map import MapJob
 from fastrpc.client.aio import AsyncClient
@@ -110,27 +110,18 @@ class AsyncBalancer(BalancerCore):
         what happens on failure); return the result or raise."""
         if self._health_task is None:
             self._ensure_health()
-        timeout = bound_timeout(timeout, self.timeout)
-        if idempotent is None:
-            idempotent = self.idempotent
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        pool = self.pool
-        settings = self.call_settings
-        if timeout is None:
-            attempt = new_attempt(pool, future, method, args, pool.key_hash_for(key), 0.0, None,
-                                  settings.call_metadata(), idempotent)
-        else:
-            attempt = new_attempt(pool, future, method, args, pool.key_hash_for(key),
-                                  time.monotonic() + timeout, settings.deadline_ms(timeout),
-                                  settings.call_metadata(), idempotent)
-        if not pool.start(attempt):
+        future, attempt, sent = self.pool.go_async(asyncio.get_running_loop().create_future,
+                                                   self.call_settings.per_call, method, args, key,
+                                                   timeout, idempotent)
+        if not sent:
             await self._dial_and_send(attempt)
-        timers = []
-        if timeout is not None and not future.done():
-            timers.append(loop.call_later(timeout, self._expire, attempt, future))
-        if self.planner.hedges(idempotent) and not future.done():
-            timers.append(loop.call_later(self.backup_after, self.planner.hedge, attempt))
+        timers = None
+        if attempt.deadline and not future.done():
+            loop = asyncio.get_running_loop()
+            timers = [loop.call_later(attempt.deadline - time.monotonic(), self._expire, attempt, future)]
+        if attempt.idempotent and self.pool.hedge_after >= 0 and not future.done():
+            loop = asyncio.get_running_loop()
+            timers = (timers or []) + [loop.call_later(self.pool.hedge_after, self.planner.hedge, attempt)]
         try:
             return await future
         except asyncio.CancelledError:
@@ -138,8 +129,9 @@ class AsyncBalancer(BalancerCore):
                 self.planner.withdraw(attempt)      # the caller's task was cancelled
             raise
         finally:
-            for timer in timers:
-                timer.cancel()
+            if timers is not None:
+                for timer in timers:
+                    timer.cancel()
 
     def _expire(self, attempt: Attempt, future: asyncio.Future) -> None:
         if not future.done():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from fastrpc._core.balance import Member, is_answer
+from fastrpc._core.balance import Member, is_answer, scatter
 from fastrpc._core.calltable import Batch
 from fastrpc.balancer.plan import final_error
 from fastrpc.errors import ConnectionClosedError, NoEndpointError
@@ -64,6 +64,11 @@ class MapJob:
     def pick(self, chunk: List[int]) -> List[Tuple[Member, List[int]]]:
         """An endpoint per item (a retried item avoids the endpoints it tried), grouped by endpoint."""
         pool = self.pool
+        if not self.tried:                      # no retries: the compiled loop
+            try:
+                return pool.assign(chunk, self.key_hashes)
+            except NoEndpointError:
+                pass                            # item by item below, each with its own error
         groups: Dict[int, Tuple[Member, List[int]]] = {}
         key_hashes = self.key_hashes
         for p in chunk:
@@ -95,7 +100,7 @@ class MapJob:
         batch = Batch(len(positions), True)
         started = time.monotonic()
         try:
-            conn.table.request_batch(self.method, batch, (self.items[p] for p in positions),
+            conn.table.request_batch(self.method, batch, map(self.items.__getitem__, positions),
                                      len(positions), self.deadline_ms, self.meta)
         except ConnectionClosedError as exc:
             self.unsent(member, positions[batch.issued:], exc)
@@ -124,8 +129,15 @@ class MapJob:
 
     def settle(self, share: Share) -> None:
         """Sort one batch's outcomes (the batch is done) into results, errors and retries."""
-        self._failed(share.member, share.positions, share.batch.results, share.started,
-                     rtt=time.monotonic() - share.started, load=share.conn.table.last_load)
+        batch = share.batch
+        rtt = time.monotonic() - share.started
+        load = share.conn.table.last_load
+        if batch.first_error is None:           # every item answered: the compiled path
+            scatter(self.results, share.positions, batch.results)
+            self.pool.release_answered_many(share.member, len(share.positions), 0, rtt,
+                                            -1 if load is None else load)
+            return
+        self._failed(share.member, share.positions, batch.results, share.started, rtt=rtt, load=load)
 
     def _failed(self, member: Member, positions: List[int], values: List[Any], sent: float,
                 rtt: float = -1.0, load: Optional[int] = None) -> None:

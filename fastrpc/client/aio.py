@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import Batch
+from fastrpc._core.calltable import AsyncCaller, Batch
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.net.address import parse_address
@@ -27,7 +27,7 @@ from fastrpc.net.loop import feed_buffered
 
 __all__ = ["AsyncClient"]
 
-FLUSH_FRAMES = 48
+FLUSH_FRAMES = 32
 FLUSH_BYTES = 64 * 1024
 
 
@@ -266,6 +266,7 @@ class AsyncClient(ClientSettings):
         self._conn: Optional[AsyncConnection] = None
         self._connecting: Optional[asyncio.Future] = None
         self._closed = False
+        self._caller = AsyncCaller(self.per_call, self._expire_later)   # the compiled call path
 
     async def connect(self) -> "AsyncClient":
         """Open the connection (done by ``async with`` and, lazily, by the first call)."""
@@ -297,6 +298,8 @@ class AsyncClient(ClientSettings):
             if self.heartbeat is not None:
                 conn.heartbeats = loop.create_task(conn.beat(self.heartbeat, self.heartbeat_timeout))
             self._conn = conn
+            self._caller.table = conn.table
+            self._caller.create_future = loop.create_future
             self._connecting.set_result(None)
             return conn
         except BaseException as exc:
@@ -331,30 +334,33 @@ class AsyncClient(ClientSettings):
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> asyncio.Future:
         """Start a call on a connected client; return an asyncio.Future of its result."""
-        return self._start(self._ready_conn(), method, args, timeout)[0]
+        started = self._caller.start(method, args, timeout)
+        if started is None:
+            self._ready_conn()                       # raises why there is no connection
+            raise ConnectionClosedError(f"not connected to {self.address}")
+        return started[0]
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """Call `method` with `args`; return its result or raise (see Client.call)."""
-        conn = self._conn
-        if conn is None or not conn.usable:
-            conn = await self.connection()
-        fut, seq = self._start(conn, method, args, timeout)
+        started = self._caller.start(method, args, timeout)
+        if started is None:
+            await self.connection()
+            started = self._caller.start(method, args, timeout)
+            if started is None:
+                raise ConnectionClosedError(f"connection to {self.address} closed before the call was sent")
+        fut, seq = started
+        conn = self._conn                            # what start() sent on (nothing awaited since)
         try:
             return await fut
         except asyncio.CancelledError:
-            conn.withdraw(seq)   # the caller's task was cancelled: tell the server
+            conn.withdraw(seq)                       # the caller's task was cancelled: tell the server
             raise
 
-    def _start(self, conn: AsyncConnection, method: str, args: tuple,
-               timeout: Optional[float]) -> Tuple[asyncio.Future, int]:
-        """Encode a call, schedule its write and its timeout; return (future, seq)."""
-        timeout = bound_timeout(timeout, self.timeout)
-        fut = conn.loop.create_future()
-        seq = conn.table.request(method, args, fut, self.deadline_ms(timeout), self.call_metadata())
-        if timeout is not None:
-            handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
-            fut.add_done_callback(lambda _f: handle.cancel())
-        return fut, seq
+    def _expire_later(self, table: Any, seq: int, fut: asyncio.Future, method: str, timeout: float) -> None:
+        """A call with a timeout was sent on `table`: fail it with TimeoutError then."""
+        conn = table.owner
+        handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
+        fut.add_done_callback(lambda _f: handle.cancel())
 
     def _expire(self, conn: AsyncConnection, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
         if not fut.done():
