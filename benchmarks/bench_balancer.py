@@ -12,6 +12,7 @@ import pytest
 import fastrpc
 from fastrpc import AsyncBalancer, Balancer, Endpoint
 from conftest import HERE, Proc, median_rate
+from shapes import awaiting, calls_awaited, expected_awaiting_sum, expected_window_sum, sliding_window
 
 try:
     import uvloop
@@ -23,7 +24,9 @@ BACKENDS = 4
 STRATEGIES = ["random", "round_robin", "weighted_random", "weighted_round_robin",
               "least_connections", "p2c", "p2c_ewma", "consistent_hash", "geo"]
 SEQ = "Balancer.call sequential, 4 backends"
-INFLIGHT = "Balancer.go, 128 in flight, 4 backends"
+STEADY = "Balancer.go, sliding window of 128 (steady state), 4 backends"
+ASYNC_STEADY = "AsyncBalancer.call, 128 awaiting coroutines (steady state), 4 backends"
+INFLIGHT = "Balancer.go, 128 in flight, bursts, 4 backends"
 MAP = "Balancer.map, 128 calls per map, 4 backends"
 ASYNC_SEQ = "AsyncBalancer.call sequential, 4 backends"
 DIRECT = "direct Client, one endpoint"
@@ -35,6 +38,11 @@ PLACES = [(48.86, 2.35), (50.85, 4.35), (51.51, -0.13), (52.52, 13.40)]
 def sizes(quick):
     # (sequential calls per round, 128-call batches per round, rounds)
     return (40, 2, 1) if quick else (2000, 40, 7)
+
+
+def steady_calls(quick):
+    """Calls per round of the steady-state shapes."""
+    return 512 if quick else 40_000
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,7 @@ def rotation(backends):
 
 @pytest.fixture(scope="module", autouse=True)
 def baselines(report):
-    for group in (SEQ, INFLIGHT, MAP, ASYNC_SEQ):
+    for group in (SEQ, STEADY, ASYNC_STEADY, INFLIGHT, MAP, ASYNC_SEQ):
         report.baseline(group, DIRECT, "calls/s")
 
 
@@ -118,7 +126,69 @@ def test_balancer_sequential(benchmark, backends, report, quick, strategy):
             assert all(s["calls"] for s in stats.values()), "every backend takes calls"
 
 
-# 128 in flight, blocking go() ----------------------------------------------------------
+# steady state: a sliding window of go(), 128 awaiting coroutines -----------------------
+
+def test_direct_sliding_window(benchmark, backends, report, quick):
+    n, (_, _, rounds) = steady_calls(quick), sizes(quick)
+    with fastrpc.Client(backends[0]) as client:
+        timed(benchmark, report, STEADY, DIRECT, lambda: sliding_window(client.go, "Arith.Sum", n), rounds, n)
+        assert sliding_window(client.go, "Arith.Sum", 300) == expected_window_sum(300)
+
+
+def test_rotated_sliding_window(benchmark, rotation, report, quick):
+    n, (_, _, rounds) = steady_calls(quick), sizes(quick)
+
+    def go(method, *args):
+        return next(rotation).go(method, *args)
+
+    timed(benchmark, report, STEADY, ROTATED, lambda: sliding_window(go, "Arith.Sum", n), rounds, n)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_balancer_sliding_window(benchmark, backends, report, quick, strategy):
+    n, (_, _, rounds) = steady_calls(quick), sizes(quick)
+    keyed = strategy == "consistent_hash"
+    with Balancer(endpoints(backends), **balancer_options(strategy)) as b:
+        def go(method, i, one):
+            return b.go(method, i, one, key=i if keyed else None)
+        timed(benchmark, report, STEADY, strategy, lambda: sliding_window(go, "Arith.Sum", n), rounds, n)
+        assert sliding_window(go, "Arith.Sum", 300) == expected_window_sum(300)
+        assert all(s["in_flight"] == 0 for s in b.stats().values())
+
+
+def test_direct_async_awaiting(benchmark, backends, report, quick):
+    n, (_, _, rounds) = steady_calls(quick), sizes(quick)
+    loop = new_loop()
+    client = loop.run_until_complete(fastrpc.AsyncClient(backends[0]).connect())
+    try:
+        timed(benchmark, report, ASYNC_STEADY, DIRECT,
+              lambda: loop.run_until_complete(awaiting(client.call, "Arith.Sum", n)), rounds, calls_awaited(n))
+        assert loop.run_until_complete(awaiting(client.call, "Arith.Sum", 1280)) == expected_awaiting_sum(1280)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_async_balancer_awaiting(benchmark, backends, report, quick, strategy):
+    n, (_, _, rounds) = steady_calls(quick), sizes(quick)
+    keyed = strategy == "consistent_hash"
+    loop = new_loop()
+    b = AsyncBalancer(endpoints(backends), **balancer_options(strategy))
+
+    def call(method, i, one):
+        return b.call(method, i, one, key=i if keyed else None)
+
+    try:
+        timed(benchmark, report, ASYNC_STEADY, strategy,
+              lambda: loop.run_until_complete(awaiting(call, "Arith.Sum", n)), rounds, calls_awaited(n))
+        assert loop.run_until_complete(awaiting(call, "Arith.Sum", 1280)) == expected_awaiting_sum(1280)
+    finally:
+        loop.run_until_complete(b.close())
+        loop.close()
+
+
+# 128 in flight, blocking go(), bursts -------------------------------------------------------
 
 def test_direct_in_flight(benchmark, backends, report, quick):
     _, batches, rounds = sizes(quick)

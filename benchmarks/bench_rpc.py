@@ -8,6 +8,7 @@ import pytest
 
 import fastrpc
 from conftest import median_rate, run_peer_client
+from shapes import awaiting, calls_awaited, expected_awaiting_sum, expected_window_sum, sliding_window
 
 try:
     import uvloop
@@ -16,7 +17,8 @@ except ImportError:  # pragma: no cover
     new_loop = asyncio.new_event_loop
 
 SEQ = "sequential Arith.Sum"
-INFLIGHT = "128 calls in flight, one connection"
+STEADY = "128 in flight, steady state (each completion starts the next), one connection"
+INFLIGHT = "128 in flight, bursts (issue 128, then wait for all), one connection"
 ECHO = "64 KiB echo"
 LATENCY = "sequential Arith.Sum latency"
 BLOB = b"\x5a" * 65536
@@ -37,6 +39,11 @@ def sizes(quick):
     return (50, 2, 10, 1) if quick else (2000, 60, 400, 7)
 
 
+def steady_calls(quick):
+    """Calls per round of the steady-state shapes."""
+    return 512 if quick else 60_000
+
+
 @pytest.fixture(scope="module")
 def client(fastrpc_server):
     with fastrpc.Client(fastrpc_server) as c:
@@ -55,6 +62,7 @@ def aclient(fastrpc_server):
 @pytest.fixture(scope="module", autouse=True)
 def baselines(report):
     report.baseline(SEQ, "raw C", "calls/s")
+    report.baseline(STEADY, "Go net/rpc", "calls/s")
     report.baseline(INFLIGHT, "Go net/rpc", "calls/s")
     report.baseline(ECHO, "raw C", "MB/s")
     report.baseline(LATENCY, "raw C (mean)", "µs")
@@ -85,6 +93,9 @@ def test_go_netrpc(gopeer, report, quick):
     assert seq > 0 and par > 0 and mbs > 0
     if not quick:
         report.add(SEQ, "Go net/rpc", seq)
+        # Go's client runs 128 goroutines each making one call at a time on
+        # one rpc.Client: the steady state; bursts are compared with it too.
+        report.add(STEADY, "Go net/rpc", par)
         report.add(INFLIGHT, "Go net/rpc", par)
         report.add(ECHO, "Go net/rpc", mbs)
         report.add(LATENCY, "Go net/rpc (mean)", 1e6 / seq)
@@ -171,6 +182,23 @@ def test_fastrpc_async_call_in_flight(benchmark, aclient, report, quick):
           lambda: loop.run_until_complete(run()), rounds, 128 * batches)
 
 
+def test_fastrpc_go_sliding_window(benchmark, client, report, quick):
+    n = steady_calls(quick)
+    _, _, _, rounds = sizes(quick)
+    timed(benchmark, report, STEADY, "fastrpc Client.go, sliding window of 128",
+          lambda: sliding_window(client.go, "Arith.Sum", n), rounds, n)
+    assert sliding_window(client.go, "Arith.Sum", 300) == expected_window_sum(300)
+
+
+def test_fastrpc_async_awaiting(benchmark, aclient, report, quick):
+    loop, c = aclient
+    n = steady_calls(quick)
+    _, _, _, rounds = sizes(quick)
+    timed(benchmark, report, STEADY, "fastrpc AsyncClient.call, 128 awaiting coroutines",
+          lambda: loop.run_until_complete(awaiting(c.call, "Arith.Sum", n)), rounds, calls_awaited(n))
+    assert loop.run_until_complete(awaiting(c.call, "Arith.Sum", 1280)) == expected_awaiting_sum(1280)
+
+
 def test_fastrpc_go_in_flight(benchmark, client, report, quick):
     _, batches, _, rounds = sizes(quick)
 
@@ -208,6 +236,17 @@ def test_fastrpc_echo(benchmark, client, report, quick):
     timed(benchmark, report, ECHO, "fastrpc Client.call",
           lambda: [client.call("Arith.Echo", BLOB) for _ in range(n)], rounds, n, len(BLOB) / 1e6)
     assert client.call("Arith.Echo", BLOB) == BLOB
+
+
+def test_fastrpc_echo_bytes_views(benchmark, fastrpc_views_server, report, quick):
+    """The same echo with bytes_views on both sides: bytes arrive as views of
+    the receive buffer, one copy fewer per direction."""
+    _, _, n, rounds = sizes(quick)
+    with fastrpc.Client(fastrpc_views_server, bytes_views=True) as c:
+        timed(benchmark, report, ECHO, "fastrpc Client.call, bytes_views on both sides",
+              lambda: [c.call("Arith.Echo", BLOB) for _ in range(n)], rounds, n, len(BLOB) / 1e6)
+        reply = c.call("Arith.Echo", BLOB)
+        assert isinstance(reply, memoryview) and reply == BLOB
 
 
 def test_fastrpc_async_echo(benchmark, aclient, report, quick):

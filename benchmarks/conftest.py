@@ -105,6 +105,14 @@ def fastrpc_server():
     p.stop()
 
 
+@pytest.fixture(scope="session")
+def fastrpc_views_server():
+    """A fastrpc server whose handlers get bytes as views of the receive buffer."""
+    p = Proc([sys.executable, os.path.join(HERE, "servers.py"), "tcp://127.0.0.1:0", "fastrpc", "bytes_views"])
+    yield p.address
+    p.stop()
+
+
 def _stop(proc):
     proc.kill()
     proc.wait(5)

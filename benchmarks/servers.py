@@ -1,7 +1,8 @@
-"""The fastrpc server process the end-to-end benchmarks call: `python servers.py ADDRESS [CODEC]`.
+"""The fastrpc server process the end-to-end benchmarks call: `python servers.py ADDRESS [CODEC [bytes_views]]`.
 
-CODEC is fastrpc (the default), gob or jsonrpc (for Go clients). Prints the
-bound address, serves until stdin closes.
+CODEC is fastrpc (the default), gob or jsonrpc (for Go clients); a third
+argument `bytes_views` hands bytes arguments over as views of the receive
+buffer. Prints the bound address, serves until stdin closes.
 """
 import asyncio
 import sys
@@ -27,9 +28,10 @@ class Arith:
 
 
 if __name__ == "__main__":
-    server = fastrpc.Server()
+    server = fastrpc.Server(bytes_views=sys.argv[3:4] == ["bytes_views"])
     server.register(Arith())
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
-    print(server.start(address, codec=sys.argv[2] if len(sys.argv) > 2 else None), flush=True)
+    codec = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "fastrpc" else None
+    print(server.start(address, codec=codec), flush=True)
     sys.stdin.read()
     server.close()

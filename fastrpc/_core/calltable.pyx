@@ -497,7 +497,7 @@ cdef class CallTable:
             self.out_lock = NULL
 
     def __init__(self, *, Py_ssize_t max_frame_size, Py_ssize_t max_depth,
-                 Py_ssize_t max_len, Py_ssize_t max_bytes, owner=None,
+                 Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False, owner=None,
                  Py_ssize_t flush_frames=32, Py_ssize_t flush_bytes=65536):
         self.reader = FrameReader(max_frame_size)
         self.out = WriteBuffer(65536)
@@ -506,6 +506,7 @@ cdef class CallTable:
         self.limits.max_depth = max_depth
         self.limits.max_len = max_len
         self.limits.max_bytes = max_bytes
+        self.limits.bytes_views = bytes_views
         self.method_cache = {}
         self.on_control = None
         self.last_load = None

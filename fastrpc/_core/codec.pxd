@@ -12,6 +12,7 @@ cdef struct DecodeLimits:
     Py_ssize_t max_depth      # deepest container nesting accepted
     Py_ssize_t max_len        # most elements (or pairs) in one array or map
     Py_ssize_t max_bytes      # longest payload, str, bin or ext accepted
+    bint bytes_views          # bin values become read-only memoryviews over the buffer (no copy)
 
 
 cdef int pack(WriteBuffer buf, object obj, int depth) except -1

@@ -27,6 +27,7 @@ import numpy as np
 from fastrpc.errors import EncodeError, DecodeError, DecodeLimitError
 
 cdef extern from "Python.h":
+    object PyMemoryView_FromObject(object obj)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
     long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
     unsigned long long PyLong_AsUnsignedLongLong(object o) except? -1
@@ -50,6 +51,7 @@ cdef DecodeLimits default_limits():
     lim.max_depth = DEFAULT_MAX_DEPTH
     lim.max_len = DEFAULT_MAX_LEN
     lim.max_bytes = DEFAULT_MAX_BYTES
+    lim.bytes_views = False
     return lim
 
 
@@ -445,7 +447,14 @@ cdef object _unpack_str(Reader *r, Py_ssize_t n):
 cdef object _unpack_bin(Reader *r, Py_ssize_t n):
     _check_raw(r, n)
     cdef const char *p = r.p
+    cdef Py_ssize_t offset
     r.p += n
+    if r.limits.bytes_views and r.base != NULL:
+        # Zero-copy (opt-in): a read-only view of the buffer the frame arrived
+        # in, which it keeps alive (the frame reader then receives into a
+        # new buffer rather than reuse this one).
+        offset = p - r.base_ptr
+        return PyMemoryView_FromObject(<object>r.base)[offset:offset + n].toreadonly()
     return PyBytes_FromStringAndSize(p, n)
 
 
@@ -788,18 +797,22 @@ def pack_into(WriteBuffer buf, obj) -> None:
 
 
 def unpackb(data, *, Py_ssize_t max_depth=DEFAULT_MAX_DEPTH,
-            Py_ssize_t max_len=DEFAULT_MAX_LEN, Py_ssize_t max_bytes=DEFAULT_MAX_BYTES):
+            Py_ssize_t max_len=DEFAULT_MAX_LEN, Py_ssize_t max_bytes=DEFAULT_MAX_BYTES,
+            bint bytes_views=False):
     """Decode one MessagePack value from a bytes-like object.
 
-    numpy arrays come back as views over `data` (no copy). Arrays decode to
-    lists, maps to dicts (list keys become tuples). Malformed or truncated
-    input raises DecodeError; input over a limit raises DecodeLimitError.
+    numpy arrays come back as views over `data` (no copy); with
+    `bytes_views`, so do bin values (read-only memoryviews instead of
+    bytes). Arrays decode to lists, maps to dicts (list keys become tuples).
+    Malformed or truncated input raises DecodeError; input over a limit
+    raises DecodeLimitError.
     """
     cdef Py_buffer view
     cdef DecodeLimits lim
     lim.max_depth = max_depth
     lim.max_len = max_len
     lim.max_bytes = max_bytes
+    lim.bytes_views = bytes_views
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         return unpack(<const char *>view.buf, view.len, data, <const char *>view.buf, &lim)

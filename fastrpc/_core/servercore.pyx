@@ -105,7 +105,7 @@ cdef class ServerCore:
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
-                 Py_ssize_t max_len, Py_ssize_t max_bytes):
+                 Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False):
         self.reader = FrameReader(max_frame_size)
         self.out = WriteBuffer(65536)
         self.handlers = handlers
@@ -114,6 +114,7 @@ cdef class ServerCore:
         self.limits.max_depth = max_depth
         self.limits.max_len = max_len
         self.limits.max_bytes = max_bytes
+        self.limits.bytes_views = bytes_views
         self.last_name = None
         self.last_handler = None
         self.calls = 0

@@ -24,7 +24,11 @@ __all__ = ["ClientSettings"]
 
 
 class ClientSettings:
-    """What Client and AsyncClient are configured with: address, timeouts, limits."""
+    """What Client and AsyncClient are configured with: address, timeouts, limits.
+
+    With `bytes_views`, bytes results arrive as read-only memoryviews over
+    the receive buffer instead of bytes: no copy, which pays for large ones.
+    """
 
     def __init__(self, address: str, *, timeout: Optional[float] = None,
                  connect_timeout: float = 10.0,
@@ -32,6 +36,7 @@ class ClientSettings:
                  max_depth: int = codec.DEFAULT_MAX_DEPTH,
                  max_len: int = codec.DEFAULT_MAX_LEN,
                  max_bytes: int = codec.DEFAULT_MAX_BYTES,
+                 bytes_views: bool = False,
                  send_deadline: bool = True,
                  ssl: Optional[_ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None,
@@ -48,6 +53,7 @@ class ClientSettings:
         self.max_depth = max_depth
         self.max_len = max_len
         self.max_bytes = max_bytes
+        self.bytes_views = bytes_views          # bytes results arrive as memoryviews (no copy)
         self.send_deadline = send_deadline      # send each call's timeout to the server
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError("ssl must be an ssl.SSLContext (ssl.create_default_context(cafile=...))")
@@ -123,7 +129,8 @@ class ClientSettings:
     def new_call_table(self, **options: Any) -> CallTable:
         """A call table with this client's limits (`options`: owner, flush thresholds)."""
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
-                         max_len=self.max_len, max_bytes=self.max_bytes, **options)
+                         max_len=self.max_len, max_bytes=self.max_bytes,
+                         bytes_views=self.bytes_views, **options)
 
     def deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
         """The deadline field for a call with `timeout`, or None to send none."""

@@ -75,7 +75,7 @@ class _Connection(ServedConnection, asyncio.BufferedProtocol):
         self.core = ServerCore(
             s._handlers, s._services, self,
             max_frame_size=s.max_frame_size, max_depth=s.max_depth,
-            max_len=s.max_len, max_bytes=s.max_bytes)
+            max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views)
         if s.report_load:
             self.core.load = s._load
         self.core.authorize = s.authorize
@@ -317,6 +317,10 @@ class Server:
     seconds (default None: never) is sent GOAWAY, and closed once it has
     been silent for LINGER more; a call that arrives meanwhile is served.
 
+    With `bytes_views`, bytes arguments reach handlers as read-only
+    memoryviews over the receive buffer instead of bytes: no copy, which
+    pays for large ones (a handler that keeps one keeps that buffer).
+
     Backpressure: a connection with `max_inflight` calls running (tasks
     and thread-pool calls), or whose peer does not read its replies, is not
     read from until that eases, so one client cannot make the server buffer
@@ -327,6 +331,7 @@ class Server:
                  max_depth: int = codec.DEFAULT_MAX_DEPTH,
                  max_len: int = codec.DEFAULT_MAX_LEN,
                  max_bytes: int = codec.DEFAULT_MAX_BYTES,
+                 bytes_views: bool = False,
                  max_workers: Optional[int] = None,
                  max_inflight: int = 1024,
                  max_connections: int = 10_000,
@@ -342,6 +347,7 @@ class Server:
         self.max_depth = max_depth
         self.max_len = max_len
         self.max_bytes = max_bytes
+        self.bytes_views = bytes_views          # bytes arguments arrive as memoryviews (no copy)
         self.max_workers = max_workers
         if max_inflight < 1:
             raise ValueError("max_inflight must be >= 1")
