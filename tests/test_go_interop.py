@@ -86,7 +86,7 @@ def test_debug_rpc_page_lists_services_methods_and_calls(go_binary, py_server):
     server, addresses = py_server
     host, port = host_port(addresses["http"]).rsplit(":", 1)
     with go_client(addresses["http"], "http") as c:
-        before = server._go_calls.get("Arith.Sum", 0)
+        before = server.dispatcher.call_counts()["Arith.Sum"]
         for i in range(3):
             c.call("Arith.Sum", Args(i, i))
     conn = http.client.HTTPConnection(host, int(port), timeout=10)

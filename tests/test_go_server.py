@@ -185,7 +185,7 @@ def test_a_go_client_that_never_reads_cannot_grow_server_memory():
                     if time.monotonic() - stalled_since > 1.0:
                         break
                     time.sleep(0.01)
-            conn = next(iter(server._connections))
+            conn = next(iter(server.connections))
             buffered = conn.transport.get_write_buffer_size()
             assert sent < len(stream), "the server kept reading a client that never reads"
             assert buffered < 8 * 1024 * 1024, buffered

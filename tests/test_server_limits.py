@@ -97,8 +97,7 @@ def test_deadline_timers_end_with_their_calls(served):
     with fastrpc.Client(address) as c:
         futures = [c.go("Work.Wait", 0.01, timeout=30) for _ in range(50)]
         assert [f.result(10) for f in futures] == ["waited"] * 50
-        (conn,) = list(work.server._connections)
-        assert wait_until(lambda: not conn.deadline_timers, 2)    # not kept for 30 s each
+        assert wait_until(lambda: not work.server.dispatcher.deadline_timers, 2)   # not kept for 30 s each
 
 
 def test_deadline_exceeded_is_a_remote_timeout_error():
@@ -181,7 +180,7 @@ def test_a_client_that_never_reads_cannot_grow_server_memory():
                     if time.monotonic() - stalled_since > 1.0:
                         break
                     time.sleep(0.01)
-            conn = next(iter(server._connections))
+            conn = next(iter(server.connections))
             buffered = conn.transport.get_write_buffer_size()
             assert sent < len(stream), "the server kept reading a client that never reads"
             assert buffered < 8 * 1024 * 1024, buffered
@@ -211,7 +210,7 @@ def test_connections_over_the_limit_are_refused_clearly_and_balancers_go_elsewhe
             assert [b.call("Gauge.Echo", i) for i in range(4)] == [0, 1, 2, 3]
             assert b.stats()[spare_address]["calls"] >= 2 and b.stats()[full_address]["errors"] >= 1
         second.close()
-        assert wait_until(lambda: len(full._connections) == 1, 5)
+        assert wait_until(lambda: len(full.connections) == 1, 5)
         with fastrpc.Client(full_address) as again:                    # room again
             assert again.call("Gauge.Echo", 4, timeout=5) == 4
         first.close()
@@ -232,7 +231,7 @@ def test_idle_connections_are_closed_and_clients_carry_on():
             assert c.call("Gauge.Echo", 1) == 1
             first = c._conn
             time.sleep(1.6)                                         # idle: GOAWAY, then closed
-            assert not server._connections
+            assert not server.connections
             # the client notices before sending, and dials again: no call fails
             assert [c.call("Gauge.Echo", i, timeout=5) for i in range(3)] == [0, 1, 2]
             assert c._conn is not first

@@ -42,6 +42,7 @@ cdef class Handler:
     cdef readonly int mode
     cdef readonly Py_ssize_t min_args
     cdef readonly Py_ssize_t max_args     # -1: any number (*args)
+    cdef public long long calls           # calls it was asked to serve, over every protocol
 
     def __init__(self, func, str name, int mode, Py_ssize_t min_args, Py_ssize_t max_args):
         self.func = func
@@ -75,6 +76,18 @@ cdef inline str _arity_message(Handler h, Py_ssize_t given):
     else:
         want = f"{h.min_args} to {h.max_args}"
     return f"{h.name} takes {want} argument{'s' if want != '1' else ''} ({given} given)"
+
+
+def not_found_message(str name, services):
+    """The error text for a call of `name`, which is not registered: net/rpc's
+    texts, so that fastrpc and Go callers read the same (`services`: the
+    registered service names, UTF-8)."""
+    dot = name.rfind(".")
+    if dot < 0:
+        return f"rpc: service/method request ill-formed: {name}"
+    if name[:dot].encode("utf-8", "surrogateescape") not in services:
+        return f"rpc: can't find service {name}"
+    return f"rpc: can't find method {name}"
 
 
 cdef inline str _error_type(BaseException exc):
@@ -187,6 +200,7 @@ cdef class ServerCore:
         if h is None:
             self._not_found(f, notify)
             return 0
+        h.calls += 1
         try:
             args = unpack_args(f.payload, f.payload_len, self.reader.buf, self.reader.data,
                                &self.limits)
@@ -235,14 +249,7 @@ cdef class ServerCore:
         if notify:
             self.conn.log_notify_error(name, LookupError("unknown method"))
             return 0
-        dot = name.rfind(".")
-        if dot < 0:
-            msg = f"rpc: service/method request ill-formed: {name}"
-        elif name[:dot].encode("utf-8") not in self.services:
-            msg = f"rpc: can't find service {name}"
-        else:
-            msg = f"rpc: can't find method {name}"
-        return self._error(f.seq, "MethodNotFound", msg)
+        return self._error(f.seq, "MethodNotFound", not_found_message(name, self.services))
 
     cdef int _pong(self, FrameView *f) except -1:
         cdef Py_ssize_t start = self._begin_reply(KIND_PONG, f.seq)

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, List, Optional, Tuple
 
-from fastrpc._core.balance import Attempt, Member, is_answer
+from fastrpc._core.balance import Attempt, Member
 from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionError, NoEndpointError,
                             RemoteError, TimeoutError)
 

@@ -10,7 +10,7 @@ import asyncio
 import io
 import ssl
 import time
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import AsyncCaller, Batch

@@ -19,18 +19,16 @@ import html
 import inspect
 import logging
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fastrpc.go._gob import GoType
-from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, Handler
+from fastrpc._core.servercore import MODE_INLINE, Handler
 from fastrpc.errors import RPCError
 from fastrpc.go.gobcodec import GobServerCodec
 from fastrpc.go.types import EMPTY_STRUCT, converter, go_type, zero_value
 from fastrpc.go.jsonrpc import JSONServerCodec
-from fastrpc.server.connection import ServedConnection
+from fastrpc.server.connection import Host, ServedConnection
 
-if TYPE_CHECKING:
-    from fastrpc.server.server import Server
 
 __all__ = ["GoConnection", "GO_CODECS"]
 
@@ -117,7 +115,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
     server simply closes it once its calls are done.
     """
 
-    def __init__(self, server: "Server", codec: str, http: bool) -> None:
+    def __init__(self, server: Host, codec: str, http: bool) -> None:
         super().__init__(server)
         self.codec_name = codec
         self.codec = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
@@ -129,16 +127,16 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         s = self.server
-        self.last_read = s._loop.time()
-        if len(s._connections) >= s.max_connections and not s._closing:
+        self.last_read = s.loop.time()
+        if len(s.connections) >= s.max_connections and not s.connections.closing:
             log.warning("closing connection from %s: too many connections (max_connections=%d)",
                         self.peer, s.max_connections)
             transport.close()           # Go's protocols cannot say why
             return
-        s._connections.add(self)
+        s.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.server._loop.time()
+        self.last_read = self.server.loop.time()
         if self.http_header is not None:
             data = self._http(data)
             if not data:
@@ -209,26 +207,30 @@ class GoConnection(ServedConnection, asyncio.Protocol):
 
     # calls ----------------------------------------------------------------
     def _dispatch(self, key: Any, method: str, args: tuple, bad: Optional[str]) -> None:
-        server = self.server
+        dispatcher = self.server.dispatcher
         if bad is not None:
             self._error(key, method, bad)
             return
-        handler = server._handlers.get(method.encode("utf-8", "surrogateescape"))
+        handler = dispatcher.lookup(method)
         if handler is None:
-            self._error(key, method, _not_found(server, method))
+            self._error(key, method, dispatcher.not_found(method))
             return
-        server._go_calls[handler.name] = server._go_calls.get(handler.name, 0) + 1
-        sig = server._go_signature(handler)
+        handler.calls += 1
+        sig = dispatcher.annotation(handler, "go", GoSignature)
         try:
             call_args = sig.arguments(args)
         except (TypeError, ValueError) as exc:
             self._error(key, method, str(exc))
             return
-        if handler.mode == MODE_ASYNC:
-            self._track(key, method, sig, server._loop.create_task(handler.func(*call_args)))
-            return
-        if handler.mode == MODE_BLOCKING:
-            fut = server._loop.run_in_executor(server._executor(), functools.partial(handler.func, *call_args))
+        loop = self.server.loop
+        if handler.mode != MODE_INLINE:
+            # net/rpc carries no deadline or metadata: the handler runs as a
+            # fastrpc call without them would (see Dispatcher.start).
+            try:
+                fut = dispatcher.start(loop, handler, call_args, None, None)
+            except Exception as exc:
+                self._error(key, method, _error_text(exc))
+                return
             self._track(key, method, sig, fut)
             return
         try:
@@ -237,7 +239,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             self._error(key, method, _error_text(exc))
             return
         if inspect.isawaitable(result):
-            self._track(key, method, sig, asyncio.ensure_future(result))
+            self._track(key, method, sig, dispatcher.start_awaitable(loop, result))
             return
         self._reply(key, method, sig, result)
 
@@ -251,12 +253,12 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         self._end_task(tid, fut)
         if self.closing:
             return
-        if fut.cancelled():
-            self._error(key, method, f"{method} was cancelled")
-        elif fut.exception() is not None:
-            self._error(key, method, _error_text(fut.exception()))
+        result, exc = self.server.dispatcher.outcome(method, None, fut)
+        if exc is not None:
+            self._error(key, method, _error_text(exc) if not isinstance(exc, asyncio.CancelledError)
+                        else f"{method} was cancelled")
         else:
-            self._reply(key, method, sig, fut.result())
+            self._reply(key, method, sig, result)
         self._schedule_flush()
         self._calls_eased()
 
@@ -277,25 +279,15 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         return None if self.codec is None else self.codec.take()
 
 
-def _not_found(server: "Server", method: str) -> str:
-    """net/rpc's error text for a method that does not exist."""
-    service, dot, _ = method.rpartition(".")
-    if not dot:
-        return f"rpc: service/method request ill-formed: {method}"
-    if service.encode("utf-8", "surrogateescape") not in server._services:
-        return f"rpc: can't find service {method}"
-    return f"rpc: can't find method {method}"
-
-
 def _error_text(exc: BaseException) -> str:
     # A Go error is its text; a bare exception's type is the best text it has.
     return str(exc) or type(exc).__name__
 
 
-def debug_page(server: "Server") -> str:
+def debug_page(server: Host) -> str:
     """Go's /debug/rpc page: services, methods with their types, call counts."""
     services: Dict[str, List[str]] = {}
-    for name in server.methods:
+    for name in server.dispatcher.methods:
         service, _, method = name.rpartition(".")
         services.setdefault(service, []).append(method)
     out = ["<html>\n<body>\n<title>Services</title>"]
@@ -304,12 +296,12 @@ def debug_page(server: "Server") -> str:
                    "<th align=center>Method</th><th align=center>Calls</th>")
         for method in services[service]:
             full = f"{service}.{method}"
-            handler = server._handlers[full.encode()]
-            sig = server._go_signature(handler)
+            handler = server.dispatcher.lookup(full)
+            sig = server.dispatcher.annotation(handler, "go", GoSignature)
             args = ", ".join(sig.arg_names)
             out.append(f"<tr>\n<td align=left font=fixed>{html.escape(method)}({html.escape(args)}) "
                        f"{html.escape(sig.reply_name)}</td>\n"
-                       f"<td align=center>{server._go_calls.get(full, 0)}</td>\n</tr>")
+                       f"<td align=center>{handler.calls}</td>\n</tr>")
         out.append("</table>")
     out.append("</body>\n</html>\n")
     return "\n".join(out)

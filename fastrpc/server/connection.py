@@ -1,19 +1,89 @@
-"""What every server-side connection shares, whatever protocol it speaks:
-the calls it runs, backpressure, batched output, and its part in closing.
+"""The server's connections: what every one shares, and fastrpc's own protocol.
 
-Server's graceful close and idle sweep rely on these attributes and
-methods (tasks, transport, last_read, idle_goaway_at, closing, goaway,
-_flush), so fastrpc and Go connections are drained alike.
+Owns: the set of a server's open connections and its part in closing
+(ConnectionSet); what every connection does whatever protocol it speaks,
+the calls it runs, backpressure, batched output and closing
+(ServedConnection); and the connection speaking fastrpc's protocol, with its
+authentication handshake (FastConnection). Go's protocols have theirs in
+fastrpc.go.server. Connections reach the server only through its public
+parts: loop, dispatcher, connections and settings.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+import functools
+import logging
+import time
+from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Set
 
-if TYPE_CHECKING:
-    from fastrpc.server.server import Server
+from fastrpc._core import codec
+from fastrpc._core import frame as wire
+from fastrpc._core.servercore import Handler, ServerCore
+from fastrpc.errors import DeadlineExceeded, RPCError
+from fastrpc.net.auth import ServerHandshake, rejection
+from fastrpc.net.loop import feed_buffered
 
-__all__ = ["ServedConnection"]
+__all__ = ["ConnectionSet", "FastConnection", "Host", "ServedConnection", "LINGER", "REFUSED_LINGER"]
+
+log = logging.getLogger("fastrpc.server")
+
+# Graceful close: a connection with no call running that received nothing
+# for this long after GOAWAY is closed by the server.
+LINGER = 1.0
+# A connection over max_connections is answered "Unavailable" this long, then closed.
+REFUSED_LINGER = 5.0
+
+
+class Host(Protocol):
+    """What a connection uses of its server (fastrpc.Server is one)."""
+
+    loop: asyncio.AbstractEventLoop         # the event loop serving the connections
+    dispatcher: Any                         # fastrpc.server.dispatch.Dispatcher
+    connections: "ConnectionSet"
+    max_frame_size: int
+    max_depth: int
+    max_len: int
+    max_bytes: int
+    bytes_views: bool
+    max_inflight: int
+    max_connections: int
+    idle_timeout: Optional[float]
+    report_load: bool
+    authorize: Any
+    auth_secret: Optional[bytes]
+    handshake_timeout: float
+
+
+class ConnectionSet:
+    """A server's open connections, and whether it is closing."""
+
+    def __init__(self) -> None:
+        self._open: Set[Any] = set()
+        self.closing = False                     # close() began: no new calls, GOAWAY to all
+        self.idle_waiter: Optional[asyncio.Future] = None   # close() waits on it for calls to end
+
+    def add(self, conn: Any) -> None:
+        """A connection opened."""
+        self._open.add(conn)
+
+    def discard(self, conn: Any) -> None:
+        """A connection closed."""
+        self._open.discard(conn)
+
+    def idle(self, conn: Any) -> None:
+        """A connection has no call running any more (close() may be waiting for that)."""
+        waiter = self.idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._open))
+
+    def __bool__(self) -> bool:
+        return bool(self._open)
 
 
 class ServedConnection:
@@ -23,8 +93,8 @@ class ServedConnection:
     override _hold() (told when reading pauses or resumes) and goaway().
     """
 
-    def __init__(self, server: "Server") -> None:
-        self.server = server
+    def __init__(self, server: Host) -> None:
+        self.server = server                          # its public parts: loop, dispatcher, connections, settings
         self.transport: Optional[asyncio.Transport] = None
         self.tasks: Dict[Any, asyncio.Future] = {}     # calls running as tasks or in the pool
         self.closing = False
@@ -52,7 +122,7 @@ class ServedConnection:
     def _start_task(self, key: Any, fut: asyncio.Future, on_done: Callable[[asyncio.Future], None]) -> None:
         """Track a call now running as `fut`; past max_inflight, stop reading."""
         self.tasks[key] = fut
-        self.server._load.value += 1
+        self.server.dispatcher.load.value += 1
         fut.add_done_callback(on_done)
         if len(self.tasks) >= self.server.max_inflight and not self.over_limit:
             # Calls already read from the buffer still start; no more are read.
@@ -64,7 +134,7 @@ class ServedConnection:
         tracked = self.tasks.get(key) is fut
         if tracked:
             del self.tasks[key]
-        self.server._load.value -= 1
+        self.server.dispatcher.load.value -= 1
         return tracked
 
     def _calls_eased(self) -> None:
@@ -73,7 +143,7 @@ class ServedConnection:
             self.over_limit = False         # resume at half, not at every completion
             self._update_reading()
         if not self.tasks:
-            self.server._connection_idle(self)
+            self.server.connections.idle(self)
 
     # backpressure -------------------------------------------------------------
     def pause_writing(self) -> None:
@@ -105,7 +175,7 @@ class ServedConnection:
         # Replies completed in one loop pass go out in one write.
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.server._loop.call_soon(self._flush)
+            self.server.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -119,7 +189,224 @@ class ServedConnection:
     # closing ------------------------------------------------------------------
     def connection_lost(self, exc) -> None:
         self.closing = True
-        self.server._connections.discard(self)
+        self.server.connections.discard(self)
         for task in list(self.tasks.values()):
             task.cancel()   # nobody is left to receive their replies
-        self.server._connection_idle(self)
+        self.server.connections.idle(self)
+
+
+class FastConnection(ServedConnection, asyncio.BufferedProtocol):
+    """One connection speaking fastrpc's own protocol: feeds the ServerCore
+    (frames in, inline handlers, replies out) and runs the other handlers
+    through the server's dispatcher."""
+
+    def __init__(self, server: Host) -> None:
+        super().__init__(server)
+        self.core: Optional[ServerCore] = None
+        # Authentication (Server(auth_secret=...)): until it succeeds, bytes
+        # go to the handshake, never to the core, so no handler can run.
+        self.handshake: Optional[ServerHandshake] = None
+        self.handshake_buf: Optional[bytearray] = None
+        self.handshake_timer: Optional[asyncio.TimerHandle] = None
+        self.unauthenticated: Optional[wire.FrameReader] = None
+
+    # asyncio protocol -------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        s = self.server
+        self.last_read = s.loop.time()
+        self.core = ServerCore(
+            s.dispatcher.handlers, s.dispatcher.services, self,
+            max_frame_size=s.max_frame_size, max_depth=s.max_depth,
+            max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views)
+        if s.report_load:
+            self.core.load = s.dispatcher.load
+        self.core.authorize = s.authorize
+        if len(s.connections) >= s.max_connections and not s.connections.closing:
+            # Over the limit: every call gets a clear "Unavailable" (nothing
+            # runs, so clients may send it elsewhere), then the connection goes.
+            reason = f"too many connections (max_connections={s.max_connections})"
+            log.warning("refusing calls from %s: %s", self.peer, reason)
+            if s.auth_secret is not None:       # the client reads the handshake first
+                transport.write(rejection(f"Unavailable: {reason}"))
+                transport.close()
+                return
+            self.core.refuse = reason
+            self.goaway(reason)
+            s.loop.call_later(REFUSED_LINGER, transport.close)
+            return
+        if s.auth_secret is not None:
+            self.handshake = ServerHandshake(s.auth_secret)
+            self.handshake_buf = bytearray(4096)
+            self.handshake_timer = s.loop.call_later(s.handshake_timeout, self._handshake_expired)
+        s.connections.add(self)
+        if s.connections.closing:
+            self.goaway("server is shutting down")
+
+    def get_buffer(self, sizehint: int):
+        if self.handshake_buf is not None:
+            return self.handshake_buf
+        return self.core.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        server = self.server
+        if server.idle_timeout is not None or server.connections.closing:
+            self.last_read = server.loop.time()
+        if self.handshake_buf is not None:
+            self._authenticate(bytes(self.handshake_buf[:nbytes]))
+            return
+        self._process(nbytes)
+
+    # authentication -----------------------------------------------------
+    def _authenticate(self, data: bytes) -> None:
+        if self.unauthenticated is not None:
+            self._answer_unauthenticated(data)
+            return
+        reply, state = self.handshake.feed(data)
+        if reply:
+            self.transport.write(reply)
+        if state == "more":
+            return
+        self._end_handshake()
+        if state == "done":
+            rest = self.handshake.rest
+            self.handshake = None
+            feed_buffered(self, self.transport, rest)       # calls sent right after the proof
+        elif state == "failed":
+            log.warning("closing connection from %s: %s", self.peer, self.handshake.reason)
+            self.transport.close()
+        else:
+            # A client speaking fastrpc without authenticating: tell it why.
+            self.handshake_buf = bytearray(4096)
+            self.unauthenticated = wire.FrameReader(self.server.max_frame_size)
+            self._answer_unauthenticated(self.handshake.buf)
+
+    def _answer_unauthenticated(self, data: bytes) -> None:
+        try:
+            frames = self.unauthenticated.feed(data)
+        except RPCError:
+            frames = None
+        if frames == []:
+            return                              # wait for a whole frame
+        for frame in frames or ():
+            if frame.kind == wire.REQUEST:
+                self.transport.write(wire.encode_frame(wire.ERROR, frame.seq, "", codec.packb(
+                    ["Unauthenticated", "this server requires authentication (auth_secret)"])))
+        log.warning("closing connection from %s: it did not authenticate", self.peer)
+        self.transport.close()
+
+    def _end_handshake(self) -> None:
+        self.handshake_buf = None
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
+
+    def _handshake_expired(self) -> None:
+        self.handshake_timer = None
+        if self.handshake is not None and self.transport is not None and not self.transport.is_closing():
+            log.warning("closing connection from %s: no authentication within %.1fs",
+                        self.peer, self.server.handshake_timeout)
+            self.transport.close()
+
+    def _process(self, nbytes: int) -> None:
+        """Handle the frames received (nbytes more; 0: those held back earlier)."""
+        try:
+            out = self.core.process(nbytes)
+        except RPCError as exc:
+            # Framing is lost (oversized or malformed frame): reply what was
+            # already computed, then drop this connection only.
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self._write(self.core.take_output())
+            self.transport.close()
+            return
+        except Exception:
+            # A bug must cost one connection, never the server.
+            log.exception("internal error on connection from %s; closing it", self.peer)
+            self.transport.abort()
+            return
+        if out is not None:
+            self.transport.write(out)
+
+    def eof_received(self):
+        return False  # close our side too; replies already written still go out
+
+    def _hold(self, paused: bool) -> None:
+        self.core.hold = paused
+        if not paused:
+            self._process(0)                # frames held back in the buffer go first
+
+    def connection_lost(self, exc) -> None:
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        super().connection_lost(exc)
+
+    # called by ServerCore ---------------------------------------------
+    def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,
+              deadline_ms: Optional[int], meta: Any) -> None:
+        """Run a handler that does not run inline (see Dispatcher.start)."""
+        deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
+        try:
+            fut = self.server.dispatcher.start(self.server.loop, handler, args, deadline, meta)
+        except Exception as exc:
+            self._done(seq, handler.name, notify, None, exc)
+            return
+        self._track(seq, handler.name, notify, fut, deadline)
+
+    def spawn_awaitable(self, handler: Handler, seq: int, awaitable, notify: bool) -> None:
+        """A plain handler returned an awaitable: await it as a task."""
+        self._track(seq, handler.name, notify, self.server.dispatcher.start_awaitable(self.server.loop, awaitable),
+                    None)
+
+    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future, deadline: Optional[float]) -> None:
+        self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify, deadline))
+
+    def _finished(self, seq: int, name: str, notify: bool, deadline: Optional[float],
+                  fut: asyncio.Future) -> None:
+        self._end_task(seq, fut)
+        result, exc = self.server.dispatcher.outcome(name, deadline, fut)
+        self._done(seq, name, notify, result, exc)
+        self._calls_eased()
+
+    def _done(self, seq: int, name: str, notify: bool, result: Any, exc: Optional[BaseException]) -> None:
+        if self.closing:
+            return
+        if notify:
+            if exc is not None:
+                self.log_notify_error(name, exc)
+            return
+        if exc is None:
+            self.core.reply(seq, result)
+        elif isinstance(exc, asyncio.CancelledError):
+            self.core.reply_error(seq, "Cancelled", f"{name} was cancelled")
+        elif isinstance(exc, DeadlineExceeded):
+            self.core.reply_error(seq, exc.type, exc.message)
+        else:
+            self.core.reply_error(seq, type(exc).__name__, str(exc))
+        self._schedule_flush()
+
+    def cancel(self, seq: int) -> None:
+        """The client withdrew call `seq`: cancel its handler."""
+        task = self.tasks.get(seq)
+        if task is not None:
+            task.cancel()
+
+    def on_goaway(self) -> None:
+        """The client sends nothing new; replies still go out."""
+
+    def on_pong(self, seq: int) -> None:
+        """A PONG arrived (the server sends no PINGs of its own yet)."""
+
+    def log_notify_error(self, name: str, exc: BaseException) -> None:
+        """A notification failed: nobody gets a reply, so it is logged."""
+        log.warning("notification %s failed: %s: %s", name, type(exc).__name__, exc)
+
+    # output -------------------------------------------------------------
+    def _take_output(self) -> Optional[bytes]:
+        return self.core.take_output()
+
+    def goaway(self, reason: str) -> None:
+        """Tell the client to send new calls elsewhere."""
+        if not self.closing and self.core is not None:
+            self.core.goaway(reason)
+            self._flush()

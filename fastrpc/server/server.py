@@ -1,13 +1,14 @@
-"""Server: the service registry, listeners, connections and graceful close.
+"""Server: listeners, the event loop, discovery registrations and graceful close.
 
-The per-connection hot loop (frames in, inline handlers, replies out) is the
-compiled ServerCore; this module decides everything around it: which handler
-runs where, when to flush, how to drain on close.
+The handlers and how they run are the dispatcher's (fastrpc.server.dispatch);
+each connection is a protocol object (fastrpc.server.connection for
+fastrpc's own protocol, fastrpc.go.server for Go's), whose hot loop is
+compiled. This module decides everything around them: where to listen, on
+which loop, and how to drain on close.
 """
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import os
@@ -15,289 +16,22 @@ import socket
 import stat
 import ssl as _ssl
 import threading
-import time
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
-from fastrpc._core.servercore import MODE_ASYNC, Handler, LoadGauge, ServerCore
-from fastrpc.net.address import parse_address
-from fastrpc.net.auth import ServerHandshake, check_secret, rejection
-from fastrpc.context import serving
 from fastrpc.discovery.base import Discovery, Registration
+from fastrpc.go.server import GO_CODECS, GoConnection
+from fastrpc.net.address import parse_address
+from fastrpc.net.auth import check_secret
 from fastrpc.net.endpoint import Endpoint
-from fastrpc.errors import DeadlineExceeded, RPCError
-from fastrpc.go.server import GO_CODECS, GoConnection, GoSignature
-from fastrpc.net.loop import feed_buffered, new_event_loop
-from fastrpc.server.handlers import build_handler, public_methods, service_name
-from fastrpc.server.connection import ServedConnection
+from fastrpc.net.loop import new_event_loop
+from fastrpc.server.connection import LINGER, ConnectionSet, FastConnection
+from fastrpc.server.dispatch import Dispatcher
 
 __all__ = ["Server"]
 
 log = logging.getLogger("fastrpc.server")
-
-
-def _unless_late(deadline: float, name: str, call: Callable[[], Any]) -> Any:
-    """Run `call` in a pool thread unless monotonic `deadline` already passed."""
-    if time.monotonic() >= deadline:
-        raise DeadlineExceeded(message=f"{name} was not started: its deadline passed while it waited")
-    return call()
-
-
-# Graceful close: a connection with no call running that received nothing
-# for this long after GOAWAY is closed by the server.
-LINGER = 1.0
-# A connection over max_connections is answered "Unavailable" this long, then closed.
-REFUSED_LINGER = 5.0
-
-
-class _Connection(ServedConnection, asyncio.BufferedProtocol):
-    """One client connection: feeds the ServerCore and runs non-inline handlers."""
-
-    def __init__(self, server: "Server") -> None:
-        super().__init__(server)
-        self.core: Optional[ServerCore] = None
-        self.deadline_timers: Dict[int, asyncio.TimerHandle] = {}   # async calls with a deadline
-        self.expired: Set[int] = set()     # seqs cancelled because their deadline passed
-        # Authentication (Server(auth_secret=...)): until it succeeds, bytes
-        # go to the handshake, never to the core, so no handler can run.
-        self.handshake: Optional[ServerHandshake] = None
-        self.handshake_buf: Optional[bytearray] = None
-        self.handshake_timer: Optional[asyncio.TimerHandle] = None
-        self.unauthenticated: Optional[wire.FrameReader] = None
-
-    # asyncio protocol -------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.peer = transport.get_extra_info("peername")
-        s = self.server
-        self.last_read = s._loop.time()
-        self.core = ServerCore(
-            s._handlers, s._services, self,
-            max_frame_size=s.max_frame_size, max_depth=s.max_depth,
-            max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views)
-        if s.report_load:
-            self.core.load = s._load
-        self.core.authorize = s.authorize
-        if len(s._connections) >= s.max_connections and not s._closing:
-            # Over the limit: every call gets a clear "Unavailable" (nothing
-            # runs, so clients may send it elsewhere), then the connection goes.
-            reason = f"too many connections (max_connections={s.max_connections})"
-            log.warning("refusing calls from %s: %s", self.peer, reason)
-            if s.auth_secret is not None:       # the client reads the handshake first
-                transport.write(rejection(f"Unavailable: {reason}"))
-                transport.close()
-                return
-            self.core.refuse = reason
-            self.goaway(reason)
-            s._loop.call_later(REFUSED_LINGER, transport.close)
-            return
-        if s.auth_secret is not None:
-            self.handshake = ServerHandshake(s.auth_secret)
-            self.handshake_buf = bytearray(4096)
-            self.handshake_timer = s._loop.call_later(s.handshake_timeout, self._handshake_expired)
-        s._connections.add(self)
-        if s._closing:
-            self.goaway("server is shutting down")
-
-    def get_buffer(self, sizehint: int):
-        if self.handshake_buf is not None:
-            return self.handshake_buf
-        return self.core.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        server = self.server
-        if server.idle_timeout is not None or server._closing:
-            self.last_read = server._loop.time()
-        if self.handshake_buf is not None:
-            self._authenticate(bytes(self.handshake_buf[:nbytes]))
-            return
-        self._process(nbytes)
-
-    # authentication -----------------------------------------------------
-    def _authenticate(self, data: bytes) -> None:
-        if self.unauthenticated is not None:
-            self._answer_unauthenticated(data)
-            return
-        reply, state = self.handshake.feed(data)
-        if reply:
-            self.transport.write(reply)
-        if state == "more":
-            return
-        self._end_handshake()
-        if state == "done":
-            rest = self.handshake.rest
-            self.handshake = None
-            feed_buffered(self, self.transport, rest)       # calls sent right after the proof
-        elif state == "failed":
-            log.warning("closing connection from %s: %s", self.peer, self.handshake.reason)
-            self.transport.close()
-        else:
-            # A client speaking fastrpc without authenticating: tell it why.
-            self.handshake_buf = bytearray(4096)
-            self.unauthenticated = wire.FrameReader(self.server.max_frame_size)
-            self._answer_unauthenticated(self.handshake.buf)
-
-    def _answer_unauthenticated(self, data: bytes) -> None:
-        try:
-            frames = self.unauthenticated.feed(data)
-        except RPCError:
-            frames = None
-        if frames == []:
-            return                              # wait for a whole frame
-        for frame in frames or ():
-            if frame.kind == wire.REQUEST:
-                self.transport.write(wire.encode_frame(wire.ERROR, frame.seq, "", codec.packb(
-                    ["Unauthenticated", "this server requires authentication (auth_secret)"])))
-        log.warning("closing connection from %s: it did not authenticate", self.peer)
-        self.transport.close()
-
-    def _end_handshake(self) -> None:
-        self.handshake_buf = None
-        if self.handshake_timer is not None:
-            self.handshake_timer.cancel()
-            self.handshake_timer = None
-
-    def _handshake_expired(self) -> None:
-        self.handshake_timer = None
-        if self.handshake is not None and self.transport is not None and not self.transport.is_closing():
-            log.warning("closing connection from %s: no authentication within %.1fs",
-                        self.peer, self.server.handshake_timeout)
-            self.transport.close()
-
-    def _process(self, nbytes: int) -> None:
-        """Handle the frames received (nbytes more; 0: those held back earlier)."""
-        try:
-            out = self.core.process(nbytes)
-        except RPCError as exc:
-            # Framing is lost (oversized or malformed frame): reply what was
-            # already computed, then drop this connection only.
-            log.warning("closing connection from %s: %s", self.peer, exc)
-            self._write(self.core.take_output())
-            self.transport.close()
-            return
-        except Exception:
-            # A bug must cost one connection, never the server.
-            log.exception("internal error on connection from %s; closing it", self.peer)
-            self.transport.abort()
-            return
-        if out is not None:
-            self.transport.write(out)
-
-    def eof_received(self):
-        return False  # close our side too; replies already written still go out
-
-    def _hold(self, paused: bool) -> None:
-        self.core.hold = paused
-        if not paused:
-            self._process(0)                # frames held back in the buffer go first
-
-    def connection_lost(self, exc) -> None:
-        if self.handshake_timer is not None:
-            self.handshake_timer.cancel()
-        super().connection_lost(exc)
-
-    # called by ServerCore ---------------------------------------------
-    def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,
-              deadline_ms: Optional[int], meta: Any) -> None:
-        loop = self.server._loop
-        try:
-            # The handler's context (fastrpc.current_call()) carries the
-            # caller's deadline and metadata to the calls it makes in turn.
-            deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
-            ctx = None if deadline is None and meta is None else serving(handler.name, deadline, meta)
-            if handler.mode == MODE_ASYNC:
-                coro = handler.func(*args)
-                fut = loop.create_task(coro) if ctx is None else ctx.run(loop.create_task, coro)
-            else:
-                call = functools.partial(handler.func, *args)
-                if deadline is not None:
-                    # A call that waited in the pool's queue past its
-                    # caller's timeout is not started: nobody wants its result.
-                    call = functools.partial(_unless_late, deadline, handler.name, call)
-                if ctx is not None:
-                    call = functools.partial(ctx.run, call)
-                fut = loop.run_in_executor(self.server._executor(), call)
-        except Exception as exc:
-            self._done(seq, handler.name, notify, None, exc)
-            return
-        self._track(seq, handler.name, notify, fut, deadline)
-        if deadline_ms is not None and handler.mode == MODE_ASYNC:
-            # The caller stops waiting at its deadline: stop the work too.
-            self.deadline_timers[seq] = loop.call_later(deadline_ms / 1000.0, self._expire, seq, fut)
-
-    def _expire(self, seq: int, fut: asyncio.Future) -> None:
-        self.deadline_timers.pop(seq, None)
-        if self.tasks.get(seq) is fut and not fut.done():
-            self.expired.add(seq)
-            fut.cancel()
-
-    def spawn_awaitable(self, handler: Handler, seq: int, awaitable, notify: bool) -> None:
-        self._track(seq, handler.name, notify, self.server._loop.create_task(awaitable))
-
-    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future,
-               deadline: Optional[float] = None) -> None:
-        self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify, deadline))
-
-    def _finished(self, seq: int, name: str, notify: bool, deadline: Optional[float],
-                  fut: asyncio.Future) -> None:
-        if self._end_task(seq, fut):
-            timer = self.deadline_timers.pop(seq, None)
-            if timer is not None:
-                timer.cancel()              # done first: the timer need not live on
-        if fut.cancelled():
-            exc = DeadlineExceeded(message=f"{name} was cancelled at its deadline") if seq in self.expired \
-                else asyncio.CancelledError("call cancelled")
-            self.expired.discard(seq)
-        else:
-            exc = fut.exception()
-            if isinstance(exc, TimeoutError) and not isinstance(exc, DeadlineExceeded) \
-                    and deadline is not None and time.monotonic() >= deadline:
-                # A call the handler made timed out with the caller's deadline
-                # (which bounded it): the caller's call ran out of time.
-                exc = DeadlineExceeded(message=f"{name} ran out of its caller's deadline: {exc}")
-        self._done(seq, name, notify, None if exc is not None else fut.result(), exc)
-        self._calls_eased()
-
-    def _done(self, seq: int, name: str, notify: bool, result: Any, exc: Optional[BaseException]) -> None:
-        if self.closing:
-            return
-        if notify:
-            if exc is not None:
-                self.log_notify_error(name, exc)
-            return
-        if exc is None:
-            self.core.reply(seq, result)
-        elif isinstance(exc, asyncio.CancelledError):
-            self.core.reply_error(seq, "Cancelled", f"{name} was cancelled")
-        elif isinstance(exc, DeadlineExceeded):
-            self.core.reply_error(seq, exc.type, exc.message)
-        else:
-            self.core.reply_error(seq, type(exc).__name__, str(exc))
-        self._schedule_flush()
-
-    def cancel(self, seq: int) -> None:
-        task = self.tasks.get(seq)
-        if task is not None:
-            task.cancel()
-
-    def on_goaway(self) -> None:
-        pass  # the client will send nothing new; replies still go out
-
-    def on_pong(self, seq: int) -> None:
-        pass
-
-    def log_notify_error(self, name: str, exc: BaseException) -> None:
-        log.warning("notification %s failed: %s: %s", name, type(exc).__name__, exc)
-
-    # output -------------------------------------------------------------
-    def _take_output(self) -> Optional[bytes]:
-        return self.core.take_output()
-
-    def goaway(self, reason: str) -> None:
-        if not self.closing and self.core is not None:
-            self.core.goaway(reason)
-            self._flush()
 
 
 class Server:
@@ -370,66 +104,44 @@ class Server:
             raise TypeError("authorize must be a callable (method, metadata)")
         self.authorize = authorize              # per-call hook: raise to refuse (PermissionDenied)
         self.handshake_timeout = handshake_timeout
-        self._handlers: Dict[bytes, Handler] = {}
-        self._services: Set[bytes] = set()      # shared with every ServerCore
+        #: The registered services and how their handlers run (shared by every connection).
+        self.dispatcher = Dispatcher(max_workers)
+        #: The open connections, and whether the server is closing.
+        self.connections = ConnectionSet()
         self._listeners: List[asyncio.AbstractServer] = []
         self._unix_paths: List[str] = []
         self._addresses: List[str] = []
-        self._connections: Set[_Connection] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
-        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        self._load = LoadGauge()                # calls running as tasks or in the pool
         self._registrations: List[Registration] = []   # discovery entries, removed on close
-        self._go_calls: Dict[str, int] = {}     # calls served to Go clients, per method (/debug/rpc)
-        self._go_signatures: Dict[str, GoSignature] = {}
-        self._closing = False
         self._closed = threading.Event()
-        self._idle_waiter: Optional[asyncio.Future] = None
         self._lock = threading.Lock()
 
     # registry -------------------------------------------------------------
     def register(self, obj: Any, name: Optional[str] = None) -> None:
-        """Expose the public methods of `obj` as ``"<name>.<Method>"``.
+        """Expose the public methods of `obj` (an instance) as ``"<name>.<Method>"``.
 
         `name` defaults to the class name. Registering a name twice raises
-        ValueError. Services may be registered while serving.
+        ValueError; registering a class instead of an instance, TypeError.
+        Services may be registered while serving.
         """
-        service = service_name(obj, name)
-        methods = public_methods(obj)
-        if not methods:
-            raise ValueError(f"{service} has no public methods to register")
-        handlers = {f"{service}.{m}": build_handler(fn, f"{service}.{m}") for m, fn in methods.items()}
-        self._install(service, handlers)
+        self.dispatcher.register(obj, name)
 
     def register_function(self, func: Callable, name: str) -> None:
         """Expose one callable as ``name`` ("Service.Method")."""
-        service, dot, method = name.rpartition(".")
-        if not dot or not service or not method:
-            raise ValueError(f"function name must be 'Service.Method', got {name!r}")
-        self._install(service, {name: build_handler(func, name)}, allow_existing_service=True)
-
-    def _install(self, service: str, handlers: Dict[str, Handler], allow_existing_service=False) -> None:
-        with self._lock:
-            if service.encode() in self._services and not allow_existing_service:
-                raise ValueError(f"service {service!r} is already registered")
-            for full in handlers:
-                if full.encode() in self._handlers:
-                    raise ValueError(f"method {full!r} is already registered")
-            # Connections hold these objects themselves, so update in place.
-            self._handlers.update({k.encode(): v for k, v in handlers.items()})
-            self._services.add(service.encode())
-
-    def _go_signature(self, handler: Handler) -> GoSignature:
-        sig = self._go_signatures.get(handler.name)
-        if sig is None or sig.handler is not handler:
-            sig = self._go_signatures[handler.name] = GoSignature(handler)
-        return sig
+        self.dispatcher.register_function(func, name)
 
     @property
     def methods(self) -> List[str]:
         """Every registered "Service.Method" name, sorted."""
-        return sorted(k.decode() for k in self._handlers)
+        return self.dispatcher.methods
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop serving the connections (once listening)."""
+        if self._loop is None:
+            raise RuntimeError("the server is not listening yet")
+        return self._loop
 
     @property
     def addresses(self) -> List[str]:
@@ -439,7 +151,7 @@ class Server:
     @property
     def inflight(self) -> int:
         """Calls running as tasks or in the thread pool right now."""
-        return self._load.value
+        return self.dispatcher.load.value
 
     # discovery --------------------------------------------------------------
     def register_with(self, discovery: Discovery, service: str, address: Optional[str] = None, *,
@@ -514,7 +226,7 @@ class Server:
     async def listen(self, address: str, codec: Optional[str] = None,
                      ssl: Optional[_ssl.SSLContext] = None) -> str:
         """Listen on `address` on the running event loop (for asyncio programs); see start()."""
-        if self._closing:
+        if self.connections.closing:
             raise RuntimeError("server is closed")
         http = isinstance(address, str) and address.startswith("http://")
         if http:
@@ -532,7 +244,7 @@ class Server:
         addr = parse_address(address)
         loop = asyncio.get_running_loop()
         if codec == "fastrpc":
-            factory = functools.partial(_Connection, self)
+            factory = functools.partial(FastConnection, self)
         else:
             factory = functools.partial(GoConnection, self, codec, http)
         ssl = ssl if ssl is not None else self.ssl
@@ -555,7 +267,7 @@ class Server:
 
     def _ensure_loop_thread(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._closing:
+            if self.connections.closing:
                 raise RuntimeError("server is closed")
             if self._thread is None:
                 if self._loop is not None:
@@ -583,12 +295,6 @@ class Server:
             loop.close()
             self._closed.set()
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.max_workers, thread_name_prefix="fastrpc-handler")
-        return self._pool
-
     # closing ----------------------------------------------------------------
     def close(self, grace: Optional[float] = None) -> None:
         """Stop accepting, let in-flight calls finish (up to `grace` seconds), close.
@@ -600,7 +306,7 @@ class Server:
         self._deregister()                  # first: balancers stop picking us
         loop = self._loop
         if loop is None or loop.is_closed():
-            self._closing = True
+            self.connections.closing = True
             return
         if self._thread is not None and threading.current_thread() is self._thread:
             raise RuntimeError("close() called from the server's own thread; use aclose()")
@@ -630,10 +336,10 @@ class Server:
         """GOAWAY to connections idle for idle_timeout; close them once silent LINGER more."""
         loop = asyncio.get_running_loop()
         period = max(0.02, min(self.idle_timeout / 4.0, 5.0))
-        while not self._closing:
+        while not self.connections.closing:
             await asyncio.sleep(period)
             now = loop.time()
-            for conn in list(self._connections):
+            for conn in self.connections:
                 if conn.tasks or conn.transport is None or conn.transport.is_closing():
                     continue
                 if conn.idle_goaway_at is None:
@@ -647,13 +353,13 @@ class Server:
     async def _aclose(self, grace: float) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._closing and not self._listeners and not self._connections:
+        if self.connections.closing and not self._listeners and not self.connections:
             self._stop_loop()
             return
-        self._closing = True
+        self.connections.closing = True
         for listener in self._listeners:
             listener.close()
-        for conn in list(self._connections):
+        for conn in self.connections:
             conn.goaway("server is shutting down")
         # Clients close a connection once GOAWAY arrived and their calls on it
         # are done; requests already on the way are still served meanwhile.
@@ -663,22 +369,22 @@ class Server:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         linger = min(grace, LINGER)
-        for conn in self._connections:
+        for conn in self.connections:
             conn.last_read = loop.time()
-        while self._connections and loop.time() < deadline:
+        while self.connections and loop.time() < deadline:
             now = loop.time()
-            for conn in list(self._connections):
+            for conn in self.connections:
                 if not conn.tasks and now - conn.last_read >= linger and conn.transport is not None:
                     conn._flush()
                     conn.transport.close()
-            self._idle_waiter = loop.create_future()
+            self.connections.idle_waiter = loop.create_future()
             try:
-                await asyncio.wait_for(self._idle_waiter, min(0.05, max(0.0, deadline - now)))
+                await asyncio.wait_for(self.connections.idle_waiter, min(0.05, max(0.0, deadline - now)))
             except asyncio.TimeoutError:
                 pass
             finally:
-                self._idle_waiter = None
-        for conn in list(self._connections):
+                self.connections.idle_waiter = None
+        for conn in self.connections:
             for task in list(conn.tasks.values()):
                 task.cancel()
             if conn.transport is not None:
@@ -696,18 +402,12 @@ class Server:
             except OSError:
                 pass
         await asyncio.sleep(0)  # let transports run their close callbacks
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.dispatcher.shutdown()
         self._stop_loop()
 
     def _stop_loop(self) -> None:
         if self._loop is not None and (self._thread is not None or self._loop.is_running()):
             self._loop.call_soon(self._loop.stop)
-
-    def _connection_idle(self, conn: _Connection) -> None:
-        waiter = self._idle_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def __enter__(self) -> "Server":
         return self
@@ -716,7 +416,7 @@ class Server:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<fastrpc.Server {self._addresses or 'not listening'} services={sorted(s.decode() for s in self._services)}>"
+        return f"<fastrpc.Server {self._addresses or 'not listening'} services={sorted(s.decode() for s in self.dispatcher.services)}>"
 
 
 def _remove_stale_socket(path: str) -> None:
