@@ -13,7 +13,7 @@ from fastrpc.context import CallContext, current_call
 from fastrpc.discovery import (Discovery, EtcdDiscovery, FileDiscovery, Registration,
                                StaticDiscovery)
 from fastrpc.errors import ConnectionError, RemoteError, RPCError, TimeoutError
-from fastrpc.go import GoArray, GoClient, GoFloat, GoInt, GoUint
+from fastrpc.go import AsyncGoClient, GoArray, GoClient, GoFloat, GoInt, GoUint
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.server import Server, blocking
 
@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncBalancer",
     "AsyncClient",
+    "AsyncGoClient",
     "Balancer",
     "CallContext",
     "CallFuture",

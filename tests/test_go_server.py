@@ -149,7 +149,7 @@ def test_listener_arguments_are_checked():
             server.start("tcp://127.0.0.1:0", codec="xml")
         with pytest.raises(ValueError, match="speaks gob"):
             server.start("http://127.0.0.1:0", codec="jsonrpc")
-        with pytest.raises(ValueError, match="unknown Go codec"):
+        with pytest.raises(ValueError, match="unknown codec"):
             fastrpc.GoClient("127.0.0.1:1", codec="xml")
         with pytest.raises(ValueError, match="gob only"):
             fastrpc.GoClient("127.0.0.1:1", codec="jsonrpc", http=True)

@@ -435,6 +435,11 @@ cdef class Batch(Slot):
         self.remaining -= 1
         return 0
 
+    def add(self, seq):
+        """Register call `seq` as the batch's next item (call tables written in Python)."""
+        self.index[seq] = self.issued
+        self.issued += 1
+
     def sent_positions(self):
         """Positions of the items sent and not answered, by sequence id."""
         return dict(self.index)
@@ -870,9 +875,13 @@ cdef class AsyncCaller:
         return fut, seq
 
 
-def table_is_ready(CallTable table):
-    """table_ready() for the connection classes."""
-    return table_ready(table)
+def table_is_ready(table):
+    """table_ready() for the connection classes, for any call table (Go's too)."""
+    if type(table) is CallTable:
+        return table_ready(<CallTable>table)
+    if table.closed or table.draining or table.generation != _generation:
+        return False
+    return bool(table.pending) or frpc_monotonic() - table.last_io <= IDLE_CHECK
 
 
 @cython.final

@@ -225,9 +225,13 @@ class AsyncBalancer(BalancerCore):
         await asyncio.gather(*(self._check(m) for m in list(self._members)))
 
     async def _check(self, member: Member) -> None:
+        method, args, options = self.health_call()
         try:
             client = self._client(member)
-            await client.ping(self.health_timeout)
+            if method is None:
+                await client.ping(self.health_timeout)
+            else:
+                await client.call(method, *args, timeout=self.health_timeout, **options)
         except (RPCError, OSError):
             self.health_result(member, False, None)
             return

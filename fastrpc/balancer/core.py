@@ -36,6 +36,7 @@ BALANCER_SETTINGS = frozenset({
     "strategy", "origin", "origin_zone", "failure", "max_attempts", "retry_budget", "idempotent",
     "backup_after", "health_interval", "health_timeout", "health_misses", "eject_failures",
     "eject_base", "eject_max", "max_ejected", "slow_start", "ewma_tau", "seed", "discovery", "service",
+    "health_method",
 })
 
 
@@ -52,6 +53,9 @@ class BalancerCore:
       backup_after (0.05 s: when "backup" sends the hedged request).
     - health_interval (5 s, 0 disables active checks), health_timeout (1 s),
       health_misses (3): pings missed before an endpoint is unhealthy.
+      health_method ("Service.Method", default None: a PING, or for Go
+      servers a call nothing answers but "can't find service"): call this
+      instead, with no arguments (Go: an empty struct); any error is a miss.
     - eject_failures (5 consecutive failed calls), eject_base (30 s x times
       ejected), eject_max (300 s), max_ejected (0.5 of the endpoints).
     - slow_start (0 s): a new or recovered endpoint's weight ramps up over
@@ -99,6 +103,7 @@ class BalancerCore:
                    retry_budget: Optional[RetryBudget] = None, idempotent: bool = False,
                    backup_after: float = 0.05,
                    health_interval: float = 5.0, health_timeout: float = 1.0, health_misses: int = 3,
+                   health_method: Optional[str] = None,
                    eject_failures: int = 5, eject_base: float = 30.0, eject_max: float = 300.0,
                    max_ejected: float = 0.5, slow_start: float = 0.0, ewma_tau: float = 10.0,
                    seed: Optional[int] = None, discovery: Optional[Discovery] = None,
@@ -127,6 +132,7 @@ class BalancerCore:
         self.health_interval = health_interval
         self.health_timeout = health_timeout
         self.health_misses = health_misses
+        self.health_method = health_method
         self.eject_failures = eject_failures
         self.eject_base = eject_base
         self.eject_max = eject_max
@@ -388,6 +394,13 @@ class BalancerCore:
                     log.warning("endpoint %s is unhealthy: %d health checks missed",
                                 member.endpoint.address, member.misses)
                     self._refresh_locked(now)
+
+    def health_call(self) -> Tuple[str, tuple, Dict[str, Any]]:
+        """What a named health check calls: (method, args, options), None method: ping."""
+        if self.call_settings.codec == "fastrpc":
+            return self.health_method, (), {}
+        from fastrpc.go.types import EMPTY_STRUCT
+        return self.health_method, ({},), {"arg_type": EMPTY_STRUCT}
 
     def going_away(self, member: Member) -> None:
         """The endpoint sent GOAWAY: no new calls until a health check finds it serving."""

@@ -231,9 +231,13 @@ class Balancer(BalancerCore):
         return self._pool_executor
 
     def _check(self, member: Member) -> None:
+        method, args, options = self.health_call()
         try:
             client = self._client(member)
-            client.ping(self.health_timeout)
+            if method is None:
+                client.ping(self.health_timeout)
+            else:
+                client.call(method, *args, timeout=self.health_timeout, **options)
         except (RPCError, OSError):
             self.health_result(member, False, None)
             return

@@ -18,7 +18,7 @@ from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
-from fastrpc.net.dial import tls_hostname
+from fastrpc.net.dial import CONNECT_REQUEST, MAX_HTTP_REPLY, connected_reply, tls_hostname
 from fastrpc.net.settings import ClientSettings
 from fastrpc.context import bound_timeout
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
@@ -71,14 +71,16 @@ class _Protocol(asyncio.BufferedProtocol):
             waiter.set_result(None)
 
 
-class _Handshake(asyncio.Protocol):
-    """The client's side of the shared-secret handshake (fastrpc.net.auth) on a new transport."""
+class _Preamble(asyncio.Protocol):
+    """What runs on a new transport before the calls: the shared-secret
+    handshake (fastrpc.net.auth) and Go's HTTP CONNECT, as configured."""
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.buf = b""
         self.waiter: Optional[asyncio.Future] = None
         self.lost: Optional[BaseException] = None
+        self.stage = "the connection's preamble"
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -86,27 +88,43 @@ class _Handshake(asyncio.Protocol):
             self.waiter.set_result(None)
 
     def connection_lost(self, exc) -> None:
-        self.lost = AuthenticationError(f"{self.address} closed the connection during the authentication "
-                                        "handshake (does it expect auth_secret?)")
+        self.lost = (AuthenticationError if self.stage.startswith("the authentication") else ConnectError)(
+            f"{self.address} closed the connection during {self.stage}")
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    async def _more(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
+
     async def read(self, n: int) -> bytes:
         while len(self.buf) < n:
-            if self.lost is not None:
-                raise self.lost
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
+            await self._more()
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    async def run(self, transport, secret: bytes) -> bytes:
-        """Authenticate; return bytes received past the handshake."""
-        hs = ClientHandshake(secret, self.address)
-        transport.write(hs.hello())
-        await self._verdict(hs)
-        transport.write(hs.answer(await self.read(NONCE + DIGEST)))
-        await self._verdict(hs)
+    async def run(self, transport, secret: Optional[bytes], http: bool) -> bytes:
+        """Authenticate and/or CONNECT; return bytes received past them."""
+        if secret is not None:
+            self.stage = "the authentication handshake (does it expect auth_secret?)"
+            hs = ClientHandshake(secret, self.address)
+            transport.write(hs.hello())
+            await self._verdict(hs)
+            transport.write(hs.answer(await self.read(NONCE + DIGEST)))
+            await self._verdict(hs)
+        if http:
+            self.stage = "HTTP CONNECT"
+            transport.write(CONNECT_REQUEST)
+            while b"\n\n" not in self.buf and b"\r\n\r\n" not in self.buf:
+                if len(self.buf) > MAX_HTTP_REPLY:
+                    raise ConnectError(f"{self.address}: HTTP CONNECT reply too long")
+                await self._more()
+            ends = [i + len(m) for m in (b"\n\n", b"\r\n\r\n") for i in (self.buf.find(m),) if i >= 0]
+            end = min(ends)
+            connected_reply(self.buf[:end], self.address)
+            self.buf = self.buf[end:]
         return self.buf
 
     async def _verdict(self, hs: ClientHandshake) -> None:
@@ -139,9 +157,10 @@ class AsyncConnection:
         client = self.client
         addr = parse_address(self.address)
         secret = client.auth_secret
-        # With auth, a plain Protocol runs the handshake first, then hands
-        # the transport to the buffered _Protocol.
-        factory = (lambda: _Handshake(self.address)) if secret is not None else (lambda: _Protocol(self))  # noqa: E731
+        preamble = secret is not None or client.http
+        # With auth or HTTP CONNECT, a plain Protocol runs them first, then
+        # hands the transport to the buffered _Protocol.
+        factory = (lambda: _Preamble(self.address)) if preamble else (lambda: _Protocol(self))  # noqa: E731
         tls = {}
         if client.ssl is not None:
             tls = {"ssl": client.ssl, "server_hostname": tls_hostname(self.address, client.server_hostname) or ""}
@@ -157,13 +176,13 @@ class AsyncConnection:
             raise ConnectError(f"TLS handshake with {self.address} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
-        if secret is not None:
+        if preamble:
             try:
-                rest = await asyncio.wait_for(protocol.run(transport, secret), timeout)
+                rest = await asyncio.wait_for(protocol.run(transport, secret, client.http), timeout)
             except asyncio.TimeoutError:
                 transport.abort()
-                raise AuthenticationError(f"{self.address} did not complete the authentication handshake "
-                                          f"within {timeout}s") from None
+                raise (AuthenticationError if secret is not None else ConnectError)(
+                    f"{self.address} did not complete {protocol.stage} within {timeout}s") from None
             except BaseException:
                 transport.abort()
                 raise
@@ -257,11 +276,21 @@ class AsyncClient(ClientSettings):
     Use as ``async with AsyncClient(addr) as c:`` or ``await c.connect()``.
     """
 
+    def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False,
+                **settings: Any) -> "AsyncClient":
+        if cls is AsyncClient and (codec != "fastrpc" or http):
+            from fastrpc.go.client import AsyncGoClient
+            return super().__new__(AsyncGoClient)
+        return super().__new__(cls)
+
     def __init__(self, address: str, **settings: Any) -> None:
         """Set up a client for `address` (it connects on ``connect()``, ``async
         with`` or the first call). Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
-        max_bytes, send_deadline."""
+        max_bytes, bytes_views, send_deadline, ssl, server_hostname,
+        auth_secret, metadata, heartbeat, heartbeat_timeout,
+        reconnect_backoff; ``codec="gob"`` or ``"jsonrpc"`` (and
+        ``http=True``) call Go net/rpc servers (an AsyncGoClient)."""
         super().__init__(address, **settings)
         self._conn: Optional[AsyncConnection] = None
         self._connecting: Optional[asyncio.Future] = None
@@ -298,8 +327,9 @@ class AsyncClient(ClientSettings):
             if self.heartbeat is not None:
                 conn.heartbeats = loop.create_task(conn.beat(self.heartbeat, self.heartbeat_timeout))
             self._conn = conn
-            self._caller.table = conn.table
-            self._caller.create_future = loop.create_future
+            if self.codec == "fastrpc":          # the compiled call path reads fastrpc's table
+                self._caller.table = conn.table
+                self._caller.create_future = loop.create_future
             self._connecting.set_result(None)
             return conn
         except BaseException as exc:

@@ -9,16 +9,24 @@ behind the same methods.
 """
 from __future__ import annotations
 
+import collections
 import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Deque, Optional, Tuple
+
+try:
+    import fcntl
+    import termios
+except ImportError:                      # not POSIX: every call pending at a failure may have run
+    pass
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import drain_callbacks, table_is_ready
+from fastrpc._core.calltable import drain_callbacks, settle, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
@@ -41,6 +49,8 @@ class Connection:
         self.engine = engine
         self.generation = engines.generation
         self.write_lock = threading.Lock()           # one writer at a time, in take order
+        self.sent = 0                                # bytes written so far
+        self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)  # (offset, first seq, last seq)
         self.error: Optional[BaseException] = None
         self.last_io = time.monotonic()              # last bytes received (heartbeats, idle check)
         self.ping_sent: Optional[float] = None       # an unanswered heartbeat PING went out then
@@ -79,9 +89,16 @@ class Connection:
     def flush(self) -> None:
         """Write every frame encoded so far."""
         with self.write_lock:
-            data = self.table.take_output()
+            table = self.table
+            first_seq = table.written_seq + 1
+            data = table.take_output()
             if data is None or self.error is not None:
                 return
+            # Where in the stream these calls went: if the connection breaks,
+            # those the server's side never acknowledged were never received
+            # (see _undelivered).
+            self.writes.append((self.sent, first_seq, table.written_seq))
+            self.sent += len(data)
             try:
                 self.sock.sendall(data)
             except OSError as exc:
@@ -161,6 +178,8 @@ class Connection:
             self.error = exc
             self.table.closed = True
             self.engine.unregister(self)
+            if isinstance(exc, ConnectionLostError):
+                self._undelivered()
             try:
                 # shutdown() first: it wakes a thread blocked on this socket,
                 # which close() alone does not.
@@ -176,6 +195,33 @@ class Connection:
         self.table.clear_output()
         self.table.fail_all(self.error)
         drain_callbacks()
+
+    def _undelivered(self) -> None:
+        """The peer went away: fail the calls it never received as not sent.
+
+        A server that died before our last writes reached it acknowledges
+        none of their bytes (its kernel answers them with a reset): bytes
+        still in our send queue were never received, so the calls written
+        there never ran, and a balancer may send them elsewhere, idempotent
+        or not (the rule gRPC's transparent retry follows). Linux only
+        (TIOCOUTQ); elsewhere every pending call may have run.
+        """
+        try:
+            unacked = struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, AttributeError, NameError):
+            return
+        if unacked <= 0:
+            return
+        acknowledged = self.sent - unacked
+        error = ConnectionClosedError(f"{self.address} closed the connection before it received the call "
+                                      "(not sent)")
+        table = self.table
+        for offset, first, last in list(self.writes):
+            if offset >= acknowledged:
+                for seq in range(first, last + 1):
+                    slot = table.forget(seq)
+                    if slot is not None:
+                        settle(slot, seq, error, True)
 
     def close(self) -> None:
         """Close the connection; calls still pending fail with ConnectionClosedError."""

@@ -32,28 +32,31 @@ class Client(ClientSettings):
     connection fails every pending call at once; the next call dials again.
 
     ``Client(address, codec="gob")`` or ``codec="jsonrpc"`` (and
-    ``http=True`` for Go's rpc.DialHTTP) returns a fastrpc.GoClient that
-    calls stock Go net/rpc servers instead.
+    ``http=True`` for Go's rpc.DialHTTP) calls stock Go net/rpc servers:
+    it returns a fastrpc.GoClient, a Client with Go's codec and typing.
     """
 
-    def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any):
-        if codec != "fastrpc" or http:
+    def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any) -> "Client":
+        if cls is Client and (codec != "fastrpc" or http):
             from fastrpc.go.client import GoClient
-            return GoClient(address, codec="gob" if codec == "fastrpc" else codec, http=http, **settings)
+            return GoClient.__new__(GoClient, address, codec=codec, **settings)
         return super().__new__(cls)
 
     def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any) -> None:
         """Connect to `address`. Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
-        max_bytes, send_deadline, ssl (an ssl.SSLContext), server_hostname,
-        auth_secret, metadata, heartbeat, heartbeat_timeout, reconnect_backoff."""
-        super().__init__(address, **settings)
+        max_bytes, bytes_views, send_deadline, ssl (an ssl.SSLContext),
+        server_hostname, auth_secret, metadata, heartbeat,
+        heartbeat_timeout, reconnect_backoff."""
+        if codec == "fastrpc" and type(self) is not Client and not http:
+            codec = "gob"                       # GoClient(address): Go's default codec
+        super().__init__(address, codec=codec, http=http, **settings)
         self._lock = threading.Lock()          # dialing, closing
         self._closed = False
         self._retired: List[Connection] = []   # GOAWAY: their calls finish, then they close
         self._caller = Caller(self.per_call, self)   # the compiled call path
         self._conn: Connection = self._dial()   # dial now, like net/rpc's Dial
-        self._caller.table = self._conn.table
+        self._use(self._conn)
         if self.heartbeat is not None:
             self._beat()
 
@@ -89,10 +92,15 @@ class Client(ClientSettings):
                 else:
                     conn.close()
             self._conn = new
-            self._caller.table = new.table
+            self._use(new)
             if self.heartbeat is not None:
                 self._beat()
             return new
+
+    def _use(self, conn: Connection) -> None:
+        """New calls go on `conn` (the compiled call path reads fastrpc's table)."""
+        if self.codec == "fastrpc":
+            self._caller.table = conn.table
 
     def _close_retired(self) -> None:
         still = []

@@ -190,7 +190,12 @@ class JSONClientCodec:
         self.out = bytearray()
 
     def request(self, seq: int, method: str, args: tuple, arg_type: Any = None) -> None:
+        """Queue a call; raises EncodeError (and queues nothing) if it cannot be sent."""
         self.out += dumps({"method": method, "params": list(args), "id": seq})
+
+    def notify(self, method: str, args: tuple) -> None:
+        """Queue a one-way call: JSON-RPC 1.0's request with a null id."""
+        self.out += dumps({"method": method, "params": list(args), "id": None})
 
     def take(self) -> bytes:
         data = bytes(self.out)

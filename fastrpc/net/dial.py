@@ -8,7 +8,7 @@ from typing import Optional
 from fastrpc.errors import ConnectError, ConnectTimeoutError
 from fastrpc.net.address import parse_address
 
-__all__ = ["dial", "wrap_tls", "tls_hostname"]
+__all__ = ["dial", "wrap_tls", "tls_hostname", "http_connect", "CONNECT_REQUEST", "connected_reply"]
 
 
 def tls_hostname(address: str, server_hostname: Optional[str]) -> Optional[str]:
@@ -52,3 +52,38 @@ def dial(address: str, timeout: float | None) -> socket.socket:
         raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
     sock.settimeout(None)
     return sock
+
+
+#: Go's rpc.DialHTTP asks for its RPC stream with this request...
+CONNECT_REQUEST = b"CONNECT /_goRPC_ HTTP/1.0\n\n"
+#: ...and a Go server grants it with this status.
+CONNECTED_STATUS = "200 Connected to Go RPC"
+MAX_HTTP_REPLY = 8192
+
+
+def connected_reply(head: bytes, address: str) -> None:
+    """Check a server's reply to CONNECT_REQUEST (its header, blank line included)."""
+    status_line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    status = status_line.split(" ", 1)[1] if " " in status_line else ""
+    if status != CONNECTED_STATUS:
+        raise ConnectError(f"unexpected HTTP response from {address}: {status_line!r}")
+
+
+def http_connect(sock: socket.socket, address: str, timeout: Optional[float]) -> None:
+    """Go's rpc.DialHTTP handshake on a connected socket: CONNECT /_goRPC_, then
+    expect "200 Connected to Go RPC"; what follows is the RPC stream."""
+    sock.settimeout(timeout)
+    sock.sendall(CONNECT_REQUEST)
+    head = b""
+    try:
+        while b"\n\n" not in head and b"\r\n\r\n" not in head:
+            chunk = sock.recv(1)            # byte by byte: what follows belongs to the codec
+            if not chunk:
+                raise ConnectError(f"{address} closed the connection during HTTP CONNECT")
+            head += chunk
+            if len(head) > MAX_HTTP_REPLY:
+                raise ConnectError(f"{address}: HTTP CONNECT reply too long")
+    except socket.timeout:
+        raise ConnectError(f"{address}: no reply to HTTP CONNECT") from None
+    sock.settimeout(None)
+    connected_reply(head, address)

@@ -12,15 +12,18 @@ import ssl as _ssl
 import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from fastrpc._core import codec
+from fastrpc._core import codec as msgpack
 from fastrpc._core import frame as wire
 from fastrpc.net.auth import check_secret, client_handshake
 from fastrpc._core.calltable import CallSettings, CallTable
 from fastrpc.net.address import parse_address
 from fastrpc.errors import ConnectError, ConnectionLostError
-from fastrpc.net.dial import dial, wrap_tls
+from fastrpc.net.dial import dial, http_connect, wrap_tls
 
-__all__ = ["ClientSettings"]
+__all__ = ["ClientSettings", "CODECS"]
+
+#: The protocols a client speaks: fastrpc's own, and Go net/rpc's two.
+CODECS = ("fastrpc", "gob", "jsonrpc")
 
 
 class ClientSettings:
@@ -28,14 +31,21 @@ class ClientSettings:
 
     With `bytes_views`, bytes results arrive as read-only memoryviews over
     the receive buffer instead of bytes: no copy, which pays for large ones.
+
+    `codec` is the protocol: "fastrpc" (the default), or Go net/rpc's
+    "gob" or "jsonrpc" to call stock Go servers (`http=True`: through
+    HTTP CONNECT, as Go's rpc.DialHTTP). Go's protocols carry no
+    metadata and no shared-secret handshake: those settings are refused
+    with them (use TLS); a timeout is enforced by the client alone.
     """
 
-    def __init__(self, address: str, *, timeout: Optional[float] = None,
+    def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False,
+                 timeout: Optional[float] = None,
                  connect_timeout: float = 10.0,
                  max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
-                 max_depth: int = codec.DEFAULT_MAX_DEPTH,
-                 max_len: int = codec.DEFAULT_MAX_LEN,
-                 max_bytes: int = codec.DEFAULT_MAX_BYTES,
+                 max_depth: int = msgpack.DEFAULT_MAX_DEPTH,
+                 max_len: int = msgpack.DEFAULT_MAX_LEN,
+                 max_bytes: int = msgpack.DEFAULT_MAX_BYTES,
                  bytes_views: bool = False,
                  send_deadline: bool = True,
                  ssl: Optional[_ssl.SSLContext] = None,
@@ -45,8 +55,21 @@ class ClientSettings:
                  heartbeat: Optional[float] = None,
                  heartbeat_timeout: Optional[float] = None,
                  reconnect_backoff: Tuple[float, float] = (0.05, 5.0)) -> None:
+        if codec != "fastrpc" and isinstance(address, str) and address.startswith("http://"):
+            address, http = "tcp://" + address[len("http://"):], True      # a Go server's HTTP listener
         parse_address(address)  # fail early on a malformed address
         self.address = address
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}: {', '.join(repr(c) for c in CODECS)}")
+        if http and codec != "gob":
+            if codec != "fastrpc":
+                raise ValueError("Go's HTTP transport (rpc.DialHTTP) carries gob only")
+            codec = "gob"
+        if codec != "fastrpc" and (auth_secret is not None or metadata is not None):
+            raise ValueError(f"auth_secret and metadata are fastrpc's; Go's {codec} protocol has neither "
+                             "(use TLS to authenticate Go servers)")
+        self.codec = codec                      # the protocol: fastrpc's, or one of Go's
+        self.http = http                        # Go's HTTP CONNECT before the codec
         self.timeout = timeout                  # default per-call timeout (None: wait)
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size    # limits applied to replies
@@ -63,7 +86,7 @@ class ClientSettings:
         if metadata is not None and not (callable(metadata) or isinstance(metadata, dict)):
             raise TypeError("metadata must be a dict or a callable returning one")
         self.metadata = metadata                # sent with every call (tokens, tracing)
-        self._packed_metadata = codec.packb(metadata) if isinstance(metadata, dict) else None
+        self._packed_metadata = msgpack.packb(metadata) if isinstance(metadata, dict) else None
         #: The same, compiled for the call path.
         self.per_call = CallSettings(timeout, send_deadline, self._packed_metadata,
                                      metadata if callable(metadata) else None)
@@ -111,7 +134,7 @@ class ClientSettings:
         if self._packed_metadata is not None or self.metadata is None:
             return self._packed_metadata
         value = self.metadata()
-        return None if value is None else codec.packb(value)
+        return None if value is None else msgpack.packb(value)
 
     def open_socket(self) -> socket.socket:
         """Dial, then TLS and the auth handshake as configured: a blocking socket ready for frames."""
@@ -121,13 +144,20 @@ class ClientSettings:
                 sock = wrap_tls(sock, self.ssl, self.address, self.server_hostname, self.connect_timeout)
             if self.auth_secret is not None:
                 client_handshake(sock, self.auth_secret, self.address, self.connect_timeout)
+            if self.http:
+                http_connect(sock, self.address, self.connect_timeout)
         except BaseException:
             sock.close()
             raise
         return sock
 
-    def new_call_table(self, **options: Any) -> CallTable:
-        """A call table with this client's limits (`options`: owner, flush thresholds)."""
+    def new_call_table(self, **options: Any) -> Any:
+        """A call table for this client's codec, with its limits (`options`:
+        owner, flush thresholds): a CallTable, or a GoCallTable for Go's codecs."""
+        if self.codec != "fastrpc":
+            from fastrpc.go.calltable import GoCallTable
+            return GoCallTable(self.codec, max_frame_size=self.max_frame_size, max_depth=self.max_depth,
+                               **options)
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
                          max_len=self.max_len, max_bytes=self.max_bytes,
                          bytes_views=self.bytes_views, **options)

@@ -57,6 +57,9 @@ type Arith int
 
 func (t *Arith) Sum(args *Args, reply *int) error { *reply = args.A + args.B; return nil }
 
+// Pid tells which server process answered (balancing tests).
+func (t *Arith) Pid(args *Args, reply *int) error { *reply = os.Getpid(); return nil }
+
 func (t *Arith) Div(args *Args, reply *int) error {
 	if args.B == 0 {
 		return errors.New("divide by zero")
