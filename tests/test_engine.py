@@ -188,6 +188,29 @@ def test_a_dead_backend_costs_no_call(how):
             assert failures == []
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_dead_backend_costs_no_call_async(loop):
+    with server_processes(3) as servers:
+        async def main():
+            async with fastrpc.AsyncBalancer([s.address for s in servers], strategy="round_robin",
+                                             health_interval=0) as b:
+                for i in range(30):
+                    assert await b.call("Arith.Sum", i, 1) == i + 1
+                servers[1].kill()
+                failures = []
+                for i in range(300):
+                    try:
+                        assert await b.call("Arith.Sum", i, 1) == i + 1
+                    except ConnectionError as exc:
+                        failures.append(exc)
+                return failures
+        if loop == "uvloop":
+            import uvloop
+            assert uvloop.run(main()) == []
+        else:
+            assert asyncio.run(main()) == []
+
+
 # fork ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
 @pytest.mark.parametrize("kind", ["client", "balancer"])

@@ -16,10 +16,8 @@ from typing import Any, Iterable, List, Optional, Union
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc.balancer.core import BalancerCore
-from fastrpc.balancer.map import MapJob
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.batching import give_up
-from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.net.endpoint import Endpoint
 
@@ -153,18 +151,7 @@ class AsyncBalancer(BalancerCore):
         """
         if self._health_task is None:
             self._ensure_health()
-        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
-        key_hashes = None
-        if keys is not None:
-            keys = list(keys)
-            if len(keys) != len(items):
-                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
-            key_hashes = [self.pool.key_hash_for(k) for k in keys]
-        timeout = bound_timeout(timeout, self.timeout)
-        settings = self.call_settings
-        job = MapJob(self, method, items, key_hashes, 0.0 if timeout is None else time.monotonic() + timeout,
-                     None if timeout is None else settings.deadline_ms(timeout), settings.call_metadata(),
-                     self.idempotent if idempotent is None else idempotent)
+        job = self.map_job(method, args_iterable, keys, timeout, idempotent)
         loop = asyncio.get_running_loop()
         for chunk in job.chunks(window):
             shares = []
@@ -201,22 +188,16 @@ class AsyncBalancer(BalancerCore):
 
     async def notify(self, method: str, *args: Any, key: Key = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
-        pool = self.pool
-        key_hash = pool.key_hash_for(key)
-        tried: set = set()
+        plan = self.planner.notify_plan(self.pool.key_hash_for(key))
+        member = next(plan)
         while True:
-            member = pool.pick(key_hash) if not tried else self.untried(key_hash, tried)
-            if tried:
-                pool.begin(member)
             try:
                 await self._client(member).notify(method, *args)
             except (ConnectionError, TimeoutError) as exc:
-                self.count_failure(member, 0.0, exc)
-                tried.add(id(member))
-                if not self.planner.may_retry(exc, False, len(tried), 0.0):
-                    raise
+                member = plan.send(exc)             # the next endpoint, or the final error
                 continue
-            pool.release_withdrawn(member)
+            for _ in plan:                          # sent: the plan accounts for it and ends
+                pass
             return
 
     # health --------------------------------------------------------------------------

@@ -19,8 +19,10 @@ import numpy as np
 
 from fastrpc._core.balance import Member, Pool
 from fastrpc._core.select import EndpointTable
+from fastrpc.balancer.map import MapJob
 from fastrpc.balancer.plan import Planner, RetryBudget
 from fastrpc.balancer.strategies import Strategy, hash_key, make_strategy
+from fastrpc.context import bound_timeout
 from fastrpc.discovery.base import Discovery, Watch
 from fastrpc.errors import NoEndpointError
 from fastrpc.net.endpoint import Endpoint, as_endpoint, check_weight
@@ -317,6 +319,23 @@ class BalancerCore:
                 if id(m) not in used:
                     return m
         raise NoEndpointError("every endpoint was tried")
+
+    def map_job(self, method: str, args_iterable: Iterable, keys: Optional[Iterable],
+                timeout: Optional[float], idempotent: Optional[bool]) -> MapJob:
+        """The bookkeeping of one map() (fastrpc.balancer.map), for either driver."""
+        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        key_hashes = None
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != len(items):
+                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
+            key_hashes = [self.pool.key_hash_for(k) for k in keys]
+        timeout = bound_timeout(timeout, self.timeout)
+        settings = self.call_settings
+        return MapJob(self, method, items, key_hashes,
+                      0.0 if timeout is None else time.monotonic() + timeout,
+                      None if timeout is None else settings.deadline_ms(timeout), settings.call_metadata(),
+                      self.idempotent if idempotent is None else idempotent)
 
     # outcomes -------------------------------------------------------------------------
     def count_failure(self, member: Member, sent: float, exc: BaseException) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Generator, List, Optional, Tuple
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc.errors import (ConnectError, ConnectionClosedError, ConnectionError, NoEndpointError,
@@ -256,6 +256,26 @@ class Planner:
         else:                                   # e.g. an argument that cannot be encoded
             self.core.pool.release_withdrawn(attempt.member)
             attempt.fail(exc)
+
+    def notify_plan(self, key_hash: int) -> Generator[Member, Optional[BaseException], None]:
+        """Where a one-way call goes, as a generator: it yields the endpoint to
+        send to; the driver sends back None (sent: the generator ends) or the
+        error of that try (it yields the next endpoint, or raises the final
+        error). Only a notification that was not sent is sent elsewhere."""
+        core, pool = self.core, self.core.pool
+        member = pool.pick(key_hash)
+        tried: set = set()
+        while True:
+            exc = yield member
+            if exc is None:
+                pool.release_withdrawn(member)
+                return
+            core.count_failure(member, 0.0, exc)
+            tried.add(id(member))
+            if not self.may_retry(exc, False, len(tried), 0.0):
+                raise exc
+            member = core.untried(key_hash, tried)
+            pool.begin(member)
 
     def going_away(self, member: Member) -> None:
         """The endpoint sent GOAWAY."""

@@ -12,19 +12,16 @@ import concurrent.futures
 import functools
 import logging
 import threading
-import time
 import weakref
 from typing import Any, Iterable, List, Optional, Union
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc._core.calltable import CallFuture
 from fastrpc.balancer.core import BalancerCore
-from fastrpc.balancer.map import MapJob
 from fastrpc.balancer.plan import RetryBudget
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up
 from fastrpc.client.sync import Client
-from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.net.endpoint import Endpoint
 
@@ -152,7 +149,7 @@ class Balancer(BalancerCore):
         first error (by position, naming the endpoints its item tried) is
         then raised, unless `return_exceptions` puts exceptions in the list.
         """
-        job = self._map_job(method, args_iterable, keys, timeout, idempotent)
+        job = self.map_job(method, args_iterable, keys, timeout, idempotent)
         engine = engines.engine()
         for chunk in job.chunks(window):
             shares = []
@@ -173,39 +170,18 @@ class Balancer(BalancerCore):
                 job.settle(share)
         return job.outcome(return_exceptions)
 
-    def _map_job(self, method: str, args_iterable: Iterable, keys: Optional[Iterable],
-                 timeout: Optional[float], idempotent: Optional[bool]) -> MapJob:
-        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
-        key_hashes = None
-        if keys is not None:
-            keys = list(keys)
-            if len(keys) != len(items):
-                raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
-            key_hashes = [self.pool.key_hash_for(k) for k in keys]
-        timeout = bound_timeout(timeout, self.timeout)
-        return MapJob(self, method, items, key_hashes,
-                      0.0 if timeout is None else time.monotonic() + timeout,
-                      None if timeout is None else self.call_settings.deadline_ms(timeout), self.call_settings.call_metadata(),
-                      self.idempotent if idempotent is None else idempotent)
-
     def notify(self, method: str, *args: Any, key: Key = None) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
-        pool = self.pool
-        key_hash = pool.key_hash_for(key)
-        tried: set = set()
+        plan = self.planner.notify_plan(self.pool.key_hash_for(key))
+        member = next(plan)
         while True:
-            member = pool.pick(key_hash) if not tried else self.untried(key_hash, tried)
-            if tried:
-                pool.begin(member)
             try:
                 self._client(member).notify(method, *args)
             except (ConnectionError, TimeoutError) as exc:
-                self.count_failure(member, 0.0, exc)
-                tried.add(id(member))
-                if not self.planner.may_retry(exc, False, len(tried), 0.0):
-                    raise
+                member = plan.send(exc)             # the next endpoint, or the final error
                 continue
-            pool.release_withdrawn(member)
+            for _ in plan:                          # sent: the plan accounts for it and ends
+                pass
             return
 
     # health ----------------------------------------------------------------------------

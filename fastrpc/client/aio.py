@@ -7,15 +7,17 @@ work at the same time instead of taking turns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import ssl
 import time
-from typing import Any, Iterable, List, Optional
+from typing import Any, Deque, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import AsyncCaller, Batch
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
+from fastrpc.client.connection import fail_undelivered
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.net.dial import CONNECT_REQUEST, MAX_HTTP_REPLY, connected_reply, tls_hostname
@@ -56,6 +58,7 @@ class _Protocol(asyncio.BufferedProtocol):
             owner.leave()
 
     def eof_received(self):
+        self.owner.peer_closed()
         return False
 
     def connection_lost(self, exc) -> None:
@@ -148,6 +151,8 @@ class AsyncConnection:
         self.transport: Optional[asyncio.Transport] = None
         self.error: Optional[BaseException] = None
         self.flush_handle = None
+        self.sent = 0                           # bytes written so far
+        self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)   # (offset, first seq, last seq)
         self.paused: Optional[asyncio.Future] = None
         self.last_io = loop.time()              # last bytes received (heartbeats)
         self.generation = engines.generation    # made in this process (not before a fork)
@@ -197,12 +202,26 @@ class AsyncConnection:
             self.flush_handle = self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Write the frames encoded so far."""
         if self.flush_handle is not None:
             self.flush_handle.cancel()
             self.flush_handle = None
-        data = self.table.take_output()
+        table = self.table
+        first_seq = table.written_seq + 1
+        data = table.take_output()
         if data is not None and self.error is None:
+            self.writes.append((self.sent, first_seq, table.written_seq))
+            self.sent += len(data)
             self.transport.write(data)
+
+    def peer_closed(self) -> None:
+        """The server closed its side: calls it never received fail as not sent
+        (see fastrpc.client.connection.fail_undelivered)."""
+        transport = self.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is not None:
+            fail_undelivered(self.table, sock.fileno(), self.sent, self.writes,
+                             transport.get_write_buffer_size(), self.address)
 
     def withdraw(self, seq: int) -> None:
         """Forget a call (timed out or cancelled) and ask the server to cancel it."""

@@ -30,7 +30,7 @@ from fastrpc._core.calltable import drain_callbacks, settle, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "fail_undelivered"]
 
 
 class Connection:
@@ -179,7 +179,7 @@ class Connection:
             self.table.closed = True
             self.engine.unregister(self)
             if isinstance(exc, ConnectionLostError):
-                self._undelivered()
+                fail_undelivered(self.table, self.fd, self.sent, self.writes, 0, self.address)
             try:
                 # shutdown() first: it wakes a thread blocked on this socket,
                 # which close() alone does not.
@@ -195,33 +195,6 @@ class Connection:
         self.table.clear_output()
         self.table.fail_all(self.error)
         drain_callbacks()
-
-    def _undelivered(self) -> None:
-        """The peer went away: fail the calls it never received as not sent.
-
-        A server that died before our last writes reached it acknowledges
-        none of their bytes (its kernel answers them with a reset): bytes
-        still in our send queue were never received, so the calls written
-        there never ran, and a balancer may send them elsewhere, idempotent
-        or not (the rule gRPC's transparent retry follows). Linux only
-        (TIOCOUTQ); elsewhere every pending call may have run.
-        """
-        try:
-            unacked = struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-        except (OSError, AttributeError, NameError):
-            return
-        if unacked <= 0:
-            return
-        acknowledged = self.sent - unacked
-        error = ConnectionClosedError(f"{self.address} closed the connection before it received the call "
-                                      "(not sent)")
-        table = self.table
-        for offset, first, last in list(self.writes):
-            if offset >= acknowledged:
-                for seq in range(first, last + 1):
-                    slot = table.forget(seq)
-                    if slot is not None:
-                        settle(slot, seq, error, True)
 
     def close(self) -> None:
         """Close the connection; calls still pending fail with ConnectionClosedError."""
@@ -239,6 +212,35 @@ class Connection:
             except OSError:
                 pass
         self.table.fail_all(self.error)
+
+
+def fail_undelivered(table: Any, fd: int, sent: int, writes: Deque[Tuple[int, int, int]], unsent: int,
+                     address: str) -> None:
+    """The peer went away: fail the calls it never received as not sent.
+
+    A server that died before our last writes reached it acknowledges none
+    of their bytes (its kernel answers them with a reset): bytes still in
+    our send queue (TIOCOUTQ), or not yet handed to it (`unsent`), were
+    never received, so the calls written there never ran, and a balancer
+    may send them elsewhere, idempotent or not (the rule gRPC's transparent
+    retry follows). `writes` holds (stream offset, first seq, last seq) of
+    recent writes, `sent` the bytes written in all. Linux only (TIOCOUTQ);
+    elsewhere every pending call may have run.
+    """
+    try:
+        unacked = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0] + unsent
+    except (OSError, AttributeError, NameError):
+        return
+    if unacked <= 0:
+        return
+    acknowledged = sent - unacked
+    error = ConnectionClosedError(f"{address} closed the connection before it received the call (not sent)")
+    for offset, first, last in list(writes):
+        if offset >= acknowledged:
+            for seq in range(first, last + 1):
+                slot = table.forget(seq)
+                if slot is not None:
+                    settle(slot, seq, error, True)
 
 
 def _readable_now(sock: socket.socket) -> bool:

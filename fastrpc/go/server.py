@@ -145,7 +145,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             calls = self.codec.feed(data)
         except RPCError as exc:
             log.warning("closing %s connection from %s: %s", self.codec_name, self.peer, exc)
-            self._flush()
+            self.flush()
             self.transport.close()
             return
         except Exception:
@@ -154,7 +154,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             return
         for key, method, args, bad in calls:
             self._dispatch(key, method, args, bad)
-        self._flush()
+        self.flush()
 
     def eof_received(self):
         return False

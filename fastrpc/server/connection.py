@@ -175,9 +175,10 @@ class ServedConnection:
         # Replies completed in one loop pass go out in one write.
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.server.loop.call_soon(self._flush)
+            self.server.loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the replies encoded so far."""
         self.flush_scheduled = False
         if not self.closing:
             self._write(self._take_output())
@@ -409,4 +410,4 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         """Tell the client to send new calls elsewhere."""
         if not self.closing and self.core is not None:
             self.core.goaway(reason)
-            self._flush()
+            self.flush()

@@ -347,7 +347,7 @@ class Server:
                         conn.idle_goaway_at = now
                         conn.goaway("idle timeout")
                 elif now - max(conn.last_read, conn.idle_goaway_at) >= LINGER:
-                    conn._flush()
+                    conn.flush()
                     conn.transport.close()
 
     async def _aclose(self, grace: float) -> None:
@@ -375,7 +375,7 @@ class Server:
             now = loop.time()
             for conn in self.connections:
                 if not conn.tasks and now - conn.last_read >= linger and conn.transport is not None:
-                    conn._flush()
+                    conn.flush()
                     conn.transport.close()
             self.connections.idle_waiter = loop.create_future()
             try:
@@ -388,7 +388,7 @@ class Server:
             for task in list(conn.tasks.values()):
                 task.cancel()
             if conn.transport is not None:
-                conn._flush()
+                conn.flush()
                 conn.transport.close()
         for listener in self._listeners:
             try:
