@@ -17,7 +17,7 @@ from fastrpc._core import frame as wire
 from fastrpc._core.calltable import AsyncCaller, Batch
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
-from fastrpc.client.connection import fail_undelivered
+from fastrpc.client.connection import fail_undelivered, stream_acknowledged
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.net.dial import CONNECT_REQUEST, MAX_HTTP_REPLY, connected_reply, tls_hostname
@@ -41,6 +41,8 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport) -> None:
         self.owner.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.owner.acked_base = (stream_acknowledged(sock) if sock is not None else None) or 0
 
     def get_buffer(self, sizehint: int):
         return self.owner.table.get_buffer(sizehint)
@@ -152,6 +154,7 @@ class AsyncConnection:
         self.error: Optional[BaseException] = None
         self.flush_handle = None
         self.sent = 0                           # bytes written so far
+        self.acked_base = 0                     # bytes the handshakes had acknowledged
         self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)   # (offset, first seq, last seq)
         self.paused: Optional[asyncio.Future] = None
         self.last_io = loop.time()              # last bytes received (heartbeats)
@@ -220,8 +223,8 @@ class AsyncConnection:
         transport = self.transport
         sock = None if transport is None else transport.get_extra_info("socket")
         if sock is not None:
-            fail_undelivered(self.table, sock.fileno(), self.sent, self.writes,
-                             transport.get_write_buffer_size(), self.address)
+            fail_undelivered(self.table, sock, self.sent, self.writes,
+                             transport.get_write_buffer_size(), self.acked_base, self.address)
 
     def withdraw(self, seq: int) -> None:
         """Forget a call (timed out or cancelled) and ask the server to cancel it."""

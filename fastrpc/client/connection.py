@@ -30,7 +30,7 @@ from fastrpc._core.calltable import drain_callbacks, settle, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
-__all__ = ["Connection", "fail_undelivered"]
+__all__ = ["Connection", "acknowledged_bytes", "fail_undelivered", "stream_acknowledged"]
 
 
 class Connection:
@@ -50,6 +50,7 @@ class Connection:
         self.generation = engines.generation
         self.write_lock = threading.Lock()           # one writer at a time, in take order
         self.sent = 0                                # bytes written so far
+        self.acked_base = stream_acknowledged(sock) or 0   # a handshake's bytes, already acknowledged
         self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)  # (offset, first seq, last seq)
         self.error: Optional[BaseException] = None
         self.last_io = time.monotonic()              # last bytes received (heartbeats, idle check)
@@ -179,7 +180,8 @@ class Connection:
             self.table.closed = True
             self.engine.unregister(self)
             if isinstance(exc, ConnectionLostError):
-                fail_undelivered(self.table, self.fd, self.sent, self.writes, 0, self.address)
+                fail_undelivered(self.table, self.sock, self.sent, self.writes, 0, self.acked_base,
+                                 self.address)
             try:
                 # shutdown() first: it wakes a thread blocked on this socket,
                 # which close() alone does not.
@@ -214,27 +216,66 @@ class Connection:
         self.table.fail_all(self.error)
 
 
-def fail_undelivered(table: Any, fd: int, sent: int, writes: Deque[Tuple[int, int, int]], unsent: int,
-                     address: str) -> None:
-    """The peer went away: fail the calls it never received as not sent.
+def acknowledged_bytes(sock: Any, sent: int, unsent: int, base: int) -> Optional[int]:
+    """How many of the `sent` bytes written to `sock` since it started
+    carrying calls its peer acknowledged (`unsent`: bytes still queued in
+    user space; `base`: stream_acknowledged(sock) when it started); None
+    when the system cannot tell.
 
-    A server that died before our last writes reached it acknowledges none
-    of their bytes (its kernel answers them with a reset): bytes still in
-    our send queue (TIOCOUTQ), or not yet handed to it (`unsent`), were
-    never received, so the calls written there never ran, and a balancer
-    may send them elsewhere, idempotent or not (the rule gRPC's transparent
-    retry follows). `writes` holds (stream offset, first seq, last seq) of
-    recent writes, `sent` the bytes written in all. Linux only (TIOCOUTQ);
-    elsewhere every pending call may have run.
+    TCP: the kernel's count of bytes the peer acknowledged (TCP_INFO's
+    bytes_acked, Linux 4.2 and later), which a reset does not erase. Other
+    sockets: what left our send queue (TIOCOUTQ).
     """
     try:
-        unacked = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0] + unsent
-    except (OSError, AttributeError, NameError):
-        return
-    if unacked <= 0:
-        return
-    acknowledged = sent - unacked
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            acked = stream_acknowledged(sock)
+            return None if acked is None else acked - base
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        return sent - queued - unsent
+    except (OSError, AttributeError, NameError, struct.error):
+        return None
+
+
+def stream_acknowledged(sock: Any) -> Optional[int]:
+    """Bytes of a TCP stream its peer acknowledged so far (None: not TCP, or unknown)."""
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    # The count includes the SYN, which carried no data.
+    return max(0, struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0] - 1)
+
+
+# Offset of tcpi_bytes_acked in Linux's struct tcp_info.
+_TCPI_BYTES_ACKED = 120
+
+
+def fail_undelivered(table: Any, sock: Any, sent: int, writes: Deque[Tuple[int, int, int]],
+                     unsent: int, base: int, address: str) -> None:
+    """The peer went away: fail the calls it never received as not sent.
+
+    Calls encoded but not written yet were not sent. A server that died before our last writes reached it acknowledges none
+    of their bytes (its kernel answers them with a reset): the calls whose
+    bytes lie past what it acknowledged never ran, and a balancer may send
+    them elsewhere, idempotent or not (the rule gRPC's transparent retry
+    follows). `writes` holds (stream offset, first seq, last seq) of recent
+    writes, `sent` the bytes written in all, `base` what the stream had
+    acknowledged before (a handshake, HTTP CONNECT). Where the system cannot
+    tell (not Linux), every pending call may have run.
+    """
     error = ConnectionClosedError(f"{address} closed the connection before it received the call (not sent)")
+    written = table.written_seq
+    for seq in [seq for seq in table.pending if seq > written]:   # encoded, never written
+        slot = table.forget(seq)
+        if slot is not None:
+            settle(slot, seq, error, True)
+    acknowledged = acknowledged_bytes(sock, sent, unsent, base)
+    if acknowledged is None or acknowledged >= sent:
+        return
     for offset, first, last in list(writes):
         if offset >= acknowledged:
             for seq in range(first, last + 1):
