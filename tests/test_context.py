@@ -132,3 +132,49 @@ def test_current_call_without_deadline_or_metadata_is_none(servers):
         assert c.call("Front.Context") == ["Front.Context", {"user": "ann"}]
     assert fastrpc.current_call() is None                              # not in a handler here
     assert fastrpc.context.bound_timeout(3.0) == 3.0 and fastrpc.context.bound_timeout(None, 2.0) == 2.0
+
+
+class Seen:
+    """Records what each call's handler saw of its caller: deadline and metadata."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def Look(self, i):
+        call = fastrpc.current_call()
+        self.calls.append((i, call.remaining() if call and call.deadline else None,
+                           call.metadata if call else None))
+        return i
+
+
+@pytest.mark.parametrize("via", ["Client", "AsyncClient", "Balancer", "AsyncBalancer"])
+def test_map_items_carry_the_deadline_and_metadata_of_a_call(via):
+    """map() goes through the same encoder as call(): each item carries the
+    map's timeout (as its deadline) and the client's metadata."""
+    import asyncio
+    seen = Seen()
+    server = fastrpc.Server()
+    server.register(seen)
+    address = server.start("tcp://127.0.0.1:0")
+    items = list(range(50))
+    try:
+        settings = {"metadata": {"trace": "t-1"}}
+        if via == "Client":
+            with fastrpc.Client(address, **settings) as c:
+                assert c.map("Seen.Look", items, timeout=30, window=8) == items
+        elif via == "Balancer":
+            with fastrpc.Balancer([address], health_interval=0, **settings) as b:
+                assert b.map("Seen.Look", items, timeout=30, window=8) == items
+        else:
+            async def main():
+                if via == "AsyncClient":
+                    async with fastrpc.AsyncClient(address, **settings) as c:
+                        return await c.map("Seen.Look", items, timeout=30, window=8)
+                async with fastrpc.AsyncBalancer([address], health_interval=0, **settings) as b:
+                    return await b.map("Seen.Look", items, timeout=30, window=8)
+            assert asyncio.run(main()) == items
+        assert sorted(i for i, _, _ in seen.calls) == items
+        assert all(remaining is not None and 25 < remaining <= 30 for _, remaining, _ in seen.calls)
+        assert all(meta == {"trace": "t-1"} for _, _, meta in seen.calls)
+    finally:
+        server.close()

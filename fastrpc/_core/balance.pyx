@@ -241,14 +241,18 @@ cdef class Pool:
             engine.schedule(self.hedge_after, a.hedge_check)
         return fut
 
-    def go_async(self, object create_future, CallSettings settings, str method, tuple args, object key,
-                 object timeout, object idempotent):
+    def go_async(self, object loop, CallSettings settings, str method, tuple args, object key,
+                 object timeout, object idempotent, object expire):
         """Start an asyncio balanced call (AsyncBalancer.call): return (future,
-        first attempt, sent); when not sent, the picked endpoint needs a
-        connection first (the driver connects, then sends the attempt)."""
+        first attempt, sent, timers). When not sent, the picked endpoint needs
+        a connection first (the driver connects, then sends the attempt).
+        `timers` (None, or a list to cancel when the call ends) holds the
+        call's timeout, which calls expire(attempt, future), and its hedge."""
         cdef Attempt a = Attempt.__new__(Attempt)
         cdef double t = settings.timeout(timeout)
-        fut = create_future()
+        cdef list timers = None
+        cdef bint sent
+        fut = loop.create_future()
         a.pool = self
         a.sink = fut
         a.method = method
@@ -260,7 +264,14 @@ cdef class Pool:
         a.meta = settings.metadata()
         a.idempotent = self.idempotent if idempotent is None else idempotent
         a.number = 1
-        return fut, a, self.start(a)
+        sent = self.start(a)
+        if t >= 0.0:
+            timers = [loop.call_later(t, expire, a, fut)]
+        if a.idempotent and self.hedge_after >= 0.0:
+            if timers is None:
+                timers = []
+            timers.append(loop.call_later(self.hedge_after, self.policy.hedge, a))
+        return fut, a, sent, timers
 
     def start(self, Attempt a):
         """Pick an endpoint for `a` and send it on that endpoint's connection if

@@ -41,6 +41,7 @@ class AsyncBalancer(BalancerCore):
         self._loop: Optional[asyncio.AbstractEventLoop] = None   # where the connections live
         super().__init__(endpoints, **settings)
         self.planner.driver = self
+        self._per_call = self.call_settings.per_call     # what the compiled call path reads
 
     # connections ------------------------------------------------------------------
     def _client(self, member: Member) -> AsyncClient:
@@ -108,18 +109,10 @@ class AsyncBalancer(BalancerCore):
         what happens on failure); return the result or raise."""
         if self._health_task is None:
             self._ensure_health()
-        future, attempt, sent = self.pool.go_async(asyncio.get_running_loop().create_future,
-                                                   self.call_settings.per_call, method, args, key,
-                                                   timeout, idempotent)
+        future, attempt, sent, timers = self.pool.go_async(
+            asyncio.get_running_loop(), self._per_call, method, args, key, timeout, idempotent, self._expire)
         if not sent:
             await self._dial_and_send(attempt)
-        timers = None
-        if attempt.deadline and not future.done():
-            loop = asyncio.get_running_loop()
-            timers = [loop.call_later(attempt.deadline - time.monotonic(), self._expire, attempt, future)]
-        if attempt.idempotent and self.pool.hedge_after >= 0 and not future.done():
-            loop = asyncio.get_running_loop()
-            timers = (timers or []) + [loop.call_later(self.pool.hedge_after, self.planner.hedge, attempt)]
         try:
             return await future
         except asyncio.CancelledError:

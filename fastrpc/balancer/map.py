@@ -100,8 +100,8 @@ class MapJob:
         batch = Batch(len(positions), True)
         started = time.monotonic()
         try:
-            conn.table.request_batch(self.method, batch, map(self.items.__getitem__, positions),
-                                     len(positions), self.deadline_ms, self.meta)
+            conn.submit_batch(self.method, batch, map(self.items.__getitem__, positions),
+                              len(positions), self.deadline_ms, self.meta)
         except ConnectionClosedError as exc:
             self.unsent(member, positions[batch.issued:], exc)
             positions = positions[:batch.issued]

@@ -226,6 +226,18 @@ class AsyncConnection:
             fail_undelivered(self.table, sock, self.sent, self.writes,
                              transport.get_write_buffer_size(), self.acked_base, self.address)
 
+    def submit(self, method: str, args: tuple, slot: Any, deadline_ms: Optional[int] = None,
+               meta: Optional[bytes] = None) -> int:
+        """Encode one call whose reply completes `slot` (None: a notification);
+        return its seq. It is written with the next batch (see flush())."""
+        return self.table.request(method, args, slot, deadline_ms, meta)
+
+    def submit_batch(self, method: str, batch: Any, items: Any, limit: int, deadline_ms: Optional[int] = None,
+                     meta: Optional[bytes] = None) -> int:
+        """Encode up to `limit` more items of a map's `batch`, each with the
+        call's deadline and metadata; return how many."""
+        return self.table.request_batch(method, batch, items, limit, deadline_ms, meta)
+
     def withdraw(self, seq: int) -> None:
         """Forget a call (timed out or cancelled) and ask the server to cancel it."""
         if self.table.forget(seq) is not None and self.error is None:
@@ -422,7 +434,7 @@ class AsyncClient(ClientSettings):
     async def notify(self, method: str, *args: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = await self.connection()
-        conn.table.request(method, args, None, None, self.call_metadata())
+        conn.submit(method, args, None, None, self.call_metadata())
 
     async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:

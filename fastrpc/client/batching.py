@@ -28,7 +28,7 @@ def map_steps(conn: Any, batch: Batch, method: str, items: list, window: int,
     while not batch.done:
         if batch.issued < n and batch.in_flight < window:
             try:
-                conn.table.request_batch(method, batch, source, window - batch.in_flight, deadline_ms, meta)
+                conn.submit_batch(method, batch, source, window - batch.in_flight, deadline_ms, meta)
             except ConnectionClosedError:
                 pass                                # the connection failed: below
             conn.flush()

@@ -109,6 +109,18 @@ class Connection:
         """The table holds frames nobody flushed yet (called as the first is encoded)."""
         self.engine.output_waiting(self)
 
+    def submit(self, method: str, args: tuple, slot: Any, deadline_ms: Optional[int] = None,
+               meta: Optional[bytes] = None) -> int:
+        """Encode one call whose reply completes `slot` (None: a notification);
+        return its seq. It is written with the next batch (see flush())."""
+        return self.table.request(method, args, slot, deadline_ms, meta)
+
+    def submit_batch(self, method: str, batch: Any, items: Any, limit: int, deadline_ms: Optional[int] = None,
+                     meta: Optional[bytes] = None) -> int:
+        """Encode up to `limit` more items of a map's `batch`, each with the
+        call's deadline and metadata; return how many."""
+        return self.table.request_batch(method, batch, items, limit, deadline_ms, meta)
+
     def withdraw(self, seq: int) -> None:
         """Forget a call (timed out or cancelled) and ask the server to cancel it."""
         if self.table.forget(seq) is not None and self.error is None:

@@ -151,7 +151,7 @@ class Client(ClientSettings):
     def notify(self, method: str, *args: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = self.connection()
-        conn.table.request(method, args, None, None, self.call_metadata())
+        conn.submit(method, args, None, None, self.call_metadata())
         conn.flush()
 
     def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
