@@ -4,6 +4,7 @@ Prints the bound address on its first line of output, then serves until
 SIGTERM (graceful close) or SIGKILL.
 """
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -84,7 +85,9 @@ LAG = float(os.environ.get("FASTRPC_TEST_LAG", "0"))
 
 def main():
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
-    server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")))
+    # FASTRPC_TEST_SERVER: more Server() keyword arguments, as JSON.
+    settings = json.loads(os.environ.get("FASTRPC_TEST_SERVER", "{}"))
+    server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")), **settings)
     server.register(Arith())
     bound = server.start(address)
     etcd = os.environ.get("FASTRPC_TEST_ETCD")

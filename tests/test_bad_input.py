@@ -1,4 +1,5 @@
 """Hostile and broken peers: the server answers clearly or drops only that connection."""
+import json
 import socket
 import struct
 
@@ -7,6 +8,7 @@ import pytest
 from fastrpc import Client, packb
 from fastrpc._core import frame as wire
 from fastrpc._core.frame import FrameReader
+from support import server_process
 
 
 def raw_connect(address):
@@ -16,6 +18,7 @@ def raw_connect(address):
 
 
 def read_frames(sock, count, timeout=5):
+    """The next `count` frames from the server, its hello (PONG seq 0) left out."""
     reader = FrameReader()
     frames = []
     sock.settimeout(timeout)
@@ -23,7 +26,7 @@ def read_frames(sock, count, timeout=5):
         data = sock.recv(65536)
         if not data:
             break
-        frames += reader.feed(data)
+        frames += [f for f in reader.feed(data) if not (f.kind == wire.PONG and f.seq == 0)]
     return frames
 
 
@@ -50,7 +53,7 @@ def test_malformed_argument_payload_gets_an_error_reply(server):
     by_seq = {f.seq: f for f in frames}
     for seq in (1, 2, 3):
         assert by_seq[seq].kind == wire.ERROR
-        assert from_msgpack(by_seq[seq].payload)[0] in ("DecodeError", "DecodeLimitError")
+        assert from_msgpack(by_seq[seq].payload)[0] == "DecodeError"
     assert by_seq[4].kind == wire.RESPONSE and from_msgpack(by_seq[4].payload) == 3
 
 
@@ -67,12 +70,37 @@ def test_garbage_closes_only_that_connection(server):
         assert good.call("Arith.Sum", 1, 2) == 3
 
 
-def test_oversized_frame_closes_the_connection(server):
+def test_server_says_hello_with_its_frame_limit(server):
     with raw_connect(server.address) as s:
-        s.sendall(struct.pack(">I", 0xFFFFFFF0) + b"\x01" * 12)
-        assert is_closed(s)
+        s.settimeout(5)
+        (hello,) = FrameReader().feed(s.recv(65536))
+    assert (hello.kind, hello.seq) == (wire.PONG, 0)
+    assert from_msgpack(hello.payload) == {"max_frame_size": wire.DEFAULT_MAX_FRAME_SIZE}
+
+
+def test_oversized_request_fails_alone_and_the_connection_goes_on(server):
+    # A request declaring 4 GiB: answered FrameTooLarge as soon as its
+    # header is in, its bytes dropped as they come; the connection serves on.
+    with raw_connect(server.address) as s:
+        s.sendall(struct.pack(">IBBHQ", 0xFFFFFFF0, wire.REQUEST, 0, 0, 7) + b"x" * 100_000)
+        (f,) = read_frames(s, 1)
+        assert (f.kind, f.seq) == (wire.ERROR, 7)
+        kind, message = from_msgpack(f.payload)
+        assert kind == "FrameTooLarge" and f"max_frame_size={wire.DEFAULT_MAX_FRAME_SIZE}" in message
+        assert not is_closed(s, timeout=0.2)
     with Client(server.address) as c:
         assert c.call("Arith.Sum", 1, 2) == 3
+
+
+def test_oversized_request_sent_whole_then_more_calls():
+    with server_process(env={"FASTRPC_TEST_SERVER": json.dumps({"max_frame_size": 1024})}) as srv:
+        with raw_connect(srv.address) as s:
+            big = wire.encode_frame(wire.REQUEST, 1, "Arith.Echo", packb([b"x" * 5000]))
+            s.sendall(big[:3000])
+            s.sendall(big[3000:] + wire.encode_frame(wire.REQUEST, 2, "Arith.Sum", packb([1, 2])))
+            frames = {f.seq: f for f in read_frames(s, 2)}
+        assert frames[1].kind == wire.ERROR and from_msgpack(frames[1].payload)[0] == "FrameTooLarge"
+        assert frames[2].kind == wire.RESPONSE and from_msgpack(frames[2].payload) == 3
 
 
 def test_replies_before_a_bad_frame_are_still_sent(server):

@@ -1,4 +1,6 @@
 """Framing: the incremental FrameReader and its limits."""
+import struct
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -93,23 +95,53 @@ def test_malformed_headers_are_protocol_errors(data, message):
         wire.FrameReader().feed(data)
 
 
-def test_buffered_protocol_interface_receives_large_frames_in_place():
+def test_large_frame_buffer_grows_with_bytes_received_not_declared():
+    # The length field says 3 MB at once; memory follows what has arrived
+    # (doubling), so a peer that declares much and sends little costs little.
     frame = wire.encode_frame(wire.RESPONSE, 1, "", packb(b"y" * 3_000_000))
     reader = wire.FrameReader()
     pos = 0
-    sizes = []
+    rooms = []
     while pos < len(frame):
         view = reader.get_buffer(-1)
+        assert len(view) <= max(wire.DEFAULT_CHUNK, 2 * pos + 16384), (pos, len(view))
         n = min(len(view), len(frame) - pos, 65536)
         view[:n] = frame[pos:pos + n]
-        sizes.append(len(view))
+        rooms.append(len(view))
         del view
         reader.buffer_updated(n)
         pos += n
-    # once the length is known the reader offers room for the whole frame
-    assert max(sizes) >= len(frame) - 65536
+    # Geometric growth: a handful of moves for the whole frame, not one per read.
+    moves = sum(1 for a, b in zip(rooms, rooms[1:]) if b > a)
+    assert moves <= 16
     frames = reader.frames()
-    assert len(frames) == 1 and len(frames[0].payload) > 3_000_000
+    assert len(frames) == 1 and frames[0].payload == packb(b"y" * 3_000_000)
+
+
+def test_declared_size_alone_allocates_nothing_large():
+    reader = wire.FrameReader()
+    view = reader.get_buffer(-1)
+    header = struct.pack(">IBBHQ", 60_000_000, wire.REQUEST, 0, 0, 1)
+    view[:len(header)] = header
+    del view
+    reader.buffer_updated(len(header))
+    assert reader.frames() == []
+    assert len(reader.get_buffer(-1)) <= 16384
+
+
+def test_skip_oversized_reports_the_frame_and_drops_its_bytes():
+    reader = wire.FrameReader(max_frame_size=100)
+    reader.skip_oversized = True
+    big = wire.encode_frame(wire.REQUEST, 5, "A.B", b"z" * 1000)
+    small = wire.encode_frame(wire.REQUEST, 6, "A.B", b"\x90")
+    out = []
+    for i in range(0, len(big + small), 7):
+        out += reader.feed((big + small)[i:i + 7])
+    assert [(f.kind, f.seq) for f in out] == [(0, 5), (wire.REQUEST, 6)]
+    assert out[0].payload == b"" and reader.buffered == 0
+    reader.skip_oversized = False
+    with pytest.raises(FrameTooLargeError):
+        reader.feed(big)
 
 
 def test_buffer_updated_rejects_overflow():

@@ -16,6 +16,7 @@ cdef extern from "fastrpc_endian.h":
 
 cdef enum:
     DETACH_SIZE = 32768       # output this large is handed over as a buffer, not copied
+    FRESH_SIZE = 8192         # the buffer that replaces one handed over (it grows as needed)
 
 
 cdef class WriteBuffer:

@@ -77,13 +77,13 @@ cdef class WriteBuffer:
             return None
         if self.size < DETACH_SIZE or self.exports > 0:
             return self.take()
-        fresh = <char *>PyMem_Malloc(65536)
+        fresh = <char *>PyMem_Malloc(FRESH_SIZE)
         if fresh == NULL:
             raise MemoryError()
         full = WriteBuffer(64)
         PyMem_Free(full.data)
         full.data, full.size, full.cap = self.data, self.size, self.cap
-        self.data, self.size, self.cap, self.frames = fresh, 0, 65536, 0
+        self.data, self.size, self.cap, self.frames = fresh, 0, FRESH_SIZE, 0
         return memoryview(full)
 
     cdef void reset(self):
@@ -92,10 +92,10 @@ cdef class WriteBuffer:
         self.frames = 0
         # Give back memory after a very large message, keep it otherwise.
         if self.cap > (1 << 20) and self.exports == 0:
-            p = <char *>PyMem_Realloc(self.data, 65536)
+            p = <char *>PyMem_Realloc(self.data, FRESH_SIZE)
             if p != NULL:
                 self.data = p
-                self.cap = 65536
+                self.cap = FRESH_SIZE
 
     def __len__(self):
         return self.size

@@ -96,6 +96,7 @@ cdef class CallTable:
     cdef public object owner           # the connection: flush(), on_output(), withdraw_call(); None: none
     cdef public object engine          # drives the futures of calls made here (blocking clients)
     cdef public double last_io         # monotonic time bytes last arrived
+    cdef public Py_ssize_t peer_max_frame  # largest frame the server accepts (its hello), 0: not known
     cdef public unsigned long generation  # fork generation it was made in
     cdef object __weakref__
 
@@ -110,6 +111,8 @@ cdef class CallTable:
     cpdef CallFuture go(self, str method, tuple args, object deadline_ms, bytes meta, object engine,
                         bint flush=*)
     cdef object _remote_error(self, FrameView *f)
+    cdef int _oversized(self, FrameView *f) except -1
+    cdef int _hello(self, FrameView *f) except -1
 
 
 cdef class Caller:

@@ -23,7 +23,8 @@ from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, unpack
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
                                   KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                                  KIND_PONG, FLAG_DEADLINE, FLAG_LOAD, FLAG_META)
+                                  KIND_PONG, KIND_OVERSIZED, FLAG_DEADLINE, FLAG_LOAD, FLAG_META,
+                                  LENGTH_FIELD)
 
 import concurrent.futures
 import logging
@@ -34,8 +35,8 @@ import weakref
 from asyncio import InvalidStateError as _AsyncInvalidState
 
 from fastrpc.context import CURRENT, bound_timeout
-from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, ProtocolError,
-                            TimeoutError, remote_error)
+from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, FrameTooLargeError,
+                            ProtocolError, TimeoutError, remote_error)
 
 log = logging.getLogger("fastrpc.client")
 
@@ -505,7 +506,11 @@ cdef class CallTable:
                  Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False, owner=None,
                  Py_ssize_t flush_frames=32, Py_ssize_t flush_bytes=65536):
         self.reader = FrameReader(max_frame_size)
-        self.out = WriteBuffer(65536)
+        # A reply above max_frame_size fails its call alone (its bytes are
+        # dropped as they come); the connection's other calls go on.
+        self.reader.skip_oversized = True
+        self.out = WriteBuffer(16384)
+        self.peer_max_frame = 0
         self.pending = {}
         self.next_seq = 1
         self.limits.max_depth = max_depth
@@ -552,7 +557,7 @@ cdef class CallTable:
         """Append one REQUEST/NOTIFY frame (caller holds out_lock); nothing on error."""
         cdef int flags = 0 if deadline_ms is None else FLAG_DEADLINE
         cdef char ext[4]
-        cdef Py_ssize_t start
+        cdef Py_ssize_t start, length
         if meta is not None:
             flags |= FLAG_META
         start = begin_frame(self.out, kind, flags, seq, method, len(method))
@@ -568,6 +573,13 @@ cdef class CallTable:
         except BaseException:
             self.out.size = start
             raise
+        length = self.out.size - start - LENGTH_FIELD
+        if self.peer_max_frame and length > self.peer_max_frame:
+            # The server would refuse it: fail this call here, send nothing.
+            self.out.size = start
+            raise FrameTooLargeError(
+                f"{method.decode('utf-8', 'replace')}: request of {length} bytes is above "
+                f"the server's max_frame_size={self.peer_max_frame}")
         end_frame(self.out, start)
         return 0
 
@@ -797,15 +809,46 @@ cdef class CallTable:
             elif f.kind == KIND_PONG:
                 if f.flags & FLAG_LOAD:
                     self.last_load = f.load
+                if f.seq == 0:
+                    self._hello(&f)
+                    continue
                 slot = self.pending.pop(f.seq, None)
                 if slot is not None:
                     complete(slot, f.seq, None, False, f.load if f.flags & FLAG_LOAD else -1)
                     completed += 1
+            elif f.kind == KIND_OVERSIZED:
+                completed += self._oversized(&f)
             elif f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:
                 raise ProtocolError("the server sent a request frame")
             elif self.on_control is not None:
                 self.on_control(f.kind, f.seq, PyBytes_FromStringAndSize(f.payload, f.payload_len))
         return completed
+
+    cdef int _oversized(self, FrameView *f) except -1:
+        """A frame above our max_frame_size (skipped): a reply fails its call
+        alone; return 1 when it completed one. Other kinds are dropped."""
+        if f.flags != KIND_RESPONSE and f.flags != KIND_ERROR:
+            return 0
+        slot = self.pending.pop(f.seq, None)
+        if slot is None:
+            return 0
+        complete(slot, f.seq, FrameTooLargeError(
+            f"reply of {f.payload_len} bytes is above this client's max_frame_size="
+            f"{self.reader.max_frame_size}"), True, -1)
+        return 1
+
+    cdef int _hello(self, FrameView *f) except -1:
+        """The server's hello (PONG seq 0): a map of its settings. What is
+        not understood is ignored (a hello is advice, never required)."""
+        try:
+            settings = unpack(f.payload, f.payload_len, None, NULL, &self.limits)
+        except Exception:
+            return 0
+        if type(settings) is dict:
+            size = settings.get("max_frame_size")
+            if type(size) is int and size >= 12:
+                self.peer_max_frame = min(<object>size, 0xffffffff)
+        return 0
 
     cdef object _remote_error(self, FrameView *f):
         try:

@@ -35,6 +35,16 @@ cdef extern from "Python.h":
 # Defaults for untrusted input; each can be changed per call, per server and
 # per client. Lengths are also checked against the bytes left, always.
 DEFAULT_MAX_DEPTH = 256
+# The decoder recurses once per nesting level, taking up to ~310 bytes of C
+# stack per level (measured, maps being the deepest): 2048 levels need
+# under 640 KiB, safe on a 1 MiB thread stack and far below the 8 MiB of a
+# Linux thread. A larger max_depth is refused rather than risk a crash.
+MAX_DEPTH_LIMIT = 2048
+# Dimensions of an ndarray on the wire (docs/PROTOCOL.md), and the largest
+# element count times item size an empty array's other dimensions may
+# multiply to (numpy's own ceiling is the largest signed 64-bit size).
+cdef Py_ssize_t MAX_NDIM = 64
+cdef object MAX_EMPTY_EXTENT = 1 << 62
 DEFAULT_MAX_LEN = 1 << 24
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_ENCODE_DEPTH = 512
@@ -530,6 +540,8 @@ cdef object _unpack_ndarray(Reader *r, Py_ssize_t n):
     p += dlen
     ndim = <unsigned char>p[0]
     p += 1
+    if ndim > MAX_NDIM:
+        raise DecodeError(f"malformed ndarray ext ({ndim} dimensions; at most {MAX_NDIM})")
     if end - p < ndim * 8 + 1:
         raise DecodeError("malformed ndarray ext (truncated shape)")
     itemsize = dtype.itemsize
@@ -550,6 +562,14 @@ cdef object _unpack_ndarray(Reader *r, Py_ssize_t n):
             if count > n:
                 raise DecodeError("malformed ndarray ext (shape larger than data)")
     else:
+        # No data, but numpy still multiplies the other dimensions: their
+        # product must be a size numpy can hold.
+        count = itemsize
+        for dim in shape:
+            if dim:
+                if dim > MAX_EMPTY_EXTENT // count:
+                    raise DecodeError("malformed ndarray ext (empty array with a shape too large)")
+                count *= <Py_ssize_t>dim
         count = 0
     pad = <unsigned char>p[0]
     p += 1
@@ -557,12 +577,17 @@ cdef object _unpack_ndarray(Reader *r, Py_ssize_t n):
     if end - p != pad + nbytes:
         raise DecodeError("malformed ndarray ext (data length does not match shape and dtype)")
     p += pad
-    if r.base != NULL:
-        # Zero-copy: a view over the buffer the frame arrived in.
-        flat = _frombuffer(<object>r.base, dtype=dtype, count=count, offset=p - r.base_ptr)
-    else:
-        flat = _frombuffer(PyBytes_FromStringAndSize(p, nbytes), dtype=dtype, count=count)
-    return flat.reshape(shape, order='F' if order == b'F' else 'C')
+    try:
+        if r.base != NULL:
+            # Zero-copy: a view over the buffer the frame arrived in.
+            flat = _frombuffer(<object>r.base, dtype=dtype, count=count, offset=p - r.base_ptr)
+        else:
+            flat = _frombuffer(PyBytes_FromStringAndSize(p, nbytes), dtype=dtype, count=count)
+        return flat.reshape(shape, order='F' if order == b'F' else 'C')
+    except (ValueError, TypeError, MemoryError) as exc:
+        # What the checks above let through and numpy still refuses (e.g.
+        # more dimensions than this numpy supports).
+        raise DecodeError(f"malformed ndarray ext ({exc})") from None
 
 
 cdef object _unpack_ext(Reader *r, Py_ssize_t n, signed char code):
@@ -796,6 +821,16 @@ def pack_into(WriteBuffer buf, obj) -> None:
     pack(buf, obj, 0)
 
 
+def check_max_depth(max_depth) -> int:
+    """Return `max_depth` if it is a nesting limit the decoders can honour
+    without exhausting the C stack (1..MAX_DEPTH_LIMIT); raise ValueError."""
+    if not isinstance(max_depth, int) or isinstance(max_depth, bool) \
+            or not 1 <= max_depth <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be an int from 1 to {MAX_DEPTH_LIMIT} (the nesting the "
+                         f"decoder can follow safely on a thread's stack), not {max_depth!r}")
+    return max_depth
+
+
 def unpackb(data, *, Py_ssize_t max_depth=DEFAULT_MAX_DEPTH,
             Py_ssize_t max_len=DEFAULT_MAX_LEN, Py_ssize_t max_bytes=DEFAULT_MAX_BYTES,
             bint bytes_views=False):
@@ -809,6 +844,7 @@ def unpackb(data, *, Py_ssize_t max_depth=DEFAULT_MAX_DEPTH,
     """
     cdef Py_buffer view
     cdef DecodeLimits lim
+    check_max_depth(max_depth)
     lim.max_depth = max_depth
     lim.max_len = max_len
     lim.max_bytes = max_bytes

@@ -15,6 +15,7 @@ cdef enum FrameKind:
     KIND_PONG = 6
     KIND_CANCEL = 7
     KIND_GOAWAY = 8
+    KIND_OVERSIZED = 0        # not on the wire: a frame above max_frame_size, skipped (see FrameReader)
 
 cdef enum FrameFlag:
     FLAG_DEADLINE = 0x01      # u32 deadline budget in ms follows the method
@@ -47,10 +48,13 @@ cdef class FrameReader:
     cdef Py_ssize_t end       # one past the last byte received
     cdef Py_ssize_t chunk     # default size of a fresh receive buffer
     cdef readonly Py_ssize_t max_frame_size  # largest length field accepted
+    cdef public bint skip_oversized  # report a frame above max_frame_size and skip its bytes (else raise)
+    cdef Py_ssize_t skipping  # bytes of a skipped frame still to discard as they arrive
+    cdef Py_ssize_t largest   # the largest frame received whole (a buffer that large is earned)
 
     cdef int _new_buffer(self, Py_ssize_t need) except -1
     cdef int next_frame(self, FrameView *f) except -1
-    cdef int _check_length(self, Py_ssize_t length) except -1
+    cdef int _check_length(self, Py_ssize_t length, bint whole_header) except -1
 
 
 cdef Py_ssize_t begin_frame(WriteBuffer b, int kind, int flags, unsigned long long seq,

@@ -17,6 +17,11 @@ from fastrpc._core.buffer cimport (WriteBuffer, frpc_load_u16, frpc_load_u32, fr
 from fastrpc.errors import ProtocolError, FrameTooLargeError
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+# A connection's receive buffer starts at INITIAL_BUFFER (what an idle one
+# holds) and doubles as traffic needs, up to DEFAULT_CHUNK; a frame larger
+# than that gets a buffer growing with the bytes that arrived, never with
+# the length it declared, so memory is bounded by what a peer sent.
+INITIAL_BUFFER = 4096
 DEFAULT_CHUNK = 256 * 1024
 MIN_READ = 16 * 1024
 
@@ -147,16 +152,17 @@ cdef class FrameReader:
             raise ValueError("max_frame_size must be at least 12")
         self.max_frame_size = max_frame_size
         self.chunk = max(chunk, MIN_READ * 2)
-        self.buf = bytearray(self.chunk)
+        self.buf = bytearray(INITIAL_BUFFER)
         self.data = PyByteArray_AS_STRING(self.buf)
-        self.cap = self.chunk
+        self.cap = INITIAL_BUFFER
         self.start = 0
         self.end = 0
 
     cdef int _new_buffer(self, Py_ssize_t need) except -1:
-        """Move the unconsumed tail to a buffer with room for `need` bytes more."""
+        """Move the unconsumed tail to a buffer with room for `need` bytes more
+        (twice the size of the last one, up to `chunk`, or what `need` asks)."""
         cdef Py_ssize_t pending = self.end - self.start
-        cdef Py_ssize_t size = max(self.chunk, pending + need)
+        cdef Py_ssize_t size = max(min(2 * self.cap, self.chunk), pending + need)
         cdef bytearray fresh
         if Py_REFCNT(self.buf) == 1 and self.cap >= pending + need and self.cap <= self.chunk * 4:
             # Nobody else holds this buffer (no decoded ndarray, no view):
@@ -179,15 +185,18 @@ cdef class FrameReader:
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Return a writable memoryview to receive the next bytes into."""
         cdef Py_ssize_t pending = self.end - self.start
-        cdef Py_ssize_t need = MIN_READ
+        cdef Py_ssize_t need = min(MIN_READ, self.cap // 2)
         cdef Py_ssize_t length
-        if pending >= LENGTH_FIELD:
-            # A large frame gets a buffer of its own size, filled directly by
-            # the socket, so its payload is never copied again.
-            length = LENGTH_FIELD + <Py_ssize_t>frpc_load_u32(self.data + self.start)
-            if length <= self.max_frame_size + LENGTH_FIELD and length - pending > need:
-                need = length - pending
         if self.cap - self.end < need:
+            if pending >= LENGTH_FIELD:
+                # A frame larger than the room left: room for as many more
+                # bytes as have arrived of it (the buffer doubles as they
+                # come), or for a frame as large as the largest this peer
+                # has sent whole; never for the length it declares, which a
+                # peer could lie about.
+                length = LENGTH_FIELD + <Py_ssize_t>frpc_load_u32(self.data + self.start)
+                if length <= self.max_frame_size + LENGTH_FIELD and length - pending > need:
+                    need = min(length - pending, max(need, pending, self.largest - pending))
             self._new_buffer(need)
         elif pending == 0 and self.start > 0 and Py_REFCNT(self.buf) == 1:
             self.start = self.end = 0
@@ -201,27 +210,52 @@ cdef class FrameReader:
 
     cdef int next_frame(self, FrameView *f) except -1:
         """Parse the next complete frame into `f`; 1 if one was found, 0 if
-        more bytes are needed."""
+        more bytes are needed.
+
+        A frame above max_frame_size raises FrameTooLargeError, unless
+        `skip_oversized`: then, once its header is in, it is returned as
+        kind KIND_OVERSIZED (flags: the kind it declared, seq: its seq,
+        payload_len: its length, payload NULL) and its bytes are dropped as
+        they arrive, so the stream goes on and nothing of it is held.
+        """
         cdef Py_ssize_t avail = self.end - self.start
         cdef const char *p
         cdef const char *end
-        cdef Py_ssize_t length, rest
+        cdef Py_ssize_t length, rest, dropped
+        if self.skipping:
+            dropped = min(self.skipping, avail)
+            self.start += dropped
+            self.skipping -= dropped
+            avail -= dropped
+            if self.skipping:
+                return 0
         if avail < HEADER_SIZE:
             if avail >= LENGTH_FIELD:
-                self._check_length(frpc_load_u32(self.data + self.start))
+                self._check_length(frpc_load_u32(self.data + self.start), False)
             return 0
         p = self.data + self.start
         length = frpc_load_u32(p)
-        self._check_length(length)
-        if avail < LENGTH_FIELD + length:
-            return 0
-        end = p + LENGTH_FIELD + length
         f.kind = <unsigned char>p[4]
         f.flags = <unsigned char>p[5]
         f.method_len = frpc_load_u16(p + 6)
         f.seq = frpc_load_u64(p + 8)
         if f.kind < KIND_REQUEST or f.kind > KIND_GOAWAY:
             raise ProtocolError(f"unknown frame kind {f.kind}")
+        if self._check_length(length, True):
+            f.flags = f.kind
+            f.kind = KIND_OVERSIZED
+            f.payload = NULL
+            f.payload_len = length
+            f.method_len = f.meta_len = 0
+            f.method = f.meta = NULL
+            f.deadline_ms = f.load = 0
+            dropped = min(avail, LENGTH_FIELD + length)
+            self.start += dropped
+            self.skipping = LENGTH_FIELD + length - dropped
+            return 1
+        if avail < LENGTH_FIELD + length:
+            return 0
+        end = p + LENGTH_FIELD + length
         if f.flags & ~KNOWN_FLAGS:
             raise ProtocolError(f"unknown frame flags 0x{f.flags:02x}")
         p += HEADER_SIZE
@@ -259,14 +293,20 @@ cdef class FrameReader:
         f.payload = p
         f.payload_len = end - p
         self.start += LENGTH_FIELD + length
+        if length >= self.largest:
+            self.largest = LENGTH_FIELD + length
         return 1
 
-    cdef int _check_length(self, Py_ssize_t length) except -1:
-        if length > self.max_frame_size:
-            raise FrameTooLargeError(
-                f"frame of {length} bytes is above the maximum frame size of {self.max_frame_size}")
+    cdef int _check_length(self, Py_ssize_t length, bint whole_header) except -1:
+        """Raise for a length that breaks the stream; 1 when the frame is to
+        be skipped (above max_frame_size, skip_oversized, header whole)."""
         if length < HEADER_SIZE - LENGTH_FIELD:
             raise ProtocolError(f"frame length {length} is shorter than the frame header")
+        if length > self.max_frame_size:
+            if self.skip_oversized:
+                return 1 if whole_header else 0
+            raise FrameTooLargeError(
+                f"frame of {length} bytes is above the maximum frame size of {self.max_frame_size}")
         return 0
 
     @property
@@ -288,7 +328,8 @@ cdef class FrameReader:
             fr.deadline_ms = f.deadline_ms if f.flags & FLAG_DEADLINE else None
             fr.load = f.load if f.flags & FLAG_LOAD else None
             fr.meta = PyBytes_FromStringAndSize(f.meta, f.meta_len) if f.flags & FLAG_META else None
-            fr.payload = PyBytes_FromStringAndSize(f.payload, f.payload_len)
+            # A skipped frame (KIND_OVERSIZED) has only its declared length.
+            fr.payload = PyBytes_FromStringAndSize(f.payload, f.payload_len) if f.payload != NULL else b""
             out.append(fr)
         return out
 

@@ -16,9 +16,10 @@ from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, unpack, unpack_args
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                            KIND_PONG, KIND_CANCEL, KIND_GOAWAY, FLAG_DEADLINE, FLAG_LOAD)
+                            KIND_PONG, KIND_CANCEL, KIND_GOAWAY, KIND_OVERSIZED,
+                            FLAG_DEADLINE, FLAG_LOAD)
 
-from fastrpc.errors import ProtocolError, DecodeError
+from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError
 
 import types
 
@@ -120,7 +121,10 @@ cdef class ServerCore:
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
                  Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False):
         self.reader = FrameReader(max_frame_size)
-        self.out = WriteBuffer(65536)
+        # A request above max_frame_size fails alone; its bytes are dropped
+        # as they come, and the connection's other calls go on.
+        self.reader.skip_oversized = True
+        self.out = WriteBuffer(2048)          # grows with the replies of a busy connection
         self.handlers = handlers
         self.services = services
         self.conn = conn
@@ -162,6 +166,8 @@ cdef class ServerCore:
                 self.conn.on_goaway()
             elif f.kind == KIND_PONG:
                 self.conn.on_pong(f.seq)
+            elif f.kind == KIND_OVERSIZED:
+                self._oversized(&f)
             else:
                 raise ProtocolError(f"a client sent a frame of kind {f.kind} (a reply kind)")
         return self.take_output()
@@ -169,6 +175,11 @@ cdef class ServerCore:
     def take_output(self):
         """Return and clear the encoded replies, or None when there are none."""
         return self.out.take_output()
+
+    @property
+    def buffered(self):
+        """Bytes received that are not yet a whole frame (or frames held back)."""
+        return self.reader.buffered
 
     @property
     def pending_output(self):
@@ -206,9 +217,11 @@ cdef class ServerCore:
                                &self.limits)
             if f.meta_len and (h.mode != INLINE or self.authorize is not None):
                 meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
-        except DecodeError as exc:
+        except Exception as exc:
+            # Any failure to decode (a malformed payload, a limit, whatever the
+            # decoder raised) fails this call alone, as a DecodeError.
             if not notify:
-                self._error(f.seq, _error_type(exc), f"{h.name}: bad arguments: {exc}")
+                self._error(f.seq, "DecodeError", f"{h.name}: bad arguments: {exc}")
             return 0
         nargs = PyTuple_GET_SIZE(args)
         if nargs < h.min_args or (h.max_args >= 0 and nargs > h.max_args):
@@ -242,6 +255,18 @@ cdef class ServerCore:
             return 0
         if not notify:
             self.reply(f.seq, result)
+        return 0
+
+    cdef int _oversized(self, FrameView *f) except -1:
+        # f.flags holds the kind the frame declared, f.payload_len its length.
+        cdef str message = (f"request of {f.payload_len} bytes is above the server's "
+                            f"max_frame_size={self.reader.max_frame_size}")
+        if f.flags == KIND_REQUEST:
+            self.calls += 1
+            return self._error(f.seq, "FrameTooLarge", message)
+        if f.flags == KIND_NOTIFY:
+            self.calls += 1
+            self.conn.log_notify_error("a notification", FrameTooLargeError(message))
         return 0
 
     cdef int _not_found(self, FrameView *f, bint notify) except -1:
@@ -297,6 +322,14 @@ cdef class ServerCore:
         """Encode a GOAWAY frame telling the client to send no new calls."""
         cdef Py_ssize_t start = begin_frame(self.out, KIND_GOAWAY, 0, 0, NULL, 0)
         pack(self.out, reason, 0)
+        return end_frame(self.out, start)
+
+    cpdef int hello(self, bytes payload) except -1:
+        """Encode the server's hello: a PONG with seq 0 carrying a MessagePack
+        map of its settings (max_frame_size), sent as a connection starts
+        carrying calls. Clients that do not know it ignore an unsolicited PONG."""
+        cdef Py_ssize_t start = begin_frame(self.out, KIND_PONG, 0, 0, NULL, 0)
+        self.out.write(payload, len(payload))
         return end_frame(self.out, start)
 
     cpdef int ping(self, unsigned long long seq) except -1:

@@ -28,6 +28,7 @@ cdef class GobEncoder:
     cdef public object next_id
     cdef public int max_depth
     cdef public bytearray out       # encoded messages waiting to be written
+    cdef public set assigning       # GoTypes whose elements are being given ids
 
     cpdef _struct(self, bytearray out, GoType t, object v, int depth)
     cpdef _value(self, bytearray out, GoType t, object v, int depth)

@@ -137,6 +137,7 @@ class GobEncoder:
         self.next_id = FIRST_USER_ID
         self.max_depth = max_depth
         self.out = bytearray()  # messages waiting to be written
+        self.assigning = set()  # GoTypes whose elements are being given ids
 
     def checkpoint(self):
         """The encoder's state, to restore() if what follows must be undone.
@@ -200,7 +201,7 @@ class GobEncoder:
         Go names an unnamed composite type ("[]int") in its definition only
         when it first meets it as a struct field's type; `named` says so.
         """
-        if t.builtin_id or t in self.ids:
+        if t.builtin_id or t in self.ids or t in self.assigning:
             return
         k = t.kind
         if k == K_STRUCT:
@@ -210,10 +211,16 @@ class GobEncoder:
             for field in t.fields:
                 self._assign(field[2], True)
             return
-        if k == K_MAP:
-            self._assign(t.key)
-        if t.elem is not None:
-            self._assign(t.elem)
+        # A named slice or map may contain itself (type T []T): the inner
+        # reference is met while its id is still to come (Go's rule too).
+        self.assigning.add(t)
+        try:
+            if k == K_MAP:
+                self._assign(t.key)
+            if t.elem is not None:
+                self._assign(t.elem)
+        finally:
+            self.assigning.discard(t)
         if t not in self.ids:               # a slice's element may have named it already
             self.ids[t] = self.next_id
             self.names[t] = t.name if named else ""

@@ -73,7 +73,7 @@ class ClientSettings:
         self.timeout = timeout                  # default per-call timeout (None: wait)
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size    # limits applied to replies
-        self.max_depth = max_depth
+        self.max_depth = msgpack.check_max_depth(max_depth)
         self.max_len = max_len
         self.max_bytes = max_bytes
         self.bytes_views = bytes_views          # bytes results arrive as memoryviews (no copy)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import select
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Set
 
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
 from fastrpc._core.servercore import Handler, ServerCore
+from fastrpc.server.accept import RateLimitedLog
+from fastrpc.server.memory import TRIM_AFTER, trim_memory_soon
 from fastrpc.errors import DeadlineExceeded, RPCError
 from fastrpc.net.auth import ServerHandshake, rejection
 from fastrpc.net.loop import feed_buffered
@@ -32,6 +35,31 @@ log = logging.getLogger("fastrpc.server")
 LINGER = 1.0
 # A connection over max_connections is answered "Unavailable" this long, then closed.
 REFUSED_LINGER = 5.0
+# The encoded hello (settings map) per max_frame_size.
+HELLO_CACHE: Dict[int, bytes] = {}
+# How often a connection whose reading is paused is checked for its peer leaving.
+PEER_CHECK = 0.05
+# The largest frame read from a peer that skipped the authentication
+# handshake (only to answer it "Unauthenticated").
+UNAUTHENTICATED_FRAME = 64 * 1024
+
+
+def _peer_gone(transport: Any) -> bool:
+    """The peer of `transport` closed its side or reset the connection (Linux:
+    POLLRDHUP; elsewhere only a reset or hang-up is seen)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | _POLLRDHUP)
+    try:
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return True
+    return any(ev & (select.POLLHUP | select.POLLERR | _POLLRDHUP) for _, ev in events)
+
+
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)
 
 
 class Host(Protocol):
@@ -61,14 +89,30 @@ class ConnectionSet:
         self._open: Set[Any] = set()
         self.closing = False                     # close() began: no new calls, GOAWAY to all
         self.idle_waiter: Optional[asyncio.Future] = None   # close() waits on it for calls to end
+        self.refusals = RateLimitedLog()
+        self.refusing: Set[Any] = set()          # connections over max_connections, until they close
+        self.peak = 0                            # most connections at a time since memory was last trimmed
 
     def add(self, conn: Any) -> None:
         """A connection opened."""
         self._open.add(conn)
+        self.peak = max(self.peak, len(self._open) + len(self.refusing))
 
     def discard(self, conn: Any) -> None:
         """A connection closed."""
         self._open.discard(conn)
+        self.refusing.discard(conn)
+        if self.peak >= TRIM_AFTER and len(self._open) + len(self.refusing) <= self.peak // 4:
+            # Most of a crowd has gone: give the memory it used back to the
+            # system (the allocator would keep it for the next crowd).
+            self.peak = len(self._open) + len(self.refusing)
+            trim_memory_soon()
+
+    def refused(self, conn: Any, reason: str) -> None:
+        """`conn` is over max_connections: it is refused (logged, rate-limited) until it closes."""
+        self.refusing.add(conn)
+        self.peak = max(self.peak, len(self._open) + len(self.refusing))
+        self.refusals.warning("refusing calls from %s: %s", conn.peer, reason)
 
     def idle(self, conn: Any) -> None:
         """A connection has no call running any more (close() may be waiting for that)."""
@@ -167,8 +211,21 @@ class ServedConnection:
         self._hold(paused)
         if paused:
             transport.pause_reading()
+            self._watch_peer()
         elif not self.reading_paused and not transport.is_closing():   # _hold may pause again
             transport.resume_reading()
+
+    def _watch_peer(self) -> None:
+        """While reading is paused, asyncio would not notice the peer leave:
+        look at the socket every PEER_CHECK for a close or a reset (without
+        reading what it sent) and drop the connection, cancelling its calls."""
+        if not self.reading_paused or self.closing or self.transport is None:
+            return
+        if _peer_gone(self.transport):
+            log.info("%s went away while its calls ran; cancelling them", self.peer)
+            self.transport.abort()
+            return
+        self.server.loop.call_later(PEER_CHECK, self._watch_peer)
 
     # output -------------------------------------------------------------------
     def _schedule_flush(self) -> None:
@@ -217,22 +274,27 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         self.peer = transport.get_extra_info("peername")
         s = self.server
         self.last_read = s.loop.time()
+        refused = len(s.connections) >= s.max_connections and not s.connections.closing
+        if refused and s.auth_secret is not None:
+            # Over the limit, and the client reads the handshake first.
+            reason = f"too many connections (max_connections={s.max_connections})"
+            s.connections.refused(self, reason)
+            transport.write(rejection(f"Unavailable: {reason}"))
+            transport.close()
+            return
         self.core = ServerCore(
             s.dispatcher.handlers, s.dispatcher.services, self,
-            max_frame_size=s.max_frame_size, max_depth=s.max_depth,
-            max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views)
+            # A refused connection reads frames only to answer them.
+            max_frame_size=min(s.max_frame_size, UNAUTHENTICATED_FRAME) if refused else s.max_frame_size,
+            max_depth=s.max_depth, max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views)
         if s.report_load:
             self.core.load = s.dispatcher.load
         self.core.authorize = s.authorize
-        if len(s.connections) >= s.max_connections and not s.connections.closing:
-            # Over the limit: every call gets a clear "Unavailable" (nothing
-            # runs, so clients may send it elsewhere), then the connection goes.
+        if refused:
+            # Every call gets a clear "Unavailable" (nothing runs, so clients
+            # may send it elsewhere), then the connection goes.
             reason = f"too many connections (max_connections={s.max_connections})"
-            log.warning("refusing calls from %s: %s", self.peer, reason)
-            if s.auth_secret is not None:       # the client reads the handshake first
-                transport.write(rejection(f"Unavailable: {reason}"))
-                transport.close()
-                return
+            s.connections.refused(self, reason)
             self.core.refuse = reason
             self.goaway(reason)
             s.loop.call_later(REFUSED_LINGER, transport.close)
@@ -241,6 +303,8 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             self.handshake = ServerHandshake(s.auth_secret)
             self.handshake_buf = bytearray(4096)
             self.handshake_timer = s.loop.call_later(s.handshake_timeout, self._handshake_expired)
+        else:
+            self._hello()
         s.connections.add(self)
         if s.connections.closing:
             self.goaway("server is shutting down")
@@ -251,13 +315,16 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         return self.core.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        server = self.server
-        if server.idle_timeout is not None or server.connections.closing:
-            self.last_read = server.loop.time()
         if self.handshake_buf is not None:
             self._authenticate(bytes(self.handshake_buf[:nbytes]))
             return
         self._process(nbytes)
+        server = self.server
+        if (server.idle_timeout is not None or server.connections.closing) \
+                and self.core is not None and self.core.buffered == 0:
+            # Activity is whole frames: a peer trickling out a frame that
+            # never ends is as idle as a silent one (idle_timeout applies).
+            self.last_read = server.loop.time()
 
     # authentication -----------------------------------------------------
     def _authenticate(self, data: bytes) -> None:
@@ -269,19 +336,31 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             self.transport.write(reply)
         if state == "more":
             return
-        self._end_handshake()
         if state == "done":
+            self._end_handshake()
             rest = self.handshake.rest
             self.handshake = None
+            self._hello()
             feed_buffered(self, self.transport, rest)       # calls sent right after the proof
         elif state == "failed":
+            self._end_handshake()
             log.warning("closing connection from %s: %s", self.peer, self.handshake.reason)
             self.transport.close()
         else:
-            # A client speaking fastrpc without authenticating: tell it why.
-            self.handshake_buf = bytearray(4096)
-            self.unauthenticated = wire.FrameReader(self.server.max_frame_size)
+            # A client speaking fastrpc without authenticating: tell it why
+            # once its first frame is whole. The handshake's timer still runs:
+            # a peer that never completes that frame is closed at it, and its
+            # frame may not be larger than an unauthenticated peer deserves.
+            self.unauthenticated = wire.FrameReader(min(self.server.max_frame_size, UNAUTHENTICATED_FRAME))
             self._answer_unauthenticated(self.handshake.buf)
+
+    def _hello(self) -> None:
+        """Tell the client our settings as it starts calling: the largest frame
+        we accept, so that a call too large fails alone at the client."""
+        self.core.hello(HELLO_CACHE.get(self.server.max_frame_size)
+                        or HELLO_CACHE.setdefault(self.server.max_frame_size,
+                                                  codec.packb({"max_frame_size": self.server.max_frame_size})))
+        self.flush()
 
     def _answer_unauthenticated(self, data: bytes) -> None:
         try:
@@ -341,6 +420,11 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
         super().connection_lost(exc)
+        # The core refers back to this connection: break the cycle now, so
+        # both go as soon as the transport lets go of us (not at the next
+        # garbage collection).
+        self.core = None
+        self.handshake = self.unauthenticated = None
 
     # called by ServerCore ---------------------------------------------
     def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,

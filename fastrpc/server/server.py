@@ -26,6 +26,7 @@ from fastrpc.net.address import parse_address
 from fastrpc.net.auth import check_secret
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.net.loop import new_event_loop
+from fastrpc.server.accept import Listener, bind_tcp, bind_unix
 from fastrpc.server.connection import LINGER, ConnectionSet, FastConnection
 from fastrpc.server.dispatch import Dispatcher
 
@@ -47,9 +48,12 @@ class Server:
     ``Unavailable`` without running (UnavailableError, which balancers send
     elsewhere) and the connection is closed.
 
-    A connection with no call running that sent nothing for `idle_timeout`
-    seconds (default None: never) is sent GOAWAY, and closed once it has
-    been silent for LINGER more; a call that arrives meanwhile is served.
+    A connection with no call running that sent no whole frame for
+    `idle_timeout` seconds (default None: never) is sent GOAWAY, and closed
+    once it has been silent for LINGER more; a call that arrives meanwhile
+    is served. (A peer trickling out a frame that never completes is idle.)
+    With `auth_secret`, a peer has `handshake_timeout` seconds to
+    authenticate, whatever it sends; with TLS, to complete its handshake.
 
     With `bytes_views`, bytes arguments reach handlers as read-only
     memoryviews over the receive buffer instead of bytes: no copy, which
@@ -78,7 +82,7 @@ class Server:
                  authorize: Optional[Callable[[str, Any], None]] = None,
                  handshake_timeout: float = 10.0) -> None:
         self.max_frame_size = max_frame_size
-        self.max_depth = max_depth
+        self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
         self.max_bytes = max_bytes
         self.bytes_views = bytes_views          # bytes arguments arrive as memoryviews (no copy)
@@ -108,7 +112,7 @@ class Server:
         self.dispatcher = Dispatcher(max_workers)
         #: The open connections, and whether the server is closing.
         self.connections = ConnectionSet()
-        self._listeners: List[asyncio.AbstractServer] = []
+        self._listeners: List[Listener] = []
         self._unix_paths: List[str] = []
         self._addresses: List[str] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -248,18 +252,18 @@ class Server:
         else:
             factory = functools.partial(GoConnection, self, codec, http)
         ssl = ssl if ssl is not None else self.ssl
-        tls = {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": self.handshake_timeout}
         if addr.scheme == "unix":
             _remove_stale_socket(addr.path)
-            listener = await loop.create_unix_server(factory, addr.path, backlog=1024, **tls)
+            sockets = [bind_unix(addr.path)]
             self._unix_paths.append(addr.path)
             bound = f"unix://{addr.path}"
         else:
-            listener = await loop.create_server(factory, addr.host, addr.port, backlog=1024,
-                                                reuse_address=True, **tls)
-            sockname = listener.sockets[0].getsockname()
+            sockets = bind_tcp(addr.host, addr.port)
+            sockname = sockets[0].getsockname()
             host = addr.host
             bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"
+        listener = Listener(loop, sockets, factory, ssl=ssl, handshake_timeout=self.handshake_timeout)
+        listener.start()
         self._listeners.append(listener)
         self._addresses.append(bound)
         log.info("listening on %s (%s)", bound, codec)
@@ -390,11 +394,6 @@ class Server:
             if conn.transport is not None:
                 conn.flush()
                 conn.transport.close()
-        for listener in self._listeners:
-            try:
-                await asyncio.wait_for(listener.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, Exception):
-                pass
         self._listeners.clear()
         for path in self._unix_paths:
             try:
