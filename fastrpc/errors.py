@@ -150,7 +150,17 @@ class ProtocolError(RPCError):
 
 
 class FrameTooLargeError(ProtocolError):
-    """A frame's declared length is above the configured maximum frame size."""
+    """A frame is above a maximum frame size. A call whose request is above
+    the server's (it announces it as the connection starts) or whose reply
+    is above the client's fails alone with it; the connection goes on."""
+
+
+class RemoteFrameTooLargeError(RemoteError, FrameTooLargeError):
+    """The server refused a request above its max_frame_size (remote type
+    ``FrameTooLarge``): sent before the client knew the server's limit."""
+
+
+REMOTE_ERROR_CLASSES["FrameTooLarge"] = RemoteFrameTooLargeError
 
 
 class CodecError(RPCError, ValueError):

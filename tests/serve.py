@@ -22,6 +22,7 @@ class Arith:
     def __init__(self):
         self.notified = []
         self.count = 0
+        self.hanging = 0
 
     def Sum(self, a, b):
         return a + b
@@ -55,7 +56,15 @@ class Arith:
         return value
 
     async def Hang(self):
-        await asyncio.Event().wait()
+        self.hanging += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.hanging -= 1
+
+    def Hanging(self):
+        """Calls of Hang still running (cancelled ones are not)."""
+        return self.hanging
 
     @fastrpc.blocking
     def Sleep(self, seconds):
@@ -87,9 +96,14 @@ def main():
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
     # FASTRPC_TEST_SERVER: more Server() keyword arguments, as JSON.
     settings = json.loads(os.environ.get("FASTRPC_TEST_SERVER", "{}"))
+    tls = os.environ.get("FASTRPC_TEST_TLS")     # "CERT:KEY": serve TLS
+    if tls:
+        import ssl
+        settings["ssl"] = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        settings["ssl"].load_cert_chain(*tls.split(":"))
     server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")), **settings)
     server.register(Arith())
-    bound = server.start(address)
+    bound = server.start(address, codec=os.environ.get("FASTRPC_TEST_CODEC"))   # "gob", "jsonrpc"...
     etcd = os.environ.get("FASTRPC_TEST_ETCD")
     if etcd:        # register in etcd under FASTRPC_TEST_SERVICE with a short lease
         server.register_with(fastrpc.EtcdDiscovery(etcd), os.environ.get("FASTRPC_TEST_SERVICE", "arith"),

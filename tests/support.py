@@ -10,14 +10,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVE = os.path.join(HERE, "serve.py")
+LIAR = os.path.join(HERE, "liar.py")
 
 
 class ServerProcess:
-    """A tests/serve.py process; `address` is what it bound."""
+    """A tests/serve.py process (or `argv`, another script printing its
+    address first); `address` is what it bound."""
 
-    def __init__(self, address="tcp://127.0.0.1:0", env=None):
+    def __init__(self, address="tcp://127.0.0.1:0", env=None, argv=None):
         self.proc = subprocess.Popen(
-            [sys.executable, SERVE, address], stdout=subprocess.PIPE, text=True,
+            [sys.executable, *(argv or [SERVE, address])], stdout=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
         self.address = self.readline(20)
         if not self.address:
@@ -49,6 +51,12 @@ class ServerProcess:
         self.kill()
         self.proc.stdout.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 @contextlib.contextmanager
 def server_process(address="tcp://127.0.0.1:0", env=None):
@@ -57,6 +65,20 @@ def server_process(address="tcp://127.0.0.1:0", env=None):
         yield server
     finally:
         server.close()
+
+
+def rss_kib(pid):
+    """Resident memory of process `pid`, in KiB (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def open_fds(pid):
+    """How many file descriptors process `pid` has open (Linux)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def wait_until(predicate, timeout=10.0, interval=0.01):

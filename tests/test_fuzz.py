@@ -57,6 +57,8 @@ def test_frame_reader_on_mutated_streams(frames, edits, chunk):
         for i in range(0, len(data), chunk):
             for frame in reader.feed(data[i:i + chunk]):
                 assert frame.kind in wire.KIND_NAMES
+            # memory follows the bytes that arrived, never a declared length
+            assert reader.capacity <= max(4096, 4 * (i + chunk)), (reader.capacity, i + chunk)
     except ProtocolError:                       # FrameTooLargeError is one too
         pass
 
@@ -78,6 +80,27 @@ def test_decoder_on_mutated_payloads(value, edits):
     try:
         unpackb(data, max_depth=16, max_len=1000, max_bytes=1 << 16)
     except DecodeError:
+        pass
+
+
+from fuzz.seeds import CALLS  # noqa: E402  (shared with the atheris runs)
+from fuzz.servercore_target import drive, new_core  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(CALLS), max_size=6), EDITS,
+       st.lists(st.integers(0, 10 ** 5), max_size=15), st.lists(st.booleans(), max_size=16),
+       st.integers(12, 1 << 14), st.booleans())
+def test_server_core_on_mutated_calls(calls, edits, cuts, holds, max_frame_size, bytes_views):
+    """The core a server runs on every byte: calls of every handler mode,
+    edited, cut anywhere, held back as backpressure does. Replies are
+    well-formed and answer only calls that were made; the only exception is
+    ProtocolError (the connection is dropped)."""
+    stream = mutate(b"".join(calls), edits)
+    core = new_core(max_frame_size, bytes_views)
+    try:
+        drive(core, stream, [c % (len(stream) + 1) for c in cuts], holds)
+    except ProtocolError:
         pass
 
 

@@ -136,7 +136,7 @@ def test_a_killed_go_backend_loses_no_call_not_yet_written(go_trio, mode):
 
 def test_health_checks_find_a_dead_go_server_and_a_named_method_works(go_trio):
     addresses = [s.addresses["gob"] for s in go_trio]
-    with Balancer(addresses, codec="gob", health_interval=0, health_misses=1) as b:
+    with Balancer(addresses, codec="gob", health_interval=0, health_misses=1, health_timeout=5) as b:
         b.check_health()
         assert all(s["healthy"] for s in b.stats().values())
         go_trio[2].close()
@@ -146,7 +146,7 @@ def test_health_checks_find_a_dead_go_server_and_a_named_method_works(go_trio):
     with Balancer(addresses[:2], codec="gob", health_interval=0, health_method="Arith.Sum") as b:
         b.check_health()
         assert all(s["healthy"] for s in b.stats().values())
-    with Balancer(addresses[:2], codec="gob", health_interval=0, health_misses=1,
+    with Balancer(addresses[:2], codec="gob", health_interval=0, health_misses=1, health_timeout=5,
                   health_method="Arith.Nope") as b:
         b.check_health()                               # a named method that fails: unhealthy
         assert not any(s["healthy"] for s in b.stats().values())

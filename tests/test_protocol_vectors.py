@@ -31,6 +31,7 @@ EXPECTED = {
     "deadline": (wire.REQUEST, 5, "A.B", [], {"deadline_ms": 1500}),
     "load": (wire.RESPONSE, 5, "", None, {"load": 7}),
     "meta": (wire.REQUEST, 6, "A.B", [], {"meta": {"token": "x"}}),
+    "hello": (wire.PONG, 0, "", {"max_frame_size": 64 * 1024 * 1024}, {}),
 }
 
 

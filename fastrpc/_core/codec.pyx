@@ -432,7 +432,7 @@ cdef inline int _need(Reader *r, Py_ssize_t n) except -1:
 
 cdef int _check_len(Reader *r, Py_ssize_t n, Py_ssize_t min_item) except -1:
     if n > r.limits.max_len:
-        raise DecodeLimitError(f"container of {n} items is above the limit of {r.limits.max_len}")
+        raise DecodeLimitError(f"container of {n} items is above the limit max_len={r.limits.max_len}")
     if n * min_item > r.end - r.p:
         raise DecodeError(f"container of {n} items is longer than the payload")
     return 0
@@ -440,7 +440,7 @@ cdef int _check_len(Reader *r, Py_ssize_t n, Py_ssize_t min_item) except -1:
 
 cdef int _check_raw(Reader *r, Py_ssize_t n) except -1:
     if n > r.limits.max_bytes:
-        raise DecodeLimitError(f"value of {n} bytes is above the limit of {r.limits.max_bytes}")
+        raise DecodeLimitError(f"value of {n} bytes is above the limit max_bytes={r.limits.max_bytes}")
     return _need(r, n)
 
 
@@ -603,7 +603,7 @@ cdef object _unpack(Reader *r, int depth):
     cdef unsigned char c
     cdef const char *p
     if depth > r.limits.max_depth:
-        raise DecodeLimitError(f"payload nested deeper than the limit of {r.limits.max_depth}")
+        raise DecodeLimitError(f"payload nested deeper than the limit max_depth={r.limits.max_depth}")
     if r.p >= r.end:
         _truncated()
     c = <unsigned char>r.p[0]
@@ -728,7 +728,7 @@ cdef int _start(Reader *r, const char *p, Py_ssize_t n, object base, const char 
                 DecodeLimits *limits) except -1:
     """Point a Reader at `p[0:n]` after checking the payload size limit."""
     if n > limits.max_bytes:
-        raise DecodeLimitError(f"payload of {n} bytes is above the limit of {limits.max_bytes}")
+        raise DecodeLimitError(f"payload of {n} bytes is above the limit max_bytes={limits.max_bytes}")
     r.p = p
     r.end = p + n
     r.base = NULL if base is None else <PyObject *>base

@@ -314,6 +314,11 @@ cdef class FrameReader:
         """Bytes received but not yet returned as a frame."""
         return self.end - self.start
 
+    @property
+    def capacity(self):
+        """Bytes the receive buffer holds room for (the memory it takes)."""
+        return self.cap
+
     def frames(self):
         """Return every complete frame received so far as Frame objects."""
         cdef FrameView f

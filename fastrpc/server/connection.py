@@ -266,6 +266,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         self.handshake: Optional[ServerHandshake] = None
         self.handshake_buf: Optional[bytearray] = None
         self.handshake_timer: Optional[asyncio.TimerHandle] = None
+        self.refused_timer: Optional[asyncio.TimerHandle] = None   # closes a refused connection
         self.unauthenticated: Optional[wire.FrameReader] = None
 
     # asyncio protocol -------------------------------------------------
@@ -297,7 +298,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             s.connections.refused(self, reason)
             self.core.refuse = reason
             self.goaway(reason)
-            s.loop.call_later(REFUSED_LINGER, transport.close)
+            self.refused_timer = s.loop.call_later(REFUSED_LINGER, transport.close)
             return
         if s.auth_secret is not None:
             self.handshake = ServerHandshake(s.auth_secret)
@@ -417,8 +418,11 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             self._process(0)                # frames held back in the buffer go first
 
     def connection_lost(self, exc) -> None:
-        if self.handshake_timer is not None:
-            self.handshake_timer.cancel()
+        # Pending timers would keep this connection (and its buffers) alive.
+        for timer in (self.handshake_timer, self.refused_timer):
+            if timer is not None:
+                timer.cancel()
+        self.handshake_timer = self.refused_timer = None
         super().connection_lost(exc)
         # The core refers back to this connection: break the cycle now, so
         # both go as soon as the transport lets go of us (not at the next

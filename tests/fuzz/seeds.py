@@ -10,12 +10,50 @@ VALUES = [None, True, 0, -1, 2 ** 64 - 1, -2 ** 63, 1.5, "", "text", "é" * 40, 
 
 PAYLOADS = [packb(v) for v in VALUES]
 
-FRAMES = [f for n, p in enumerate(PAYLOADS) for f in (
+# Frames carry the payloads up to a few KiB (a stream of them is fed in
+# pieces, and one 70 KB frame per input made inputs 40 ms slow); one
+# 20 KB frame is still larger than a fresh receive buffer, to exercise its
+# growth.
+FRAMES = [f for n, p in enumerate(PAYLOADS) if len(p) <= 4096 for f in (
     wire.encode_frame(wire.REQUEST, n + 1, "Arith.Sum", p, deadline_ms=1000, meta=packb({"trace": n})),
     wire.encode_frame(wire.RESPONSE, n + 1, "", p, load=n),
     wire.encode_frame(wire.NOTIFY, 0, "Arith.Echo", p),
 )] + [wire.encode_frame(wire.PING, 9, "", b"p"), wire.encode_frame(wire.CANCEL, 3),
-      wire.encode_frame(wire.GOAWAY, 0, "", b"bye")]
+      wire.encode_frame(wire.GOAWAY, 0, "", b"bye"),
+      wire.encode_frame(wire.REQUEST, 99, "Arith.Echo", packb([b"y" * 20000]))]
+
+# Requests for the server core: every way a call can go (inline, task,
+# thread pool, not found, wrong arity, bad arguments, notifications,
+# deadlines, metadata), and the control frames a client sends.
+CALLS = [
+    wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([1, 2])),
+    wire.encode_frame(wire.REQUEST, 2, "Arith.Sum", packb([1]), deadline_ms=5),
+    wire.encode_frame(wire.REQUEST, 3, "Arith.Echo", packb([{"a": [1, 2.5, None]}]), meta=packb({"t": 1})),
+    wire.encode_frame(wire.REQUEST, 4, "Arith.Fail", packb(["boom"])),
+    wire.encode_frame(wire.REQUEST, 5, "Arith.Later", packb([7])),
+    wire.encode_frame(wire.REQUEST, 6, "Arith.Blocking", packb([8]), deadline_ms=1000),
+    wire.encode_frame(wire.REQUEST, 7, "Arith.Nope", packb([])),
+    wire.encode_frame(wire.REQUEST, 8, "Nope.Sum", packb([])),
+    wire.encode_frame(wire.REQUEST, 9, "Arith.Echo", packb([np.arange(6, dtype=np.int16).reshape(2, 3)])),
+    wire.encode_frame(wire.NOTIFY, 0, "Arith.Echo", packb(["n"])),
+    wire.encode_frame(wire.NOTIFY, 0, "Arith.Fail", packb(["n"])),
+    wire.encode_frame(wire.PING, 10, "", b"p"),
+    wire.encode_frame(wire.CANCEL, 5),
+    wire.encode_frame(wire.GOAWAY, 0, "", b""),
+    wire.encode_frame(wire.PONG, 11, "", b""),
+    wire.encode_frame(wire.REQUEST, 12, "Arith.Echo", packb([b"z" * 5000])),
+]
+
+
+def pieces(data: bytes, fdp, most: int = 16):
+    """`data` cut in up to `most` pieces at places `fdp` picks (so the number
+    of reads per input stays small, whatever the size of the stream)."""
+    cuts = sorted({fdp.ConsumeIntInRange(0, len(data)) for _ in range(fdp.ConsumeIntInRange(0, most - 1))})
+    last = 0
+    for cut in cuts + [len(data)]:
+        if cut > last:
+            yield data[last:cut]
+            last = cut
 
 
 def _gob_streams():
