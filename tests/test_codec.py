@@ -1,5 +1,6 @@
 """The MessagePack codec: round trips, agreement with msgpack, ndarrays, limits."""
 import math
+import struct
 
 import msgpack
 import numpy as np
@@ -189,6 +190,27 @@ def test_unsendable_ndarrays_are_a_clear_error(array):
 def test_malformed_ndarray_ext_is_a_decode_error(payload):
     with pytest.raises(DecodeError):
         unpackb(payload)
+
+
+def _ndarray_header(ndim, shape, data=b""):
+    body = bytes([1, ord("C"), 3]) + b"<f8" + bytes([ndim]) + b"".join(struct.pack(">Q", d) for d in shape)
+    body += b"\x00" + data
+    return b"\xc9" + struct.pack(">I", len(body)) + b"\x01" + body
+
+
+@pytest.mark.parametrize("payload", [
+    _ndarray_header(65, [1] * 65, b"\x00" * 8),                    # ndim above 64 (PROTOCOL.md: 0..64)
+    _ndarray_header(200, [1] * 200, b"\x00" * 8),
+    _ndarray_header(3, [0, 2 ** 40, 2 ** 40]),                     # a zero next to huge extents
+    _ndarray_header(2, [0, 2 ** 63]),
+])
+def test_ndarray_headers_numpy_would_reject_are_a_decode_error(payload):
+    with pytest.raises(DecodeError):
+        unpackb(payload)
+
+
+def test_an_empty_ndarray_with_sane_extents_decodes():
+    assert unpackb(_ndarray_header(2, [0, 3])).shape == (0, 3)
 
 
 # limits and malformed input ---------------------------------------------------
