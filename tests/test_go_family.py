@@ -3,6 +3,7 @@ engine and balancers as fastrpc's, against stock Go net/rpc servers."""
 import asyncio
 import concurrent.futures
 import ssl
+import time
 
 import pytest
 
@@ -132,6 +133,44 @@ def test_a_killed_go_backend_loses_no_call_not_yet_written(go_trio, mode):
                 failures.append(exc)
         assert failures == []
         assert b.stats()[addresses[1]]["errors"] >= 1
+
+
+@pytest.mark.parametrize("codec", ["gob", "jsonrpc"])
+def test_a_go_ping_the_peer_never_received_fails_as_not_sent(codec):
+    # The layer of a bug CI found: the connection fails unreceived calls
+    # through the table's forget(), which handed back a ping's internal
+    # wrapper instead of what its caller waits on.
+    import collections
+    import socket
+    from fastrpc._core.calltable import CallFuture
+    from fastrpc.client.connection import fail_undelivered
+    from fastrpc.go.calltable import GoCallTable
+    table = GoCallTable(codec, max_frame_size=1 << 20, max_depth=64)
+    ping, call = CallFuture("PING"), CallFuture("Arith.Sum")
+    table.ping(ping)
+    table.request("Arith.Sum", (Args(1, 2),), call)          # encoded, never written
+    a, b = socket.socketpair()
+    with a, b:
+        fail_undelivered(table, a, 0, collections.deque(), 0, 0, "tcp://127.0.0.1:1")
+    for future in (ping, call):
+        with pytest.raises(fastrpc.errors.ConnectionClosedError, match="not sent"):
+            future.result(0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_ping_to_a_go_server_that_died_is_a_connection_error(go_binary, mode):
+    # The ping is written after the server has gone: the connection fails it
+    # as not sent (the peer acknowledged none of it), which must reach the
+    # caller as a ConnectionError like any other call.
+    server = GoServer(go_binary)
+    with fastrpc.Client(server.addresses[mode], **settings(mode)) as c:
+        c.ping(5)
+        server.close()
+        time.sleep(0.2)                                 # the peer's FIN is in the socket
+        with pytest.raises(ConnectionError):
+            c.ping(5)
+        with pytest.raises(ConnectionError):
+            c.call("Arith.Sum", Args(1, 2), timeout=5)
 
 
 def test_health_checks_find_a_dead_go_server_and_a_named_method_works(go_trio):

@@ -152,7 +152,8 @@ class GoCallTable:
     def forget(self, seq: int) -> Any:
         """Drop a pending call; its reply, when it comes, is discarded (Go cannot cancel)."""
         self.reply_types.pop(seq, None)
-        return self.pending.pop(seq, None)
+        slot = self.pending.pop(seq, None)
+        return slot.slot if type(slot) is _Ping else slot     # what the caller waits on
 
     def _encoded(self, was_empty: bool) -> None:
         if self.owner is None:
