@@ -24,6 +24,7 @@ __all__ = [
     "ConnectionClosedError",
     "ProtocolError",
     "FrameTooLargeError",
+    "RemoteFrameTooLargeError",
     "CodecError",
     "EncodeError",
     "DecodeError",

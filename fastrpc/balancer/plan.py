@@ -29,7 +29,8 @@ FAILURE_MODES = ("failover", "failfast", "failtry", "backup")
 class RetryBudget:
     """Bounds retries: each call earns `ratio` of a retry, and `min_per_second`
     retries are always allowed (Finagle's RetryBudget), so a failing fleet
-    is not hit with a multiple of its normal traffic.
+    is not hit with a multiple of its normal traffic. At most `cap` unused
+    retries are saved up.
 
     A balancer credits its calls in batches (as it withdraws), so the call
     path pays nothing for the budget.

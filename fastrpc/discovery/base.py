@@ -41,7 +41,12 @@ class Watch:
 
 
 class Registration:
-    """A server's entry in a registry: ``close()`` removes it at once."""
+    """A server's entry in a registry: ``close()`` removes it at once.
+
+    Registries make them (``Discovery.register``): `endpoint` is what is
+    announced for `service`; `close` and `update` are the registry's
+    functions that withdraw and change it.
+    """
 
     def __init__(self, service: str, endpoint: Endpoint, close: Callable[[], None],
                  update: Optional[Callable[[Endpoint], None]] = None) -> None:

@@ -178,7 +178,9 @@ class EtcdDiscovery(Discovery):
     ``EtcdDiscovery(["http://10.0.0.5:2379", ...], prefix="/fastrpc/services/",
     username="svc", password="...", ssl_context=ctx)``; or ``ca_file``,
     ``cert_file`` and ``key_file`` to build the TLS context (mutual TLS when
-    a client certificate is given). `timeout` bounds each request.
+    a client certificate is given). `endpoints` are etcd's client URLs,
+    tried in turn; `timeout` bounds each request; a watch request is
+    renewed every `watch_timeout` seconds.
 
     A watch keeps the last known set while etcd is unreachable (logged once)
     and resynchronises when it returns; a registration's keep-alive renews

@@ -16,7 +16,9 @@ log = logging.getLogger("fastrpc.discovery")
 
 
 class FileDiscovery(Discovery):
-    """Endpoints from a JSON or TOML file, reloaded when it changes.
+    """Endpoints from a JSON or TOML file at `path`, reloaded when it changes.
+
+    `format` is "json" or "toml" (default None: by the file's extension).
 
     The file maps service names to lists of endpoints; a top-level list (JSON)
     or ``endpoints = [...]`` (TOML) serves every service::

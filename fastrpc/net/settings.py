@@ -37,6 +37,28 @@ class ClientSettings:
     HTTP CONNECT, as Go's rpc.DialHTTP). Go's protocols carry no
     metadata and no shared-secret handshake: those settings are refused
     with them (use TLS); a timeout is enforced by the client alone.
+
+    Settings (keyword arguments; defaults in the signature):
+
+    - ``timeout`` (None: wait): the default per-call timeout, sent to the
+      server as the call's deadline when ``send_deadline`` (True).
+    - ``connect_timeout`` (10 s): for dialing, TLS and the handshake.
+    - ``max_frame_size`` (64 MiB), ``max_depth`` (256, at most 2,048),
+      ``max_len`` (2**24 items), ``max_bytes`` (64 MiB): limits applied to
+      replies; a reply over one fails its own call.
+    - ``bytes_views`` (False): bytes results as memoryviews, see above.
+    - ``ssl`` (None): an ``ssl.SSLContext`` to connect with TLS;
+      ``server_hostname`` (None: the host dialled): the name the server's
+      certificate must carry.
+    - ``auth_secret`` (None): the shared secret of a server that requires
+      the handshake.
+    - ``metadata`` (None): a dict, or a callable returning one per call,
+      sent with every call (tokens, tracing ids).
+    - ``heartbeat`` (None: off): PING a connection silent this many
+      seconds; ``heartbeat_timeout`` (2 x heartbeat): fail it, and its
+      calls, when no answer comes within this.
+    - ``reconnect_backoff`` ((0.05, 5.0)): the first and the largest delay
+      between failed dials (exponential, with jitter).
     """
 
     def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False,

@@ -63,6 +63,29 @@ class Server:
     and thread-pool calls), or whose peer does not read its replies, is not
     read from until that eases, so one client cannot make the server buffer
     without bound.
+
+    Settings (keyword arguments; defaults in the signature):
+
+    - ``max_frame_size`` (64 MiB): the largest request frame. The server
+      announces it when a connection starts; a larger request is answered
+      ``FrameTooLarge`` alone.
+    - ``max_depth`` (256, at most 2,048), ``max_len`` (2**24 items),
+      ``max_bytes`` (64 MiB): decoding limits on arguments; a call over one
+      is answered ``DecodeError``.
+    - ``bytes_views`` (False): bytes arguments as memoryviews, see above.
+    - ``max_workers`` (None: the executor's default): the thread pool of
+      ``@fastrpc.blocking`` handlers.
+    - ``max_inflight`` (1024) and ``max_connections`` (10,000): see above.
+    - ``idle_timeout`` (None) and ``handshake_timeout`` (10 s): see above.
+    - ``grace`` (5 s): how long ``close()`` lets running calls finish.
+    - ``report_load`` (True): stamp the number of calls running on each
+      reply, for the balancers' least-loaded strategies.
+    - ``use_uvloop`` (None: when installed): run the event loop on uvloop.
+    - ``ssl`` (None): an ``ssl.SSLContext`` every listener serves TLS with.
+    - ``auth_secret`` (None): require the shared-secret handshake (at least
+      16 bytes) on fastrpc listeners.
+    - ``authorize`` (None): ``authorize(method, metadata)`` runs before each
+      call; raising refuses it as ``PermissionDenied``.
     """
 
     def __init__(self, *, max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
