@@ -60,6 +60,13 @@ class Args:
 
 
 @dataclass
+class Bag:
+    Tags: List[str] = field(default_factory=list)
+    Attrs: Dict[str, int] = field(default_factory=dict)
+    Blob: bytes = b""
+
+
+@dataclass
 class Point:
     X: float = 0.0
     Y: float = 0.0
@@ -119,6 +126,9 @@ class Arith:
     def Sum(self, a: int, b: int) -> int:
         return a + b
 
+    def Sub(self, a: int, b: int) -> int:
+        return a - b                # order matters: Go's fields must meet a and b by name
+
     def Div(self, args: Args) -> int:
         if args.B == 0:
             raise ZeroDivisionError("divide by zero")
@@ -149,3 +159,6 @@ class Echo:
 
     def Map(self, v: Dict[str, int]) -> Dict[str, int]:
         return v
+
+    def Lengths(self, b: Bag) -> str:
+        return f"{len(b.Tags)},{len(b.Attrs)},{len(b.Blob)}"     # Go's nil collections are empty

@@ -25,7 +25,9 @@ SCENARIOS = {"sum", "sum_negative", "error", "error_is_server_error", "unknown_m
              "after_errors", "record", "record_zero", "int_0", "int_-1", "int_-9223372036854775808",
              "int_9223372036854775807", "int_9007199254740992", "uint_0", "uint_127", "uint_128",
              "uint_18446744073709551615", "string_0", "string_5", "string_15", "string_100000", "bytes",
-             "floats", "map", "concurrent_1000"}
+             "floats", "map", "concurrent_1000",
+             "fields_by_name", "extra_field_ignored", "missing_field_is_zero", "zero_field_left_out",
+             "nil_collections", "collections", "negative_zero"}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,20 @@ def go_client(address: str, mode: str) -> fastrpc.GoClient:
 def test_go_client_calls_fastrpc_server(go_binary, py_server, mode):
     server, addresses = py_server
     results = run_go_client(go_binary, mode, host_port(addresses[mode]))
+    assert set(results) == SCENARIOS
+    failed = {name: r["detail"] for name, r in results.items() if not r["ok"]}
+    assert failed == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_go_client_scenarios_hold_against_go_itself(go_binary, mode):
+    # The expectations are Go's own behaviour: the same client passes them
+    # against the Go server (matching by name, zero values, extra fields).
+    server = GoServer(go_binary)
+    try:
+        results = run_go_client(go_binary, mode, server.addresses[mode])      # host:port
+    finally:
+        server.close()
     assert set(results) == SCENARIOS
     failed = {name: r["detail"] for name, r in results.items() if not r["ok"]}
     assert failed == {}
@@ -134,7 +150,12 @@ def test_fastrpc_client_calls_go_server(go_server, mode):
         back = c.call("Echo.Record", rec, reply_type=Record)
         assert back == rec and isinstance(back.Next, Record) and isinstance(back.Points[0], Point)
         plain = c.call("Echo.Record", Record(Name="plain"))  # no reply_type: dicts
-        assert plain["Name"] == "plain" and plain["Inner"]["Tags"] == [] and plain["Next"] is None
+        # Undeclared, a nil slice is what the codec says: gob's zero value, JSON's null.
+        nil_slice = None if mode == "jsonrpc" else []
+        assert plain["Name"] == "plain" and plain["Inner"]["Tags"] == nil_slice and plain["Next"] is None
+        declared = c.call("Echo.Record", Record(Name="plain"), reply_type=Record)
+        assert declared.Inner.Tags == [] and declared.Points == [] and declared.Data == b""
+        assert declared.Meta is None                             # Optional[...]: nil stays None
         assert c.call("Echo.Record", Record(), reply_type=Record) == Record(Inner=Inner())
 
         for v in (0, -1, -2**63, 2**63 - 1, 1 << 53):

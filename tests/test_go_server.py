@@ -75,8 +75,8 @@ def test_every_handler_kind_serves_go_callers(codec):
             with pytest.raises(fastrpc.RemoteError) as err:
                 c.call("Kinds.Fails", Pair())
             assert err.value.message == "KeyError"                 # an empty message: the type's name
-            with pytest.raises(fastrpc.RemoteError, match="takes 2 arguments, got 3"):
-                c.call("Kinds.Async", {"A": 1, "B": 2, "C": 3})
+            # Fields meet parameters by name: order does not matter, extra ones are ignored.
+            assert c.call("Kinds.Async", {"C": 3, "B": 4, "A": 9}) == 5
             futures = [c.go("Kinds.Async", Pair(i, 1)) for i in range(200)]
             assert [f.result(10) for f in futures] == [i - 1 for i in range(200)]
     finally:
@@ -193,3 +193,21 @@ def test_a_go_client_that_never_reads_cannot_grow_server_memory():
                 assert other.call("Kinds.Inline", Pair(2, 3), timeout=5) == 6
     finally:
         server.close(grace=0.5)
+
+
+def test_struct_fields_meet_parameters_by_name_as_go_decoders_do():
+    # Exact name, else case-insensitive (encoding/json), else ignoring
+    # underscores; unknown fields ignored; missing ones take the parameter's
+    # default, else its annotated type's zero value, else None.
+    from typing import List
+    from fastrpc.go.server import GoSignature
+    from fastrpc.server.handlers import build_handler
+
+    def handler(a: int, user_id: int, tags: List[str], note, label: str = "none", ratio: float = 0.0):
+        return a, user_id, tags, note, label, ratio
+
+    signature = GoSignature(build_handler(handler, "T.Handler"))
+    assert signature.arguments(({"UserID": 7, "A": 1, "Tags": ["x"], "Note": "n", "Label": "l", "Ratio": 0.5},)) \
+        == (1, 7, ["x"], "n", "l", 0.5)
+    assert signature.arguments(({"user_id": 3, "a": 2, "Extra": "ignored"},)) == (2, 3, [], None, "none", 0.0)
+    assert signature.arguments(({"A": 1, "a": 2},)) == (2, 0, [], None, "none", 0.0)    # the exact name wins

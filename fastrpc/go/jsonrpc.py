@@ -19,6 +19,7 @@ import re
 from typing import Any, List, Optional, Tuple
 
 from fastrpc.errors import EncodeError, FrameTooLargeError, ProtocolError
+from fastrpc.go._gob import K_BYTES, K_MAP, K_SLICE
 from fastrpc.go.types import go_type
 
 __all__ = ["JSONStream", "JSONServerCodec", "JSONClientCodec", "dumps"]
@@ -26,6 +27,16 @@ __all__ = ["JSONStream", "JSONServerCodec", "JSONClientCodec", "dumps"]
 _STRUCTURAL = re.compile(rb'[{}\[\]"]')
 _IN_STRING = re.compile(rb'["\\]')
 _SPACE = b" \t\r\n"
+
+
+# Go kinds whose zero value is nil (a nil slice, map or []byte).
+_NIL_WHEN_EMPTY = frozenset({K_SLICE, K_MAP, K_BYTES})
+
+
+def _parse_int(text: str) -> Any:
+    """JSON integers as ints, except "-0": only a float writes it (Go's
+    encoding/json writes float64 -0 so), and an int would lose its sign."""
+    return -0.0 if text == "-0" else int(text)
 
 
 class JSONStream:
@@ -62,7 +73,7 @@ class JSONStream:
             if end - self.start > self.max_message:
                 raise FrameTooLargeError(f"jsonrpc: message exceeds max_message={self.max_message} bytes")
             try:
-                out.append(json.loads(bytes(buf[self.start:end])))
+                out.append(json.loads(bytes(buf[self.start:end]), parse_int=_parse_int))
             except ValueError as exc:
                 raise ProtocolError(f"jsonrpc: malformed JSON: {exc}") from None
             self.start, pos = -1, end
@@ -112,8 +123,16 @@ def _default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # Go field names, as gob uses them
-        return {name: getattr(value, attr) for name, attr, _ in go_type(type(value)).fields}
+        # Go field names, as gob uses them. An empty slice, map or []byte
+        # field goes as null, so Go reads nil, as it does over gob (which
+        # leaves zero fields out): the same value over both codecs.
+        out = {}
+        for name, attr, field_type in go_type(type(value)).fields:
+            item = getattr(value, attr)
+            if field_type.kind in _NIL_WHEN_EMPTY and item is not None and len(item) == 0:
+                item = None
+            out[name] = item
+        return out
     if isinstance(value, (set, frozenset)):
         return list(value)
     if hasattr(value, "tolist"):                # numpy arrays and scalars

@@ -7,9 +7,14 @@ one Python service answers Go and Python callers alike.
 
 Go sends one argument per call. A handler taking one parameter receives it
 whole (converted to the parameter's annotated type, e.g. a dataclass); a
-handler taking several receives a Go struct's fields in order, so
-``def Sum(self, a, b)`` serves Go's ``Call("Arith.Sum", &Args{A: 10, B: 20},
-&reply)``. Errors use net/rpc's texts ("rpc: can't find method S.M").
+handler taking several receives a Go struct's fields matched to its
+parameters **by name**, as Go's decoders match fields: the exact name, else
+case-insensitively (encoding/json's rule), else ignoring underscores too
+(``user_id`` takes ``UserID``). Fields no parameter names are ignored; a
+parameter no field names gets its default, else the zero value of its
+annotated type (None when it has none). So ``def Sum(self, a, b)`` serves
+Go's ``Call("Arith.Sum", &Args{A: 10, B: 20}, &reply)`` whatever the order
+of Args' fields. Errors use net/rpc's texts ("rpc: can't find method S.M").
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from fastrpc.go._gob import GoType
 from fastrpc._core.servercore import MODE_INLINE, Handler
 from fastrpc.errors import RPCError
 from fastrpc.go.gobcodec import GobServerCodec
-from fastrpc.go.types import EMPTY_STRUCT, converter, go_type, zero_value
+from fastrpc.go.types import EMPTY_STRUCT, MISSING, converter, go_type, lookup_field, zero_for, zero_value
 from fastrpc.go.jsonrpc import JSONServerCodec
 from fastrpc.server.connection import Host, ServedConnection
 
@@ -57,6 +62,9 @@ class GoSignature:
         except (TypeError, ValueError):
             params = []
         self.converters: List[Optional[Callable]] = [_converter(hints.get(p.name)) for p in params]
+        # What a Go struct's fields are matched to (see the module docstring).
+        self.param_names = [p.name for p in params]
+        self.missing = [p.default if p.default is not p.empty else zero_for(hints.get(p.name)) for p in params]
         self.arg_names = [_type_name(hints.get(p.name)) for p in params]
         self.result_type: Optional[GoType] = None
         if "return" in hints:
@@ -71,7 +79,7 @@ class GoSignature:
         h = self.handler
         lo, hi = h.min_args, h.max_args
         if len(args) == 1 and lo > 1 and isinstance(args[0], dict):
-            args = tuple(args[0].values())      # one Go struct, several parameters: its fields
+            args = self._fields_by_name(args[0])    # one Go struct, several parameters
         elif len(args) == 1 and hi == 0:
             args = ()                           # Go always sends an argument; this takes none
         if len(args) < lo or (hi >= 0 and len(args) > hi):
@@ -80,8 +88,16 @@ class GoSignature:
         convs = self.converters
         if not any(convs):
             return args
-        return tuple(convs[i](a) if i < len(convs) and convs[i] is not None and a is not None else a
+        return tuple(convs[i](a) if i < len(convs) and convs[i] is not None else a
                      for i, a in enumerate(args))
+
+    def _fields_by_name(self, fields: Dict[Any, Any]) -> tuple:
+        """The parameters' values from a struct's fields, matched by name (never by position)."""
+        values = []
+        for name, missing in zip(self.param_names, self.missing):
+            value = lookup_field(fields, name)
+            values.append(missing if value is MISSING else value)
+        return tuple(values)
 
     def reply(self, result: Any) -> tuple:
         """(value, GoType or None) to send for `result`; None is never sent as nil."""

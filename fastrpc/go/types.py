@@ -35,7 +35,7 @@ from fastrpc.go._gob import (BOOL, BYTES, COMPLEX, FLOAT, INT, INTERFACE, STRING
 from fastrpc.errors import EncodeError
 
 __all__ = ["GoInt", "GoUint", "GoFloat", "GoArray", "go_type", "infer_go_type", "from_go",
-           "zero_value", "EMPTY_STRUCT"]
+           "zero_value", "zero_for", "lookup_field", "MISSING", "EMPTY_STRUCT"]
 
 
 class _Marker:
@@ -262,7 +262,12 @@ def zero_value(t: GoType) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def converter(annotation: Any) -> Optional[Callable[[Any], Any]]:
-    """A function turning a decoded value into `annotation`'s type; None: keep it as is."""
+    """A function turning a decoded value into `annotation`'s type; None: keep it as is.
+
+    Converters take None too: Go's nil slice, map or []byte (which arrives
+    as None over some codecs) becomes the declared collection, empty, the
+    same over every codec; a nil pointer (``Optional[...]``) stays None.
+    """
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         return _dataclass_converter(annotation)
     origin = typing.get_origin(annotation)
@@ -279,27 +284,43 @@ def converter(annotation: Any) -> Optional[Callable[[Any], Any]]:
         inner = converter(args[0]) if args else None
         make = origin if origin in (set, frozenset, tuple) else list
         if inner is None:
-            return None if make is list else make
-        return lambda v: make(inner(x) for x in v)
+            return _empty_list if make is list else (lambda v: make(() if v is None else v))
+        return lambda v: make(() if v is None else (inner(x) for x in v))
     if origin is dict or origin in _MAPPING_ORIGINS:
-        if not args:
-            return None
-        kc, vc = converter(args[0]), converter(args[1])
+        kc, vc = (converter(args[0]), converter(args[1])) if args else (None, None)
         if kc is None and vc is None:
-            return None
+            return _empty_dict
         kc, vc = kc or _same, vc or _same
-        return lambda v: {kc(k): vc(x) for k, x in v.items()}
+        return lambda v: {} if v is None else {kc(k): vc(x) for k, x in v.items()}
+    if annotation is list:
+        return _empty_list
+    if annotation is dict:
+        return _empty_dict
     if annotation is tuple:
-        return tuple
+        return lambda v: () if v is None else tuple(v)
     if annotation is bytes:
         return _to_bytes
     if annotation is float:
-        return float                            # JSON writes 1.0 as 1
+        return _to_float                        # JSON writes 1.0 as 1
     return None
 
 
+def _empty_list(v: Any) -> Any:
+    return [] if v is None else v
+
+
+def _empty_dict(v: Any) -> Any:
+    return {} if v is None else v
+
+
+def _to_float(v: Any) -> Any:
+    return v if v is None else float(v)
+
+
 def _to_bytes(v: Any) -> Any:
-    # JSON carries Go []byte as base64 text
+    # JSON carries Go []byte as base64 text, and a nil one as null
+    if v is None:
+        return b""
     return base64.b64decode(v, validate=True) if isinstance(v, str) else v
 
 
@@ -307,8 +328,40 @@ def _same(v: Any) -> Any:
     return v
 
 
+MISSING = object()
+
+
+def lookup_field(fields: Dict[Any, Any], name: str) -> Any:
+    """The field `name` of a received struct, matched as Go's decoders match
+    names: exactly, else case-insensitively (encoding/json's rule), else
+    also ignoring underscores (``user_id`` takes ``UserID``); MISSING if none."""
+    if name in fields:
+        return fields[name]
+    folded = name.casefold()
+    loose = folded.replace("_", "")
+    found = MISSING
+    for key, value in fields.items():
+        if isinstance(key, str):
+            key = key.casefold()
+            if key == folded:
+                return value
+            if found is MISSING and key.replace("_", "") == loose:
+                found = value
+    return found
+
+
+def zero_for(annotation: Any) -> Any:
+    """Go's zero value for a value declared `annotation` (None when unknown)."""
+    if annotation is None:
+        return None
+    try:
+        return zero_value(go_type(annotation))
+    except TypeError:
+        return None
+
+
 def _dataclass_converter(cls: type) -> Callable[[Any], Any]:
-    plan = []           # (attribute, go name, converter) filled on first use (recursion)
+    plan = []           # (attribute, go name, converter, zero) filled on first use (recursion)
 
     def convert(value: Any) -> Any:
         if value is None or isinstance(value, cls):
@@ -317,13 +370,18 @@ def _dataclass_converter(cls: type) -> Callable[[Any], Any]:
             raise TypeError(f"expected a Go struct for {cls.__name__}, got {type(value).__name__}")
         if not plan:
             for field, hint in _field_hints(cls):
-                plan.append((field.name, field.metadata.get("go", field.name), converter(hint)))
+                required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+                plan.append((field.name, field.metadata.get("go", field.name), converter(hint),
+                             zero_for(hint) if required else MISSING))
         kwargs = {}
-        for attr, name, conv in plan:
-            if name in value:
-                item = value[name]
-                kwargs[attr] = conv(item) if conv is not None and item is not None else item
-        return cls(**kwargs)        # fields the peer did not send keep their defaults
+        for attr, name, conv, zero in plan:
+            item = value[name] if name in value else lookup_field(value, name)
+            if item is MISSING:
+                if zero is MISSING:
+                    continue            # a field the peer did not send keeps its default
+                item = zero             # ... or, with none, Go's zero value
+            kwargs[attr] = conv(item) if conv is not None else item
+        return cls(**kwargs)
 
     return convert
 

@@ -30,6 +30,22 @@ import (
 
 type Args struct{ A, B int }
 
+// Shapes of Args a Go program may use: fields in another order, an extra
+// field, a missing one. Go's decoders match fields by name.
+type Swapped struct{ B, A int }
+type WithExtra struct {
+	A, B  int
+	Extra string
+}
+type OnlyB struct{ B int }
+
+// Bag's collections may be nil: Go reads a nil slice, map or []byte as empty.
+type Bag struct {
+	Tags  []string
+	Attrs map[string]int
+	Blob  []byte
+}
+
 type Point struct{ X, Y float64 }
 
 type Inner struct {
@@ -56,6 +72,7 @@ type Record struct {
 type Arith int
 
 func (t *Arith) Sum(args *Args, reply *int) error { *reply = args.A + args.B; return nil }
+func (t *Arith) Sub(args *Args, reply *int) error { *reply = args.A - args.B; return nil }
 
 // Pid tells which server process answered (balancing tests).
 func (t *Arith) Pid(args *Args, reply *int) error { *reply = os.Getpid(); return nil }
@@ -80,6 +97,10 @@ func (e *Echo) Floats(v []float64, reply *[]float64) error {
 	return nil
 }
 func (e *Echo) Map(v map[string]int, reply *map[string]int) error { *reply = v; return nil }
+func (e *Echo) Lengths(b *Bag, reply *string) error {
+	*reply = fmt.Sprintf("%d,%d,%d", len(b.Tags), len(b.Attrs), len(b.Blob))
+	return nil
+}
 
 func listen() net.Listener {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -176,6 +197,16 @@ func client(mode, addr string) {
 	err = c.Call("Nope.Sum", &Args{1, 2}, &sum)
 	check("unknown_service", err != nil && err.Error() == "rpc: can't find service Nope.Sum", fmt.Sprint(err))
 
+	// Struct fields meet handler parameters by name, never by position.
+	err = c.Call("Arith.Sub", &Swapped{B: 2, A: 10}, &sum)
+	check("fields_by_name", err == nil && sum == 8, fmt.Sprint(sum, " ", err))
+	err = c.Call("Arith.Sub", &WithExtra{A: 10, B: 3, Extra: "ignored"}, &sum)
+	check("extra_field_ignored", err == nil && sum == 7, fmt.Sprint(sum, " ", err))
+	err = c.Call("Arith.Sub", &OnlyB{B: 4}, &sum)
+	check("missing_field_is_zero", err == nil && sum == -4, fmt.Sprint(sum, " ", err))
+	err = c.Call("Arith.Sub", &Args{0, 5}, &sum) // gob leaves the zero A out
+	check("zero_field_left_out", err == nil && sum == -5, fmt.Sprint(sum, " ", err))
+
 	// The connection survives errors.
 	err = c.Call("Arith.Sum", &Args{1, 2}, &sum)
 	check("after_errors", err == nil && sum == 3, fmt.Sprint(sum, " ", err))
@@ -219,6 +250,17 @@ func client(mode, addr string) {
 	var rm map[string]int
 	err = c.Call("Echo.Map", map[string]int{"a": 1, "b": -2, "c": 0}, &rm)
 	check("map", err == nil && reflect.DeepEqual(rm, map[string]int{"a": 1, "b": -2, "c": 0}), fmt.Sprint(rm, " ", err))
+
+	// nil collections are empty ones; -0 keeps its sign.
+	var lengths string
+	err = c.Call("Echo.Lengths", &Bag{}, &lengths)
+	check("nil_collections", err == nil && lengths == "0,0,0", fmt.Sprint(lengths, " ", err))
+	err = c.Call("Echo.Lengths", &Bag{Tags: []string{"a"}, Attrs: map[string]int{"x": 1}, Blob: []byte{1, 2}}, &lengths)
+	check("collections", err == nil && lengths == "1,1,2", fmt.Sprint(lengths, " ", err))
+	var rz []float64
+	err = c.Call("Echo.Floats", []float64{math.Copysign(0, -1), 2}, &rz)
+	check("negative_zero", err == nil && len(rz) == 2 && rz[0] == 0 && math.Signbit(rz[0]) && rz[1] == 2,
+		fmt.Sprint(rz, " ", err))
 
 	// 1,000 concurrent calls from goroutines on this one connection.
 	var wg sync.WaitGroup
