@@ -166,7 +166,27 @@ def test_fastrpc_client_calls_go_server(go_server, mode):
             assert c.call("Echo.String", v) == v
         assert c.call("Echo.Bytes", b"\x00\xff\n", reply_type=bytes) == b"\x00\xff\n"
         assert c.call("Echo.Floats", [0.0, -0.5, 1e308, 5e-324], reply_type=List[float]) == [0.0, -0.5, 1e308, 5e-324]
-        assert c.call("Echo.Map", {"a": 1, "b": -2, "c": 0}, reply_type=Dict[str, int]) == {"a": 1, "b": -2, "c": 0}
+        assert c.call("Echo.Map", {"a": 1, "b": -2, "c": 0}, arg_type=Dict[str, int],
+                      reply_type=Dict[str, int]) == {"a": 1, "b": -2, "c": 0}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dict_argument_is_sent_as_a_go_struct(go_server, mode):
+    # What the positional-arguments TypeError suggests works: a dict with
+    # string keys is a struct of those fields (any order; None fields left out).
+    with go_client(go_server[mode], mode) as c:
+        assert c.call("Arith.Sum", {"A": 1, "B": 2}) == 3
+        assert c.call("Arith.Sub", {"B": 2, "A": 10}) == 8
+        assert c.call("Arith.Sub", {"B": 4, "A": None}) == -4
+        for i in range(50):                              # one type per shape, defined once
+            assert c.call("Arith.Sum", {"A": i, "B": 1}) == i + 1
+        # Only the argument itself: nested dicts stay maps (Meta), nested structs are dataclasses.
+        record = c.call("Echo.Record", {"Name": "from a dict", "Points": [Point(1.5, 2.0)], "Meta": {"k": "v"}},
+                        reply_type=Record)
+        assert record.Name == "from a dict" and record.Points == [Point(1.5, 2.0)] and record.Meta == {"k": "v"}
+        if mode != "jsonrpc":                            # gob carries one value per call
+            with pytest.raises(TypeError, match="dataclass or dict"):
+                c.call("Arith.Sum", 1, 2)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -182,7 +202,7 @@ def test_fastrpc_client_1000_concurrent_calls_on_one_connection(go_server, mode)
 def test_gob_argument_of_the_wrong_go_type_is_a_clear_remote_error(go_server):
     with go_client(go_server["gob"], "gob") as c:
         with pytest.raises(RemoteError, match="type mismatch"):
-            c.call("Arith.Sum", {"A": 1, "B": 2})       # a dict is a Go map, not the struct Args
+            c.call("Arith.Sum", {"A": 1, "B": 2}, arg_type=Dict[str, int])   # a map, not the struct Args
         with pytest.raises(RemoteError):
             c.call("Echo.Uint", 5)                      # a Python int is a Go int unless declared GoUint
         assert c.call("Arith.Sum", Args(2, 2)) == 4

@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Tuple
 
 from fastrpc.go._gob import K_STRUCT, STRING, UINT, GobDecoder, GobEncoder, GobError, GoType
 from fastrpc.errors import EncodeError, ProtocolError
-from fastrpc.go.types import EMPTY_STRUCT, infer_go_type
+from fastrpc.go.types import EMPTY_STRUCT, argument_go_type, infer_go_type
 
 __all__ = ["GobServerCodec", "GobClientCodec", "REQUEST", "RESPONSE"]
 
@@ -97,7 +97,7 @@ class GobClientCodec:
         state = self.encoder.checkpoint()
         try:
             self.encoder.encode({"ServiceMethod": method, "Seq": seq}, REQUEST)
-            self.encoder.encode(args[0], arg_type if arg_type is not None else infer_go_type(args[0]))
+            self.encoder.encode(args[0], arg_type if arg_type is not None else argument_go_type(args[0]))
         except BaseException:
             self.encoder.restore(state)
             raise

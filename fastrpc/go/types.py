@@ -34,7 +34,7 @@ from fastrpc.go._gob import (BOOL, BYTES, COMPLEX, FLOAT, INT, INTERFACE, STRING
                           K_MAP, K_OPAQUE, K_SLICE, K_STRING, K_STRUCT, K_UINT)
 from fastrpc.errors import EncodeError
 
-__all__ = ["GoInt", "GoUint", "GoFloat", "GoArray", "go_type", "infer_go_type", "from_go",
+__all__ = ["GoInt", "GoUint", "GoFloat", "GoArray", "go_type", "infer_go_type", "argument_go_type", "from_go",
            "zero_value", "zero_for", "lookup_field", "MISSING", "EMPTY_STRUCT"]
 
 
@@ -219,6 +219,34 @@ def infer_go_type(value: Any) -> GoType:
 
 
 _INT64_MAX = (1 << 63) - 1
+
+
+def argument_go_type(value: Any) -> GoType:
+    """The Go type a call's argument travels as when no arg_type says otherwise.
+
+    As infer_go_type, except that a dict whose keys are all strings is a
+    struct of those fields (net/rpc arguments are structs; a map argument
+    needs ``arg_type=Dict[str, V]``). Fields holding None are left out, as
+    Go leaves nil fields out.
+    """
+    if isinstance(value, dict) and value and all(type(k) is str for k in value):
+        return _struct_of(tuple((k, infer_go_type(v)) for k, v in value.items() if v is not None))
+    return infer_go_type(value)
+
+
+def _struct_of(fields: Tuple[Tuple[str, GoType], ...]) -> GoType:
+    # One GoType per shape: a connection defines each type once, however
+    # many calls send it (a bounded cache; beyond it, types are per call).
+    key = tuple((name, id(t)) for name, t in fields)
+    t = _dict_structs.get(key)
+    if t is None:
+        t = GoType(K_STRUCT, "Args", fields=[(name, name, ft) for name, ft in fields])
+        if len(_dict_structs) < 4096:
+            _dict_structs[key] = t
+    return t
+
+
+_dict_structs: Dict[tuple, GoType] = {}
 
 
 def _common(types: list) -> GoType:

@@ -16,6 +16,7 @@ import concurrent.futures
 import functools
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fastrpc._core.servercore import MODE_ASYNC, Handler, LoadGauge, not_found_message
@@ -182,18 +183,17 @@ class Dispatcher:
 # The message a handler's task is cancelled with when its deadline passes
 # (timers may fire a little before time.monotonic() reaches the deadline).
 _AT_DEADLINE = "fastrpc: the caller's deadline passed"
+# The tasks cancelled because their deadline passed. Kept aside rather than
+# read back from the CancelledError's message: before Python 3.11 a task's
+# result() raises a CancelledError without the message given to cancel().
+_deadline_cancelled: "weakref.WeakSet[asyncio.Future]" = weakref.WeakSet()
 
 
 def _cancel(fut: asyncio.Future) -> None:
     if not fut.done():
+        _deadline_cancelled.add(fut)
         fut.cancel(_AT_DEADLINE)
 
 
 def _cancelled_at_deadline(fut: asyncio.Future) -> bool:
-    try:
-        fut.result()
-    except asyncio.CancelledError as exc:
-        return bool(exc.args) and exc.args[0] == _AT_DEADLINE
-    except BaseException:
-        pass
-    return False
+    return fut in _deadline_cancelled
