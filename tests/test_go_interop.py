@@ -4,6 +4,7 @@ Both directions for gob over TCP, gob over HTTP CONNECT and jsonrpc; golden
 gob bytes written by Go checked against fastrpc's encoder. Without Go these
 tests fail (build_go_program raises), they never skip.
 """
+import asyncio
 import concurrent.futures
 import http.client
 import json
@@ -101,20 +102,29 @@ def test_same_service_answers_fastrpc_and_go_callers(py_server):
 def test_debug_rpc_page_lists_services_methods_and_calls(go_binary, py_server):
     server, addresses = py_server
     host, port = host_port(addresses["http"]).rsplit(":", 1)
+    before = server.dispatcher.call_counts()["Arith.Sum"]
     with go_client(addresses["http"], "http") as c:
-        before = server.dispatcher.call_counts()["Arith.Sum"]
         for i in range(3):
             c.call("Arith.Sum", Args(i, i))
+    with fastrpc.Client(addresses["fastrpc"]) as native:           # every protocol's calls count
+        for i in range(4):
+            native.call("Arith.Sum", i, i)
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.request("GET", "/debug/rpc")
     resp = conn.getresponse()
     body = resp.read().decode()
     assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/html")
     assert "Service Arith" in body and "Service Echo" in body
-    row = body[body.index(">Sum("):]
-    row = row[:row.index("</tr>")]
-    assert "Sum(int, int) int" in row
-    assert f"<td align=center>{before + 3}</td>" in row
+
+    def row(method):
+        text = body[body.index(f">{method}("):]
+        return text[:text.index("</tr>")]
+    # Go's own page shows Method(argType, replyType) error, as Go declares them.
+    assert "Sum(*struct { A int; B int }, *int) error" in row("Sum")
+    assert f"<td align=center>{before + 7}</td>" in row("Sum")
+    assert "Div(*Args, *int) error" in row("Div")
+    assert "Record(*Record, *Record) error" in row("Record")
+    assert "Floats([]float64, *[]float64) error" in row("Floats")
 
 
 @pytest.mark.parametrize("verb, path, status", [("GET", "/", 404), ("GET", "/_goRPC_", 405),
@@ -187,6 +197,48 @@ def test_a_dict_argument_is_sent_as_a_go_struct(go_server, mode):
         if mode != "jsonrpc":                            # gob carries one value per call
             with pytest.raises(TypeError, match="dataclass or dict"):
                 c.call("Arith.Sum", 1, 2)
+
+
+class Finishing:
+    """Handlers that record having run to their end."""
+
+    def __init__(self):
+        self.finished = []
+
+    async def Async(self, a: int, b: int) -> int:
+        await asyncio.sleep(0.5)
+        self.finished.append("async")
+        return a + b
+
+    @fastrpc.blocking
+    def Blocking(self, a: int, b: int) -> int:
+        time.sleep(0.5)
+        self.finished.append("blocking")
+        return a + b
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", ["Async", "Blocking"])
+def test_a_go_client_hanging_up_does_not_stop_its_calls(go_binary, mode, method):
+    # net/rpc runs a method to completion whatever its client does; a Go
+    # listener does the same, in every handler mode (fastrpc's own protocol
+    # cancels instead: its clients can cancel, and do so on purpose).
+    finishing = Finishing()
+    server = fastrpc.Server()
+    server.register(finishing)
+    addresses = {"gob": server.start("tcp://127.0.0.1:0", codec="gob"),
+                 "http": server.start("http://127.0.0.1:0"),
+                 "jsonrpc": server.start("tcp://127.0.0.1:0", codec="jsonrpc")}
+    try:
+        out = subprocess.run([go_binary, "hangup", mode, host_port(addresses[mode]), f"Finishing.{method}"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 5
+        while not finishing.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert finishing.finished == [method.lower()]
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("mode", MODES)

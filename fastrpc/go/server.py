@@ -26,7 +26,7 @@ import logging
 import typing
 from typing import Any, Callable, Dict, List, Optional
 
-from fastrpc.go._gob import GoType
+from fastrpc.go._gob import K_STRUCT, GoType
 from fastrpc._core.servercore import MODE_INLINE, Handler
 from fastrpc.errors import RPCError
 from fastrpc.go.gobcodec import GobServerCodec
@@ -65,14 +65,23 @@ class GoSignature:
         # What a Go struct's fields are matched to (see the module docstring).
         self.param_names = [p.name for p in params]
         self.missing = [p.default if p.default is not p.empty else zero_for(hints.get(p.name)) for p in params]
-        self.arg_names = [_type_name(hints.get(p.name)) for p in params]
+        # How Go's /debug/rpc would show the method: the argument a Go caller
+        # sends (several parameters: a struct of them) and the reply.
+        if not params:
+            self.arg_go = "*struct {}"
+        elif len(params) == 1:
+            self.arg_go = _go_name(hints.get(params[0].name), pointer=False)
+        else:
+            fields = "; ".join(f"{p.name[:1].upper()}{p.name[1:]} {_go_name(hints.get(p.name), pointer=False)}"
+                               for p in params)
+            self.arg_go = f"*struct {{ {fields} }}"
         self.result_type: Optional[GoType] = None
         if "return" in hints:
             try:
                 self.result_type = go_type(hints["return"])
             except TypeError:
                 pass                    # no Go counterpart: infer from each value
-        self.reply_name = _type_name(hints.get("return"))
+        self.reply_go = _go_name(hints.get("return"), pointer=True) if "return" in hints else "*interface {}"
 
     def arguments(self, args: tuple) -> tuple:
         """The handler's positional arguments for the values a Go caller sent."""
@@ -117,10 +126,19 @@ def _converter(annotation: Any) -> Optional[Callable]:
         return None
 
 
-def _type_name(annotation: Any) -> str:
+def _go_name(annotation: Any, pointer: bool) -> str:
+    """Go's name for the type `annotation` declares (structs as pointers,
+    as net/rpc methods take them); "interface {}" when undeclared."""
     if annotation is None:
-        return "any"
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        return "*interface {}" if pointer else "interface {}"
+    try:
+        t = go_type(annotation)
+    except TypeError:
+        return "*interface {}" if pointer else "interface {}"
+    if t is EMPTY_STRUCT:
+        return "*struct {}"
+    name = t.name or "interface {}"
+    return f"*{name}" if pointer or t.kind == K_STRUCT else name
 
 
 class GoConnection(ServedConnection, asyncio.Protocol):
@@ -130,6 +148,11 @@ class GoConnection(ServedConnection, asyncio.Protocol):
     (ServedConnection); Go's protocols have no GOAWAY, so on close the
     server simply closes it once its calls are done.
     """
+
+    # net/rpc runs a method to completion whatever its client does (it has no
+    # cancellation), and so do Go listeners, in every handler mode: a call
+    # that arrived runs; its reply is dropped if the client has gone.
+    cancel_on_hangup = False
 
     def __init__(self, server: Host, codec: str, http: bool) -> None:
         super().__init__(server)
@@ -301,7 +324,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def debug_page(server: Host) -> str:
-    """Go's /debug/rpc page: services, methods with their types, call counts."""
+    """Go's /debug/rpc page: services, methods with Go's types, the calls of every protocol."""
     services: Dict[str, List[str]] = {}
     for name in server.dispatcher.methods:
         service, _, method = name.rpartition(".")
@@ -314,9 +337,8 @@ def debug_page(server: Host) -> str:
             full = f"{service}.{method}"
             handler = server.dispatcher.lookup(full)
             sig = server.dispatcher.annotation(handler, "go", GoSignature)
-            args = ", ".join(sig.arg_names)
-            out.append(f"<tr>\n<td align=left font=fixed>{html.escape(method)}({html.escape(args)}) "
-                       f"{html.escape(sig.reply_name)}</td>\n"
+            out.append(f"<tr>\n<td align=left font=fixed>{html.escape(method)}"
+                       f"({html.escape(sig.arg_go)}, {html.escape(sig.reply_go)}) error</td>\n"
                        f"<td align=center>{handler.calls}</td>\n</tr>")
         out.append("</table>")
     out.append("</body>\n</html>\n")

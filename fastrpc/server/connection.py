@@ -244,12 +244,19 @@ class ServedConnection:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    #: Whether the calls still running stop when the peer hangs up. fastrpc's
+    #: own protocol: yes (nobody is left to receive their replies, and its
+    #: clients hang up on purpose to cancel). Go's protocols say no (see
+    #: GoConnection).
+    cancel_on_hangup = True
+
     # closing ------------------------------------------------------------------
     def connection_lost(self, exc) -> None:
         self.closing = True
         self.server.connections.discard(self)
-        for task in list(self.tasks.values()):
-            task.cancel()   # nobody is left to receive their replies
+        if self.cancel_on_hangup:
+            for task in list(self.tasks.values()):
+                task.cancel()
         self.server.connections.idle(self)
 
 

@@ -6,6 +6,7 @@
 //	gointerop client MODE ADDR      runs every scenario against a server
 //	                                (MODE gob | http | jsonrpc); prints one JSON
 //	                                object {scenario: {"ok": bool, "detail": ...}}
+//	gointerop hangup MODE ADDR M    starts a call of M, then closes the connection
 //	gointerop golden                prints gob encodings as JSON [{name, hex}]
 //
 // Only the standard library is used; nothing here knows about fastrpc.
@@ -26,6 +27,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"time"
 )
 
 type Args struct{ A, B int }
@@ -150,6 +152,16 @@ func dial(mode, addr string) *rpc.Client {
 		os.Exit(2)
 	}
 	return c
+}
+
+// hangup starts a call and closes the connection while it runs: net/rpc
+// servers run the method to completion anyway.
+func hangup(mode, addr, method string) {
+	c := dial(mode, addr)
+	var reply int
+	c.Go(method, &Args{1, 2}, &reply, nil)
+	time.Sleep(200 * time.Millisecond)
+	c.Close()
 }
 
 func sampleRecord(mode string) Record {
@@ -351,10 +363,12 @@ func main() {
 		serve()
 	case len(os.Args) == 4 && os.Args[1] == "client":
 		client(os.Args[2], os.Args[3])
+	case len(os.Args) == 5 && os.Args[1] == "hangup":
+		hangup(os.Args[2], os.Args[3], os.Args[4])
 	case len(os.Args) == 2 && os.Args[1] == "golden":
 		golden()
 	default:
-		fmt.Fprintln(os.Stderr, "usage: gointerop serve | client MODE ADDR | golden")
+		fmt.Fprintln(os.Stderr, "usage: gointerop serve | client MODE ADDR | hangup MODE ADDR METHOD | golden")
 		os.Exit(2)
 	}
 }
