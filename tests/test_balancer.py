@@ -1,4 +1,5 @@
 """Balancer with real server processes: strategies, membership, health, failures."""
+import asyncio
 import collections
 import concurrent.futures
 import threading
@@ -535,3 +536,65 @@ def test_a_stalled_server_times_out_and_is_ejected():
             assert outcomes["timeout"] == 3 and outcomes[healthy.pid] == 27
             stats = b.stats()
             assert stats[stalled.address]["ejected"] and stats[stalled.address]["in_flight"] == 0
+
+
+def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sent():
+    # A listener whose accept queue is full: connecting hangs (SYNs dropped).
+    # The call ends at its own timeout (not connect_timeout), naming the
+    # endpoint it waited for; when the connection is made later, the call
+    # that already failed is not sent.
+    import socket
+
+    def check(make_call):
+        with socket.socket() as full:
+            full.bind(("127.0.0.1", 0))
+            full.listen(0)
+            address = "tcp://127.0.0.1:%d" % full.getsockname()[1]
+            filler = socket.create_connection(full.getsockname(), timeout=1)
+            start = time.monotonic()
+            error, finish = make_call(address)
+            try:
+                assert isinstance(error, TimeoutError) and error.endpoints == [address]
+                assert time.monotonic() - start < 4.0          # connect_timeout is 5 s
+                full.accept()[0].close()                       # room in the queue: the dial completes
+                filler.close()
+                full.settimeout(5)
+                late, _ = full.accept()
+                with late:
+                    late.settimeout(1.0)
+                    try:
+                        data = late.recv(65536)
+                    except socket.timeout:
+                        data = b""
+                    assert data == b"", f"a call that had failed was sent: {data!r}"
+            finally:
+                finish()
+
+    def sync_call(address):
+        b = balancer([address], timeout=0.3, connect_timeout=5, health_interval=0)
+        try:
+            b.call("Arith.Sum", 1, 2)
+        except TimeoutError as exc:
+            return exc, b.close
+        raise AssertionError("the call did not time out")
+
+    def async_call(address):
+        loop = asyncio.new_event_loop()
+        ab = fastrpc.AsyncBalancer([address], timeout=0.3, connect_timeout=5, health_interval=0)
+        try:
+            loop.run_until_complete(ab.call("Arith.Sum", 1, 2))
+        except TimeoutError as exc:
+            # The loop keeps running in a thread, so the late dial can finish.
+            thread = threading.Thread(target=loop.run_forever, daemon=True)
+            thread.start()
+
+            def finish():
+                asyncio.run_coroutine_threadsafe(ab.close(), loop).result(5)
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(5)
+                loop.close()
+            return exc, finish
+        raise AssertionError("the call did not time out")
+
+    check(sync_call)
+    check(async_call)

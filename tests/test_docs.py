@@ -104,3 +104,13 @@ def test_the_tutorial_is_what_the_docs_show():
     page = (DOCS / "tutorial.rst").read_text()
     for script in sorted((DOCS / "tutorial").glob("*.py")):
         assert f".. literalinclude:: tutorial/{script.name}" in page, script.name
+
+
+def test_the_readme_first_example_runs(tmp_path):
+    readme = (DOCS.parent / "README.md").read_text()
+    example = readme[readme.index("```python\n") + len("```python\n"):]
+    example = example[:example.index("```")]
+    script = tmp_path / "readme_example.py"
+    script.write_text(example)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr

@@ -209,8 +209,8 @@ cdef class Pool:
         """Start a blocking balanced call; return its future (Balancer.go).
 
         The first attempt goes out now on the picked endpoint's connection,
-        or through the driver's dial_and_send() when that endpoint has none
-        ready. A hedged call's hedge check is scheduled on the engine's timers.
+        or, when that endpoint has none ready, once the driver has connected
+        (dial_later(): on the engine's dial threads). A hedged call's hedge check is scheduled on the engine's timers.
         """
         cdef CallFuture fut = CallFuture.__new__(CallFuture)
         cdef Attempt a = Attempt.__new__(Attempt)
@@ -234,7 +234,9 @@ cdef class Pool:
         a.number = 1
         fut.source = a
         if not self.start(a):
-            self.policy.driver.dial_and_send(a)
+            # Connecting takes up to connect_timeout: not in the caller's
+            # thread, where it would outlast the call's own timeout.
+            self.policy.driver.dial_later(a)
         if t >= 0.0 and fut.state == PENDING:
             engine.watch_deadline(fut)
         if hedged and fut.state == PENDING:
@@ -355,6 +357,17 @@ cdef class Attempt(Slot):
     def withdraw_call(self, future):
         """The caller's future was cancelled: withdraw every attempt in flight."""
         self.pool.policy.withdraw(self)
+
+    @property
+    def settled(self):
+        """The call this attempt belongs to has its outcome (or was withdrawn):
+        a connection that arrives late must not send it any more."""
+        sink = self.sink
+        if sink is None:
+            return True
+        if type(sink) is CallFuture:
+            return (<CallFuture>sink).state != PENDING
+        return sink.done()
 
     def expire_call(self, future):
         """The caller's future timed out: give up the call, naming the endpoints tried."""

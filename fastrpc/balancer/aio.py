@@ -93,9 +93,11 @@ class AsyncBalancer(BalancerCore):
         try:
             conn = await self._ready(attempt.member)
         except (ConnectionError, TimeoutError) as exc:
-            self.planner.give_up_unsent(attempt, exc)
+            if not attempt.settled:
+                self.planner.give_up_unsent(attempt, exc)
             return
-        self._send(attempt, conn)
+        if not attempt.settled:             # the call may have timed out while connecting
+            self._send(attempt, conn)
 
     def _ensure_health(self) -> None:
         if self._health_task is None and self.health_interval > 0 and not self._closed:
@@ -112,7 +114,8 @@ class AsyncBalancer(BalancerCore):
         future, attempt, sent, timers = self.pool.go_async(
             asyncio.get_running_loop(), self._per_call, method, args, key, timeout, idempotent, self._expire)
         if not sent:
-            await self._dial_and_send(attempt)
+            # Connect in a task: the call's timeout runs meanwhile.
+            asyncio.get_running_loop().create_task(self._dial_and_send(attempt))
         try:
             return await future
         except asyncio.CancelledError:

@@ -238,6 +238,12 @@ class Planner:
                 self.core.count_failure(peer.member, peer.started, exc)
                 _withdraw_seq(peer)
                 tried.append((peer.member, exc))
+        if not tried and current.member is not None and not current.running:
+            # Still connecting to the endpoint it picked: that is the
+            # endpoint the call timed out on. The pick is released now; the
+            # dial, when it ends, finds the call settled and sends nothing.
+            self.core.pool.release_withdrawn(current.member)
+            tried.append((current.member, TimeoutError(f"{attempt.method} did not complete in time")))
         if tried:
             attempt.fail(final_error(attempt.method, tried))
         else:

@@ -85,7 +85,12 @@ class Balancer(BalancerCore):
         if conn is not None and conn.usable:
             self._send(attempt, conn, flush=True)
         else:
-            engines.engine().dial(functools.partial(self.dial_and_send, attempt, True))
+            self.dial_later(attempt)
+
+    def dial_later(self, attempt: Attempt) -> None:
+        """Connect to the endpoint picked for `attempt` on the engine's dial
+        threads, then send it (unless the call has ended meanwhile)."""
+        engines.engine().dial(functools.partial(self.dial_and_send, attempt, True))
 
     def _send(self, attempt: Attempt, conn: Any, flush: bool) -> None:
         try:
@@ -102,9 +107,11 @@ class Balancer(BalancerCore):
         try:
             conn = self._ready(attempt.member)
         except (ConnectionError, TimeoutError) as exc:
-            self.planner.give_up_unsent(attempt, exc)
+            if not attempt.settled:
+                self.planner.give_up_unsent(attempt, exc)
             return
-        self._send(attempt, conn, flush)
+        if not attempt.settled:             # the call may have timed out while connecting
+            self._send(attempt, conn, flush)
 
     # calls ----------------------------------------------------------------------------
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
