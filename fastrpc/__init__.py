@@ -12,7 +12,7 @@ from fastrpc.client import AsyncClient, CallFuture, Client
 from fastrpc.context import CallContext, current_call
 from fastrpc.discovery import (Discovery, EtcdDiscovery, FileDiscovery, Registration,
                                StaticDiscovery)
-from fastrpc.errors import ConnectionError, RemoteError, RPCError, TimeoutError
+from fastrpc.errors import ConnectionError, RemoteError, RPCError, TimeoutError, register_error
 from fastrpc.go import AsyncGoClient, GoArray, GoClient, GoFloat, GoInt, GoUint
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.server import Server, blocking
@@ -57,5 +57,6 @@ __all__ = [
     "blocking",
     "current_call",
     "packb",
+    "register_error",
     "unpackb",
 ]

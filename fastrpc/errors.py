@@ -31,6 +31,10 @@ __all__ = [
     "DecodeLimitError",
     "DiscoveryError",
     "EtcdError",
+    "RemoteEncodeError",
+    "RemoteDecodeError",
+    "RemoteTraceback",
+    "register_error",
 ]
 
 
@@ -80,9 +84,95 @@ REMOTE_ERROR_CLASSES = {
 
 
 
-def remote_error(type_name: str, message: str) -> RemoteError:
-    """Build the RemoteError (or its specific subclass) for an error reply."""
-    return REMOTE_ERROR_CLASSES.get(type_name, RemoteError)(type_name, message)
+# Builtin exceptions a remote one of the same name is raised as (together
+# with RemoteError): the common ones whose constructor takes a message.
+# (OSError's family is left out: its constructor reads errno from the args.)
+_BUILTIN_REMOTE = frozenset({
+    "ArithmeticError", "AssertionError", "AttributeError", "BufferError", "EOFError",
+    "FloatingPointError", "IndexError", "KeyError", "LookupError", "MemoryError",
+    "NameError", "NotImplementedError", "OverflowError", "RecursionError", "RuntimeError",
+    "TypeError", "UnicodeError", "ValueError", "ZeroDivisionError",
+})
+# Application exceptions registered with register_error(): wire name -> class,
+# and the name each class travels under.
+_REGISTERED: dict = {}
+_NAMES: dict = {}
+# Remote twins of exception classes, made once per class.
+_TWINS: dict = {}
+
+
+def register_error(cls: type, name: str | None = None) -> type:
+    """Map the exception class `cls` to the name it travels under (default
+    its class name), on this side of the wire; usable as a class decorator.
+
+    A server sends that name for a handler's exception of that class; a
+    client raises an error reply of that name as a class that is both a
+    RemoteError and `cls`, so ``except NotFound`` and ``except RemoteError``
+    both match. Register on both sides. No class is ever looked up or built
+    from a name the peer sends unless it was registered here (or is one of
+    the common builtin exceptions)."""
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise TypeError("register_error takes an exception class")
+    name = cls.__name__ if name is None else name
+    if not name or not isinstance(name, str):
+        raise ValueError("the name of a registered error is a non-empty str")
+    if name in REMOTE_ERROR_CLASSES or name in _BUILTIN_REMOTE:
+        raise ValueError(f"{name!r} is a name fastrpc already maps")
+    _REGISTERED[name] = cls
+    _NAMES[cls] = name
+    return cls
+
+
+def error_type_name(exc: BaseException) -> str:
+    """The type name an exception travels under in an error reply."""
+    cls = type(exc)
+    name = _NAMES.get(cls)
+    if name is None:
+        for base in cls.__mro__[1:]:            # a subclass of a registered class
+            name = _NAMES.get(base)
+            if name is not None:
+                break
+    return cls.__name__ if name is None else name
+
+
+class RemoteTraceback(RPCError):
+    """The remote traceback of a RemoteError, when the server sends them
+    (``Server(send_tracebacks=True)``); set as the error's ``__cause__``, so
+    Python prints it above the local traceback."""
+
+    def __str__(self) -> str:
+        return "\n" + (self.args[0] if self.args else "")
+
+
+def remote_error(type_name: str, message: str, traceback: str | None = None) -> RemoteError:
+    """Build the RemoteError for an error reply: its specific subclass, or a
+    class that is also the builtin or registered exception of that name."""
+    cls = REMOTE_ERROR_CLASSES.get(type_name)
+    if cls is None:
+        base = _REGISTERED.get(type_name)
+        if base is None and type_name in _BUILTIN_REMOTE:
+            base = getattr(builtins, type_name)
+        cls = RemoteError if base is None else _twin(base, type_name)
+    error = cls.__new__(cls, type_name, message)
+    RemoteError.__init__(error, type_name, message)
+    if traceback:
+        error.remote_traceback = traceback
+        error.__cause__ = RemoteTraceback(traceback)
+    return error
+
+
+def _twin(base: type, type_name: str) -> type:
+    twin = _TWINS.get(base)
+    if twin is None:
+        twin = type(f"Remote{base.__name__}", (RemoteError, base), {
+            "__doc__": f"A remote {type_name}: both a RemoteError and {base.__qualname__}.",
+            "__module__": __name__,
+            "__init__": RemoteError.__init__,
+            "__str__": BaseException.__str__,
+            "__reduce__": lambda self: (remote_error, (self.type, self.message)),
+        })
+        _TWINS[base] = twin
+    return twin
 
 
 class TimeoutError(RPCError, builtins.TimeoutError):
@@ -178,6 +268,18 @@ class DecodeError(CodecError):
 
 class DecodeLimitError(DecodeError):
     """The payload exceeds a decode limit (depth, container length, bytes)."""
+
+
+class RemoteEncodeError(RemoteError, EncodeError):
+    """The server could not encode the result (remote type ``EncodeError``)."""
+
+
+class RemoteDecodeError(RemoteError, DecodeError):
+    """The server could not decode the arguments (remote type ``DecodeError``)."""
+
+
+REMOTE_ERROR_CLASSES["EncodeError"] = RemoteEncodeError
+REMOTE_ERROR_CLASSES["DecodeError"] = RemoteDecodeError
 
 
 class DiscoveryError(RPCError):

@@ -16,6 +16,15 @@ import numpy as np
 import fastrpc
 
 
+@fastrpc.register_error
+class NotFound(LookupError):
+    """An application error, registered by name on both sides."""
+
+
+class Unregistered(Exception):
+    """An application error only the server knows."""
+
+
 class Arith:
     """Arithmetic and the failure modes the tests need."""
 
@@ -38,6 +47,15 @@ class Arith:
 
     def Fail(self, message):
         raise ValueError(message)
+
+    def Raise(self, kind, message):
+        """Raise the exception named `kind` (the typed remote errors tests)."""
+        raise {"KeyError": KeyError, "ZeroDivisionError": ZeroDivisionError, "NotFound": NotFound,
+               "Unregistered": Unregistered, "AttributeError": AttributeError}[kind](message)
+
+    async def RaiseLater(self, kind, message):
+        await asyncio.sleep(0)
+        self.Raise(kind, message)
 
     def Unencodable(self):
         return object()

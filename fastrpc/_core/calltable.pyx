@@ -855,6 +855,8 @@ cdef class CallTable:
             body = unpack(f.payload, f.payload_len, None, NULL, &self.limits)
             if type(body) is not list or len(body) < 2:
                 raise DecodeError("error reply is not [type, message]")
+            if len(body) > 2 and type(body[2]) is str:     # the server sends tracebacks
+                return remote_error(str(body[0]), str(body[1]), body[2])
             return remote_error(str(body[0]), str(body[1]))
         except Exception as exc:
             return _decode_error(exc)

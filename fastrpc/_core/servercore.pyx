@@ -19,8 +19,9 @@ from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame
                             KIND_PONG, KIND_CANCEL, KIND_GOAWAY, KIND_OVERSIZED,
                             FLAG_DEADLINE, FLAG_LOAD)
 
-from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError
+from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError, error_type_name
 
+import traceback
 import types
 
 cdef object _coroutine_type = types.CoroutineType
@@ -92,7 +93,12 @@ def not_found_message(str name, services):
 
 
 cdef inline str _error_type(BaseException exc):
-    return type(exc).__name__
+    return error_type_name(exc)         # a registered name, or the class name
+
+
+def format_traceback(BaseException exc):
+    """The traceback text a server sends with send_tracebacks."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 @cython.final
@@ -116,6 +122,7 @@ cdef class ServerCore:
     cdef public bint hold          # backpressure: leave further frames in the buffer for later
     cdef public object refuse      # None, or why every call is answered "Unavailable" unrun
     cdef public object authorize   # None, or authorize(method, metadata) run before each call; raising refuses it
+    cdef public bint send_tracebacks   # error replies carry the handler's traceback (Server(send_tracebacks=True))
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
@@ -247,7 +254,8 @@ cdef class ServerCore:
             if notify:
                 self.conn.log_notify_error(h.name, exc)
             else:
-                self._error(f.seq, _error_type(exc), str(exc))
+                self._error(f.seq, _error_type(exc), str(exc),
+                            format_traceback(exc) if self.send_tracebacks else None)
             return 0
         if type(result) is _coroutine_type:
             # A plain function that returned a coroutine: run it as a task.
@@ -303,14 +311,17 @@ cdef class ServerCore:
             return self._error(seq, "EncodeError", f"result cannot be encoded: {exc}")
         return end_frame(self.out, start)
 
-    cpdef int reply_error(self, unsigned long long seq, str type_name, str message) except -1:
-        """Encode an ERROR reply [type, message] for `seq`."""
-        return self._error(seq, type_name, message)
+    cpdef int reply_error(self, unsigned long long seq, str type_name, str message, str traceback=None) except -1:
+        """Encode an ERROR reply [type, message] (or [type, message, traceback]) for `seq`."""
+        return self._error(seq, type_name, message, traceback)
 
-    cdef int _error(self, unsigned long long seq, str type_name, str message) except -1:
+    cdef int _error(self, unsigned long long seq, str type_name, str message, str traceback=None) except -1:
         cdef Py_ssize_t start = self._begin_reply(KIND_ERROR, seq)
         try:
-            pack(self.out, (type_name, message), 0)
+            if traceback is None:
+                pack(self.out, (type_name, message), 0)
+            else:
+                pack(self.out, (type_name, message, traceback), 0)
         except Exception:
             # Unencodable text (lone surrogates): fall back to a plain message.
             self.out.size = start

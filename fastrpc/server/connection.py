@@ -19,10 +19,10 @@ from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Set
 
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
-from fastrpc._core.servercore import Handler, ServerCore
+from fastrpc._core.servercore import Handler, ServerCore, format_traceback
 from fastrpc.server.accept import RateLimitedLog
 from fastrpc.server.memory import TRIM_AFTER, trim_memory_soon
-from fastrpc.errors import DeadlineExceeded, RPCError
+from fastrpc.errors import DeadlineExceeded, RPCError, error_type_name
 from fastrpc.net.auth import ServerHandshake, rejection
 from fastrpc.net.loop import feed_buffered
 
@@ -298,6 +298,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         if s.report_load:
             self.core.load = s.dispatcher.load
         self.core.authorize = s.authorize
+        self.core.send_tracebacks = s.send_tracebacks
         if refused:
             # Every call gets a clear "Unavailable" (nothing runs, so clients
             # may send it elsewhere), then the connection goes.
@@ -478,7 +479,8 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         elif isinstance(exc, DeadlineExceeded):
             self.core.reply_error(seq, exc.type, exc.message)
         else:
-            self.core.reply_error(seq, type(exc).__name__, str(exc))
+            self.core.reply_error(seq, error_type_name(exc), str(exc),
+                                  format_traceback(exc) if self.server.send_tracebacks else None)
         self._schedule_flush()
 
     def cancel(self, seq: int) -> None:

@@ -86,6 +86,14 @@ class Server:
       16 bytes) on fastrpc listeners.
     - ``authorize`` (None): ``authorize(method, metadata)`` runs before each
       call; raising refuses it as ``PermissionDenied``.
+    - ``send_tracebacks`` (False): error replies carry the handler's
+      traceback, which clients show as the error's cause. For development:
+      a traceback tells a caller about the server's code (SECURITY.md).
+
+    A handler's exception reaches the caller under its class name, or the
+    name given to ``fastrpc.register_error``; clients raise the common
+    builtin exceptions and registered ones as classes that are both that
+    exception and a RemoteError.
     """
 
     def __init__(self, *, max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE,
@@ -103,7 +111,8 @@ class Server:
                  ssl: Optional[_ssl.SSLContext] = None,
                  auth_secret: Union[bytes, str, None] = None,
                  authorize: Optional[Callable[[str, Any], None]] = None,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0,
+                 send_tracebacks: bool = False) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
@@ -131,6 +140,7 @@ class Server:
             raise TypeError("authorize must be a callable (method, metadata)")
         self.authorize = authorize              # per-call hook: raise to refuse (PermissionDenied)
         self.handshake_timeout = handshake_timeout
+        self.send_tracebacks = send_tracebacks  # error replies carry the handler's traceback
         #: The registered services and how their handlers run (shared by every connection).
         self.dispatcher = Dispatcher(max_workers)
         #: The open connections, and whether the server is closing.
