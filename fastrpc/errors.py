@@ -153,8 +153,7 @@ def remote_error(type_name: str, message: str, traceback: str | None = None) -> 
         if base is None and type_name in _BUILTIN_REMOTE:
             base = getattr(builtins, type_name)
         cls = RemoteError if base is None else _twin(base, type_name)
-    error = cls.__new__(cls, type_name, message)
-    RemoteError.__init__(error, type_name, message)
+    error = cls(type_name, message)
     if traceback:
         error.remote_traceback = traceback
         error.__cause__ = RemoteTraceback(traceback)

@@ -148,3 +148,37 @@ def test_plain_asyncio_and_uvloop_loops(use_uvloop):
             assert c.map("Greeter.Hello", ["a", "b"]) == ["hello a", "hello b"]
     finally:
         s.close()
+
+
+def test_a_graceful_close_serves_connections_the_kernel_accepted_before_it():
+    # A connection the kernel accepted but the server had not taken in yet
+    # (a busy loop, a burst of connections) when close() began: its client
+    # is connected and may have sent calls. They are answered, then the
+    # connection is told GOAWAY and closed: nothing is dropped with the listener.
+    import time
+
+    class Slowly:
+        async def Echo(self, value):
+            await asyncio.sleep(0.1)
+            return value
+
+    server = Server()
+    server.register(Slowly())
+    address = server.start("tcp://127.0.0.1:0")
+    listener = server._listeners[0]
+    paused = threading.Event()
+
+    def pause_accepting():                 # what a loop too busy to accept looks like
+        for sock in listener.sockets:
+            server._loop.remove_reader(sock.fileno())
+        paused.set()
+    server._loop.call_soon_threadsafe(pause_accepting)
+    assert paused.wait(5)
+    results = []
+    caller = threading.Thread(target=lambda: results.append(Client(address, connect_timeout=5).call(
+        "Slowly.Echo", "answered", timeout=10)))
+    caller.start()
+    time.sleep(0.3)                        # connected in the kernel, the call sent, nobody reading
+    server.close(grace=5)
+    caller.join(10)
+    assert results == ["answered"]

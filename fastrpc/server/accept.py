@@ -16,7 +16,7 @@ import logging
 import socket
 import ssl as _ssl
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Set
 
 log = logging.getLogger("fastrpc.server")
 
@@ -113,6 +113,7 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         self.handshaking = 0                     # TLS handshakes in progress
         self.closed = False
+        self.making: Set[asyncio.Task] = set()   # connections accepted, their protocol not made yet
         self._errors = RateLimitedLog()
 
     def start(self) -> None:
@@ -154,9 +155,11 @@ class Listener:
             coro = self.loop.connect_accepted_socket(self.factory, conn, ssl=self.ssl,
                                                      ssl_handshake_timeout=self.handshake_timeout)
         task = self.loop.create_task(coro)
+        self.making.add(task)
         task.add_done_callback(lambda t, conn=conn: self._served(t, conn))
 
     def _served(self, task: asyncio.Task, conn: socket.socket) -> None:
+        self.making.discard(task)
         if self.ssl is not None:
             self.handshaking -= 1
         if task.cancelled():
@@ -170,7 +173,13 @@ class Listener:
             log.debug("connection not made: %s: %s", type(exc).__name__, exc)
 
     def close(self) -> None:
-        """Stop accepting and close the listening sockets."""
+        """Stop accepting and close the listening sockets.
+
+        Connections the kernel has already accepted (queued for us) are taken
+        in first and served like any other: their clients consider
+        themselves connected and may have sent calls. A graceful close
+        answers those calls (see Server.close), then closes them; await
+        `making` to know their protocols exist."""
         if self.closed:
             return
         self.closed = True
@@ -179,4 +188,10 @@ class Listener:
                 self.loop.remove_reader(sock.fileno())
             except (ValueError, OSError):
                 pass
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    break                           # the queue is empty (or the socket gone)
+                self._serve(conn)
             sock.close()

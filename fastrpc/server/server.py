@@ -396,6 +396,12 @@ class Server:
         self.connections.closing = True
         for listener in self._listeners:
             listener.close()
+        # Connections accepted just before (their protocol not made yet) are
+        # served too: their clients may have sent calls already. Each is told
+        # GOAWAY as it is made (connection_made sees closing).
+        making = [task for listener in self._listeners for task in listener.making]
+        if making:
+            await asyncio.wait(making, timeout=grace)
         for conn in self.connections:
             conn.goaway("server is shutting down")
         # Clients close a connection once GOAWAY arrived and their calls on it
