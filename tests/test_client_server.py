@@ -308,3 +308,24 @@ def test_finished_futures_with_long_timeouts_are_not_kept(server):
         gc.collect()
         alive = sum(r() is not None for r in refs)
         assert alive <= 1500, f"{alive} of {len(refs)} finished futures are still referenced"
+
+
+def test_finished_futures_are_dropped_while_another_client_has_many_calls_pending(server):
+    # The sweep of finished deadlines must not wait for the process's other
+    # calls to end: here another client keeps 3,000 calls pending meanwhile.
+    import gc
+    import weakref
+    with fastrpc.Client(server.address) as busy, fastrpc.Client(server.address) as c:
+        hanging = [busy.go("Arith.Slow", 30.0, i, timeout=60) for i in range(3000)]
+        refs = []
+        for start in range(0, 6000, 200):
+            futures = [c.go("Arith.Echo", b"x" * 1000, timeout=600) for _ in range(200)]
+            for f in futures:
+                assert f.result(10) == b"x" * 1000
+            refs += [weakref.ref(f) for f in futures]
+            del futures, f
+        gc.collect()
+        alive = sum(r() is not None for r in refs)
+        assert alive <= 1500, f"{alive} of {len(refs)} finished futures are still referenced"
+        for f in hanging:
+            f.cancel()

@@ -99,6 +99,7 @@ class Engine:
         self._timers: List = []                  # heap of (when, n, fn)
         self._count = itertools.count()
         self._deadlines: List = []               # heap of (deadline, n, future) for go(timeout=)
+        self._deadlines_kept = 0                 # its size after the last sweep of finished futures
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -309,12 +310,16 @@ class Engine:
         """Expire `future` at its deadline if nobody else does."""
         heap = self._deadlines
         heapq.heappush(heap, (future.deadline, next(self._count), future))
-        if len(heap) > 4096 and len(heap) > 2 * self._pending_calls():
+        kept = self._deadlines_kept
+        if len(heap) - kept > max(1024, kept // 8):
             # Entries stay until their deadline, holding finished futures and
-            # their results: drop the finished ones once they are most of the
-            # heap (amortised O(1) per call).
+            # their results: drop the finished ones every 1,024 calls (or an
+            # eighth of what the last sweep kept): at most that many finished
+            # futures are held, whatever the process's other clients have
+            # pending, for O(1) amortised work per call.
             heap[:] = [entry for entry in heap if not entry[2].done()]
             heapq.heapify(heap)
+            self._deadlines_kept = len(heap)
         if self._helper_idle:
             self.need_reader()
 
