@@ -292,40 +292,36 @@ def test_forgotten_client_is_collected(server):
     assert ref() is None
 
 
+def finished_futures_alive(client, calls=6000):
+    """Make `calls` go(timeout=600) calls and wait for each; return how many
+    of their finished futures are still referenced after a collection."""
+    import gc
+    import weakref
+    refs = []
+    for start in range(0, calls, 200):
+        futures = [client.go("Arith.Echo", b"x" * 1000, timeout=600) for _ in range(200)]
+        for f in futures:
+            assert f.result(10) == b"x" * 1000
+        refs += [weakref.ref(f) for f in futures]
+        del futures, f
+    gc.collect()
+    return sum(r() is not None for r in refs)
+
+
 def test_finished_futures_with_long_timeouts_are_not_kept(server):
     # go(timeout=) remembers each call's deadline; finished calls must not
     # stay referenced (with their results) until that deadline passes.
-    import gc
-    import weakref
     with fastrpc.Client(server.address) as c:
-        refs = []
-        for start in range(0, 6000, 200):
-            futures = [c.go("Arith.Echo", b"x" * 1000, timeout=600) for _ in range(200)]
-            for f in futures:
-                assert f.result(10) == b"x" * 1000
-            refs += [weakref.ref(f) for f in futures]
-            del futures, f
-        gc.collect()
-        alive = sum(r() is not None for r in refs)
-        assert alive <= 1500, f"{alive} of {len(refs)} finished futures are still referenced"
+        alive = finished_futures_alive(c)
+        assert alive <= 1500, f"{alive} of 6000 finished futures are still referenced"
 
 
 def test_finished_futures_are_dropped_while_another_client_has_many_calls_pending(server):
     # The sweep of finished deadlines must not wait for the process's other
     # calls to end: here another client keeps 3,000 calls pending meanwhile.
-    import gc
-    import weakref
     with fastrpc.Client(server.address) as busy, fastrpc.Client(server.address) as c:
         hanging = [busy.go("Arith.Slow", 30.0, i, timeout=60) for i in range(3000)]
-        refs = []
-        for start in range(0, 6000, 200):
-            futures = [c.go("Arith.Echo", b"x" * 1000, timeout=600) for _ in range(200)]
-            for f in futures:
-                assert f.result(10) == b"x" * 1000
-            refs += [weakref.ref(f) for f in futures]
-            del futures, f
-        gc.collect()
-        alive = sum(r() is not None for r in refs)
-        assert alive <= 1500, f"{alive} of {len(refs)} finished futures are still referenced"
+        alive = finished_futures_alive(c)
+        assert alive <= 1500, f"{alive} of 6000 finished futures are still referenced"
         for f in hanging:
             f.cancel()
