@@ -92,11 +92,21 @@ def wait_until(predicate, timeout=10.0, interval=0.01):
 
 def unused_address():
     """A loopback address nothing listens on (connections are refused)."""
+    return unused_addresses(1)[0]
+
+
+def unused_addresses(count):
+    """`count` distinct loopback addresses nothing listens on (bound together,
+    so the system cannot hand out one port twice)."""
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"tcp://127.0.0.1:{port}"
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ import fastrpc
 from fastrpc import Balancer, Endpoint
 from fastrpc.errors import (ConnectError, ConnectionLostError, EncodeError, MethodNotFoundError, NoEndpointError,
                             RemoteError, TimeoutError)
-from support import Load, ServerProcess, server_process, server_processes, unused_address, wait_until
+from support import (Load, ServerProcess, server_process, server_processes, unused_address, unused_addresses,
+                     wait_until)
 
 STRATEGY_OPTIONS = {"geo": {"origin": (48.86, 2.35)}}
 
@@ -302,7 +303,7 @@ def test_failfast_raises_connect_error_naming_the_endpoint():
 
 
 def test_failover_error_names_every_endpoint_tried():
-    dead = [unused_address() for _ in range(3)]
+    dead = unused_addresses(3)
     with balancer(dead, max_attempts=3) as b:
         with pytest.raises(ConnectError) as info:
             b.call("Arith.Sum", 1, 2)
@@ -312,7 +313,7 @@ def test_failover_error_names_every_endpoint_tried():
 
 
 def test_failtry_retries_the_same_endpoint():
-    dead = [unused_address() for _ in range(2)]
+    dead = unused_addresses(2)
     with balancer(dead, failure="failtry", max_attempts=3) as b:
         with pytest.raises(ConnectError) as info:
             b.call("Arith.Sum", 1, 2)
@@ -320,7 +321,7 @@ def test_failtry_retries_the_same_endpoint():
 
 
 def test_retry_budget_bounds_retries():
-    dead = [unused_address() for _ in range(3)]
+    dead = unused_addresses(3)
     budget = fastrpc.RetryBudget(ratio=0.0, min_per_second=0.0)
     with balancer(dead, retry_budget=budget, max_attempts=3) as b:
         with pytest.raises(ConnectError) as info:
@@ -431,7 +432,7 @@ def test_ejection_expires_and_the_endpoint_comes_back():
 
 
 def test_never_more_than_half_ejected_and_panic_mode(caplog):
-    dead = [unused_address() for _ in range(4)]
+    dead = unused_addresses(4)
     with balancer(dead, "round_robin", eject_failures=1, max_attempts=1) as b:
         for _ in range(20):
             with pytest.raises(ConnectError):
