@@ -343,3 +343,50 @@ def test_no_helper_thread_per_client(server):
     finally:
         for c in clients:
             c.close()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_finds_each_reply_by_its_seq_whatever_else_took_seqs(seed):
+    # A map's items go out in runs of consecutive seqs, with other calls'
+    # seqs between the runs; replies come in any order, some twice, some
+    # for calls that are not the batch's. Each item is settled exactly once,
+    # with its own reply.
+    from fastrpc._core.calltable import Batch, settle
+    rng = random.Random(seed)
+    n = 500
+    batch = Batch(n, True)
+    seq, seqs = 100, []
+    while len(seqs) < n:
+        seq += rng.choice([1, 1, 1, 2, 7])              # other calls take seqs in between
+        batch.add(seq)
+        seqs.append(seq)
+    assert sorted(batch.sent_positions()) == seqs
+    order = list(range(n))
+    rng.shuffle(order)
+    for position in order[: n // 2]:
+        settle(batch, seqs[position], ("reply", position), False)
+        if rng.random() < 0.2:
+            settle(batch, seqs[position], "duplicate", False)      # ignored
+        settle(batch, seqs[position] + 1000000, "stranger", False)  # not the batch's: ignored
+    assert batch.remaining == n - n // 2
+    assert sorted(batch.sent_positions().values()) == sorted(order[n // 2:])
+    batch.fail_sent(TimeoutError("late"))
+    for position in order[n // 2:]:
+        settle(batch, seqs[position], "too late", False)            # already failed: ignored
+    assert batch.done
+    for position in order[: n // 2]:
+        assert batch.results[position] == ("reply", position)
+    for position in order[n // 2:]:
+        assert isinstance(batch.results[position], TimeoutError)
+
+
+def test_a_batch_ignores_replies_in_the_range_it_never_sent():
+    from fastrpc._core.calltable import Batch, settle
+    batch = Batch(10, True)
+    for seq in (1, 2, 3):
+        batch.add(seq)
+    batch.fail_unsent(ConnectionError("gone"))
+    settle(batch, 4, "not sent: no reply can be its", False)
+    settle(batch, 2, "two", False)
+    assert batch.results[1] == "two" and batch.remaining == 2
+    assert all(isinstance(r, ConnectionError) for r in batch.results[3:])

@@ -54,7 +54,16 @@ cdef class CallFuture(Slot):
 cdef class Batch(Slot):
     """The results of a map(): one list slot per item, filled in reply order."""
     cdef readonly list results
-    cdef dict index               # seq -> position in results
+    # Which seq answers which item, without a dict entry per item: runs of
+    # consecutive seqs encoded together (one per request_batch()), as their
+    # first seqs (ascending) and their first positions; answered[] marks the
+    # items settled.
+    cdef list run_seqs
+    cdef list run_positions
+    cdef bytearray answered
+    cdef Py_ssize_t hint                 # the run the last reply fell in (replies come in order)
+    cdef int register(self, unsigned long long seq) except -1
+    cdef Py_ssize_t position_of(self, unsigned long long seq)
     cdef readonly Py_ssize_t remaining   # calls not answered yet
     cdef readonly Py_ssize_t issued      # calls encoded so far
     cdef readonly object first_error

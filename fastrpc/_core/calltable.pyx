@@ -394,7 +394,10 @@ cdef class Batch(Slot):
 
     def __init__(self, Py_ssize_t n, bint return_exceptions=False):
         self.results = [None] * n
-        self.index = {}
+        self.run_seqs = []
+        self.run_positions = []
+        self.answered = bytearray(n)
+        self.hint = 0
         self.remaining = n
         self.issued = 0
         self.first_error = None
@@ -415,11 +418,51 @@ cdef class Batch(Slot):
     cdef bint ready(self):
         return self.remaining == 0 or self.issued - (len(self.results) - self.remaining) < self.wake_below
 
+    cdef int register(self, unsigned long long seq) except -1:
+        """Item number `issued` goes out as call `seq`."""
+        cdef Py_ssize_t last = len(self.run_seqs) - 1
+        if last >= 0 and <unsigned long long>self.run_seqs[last] + <unsigned long long>(
+                self.issued - <Py_ssize_t>self.run_positions[last]) == seq:
+            pass                            # the next seq of the current run
+        else:
+            self.run_seqs.append(seq)
+            self.run_positions.append(self.issued)
+        self.issued += 1
+        return 0
+
+    cdef Py_ssize_t position_of(self, unsigned long long seq):
+        """The item call `seq` carries, or -1 (not this batch's, or settled)."""
+        cdef Py_ssize_t runs = len(self.run_seqs), i = self.hint, lo, hi, mid, position, end
+        if runs == 0:
+            return -1
+        if i >= runs or seq < <unsigned long long>self.run_seqs[i]:
+            i = -1
+        elif i + 1 < runs and seq >= <unsigned long long>self.run_seqs[i + 1]:
+            i = -1 if i + 2 < runs and seq >= <unsigned long long>self.run_seqs[i + 2] else i + 1
+        if i < 0:                           # not in the hinted run or the next: search
+            lo, hi = 0, runs
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if <unsigned long long>self.run_seqs[mid] <= seq:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            i = lo - 1
+            if i < 0:
+                return -1
+        self.hint = i
+        position = <Py_ssize_t>self.run_positions[i] + <Py_ssize_t>(seq - <unsigned long long>self.run_seqs[i])
+        end = <Py_ssize_t>self.run_positions[i + 1] if i + 1 < runs else self.issued
+        if position >= end or self.answered[position]:
+            return -1
+        return position
+
     cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
-        position = self.index.pop(seq, None)
-        if position is None:
+        cdef Py_ssize_t position = self.position_of(seq)
+        if position < 0:
             return 0
-        self.settle(<Py_ssize_t>position, value, is_error)
+        self.answered[position] = 1
+        self.settle(position, value, is_error)
         if self.ready():
             self.wake()
             if self.on_progress is not None:
@@ -438,26 +481,38 @@ cdef class Batch(Slot):
 
     def add(self, seq):
         """Register call `seq` as the batch's next item (call tables written in Python)."""
-        self.index[seq] = self.issued
-        self.issued += 1
+        self.register(seq)
 
     def sent_positions(self):
         """Positions of the items sent and not answered, by sequence id."""
-        return dict(self.index)
+        cdef Py_ssize_t r, runs = len(self.run_seqs), start, end, position
+        cdef unsigned long long first
+        out = {}
+        for r in range(runs):
+            first = self.run_seqs[r]
+            start = self.run_positions[r]
+            end = self.run_positions[r + 1] if r + 1 < runs else self.issued
+            for position in range(start, end):
+                if not self.answered[position]:
+                    out[first + <unsigned long long>(position - start)] = position
+        return out
 
     def fail_unsent(self, exc):
         """Fail the items never sent (the connection went away)."""
         cdef Py_ssize_t i
         for i in range(self.issued, len(self.results)):
+            self.answered[i] = 1
             self.settle(i, exc, True)
         self.issued = len(self.results)
         self.wake()
 
     def fail_sent(self, exc):
         """Fail the items sent and not answered (withdrawn at a timeout)."""
-        index, self.index = self.index, {}
-        for position in index.values():
-            self.settle(<Py_ssize_t>position, exc, True)
+        cdef Py_ssize_t position
+        for position in range(self.issued):
+            if not self.answered[position]:
+                self.answered[position] = 1
+                self.settle(position, exc, True)
         self.wake()
 
 
@@ -689,8 +744,7 @@ cdef class CallTable:
                 self._encode_request(KIND_REQUEST, seq, m, args, deadline_ms, meta)
                 self.next_seq = seq + 1
                 self.pending[seq] = batch
-                batch.index[seq] = batch.issued
-                batch.issued += 1
+                batch.register(seq)
                 n += 1
         finally:
             self.unlock_out()
