@@ -553,7 +553,7 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
             address = "tcp://127.0.0.1:%d" % full.getsockname()[1]
             filler = socket.create_connection(full.getsockname(), timeout=1)
             start = time.monotonic()
-            error, finish = make_call(address)
+            error, finish, stats = make_call(address)
             try:
                 assert isinstance(error, TimeoutError) and error.endpoints == [address]
                 assert time.monotonic() - start < 4.0          # connect_timeout is 5 s
@@ -568,6 +568,7 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
                     except socket.timeout:
                         data = b""
                     assert data == b"", f"a call that had failed was sent: {data!r}"
+                assert wait_until(lambda: stats()[address]["in_flight"] == 0, 5), stats()   # the pick is released
             finally:
                 finish()
 
@@ -576,7 +577,7 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
         try:
             b.call("Arith.Sum", 1, 2)
         except TimeoutError as exc:
-            return exc, b.close
+            return exc, b.close, b.stats
         raise AssertionError("the call did not time out")
 
     def async_call(address):
@@ -594,7 +595,7 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(5)
                 loop.close()
-            return exc, finish
+            return exc, finish, ab.stats
         raise AssertionError("the call did not time out")
 
     check(sync_call)

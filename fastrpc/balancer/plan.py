@@ -240,9 +240,9 @@ class Planner:
                 tried.append((peer.member, exc))
         if not tried and current.member is not None and not current.running:
             # Still connecting to the endpoint it picked: that is the
-            # endpoint the call timed out on. The pick is released now; the
-            # dial, when it ends, finds the call settled and sends nothing.
-            self.core.pool.release_withdrawn(current.member)
+            # endpoint the call timed out on. The dial, when it ends, finds
+            # the call settled, sends nothing and releases the pick
+            # (still_wanted()).
             tried.append((current.member, TimeoutError(f"{attempt.method} did not complete in time")))
         if tried:
             attempt.fail(final_error(attempt.method, tried))
@@ -255,6 +255,16 @@ class Planner:
             attempt.running = False
             _withdraw_seq(attempt)
             self.core.pool.release_withdrawn(attempt.member)
+
+    def still_wanted(self, attempt: Attempt) -> bool:
+        """A dial for `attempt` has ended: whether to send it (or account its
+        failure). Its call may have ended meanwhile (a timeout, a hedge that
+        won, the caller withdrew): then nothing is sent and the endpoint's
+        pick is released."""
+        if attempt.settled:
+            self.core.pool.release_withdrawn(attempt.member)
+            return False
+        return True
 
     def give_up_unsent(self, attempt: Attempt, exc: BaseException) -> None:
         """The driver could not send `attempt` (no connection, encoding failed)."""

@@ -107,10 +107,10 @@ class Balancer(BalancerCore):
         try:
             conn = self._ready(attempt.member)
         except (ConnectionError, TimeoutError) as exc:
-            if not attempt.settled:
+            if self.planner.still_wanted(attempt):
                 self.planner.give_up_unsent(attempt, exc)
             return
-        if not attempt.settled:             # the call may have timed out while connecting
+        if self.planner.still_wanted(attempt):
             self._send(attempt, conn, flush)
 
     # calls ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from fastrpc._core import frame as wire
 from fastrpc._core.calltable import AsyncCaller, Batch
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
-from fastrpc.client.connection import fail_undelivered, stream_acknowledged
+from fastrpc.client.connection import TableCalls, fail_undelivered, stream_acknowledged
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.net.dial import CONNECT_REQUEST, MAX_HTTP_REPLY, connected_reply, tls_hostname
@@ -141,7 +141,7 @@ class _Preamble(asyncio.Protocol):
         hs.verdict(first, io.BytesIO(reason).read)
 
 
-class AsyncConnection:
+class AsyncConnection(TableCalls):
     """One connection of an AsyncClient: its transport and its call table."""
 
     def __init__(self, client: "AsyncClient", loop: asyncio.AbstractEventLoop) -> None:
@@ -226,27 +226,10 @@ class AsyncConnection:
             fail_undelivered(self.table, sock, self.sent, self.writes,
                              transport.get_write_buffer_size(), self.acked_base, self.address)
 
-    def submit(self, method: str, args: tuple, slot: Any, deadline_ms: Optional[int] = None,
-               meta: Optional[bytes] = None) -> int:
-        """Encode one call whose reply completes `slot` (None: a notification);
-        return its seq. It is written with the next batch (see flush())."""
-        return self.table.request(method, args, slot, deadline_ms, meta)
-
-    def submit_batch(self, method: str, batch: Any, items: Any, limit: int, deadline_ms: Optional[int] = None,
-                     meta: Optional[bytes] = None) -> int:
-        """Encode up to `limit` more items of a map's `batch`, each with the
-        call's deadline and metadata; return how many."""
-        return self.table.request_batch(method, batch, items, limit, deadline_ms, meta)
-
     def withdraw(self, seq: int) -> None:
         """Forget a call (timed out or cancelled) and ask the server to cancel it."""
         if self.table.forget(seq) is not None and self.error is None:
             self.table.control(wire.CANCEL, seq)
-
-    @property
-    def draining(self) -> bool:
-        """The server sent GOAWAY: no new calls here."""
-        return self.table.draining
 
     def leave(self) -> None:
         """After GOAWAY, once no call is pending here: close, so the server can finish."""

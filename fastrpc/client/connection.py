@@ -30,10 +30,35 @@ from fastrpc._core.calltable import drain_callbacks, settle, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
-__all__ = ["Connection", "acknowledged_bytes", "fail_undelivered", "stream_acknowledged"]
+__all__ = ["TableCalls", "Connection", "acknowledged_bytes", "fail_undelivered", "stream_acknowledged"]
 
 
-class Connection:
+class TableCalls:
+    """What a balancer sends through, the same on the blocking and the
+    asyncio connection (each keeps its call table in `table` and writes
+    what it encodes with its next flush)."""
+
+    table: Any
+
+    @property
+    def draining(self) -> bool:
+        """The server sent GOAWAY: it takes no new calls on this connection."""
+        return self.table.draining
+
+    def submit(self, method: str, args: tuple, slot: Any, deadline_ms: Optional[int] = None,
+               meta: Optional[bytes] = None) -> int:
+        """Encode one call whose reply completes `slot` (None: a notification);
+        return its seq. It is written with the next batch (see flush())."""
+        return self.table.request(method, args, slot, deadline_ms, meta)
+
+    def submit_batch(self, method: str, batch: Any, items: Any, limit: int, deadline_ms: Optional[int] = None,
+                     meta: Optional[bytes] = None) -> int:
+        """Encode up to `limit` more items of a map's `batch`, each with the
+        call's deadline and metadata; return how many."""
+        return self.table.request_batch(method, batch, items, limit, deadline_ms, meta)
+
+
+class Connection(TableCalls):
     """A connected blocking socket and the calls in flight on it.
 
     `table` encodes calls and completes them from replies (its `owner` is
@@ -81,11 +106,6 @@ class Connection:
         self.check_idle()
         return not table.closed and not table.draining
 
-    @property
-    def draining(self) -> bool:
-        """The server sent GOAWAY: it takes no new calls on this connection."""
-        return self.table.draining
-
     # writing ------------------------------------------------------------------
     def flush(self) -> None:
         """Write every frame encoded so far."""
@@ -108,18 +128,6 @@ class Connection:
     def on_output(self) -> None:
         """The table holds frames nobody flushed yet (called as the first is encoded)."""
         self.engine.output_waiting(self)
-
-    def submit(self, method: str, args: tuple, slot: Any, deadline_ms: Optional[int] = None,
-               meta: Optional[bytes] = None) -> int:
-        """Encode one call whose reply completes `slot` (None: a notification);
-        return its seq. It is written with the next batch (see flush())."""
-        return self.table.request(method, args, slot, deadline_ms, meta)
-
-    def submit_batch(self, method: str, batch: Any, items: Any, limit: int, deadline_ms: Optional[int] = None,
-                     meta: Optional[bytes] = None) -> int:
-        """Encode up to `limit` more items of a map's `batch`, each with the
-        call's deadline and metadata; return how many."""
-        return self.table.request_batch(method, batch, items, limit, deadline_ms, meta)
 
     def withdraw(self, seq: int) -> None:
         """Forget a call (timed out or cancelled) and ask the server to cancel it."""

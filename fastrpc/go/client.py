@@ -13,7 +13,7 @@ find ...").
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from fastrpc._core.calltable import CallFuture, monotonic
 from fastrpc.client.aio import AsyncClient
@@ -45,11 +45,7 @@ class GoClient(Client):
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
            arg_type: Any = None) -> CallFuture:
         """Start a call; return its future (like Go's Client.Go)."""
-        if not isinstance(method, str) or not method:
-            raise TypeError(f"method must be a non-empty string, got {method!r}")
-        timeout = bound_timeout(timeout, self.timeout)
-        conn = self.connection()
-        fut = conn.table.go(method, args, None, None, conn.engine, arg_type=arg_type, reply_type=reply_type)
+        conn, fut, timeout = self._start(method, args, timeout, arg_type, reply_type, flush=False)
         if timeout is not None:
             fut.deadline = monotonic() + timeout
             conn.engine.watch_deadline(fut)
@@ -58,12 +54,7 @@ class GoClient(Client):
     def call(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
              arg_type: Any = None) -> Any:
         """Call `method` and wait for its reply (like Go's Client.Call)."""
-        if not isinstance(method, str) or not method:
-            raise TypeError(f"method must be a non-empty string, got {method!r}")
-        timeout = bound_timeout(timeout, self.timeout)
-        conn = self.connection()
-        fut = conn.table.go(method, args, None, None, conn.engine, flush=True, arg_type=arg_type,
-                            reply_type=reply_type)
+        _, fut, timeout = self._start(method, args, timeout, arg_type, reply_type, flush=True)
         try:
             return fut.result(timeout)
         except TimeoutError:
@@ -71,6 +62,18 @@ class GoClient(Client):
                 raise
             fut.cancel()                      # its reply, if it comes, is dropped
             raise TimeoutError(f"{method} did not complete within {timeout}s") from None
+
+    def _start(self, method: str, args: tuple, timeout: Optional[float], arg_type: Any, reply_type: Any,
+               flush: bool) -> Tuple[Any, CallFuture, Optional[float]]:
+        """Check `method`, bound the timeout, encode the call: (connection,
+        future, timeout). `flush`: write now (a caller about to wait)."""
+        if not isinstance(method, str) or not method:
+            raise TypeError(f"method must be a non-empty string, got {method!r}")
+        timeout = bound_timeout(timeout, self.timeout)
+        conn = self.connection()
+        fut = conn.table.go(method, args, None, None, conn.engine, flush=flush, arg_type=arg_type,
+                            reply_type=reply_type)
+        return conn, fut, timeout
 
     def __repr__(self) -> str:
         return f"<fastrpc.GoClient {self.codec}{' over HTTP' if self.http else ''} {self.address}>"
