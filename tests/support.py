@@ -267,3 +267,18 @@ def load_reference(compiled):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def read_frames(sock, count, timeout=5):
+    """The next `count` frames a server sends on a raw socket, its hello
+    (PONG seq 0) left out; fewer if it closes first."""
+    from fastrpc._core import frame as wire
+    reader = wire.FrameReader()
+    frames = []
+    sock.settimeout(timeout)
+    while len(frames) < count:
+        data = sock.recv(65536)
+        if not data:
+            break
+        frames += [f for f in reader.feed(data) if not (f.kind == wire.PONG and f.seq == 0)]
+    return frames

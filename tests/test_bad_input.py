@@ -8,26 +8,13 @@ import pytest
 from fastrpc import Client, packb
 from fastrpc._core import frame as wire
 from fastrpc._core.frame import FrameReader
-from support import server_process
+from support import read_frames, server_process
 
 
 def raw_connect(address):
     host, port = address[len("tcp://"):].rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=5)
     return s
-
-
-def read_frames(sock, count, timeout=5):
-    """The next `count` frames from the server, its hello (PONG seq 0) left out."""
-    reader = FrameReader()
-    frames = []
-    sock.settimeout(timeout)
-    while len(frames) < count:
-        data = sock.recv(65536)
-        if not data:
-            break
-        frames += [f for f in reader.feed(data) if not (f.kind == wire.PONG and f.seq == 0)]
-    return frames
 
 
 def is_closed(sock, timeout=5):

@@ -26,7 +26,7 @@ from fastrpc import AsyncBalancer, AsyncClient, Balancer, Client, packb, unpackb
 from fastrpc._core import frame as wire
 from fastrpc.errors import (ConnectionLostError, DecodeError, FrameTooLargeError, RemoteError,
                             TimeoutError as RPCTimeoutError, UnavailableError)
-from support import (LIAR, ServerProcess, make_certificates, open_fds, rss_kib, server_process,
+from support import (LIAR, ServerProcess, make_certificates, open_fds, read_frames, rss_kib, server_process,
                      wait_until)
 
 KIB = 1024
@@ -41,19 +41,6 @@ def served(**settings):
 def connect(address, timeout=5):
     host, port = address[len("tcp://"):].rsplit(":", 1)
     return socket.create_connection((host, int(port)), timeout=timeout)
-
-
-def frames_from(sock, count, timeout=5):
-    """The next `count` frames the server sends (its hello left out)."""
-    reader = wire.FrameReader()
-    out = []
-    sock.settimeout(timeout)
-    while len(out) < count:
-        data = sock.recv(65536)
-        if not data:
-            break
-        out += [f for f in reader.feed(data) if not (f.kind == wire.PONG and f.seq == 0)]
-    return out
 
 
 def closed_within(sock, seconds):
@@ -136,7 +123,7 @@ def test_lying_length_fields_inside_a_frame_fail_only_their_call(server, field):
     base = rss_kib(server.pid)
     with connect(server.address) as s:
         s.sendall(request(1, "Arith.Echo", LYING_LENGTHS[field]) + request(2, "Arith.Sum", packb([1, 2])))
-        by_seq = {f.seq: f for f in frames_from(s, 2)}
+        by_seq = {f.seq: f for f in read_frames(s, 2)}
     assert by_seq[1].kind == wire.ERROR and unpackb(by_seq[1].payload)[0] == "DecodeError"
     assert by_seq[2].kind == wire.RESPONSE and unpackb(by_seq[2].payload) == 3
     assert rss_kib(server.pid) - base < 4 * KIB
@@ -536,7 +523,7 @@ def test_deep_payload_at_the_largest_max_depth_is_refused_not_fatal():
     with served(max_depth=fastrpc._core.codec.MAX_DEPTH_LIMIT) as srv:
         with connect(srv.address) as s:
             s.sendall(request(1, "Arith.Echo", b"\x91" * 150_000 + b"\xc0"))
-            (f,) = frames_from(s, 1)
+            (f,) = read_frames(s, 1)
         assert f.kind == wire.ERROR and unpackb(f.payload)[0] == "DecodeError"
         with Client(srv.address) as c:
             assert c.call("Arith.Sum", 1, 2) == 3
