@@ -12,7 +12,9 @@ from fastrpc.client import AsyncClient, CallFuture, Client
 from fastrpc.context import CallContext, current_call
 from fastrpc.discovery import (Discovery, EtcdDiscovery, FileDiscovery, Registration,
                                StaticDiscovery)
+from fastrpc._core.calltable import Arguments
 from fastrpc.errors import ConnectionError, RemoteError, RPCError, TimeoutError, register_error
+from fastrpc.extensions import register_type
 from fastrpc.go import AsyncGoClient, GoArray, GoClient, GoFloat, GoInt, GoUint
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.server import Server, blocking
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 # they are attributes (fastrpc.TimeoutError) but not in __all__, so that
 # `from fastrpc import *` does not shadow the builtins.
 __all__ = [
+    "Arguments",
     "AsyncBalancer",
     "AsyncClient",
     "AsyncGoClient",
@@ -58,5 +61,6 @@ __all__ = [
     "current_call",
     "packb",
     "register_error",
+    "register_type",
     "unpackb",
 ]

@@ -235,6 +235,11 @@ class ConnectionClosedError(ConnectionError):
     """The client (or the server, via GOAWAY) closed the connection before the call was sent."""
 
 
+class UnsupportedError(RPCError, TypeError):
+    """The peer does not support what the call needs (keyword arguments sent
+    to a server that predates them): nothing was sent."""
+
+
 class ProtocolError(RPCError):
     """The peer broke the wire protocol; the connection is closed."""
 

@@ -4,6 +4,8 @@ Prints the bound address on its first line of output, then serves until
 SIGTERM (graceful close) or SIGKILL.
 """
 import asyncio
+import dataclasses
+import enum
 import json
 import os
 import signal
@@ -110,6 +112,92 @@ class Arith:
 LAG = float(os.environ.get("FASTRPC_TEST_LAG", "0"))
 
 
+@fastrpc.register_type
+class Color(enum.Enum):
+    """A registered Enum (the tests register it too)."""
+    RED = "red"
+    GREEN = "green"
+
+
+class Shade(enum.Enum):
+    """An Enum only the server knows: it travels as its value."""
+    DARK = 1
+
+
+@fastrpc.register_type
+@dataclasses.dataclass
+class Entry:
+    """A registered dataclass (the tests' twin has the same fields)."""
+    key: str
+    value: object = None
+    tags: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Note:
+    """A dataclass only the server knows: it travels as a map."""
+    text: str
+    entry: Entry
+
+
+class Money:
+    """An application type the server encodes through its default= hook
+    (ext 20, "amount currency"), when FASTRPC_TEST_HOOKS is set."""
+
+    def __init__(self, amount, currency):
+        self.amount, self.currency = amount, currency
+
+
+def money_default(obj):
+    if isinstance(obj, Money):
+        return fastrpc.ExtType(20, f"{obj.amount} {obj.currency}".encode())
+    raise TypeError(f"no stand-in for {type(obj).__name__}")
+
+
+def money_ext_hook(code, data):
+    if code == 20:
+        amount, currency = data.decode().split()
+        return Money(int(amount), currency)
+    return fastrpc.ExtType(code, data)
+
+
+class KV:
+    """Keyword arguments, in every handler mode, and values of every type."""
+
+    def Put(self, key, value=None, *, ttl=0):
+        return {"key": key, "value": value, "ttl": ttl}
+
+    async def PutLater(self, key, value=None, *, ttl=0):
+        await asyncio.sleep(0)
+        return {"key": key, "value": value, "ttl": ttl}
+
+    @fastrpc.blocking
+    def PutBlocking(self, key, value=None, *, ttl=0):
+        return {"key": key, "value": value, "ttl": ttl}
+
+    def Options(self, first=None, **options):
+        return {"first": first, "options": options}
+
+    def Need(self, *, token):
+        return token
+
+    def Kind(self, value):
+        """[the type name the server got, the value back]."""
+        return [type(value).__name__, value]
+
+    def Naive(self):
+        """A datetime without a time zone: it cannot be sent."""
+        import datetime
+        return datetime.datetime(2026, 1, 1)
+
+    def Entries(self):
+        return [Entry("a", 1, ["x"]), Color.GREEN, Shade.DARK, Note("hi", Entry("b"))]
+
+    def Worth(self, money):
+        """A Money in, a Money out (twice the amount): needs FASTRPC_TEST_HOOKS."""
+        return Money(money.amount * 2, money.currency)
+
+
 def main():
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
     # FASTRPC_TEST_SERVER: more Server() keyword arguments, as JSON.
@@ -119,8 +207,11 @@ def main():
         import ssl
         settings["ssl"] = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         settings["ssl"].load_cert_chain(*tls.split(":"))
+    if os.environ.get("FASTRPC_TEST_HOOKS"):
+        settings.update(default=money_default, ext_hook=money_ext_hook)
     server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")), **settings)
     server.register(Arith())
+    server.register(KV())
     bound = server.start(address, codec=os.environ.get("FASTRPC_TEST_CODEC"))   # "gob", "jsonrpc"...
     etcd = os.environ.get("FASTRPC_TEST_ETCD")
     if etcd:        # register in etcd under FASTRPC_TEST_SERVICE with a short lease

@@ -62,7 +62,7 @@ def test_server_says_hello_with_its_frame_limit(server):
         s.settimeout(5)
         (hello,) = FrameReader().feed(s.recv(65536))
     assert (hello.kind, hello.seq) == (wire.PONG, 0)
-    assert from_msgpack(hello.payload) == {"max_frame_size": wire.DEFAULT_MAX_FRAME_SIZE}
+    assert from_msgpack(hello.payload) == {"max_frame_size": wire.DEFAULT_MAX_FRAME_SIZE, "kwargs": True}
 
 
 def test_oversized_request_fails_alone_and_the_connection_goes_on(server):

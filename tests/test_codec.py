@@ -95,8 +95,8 @@ def test_subclasses_and_numpy_scalars():
 def test_unsupported_type_is_a_clear_error():
     with pytest.raises(EncodeError, match="cannot encode object of type object"):
         packb({"a": [object()]})
-    with pytest.raises(EncodeError, match="set"):
-        packb({1, 2})
+    with pytest.raises(EncodeError, match="cannot encode object of type complex"):
+        packb({1: 2j})
 
 
 def test_cyclic_structure_is_a_clear_error():
@@ -114,10 +114,10 @@ def test_surrogates_are_a_clear_error():
 def test_ext_types_round_trip():
     v = ExtType(42, b"hello")
     for data in (b"", b"x", b"xy", b"abcd", b"12345678", b"0123456789abcdef", b"z" * 300, b"z" * 70000):
-        v = ExtType(5, data)
+        v = ExtType(42, data)
         assert unpackb(packb(v)) == v
-        assert msgpack.unpackb(packb(v)) == msgpack.ExtType(5, data)
-        assert unpackb(msgpack.packb(msgpack.ExtType(5, data))) == v
+        assert msgpack.unpackb(packb(v)) == msgpack.ExtType(42, data)
+        assert unpackb(msgpack.packb(msgpack.ExtType(42, data))) == v
 
 
 def test_list_keys_become_tuples():

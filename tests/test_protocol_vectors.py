@@ -1,12 +1,18 @@
 """docs/PROTOCOL.md's test vectors, checked in both directions."""
+import datetime as dt
+import decimal
+import enum
 import os
 import re
+import uuid
 
 import numpy as np
 import pytest
 
+import fastrpc
 from fastrpc import packb, unpackb
 from fastrpc._core import frame as wire
+from fastrpc._core.calltable import CallTable
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PROTOCOL.md")
 
 
@@ -31,7 +37,8 @@ EXPECTED = {
     "deadline": (wire.REQUEST, 5, "A.B", [], {"deadline_ms": 1500}),
     "load": (wire.RESPONSE, 5, "", None, {"load": 7}),
     "meta": (wire.REQUEST, 6, "A.B", [], {"meta": {"token": "x"}}),
-    "hello": (wire.PONG, 0, "", {"max_frame_size": 64 * 1024 * 1024}, {}),
+    "hello": (wire.PONG, 0, "", {"max_frame_size": 64 * 1024 * 1024, "kwargs": True}, {}),
+    "kwargs": (wire.REQUEST, 8, "KV.Put", packb(["a"]) + packb({"ttl": 5}), {}),
 }
 
 
@@ -75,3 +82,44 @@ def test_ndarray_vectors_both_ways():
     got = unpackb(bytes.fromhex(NDARRAYS["int16-f"]))
     np.testing.assert_array_equal(got, f)
     assert got.flags.f_contiguous and got.dtype == np.dtype("<i2")
+
+
+def test_a_client_writes_the_kwargs_vector():
+    table = CallTable(max_frame_size=1 << 20, max_depth=16, max_len=1 << 10, max_bytes=1 << 20)
+    for _ in range(7):                       # seqs 1..7 (notifications), then the vector's 8
+        table.request("A.B", (), None)
+    table.take_output()
+    table.request("KV.Put", fastrpc.Arguments("a", ttl=5), object())
+    assert bytes(table.take_output()).hex() == VECTORS["kwargs"]
+
+
+@fastrpc.register_type
+class Suit(enum.Enum):
+    HEARTS = "hearts"
+
+
+EXT_VALUES = {
+    "timestamp32": dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc),
+    "timestamp64": dt.datetime(2026, 12, 3, 0, 0, 0, 500000, tzinfo=dt.timezone.utc),
+    "timestamp96": dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc),
+    "date": dt.date(2026, 12, 3),
+    "decimal": decimal.Decimal("19.99"),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "set": {1},
+    "frozenset": frozenset(["a"]),
+    "tuple": (1, 2),
+    "record": Suit.HEARTS,
+}
+EXTS = doc_block("ext-vectors")
+
+
+def test_every_extension_vector_is_checked():
+    assert set(EXTS) == set(EXT_VALUES)
+
+
+@pytest.mark.parametrize("name", sorted(EXT_VALUES))
+def test_extension_vectors_both_ways(name):
+    value = EXT_VALUES[name]
+    assert packb(value, keep_tuples=True).hex() == EXTS[name]
+    back = unpackb(bytes.fromhex(EXTS[name]))
+    assert back == value and type(back) is type(value)

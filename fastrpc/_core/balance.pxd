@@ -64,7 +64,7 @@ cdef class Attempt(Slot):
     cdef public bint running           # sent and neither answered, failed nor withdrawn
     # the call, shared by its attempts
     cdef public str method
-    cdef public tuple args
+    cdef public object args       # a tuple, or an Args with keywords
     cdef public unsigned long long key_hash
     cdef public double deadline        # monotonic, 0: none
     cdef public object deadline_ms

@@ -204,7 +204,7 @@ cdef class Pool:
             a.running = False
             raise
 
-    def go(self, CallSettings settings, str method, tuple args, object key, object timeout,
+    def go(self, CallSettings settings, str method, object args, object key, object timeout,
            object idempotent):
         """Start a blocking balanced call; return its future (Balancer.go).
 
@@ -243,7 +243,7 @@ cdef class Pool:
             engine.schedule(self.hedge_after, a.hedge_check)
         return fut
 
-    def go_async(self, object loop, CallSettings settings, str method, tuple args, object key,
+    def go_async(self, object loop, CallSettings settings, str method, object args, object key,
                  object timeout, object idempotent, object expire):
         """Start an asyncio balanced call (AsyncBalancer.call): return (future,
         first attempt, sent, timers). When not sent, the picked endpoint needs
@@ -430,7 +430,7 @@ def scatter(list results, list positions, list values):
         results[<Py_ssize_t>positions[k]] = values[k]
 
 
-def new_attempt(Pool pool, object sink, str method, tuple args, unsigned long long key_hash,
+def new_attempt(Pool pool, object sink, str method, object args, unsigned long long key_hash,
                 double deadline, object deadline_ms, bytes meta, bint idempotent):
     """The first attempt of a balanced call (not yet picked or sent)."""
     cdef Attempt a = Attempt.__new__(Attempt)

@@ -26,6 +26,10 @@ cdef class WriteBuffer:
     cdef Py_ssize_t cap       # bytes allocated
     cdef Py_ssize_t frames    # frames completed since the last reset
     cdef int exports          # live buffer exports; growth refused while > 0
+    # Encoding options of whoever owns the buffer (a client's or a server's),
+    # read by the codec only off its fast paths:
+    cdef public object default     # None, or default(obj) -> an encodable stand-in
+    cdef public bint keep_tuples   # tuples travel as the tuple ext (not as arrays)
 
     cdef int _grow(self, Py_ssize_t extra) except -1
     cdef inline int ensure(self, Py_ssize_t extra) except -1:

@@ -84,6 +84,15 @@ cdef class CallSettings:
     cdef bytes metadata(self)
 
 
+cdef class Arguments:
+    """A call's positional and keyword arguments."""
+    cdef readonly tuple args
+    cdef readonly dict kwargs
+
+
+cdef Arguments make_arguments(tuple args, dict kwargs)
+
+
 cdef class CallTable:
     """One connection's calls: sequence ids, the output buffer, pending slots, the frame reader."""
     cdef readonly FrameReader reader
@@ -106,6 +115,8 @@ cdef class CallTable:
     cdef public object engine          # drives the futures of calls made here (blocking clients)
     cdef public double last_io         # monotonic time bytes last arrived
     cdef public Py_ssize_t peer_max_frame  # largest frame the server accepts (its hello), 0: not known
+    cdef public int peer_kwargs        # the server binds keyword arguments: 1 yes (its hello), -1 no, 0 not known
+    cdef readonly object ext_hook      # None, or the client's ext_hook (kept alive for self.limits)
     cdef public unsigned long generation  # fork generation it was made in
     cdef object __weakref__
 
@@ -115,9 +126,10 @@ cdef class CallTable:
     cdef int _encoded(self, bint was_empty) except -1
     cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
                              object args, object deadline_ms, bytes meta) except -1
-    cpdef unsigned long long request(self, str method, tuple args, object slot,
+    cdef int _encode_other_args(self, bytes method, object args) except -1
+    cpdef unsigned long long request(self, str method, object args, object slot,
                                      object deadline_ms=*, bytes meta=*) except? 0
-    cpdef CallFuture go(self, str method, tuple args, object deadline_ms, bytes meta, object engine,
+    cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,
                         bint flush=*)
     cdef object _remote_error(self, FrameView *f)
     cdef int _oversized(self, FrameView *f) except -1

@@ -14,13 +14,14 @@ process() and write what take_output() returns.
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_acquire_lock,
                                PyThread_release_lock, NOWAIT_LOCK, WAIT_LOCK)
 from cpython.contextvars cimport get_value as _context_value
 from cpython.ref cimport PyObject
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
-from fastrpc._core.codec cimport DecodeLimits, pack, unpack
+from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
                                   KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
                                   KIND_PONG, KIND_OVERSIZED, FLAG_DEADLINE, FLAG_LOAD, FLAG_META,
@@ -28,6 +29,7 @@ from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame
 
 import concurrent.futures
 import logging
+from collections.abc import Mapping as _Mapping
 
 from fastrpc._core.codec import packb as _packb
 import threading
@@ -36,7 +38,7 @@ from asyncio import InvalidStateError as _AsyncInvalidState
 
 from fastrpc.context import CURRENT, bound_timeout
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, FrameTooLargeError,
-                            ProtocolError, TimeoutError, remote_error)
+                            ProtocolError, TimeoutError, UnsupportedError, remote_error)
 
 log = logging.getLogger("fastrpc.client")
 
@@ -540,6 +542,53 @@ def settle(slot, unsigned long long seq, value, bint is_error, long long load=-1
 
 
 @cython.final
+cdef class Arguments:
+    """The arguments of one call, positional and keyword: ``Arguments(1, 2, key="a")``.
+
+    Client.map and Balancer.map take items of this kind where a call needs
+    keyword arguments (or both kinds); a plain tuple is positional
+    arguments only, a dict keyword arguments only. Passed alone to call(),
+    go() or notify(), it is the call's whole argument list, which is how to
+    send keyword arguments named like the call's own options:
+    ``balancer.call("KV.Get", Arguments(key="a"), key="a")`` (the second
+    ``key`` picks the endpoint).
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+
+    def __eq__(self, other):
+        if type(other) is not Arguments:
+            return NotImplemented
+        return self.args == (<Arguments>other).args and self.kwargs == (<Arguments>other).kwargs
+
+    def __repr__(self):
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Arguments({', '.join(parts)})"
+
+
+cdef Arguments make_arguments(tuple args, dict kwargs):
+    """Arguments from what *args and **kwargs collected (no copies)."""
+    cdef Arguments a = Arguments.__new__(Arguments)
+    a.args = args
+    a.kwargs = kwargs
+    return a
+
+
+def call_args(tuple args, dict kwargs):
+    """What a call sends: `args` itself when there are no keyword arguments
+    (the fast path), else an Arguments holding both. A lone Arguments is the
+    whole argument list: the way to send keyword arguments named like the
+    call's own options (timeout, key, idempotent)."""
+    if not kwargs:
+        if PyTuple_GET_SIZE(args) == 1 and type(<object>PyTuple_GET_ITEM(args, 0)) is Arguments:
+            return <object>PyTuple_GET_ITEM(args, 0)
+        return args
+    return make_arguments(args, kwargs)
+
+
+@cython.final
 cdef class CallTable:
     """Sequence ids, pending slots, and the connection's read and write buffers.
 
@@ -559,7 +608,8 @@ cdef class CallTable:
 
     def __init__(self, *, Py_ssize_t max_frame_size, Py_ssize_t max_depth,
                  Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False, owner=None,
-                 Py_ssize_t flush_frames=32, Py_ssize_t flush_bytes=65536):
+                 Py_ssize_t flush_frames=32, Py_ssize_t flush_bytes=65536,
+                 default=None, ext_hook=None, bint keep_tuples=False):
         self.reader = FrameReader(max_frame_size)
         # A reply above max_frame_size fails its call alone (its bytes are
         # dropped as they come); the connection's other calls go on.
@@ -572,6 +622,11 @@ cdef class CallTable:
         self.limits.max_len = max_len
         self.limits.max_bytes = max_bytes
         self.limits.bytes_views = bytes_views
+        self.ext_hook = ext_hook
+        self.limits.ext_hook = NULL if ext_hook is None else <PyObject *>ext_hook
+        self.out.default = default
+        self.out.keep_tuples = keep_tuples
+        self.peer_kwargs = 0
         self.method_cache = {}
         self.on_control = None
         self.last_load = None
@@ -624,7 +679,10 @@ cdef class CallTable:
                 frpc_store_u32(ext, <unsigned int>len(meta))
                 self.out.write(ext, 4)
                 self.out.write(meta, len(meta))
-            pack(self.out, args if type(args) is tuple else (args,), 0)
+            if type(args) is tuple:
+                pack_args(self.out, <tuple>args)
+            else:
+                self._encode_other_args(method, args)
         except BaseException:
             self.out.size = start
             raise
@@ -638,7 +696,28 @@ cdef class CallTable:
         end_frame(self.out, start)
         return 0
 
-    cpdef unsigned long long request(self, str method, tuple args, object slot,
+    cdef int _encode_other_args(self, bytes method, object args) except -1:
+        """A payload that is not a plain tuple: Arguments (with keywords), a dict
+        (a map item of keywords) or a single value (a map item)."""
+        cdef dict kwargs = None
+        if type(args) is Arguments:
+            pack_args(self.out, (<Arguments>args).args)
+            kwargs = (<Arguments>args).kwargs
+        elif isinstance(args, _Mapping):
+            pack_args(self.out, ())
+            kwargs = <dict>args if type(args) is dict else dict(args)
+        else:
+            return pack_args(self.out, (args,))
+        if not kwargs:
+            return 0
+        if self.peer_kwargs < 0:
+            raise UnsupportedError(
+                f"{method.decode('utf-8', 'replace')}: the server does not take keyword arguments "
+                f"(it predates them): pass the arguments by position")
+        # The keyword map follows the positional array (docs/PROTOCOL.md).
+        return pack(self.out, kwargs, 1)
+
+    cpdef unsigned long long request(self, str method, object args, object slot,
                                      object deadline_ms=None, bytes meta=None) except? 0:
         """Encode a REQUEST whose reply completes `slot` (a NOTIFY when `slot` is
         None); return its seq.
@@ -686,7 +765,7 @@ cdef class CallTable:
             self.owner.on_output()
         return 0
 
-    cpdef CallFuture go(self, str method, tuple args, object deadline_ms, bytes meta, object engine,
+    cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,
                         bint flush=False):
         """Start a blocking call: encode it, register a new CallFuture, return it.
 
@@ -722,8 +801,9 @@ cdef class CallTable:
                       object deadline_ms=None, bytes meta=None):
         """Encode up to `limit` more items of `batch` from the iterator `items`; return how many.
 
-        An item that is a tuple is the argument list, anything else the one
-        argument. Each call carries `deadline_ms` and `meta` like a single
+        An item that is a tuple is the argument list, an Arguments the arguments,
+        a mapping the keyword arguments, anything else the one argument.
+        Each call carries `deadline_ms` and `meta` like a single
         call. Other calls may be encoded between two batches.
         """
         cdef bytes m = self._method(method)
@@ -899,6 +979,7 @@ cdef class CallTable:
         except Exception:
             return 0
         if type(settings) is dict:
+            self.peer_kwargs = 1 if settings.get("kwargs") is True else -1
             size = settings.get("max_frame_size")
             if type(size) is int and size >= 12:
                 self.peer_max_frame = min(<object>size, 0xffffffff)
@@ -958,7 +1039,7 @@ cdef class AsyncCaller:
         self.expire = expire
         self.table = None
 
-    def start(self, str method, tuple args, object timeout):
+    def start(self, str method, object args, object timeout):
         """Encode a call on the current connection and return (future, seq); None
         when there is no usable connection (the caller connects, then retries)."""
         cdef CallTable table = self.table
@@ -1043,7 +1124,7 @@ cdef class Caller:
             t = self.table
         return t
 
-    def go(self, str method, tuple args, object timeout):
+    def go(self, str method, object args, object timeout):
         """Client.go: start a call; its future fails at its timeout, waited on or not."""
         cdef double t = self.settings.timeout(timeout)
         cdef CallTable table = self._table()
@@ -1054,7 +1135,7 @@ cdef class Caller:
             table.engine.watch_deadline(fut)
         return fut
 
-    def call(self, str method, tuple args, object timeout):
+    def call(self, str method, object args, object timeout):
         """Client.call: the result, or the call's error; at the timeout the call
         is withdrawn and TimeoutError raised."""
         cdef double t = self.settings.timeout(timeout)

@@ -2,7 +2,9 @@
 """MessagePack-compatible encoder and decoder, with numpy arrays as an ext type.
 
 Owns: `pack`/`unpack` (into and out of the shared WriteBuffer) for the other
-compiled modules, and the Python-level `packb`/`unpackb`. Decoding checks every
+compiled modules, and the Python-level `packb`/`unpackb`. The other extension
+types (datetime, Decimal, sets, registered records...) are defined in
+fastrpc.extensions; this module only frames them, off its fast paths. Decoding checks every
 length against the bytes that remain before allocating anything, so hostile
 input cannot make it allocate more than the payload could hold.
 """
@@ -25,6 +27,7 @@ from fastrpc._core.buffer cimport (WriteBuffer, frpc_load_u16, frpc_load_u32, fr
 
 import numpy as np
 from fastrpc.errors import EncodeError, DecodeError, DecodeLimitError
+from fastrpc import extensions as _ext
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object obj)
@@ -54,6 +57,12 @@ cdef object _frombuffer = np.frombuffer
 cdef object _ascontiguousarray = np.ascontiguousarray
 cdef object _np_dtype = np.dtype
 cdef dict _dtype_cache = {}
+cdef object _ext_encode = _ext.encode
+cdef object _ext_decode = _ext.decode
+cdef object _ext_decode_nested = _ext.decode_nested
+cdef object _nested_codes = _ext.NESTED_CODES
+cdef dict _registered_types = _ext.REGISTERED_TYPES
+cdef int EXT_TUPLE = _ext.EXT_TUPLE
 
 
 cdef DecodeLimits default_limits():
@@ -62,6 +71,7 @@ cdef DecodeLimits default_limits():
     lim.max_len = DEFAULT_MAX_LEN
     lim.max_bytes = DEFAULT_MAX_BYTES
     lim.bytes_views = False
+    lim.ext_hook = NULL
     return lim
 
 
@@ -352,6 +362,8 @@ cdef int pack(WriteBuffer b, object o, int depth) except -1:
             pack(b, <object>PyList_GET_ITEM(o, i), depth + 1)
         return 0
     if PyTuple_CheckExact(o):
+        if b.keep_tuples:
+            return _pack_nested(b, EXT_TUPLE, list(o), depth)
         n = PyTuple_GET_SIZE(o)
         _pack_array_header(b, n)
         for i in range(n):
@@ -371,10 +383,58 @@ cdef int pack(WriteBuffer b, object o, int depth) except -1:
     return _pack_other(b, o, depth)
 
 
+cdef int pack_args(WriteBuffer b, tuple args) except -1:
+    """Append a call's positional arguments: always an array, whatever the
+    buffer's options (keep_tuples applies to the values, not the list)."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(args)
+    _pack_array_header(b, n)
+    for i in range(n):
+        pack(b, <object>PyTuple_GET_ITEM(args, i), 1)
+    return 0
+
+
+cdef int _pack_nested(WriteBuffer b, signed char code, object payload, int depth) except -1:
+    """An ext whose content is one MessagePack value: ext32 header, the value,
+    then the length patched in (it is not known before)."""
+    cdef Py_ssize_t start = b.size
+    b.ensure(6)
+    b.data[start] = <char>0xc9
+    b.data[start + 5] = <char>code
+    b.size += 6
+    pack(b, payload, depth + 1)
+    if b.size - start - 6 > 0xffffffff:
+        raise EncodeError("ext payload longer than 4 GiB cannot be encoded")
+    frpc_store_u32(b.data + start + 1, <unsigned int>(b.size - start - 6))
+    return 0
+
+
+cdef int _pack_extension(WriteBuffer b, object o, int depth, bint *done) except -1:
+    """A value fastrpc.extensions knows (registered records, datetime, Decimal,
+    sets...): sets done[0] when it was written."""
+    try:
+        how = _ext_encode(o)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode {type(o).__name__}: {exc}") from None
+    if how is None:
+        done[0] = False
+        return 0
+    done[0] = True
+    code, payload, nested = how
+    if code is None:
+        return pack(b, payload, depth + 1)
+    if nested:
+        return _pack_nested(b, <signed char>code, payload, depth)
+    _pack_ext_header(b, len(payload), <signed char>code)
+    return b.write(PyBytes_AS_STRING(payload), len(payload))
+
+
 cdef int _pack_other(WriteBuffer b, object o, int depth) except -1:
     """Subclasses and the less common types, kept off the hot path."""
+    cdef bint done = False
     if isinstance(o, _ndarray):
         return _pack_ndarray(b, o)
+    if _registered_types and type(o) in _registered_types:
+        return _pack_extension(b, o, depth, &done)
     if isinstance(o, bool):
         return _put1(b, 0xc3 if o else 0xc2)
     if isinstance(o, int):
@@ -393,6 +453,8 @@ cdef int _pack_other(WriteBuffer b, object o, int depth) except -1:
         _pack_ext_header(b, len(o[1]), <signed char>o[0])
         return b.write(PyBytes_AS_STRING(o[1]), len(o[1]))
     if isinstance(o, (list, tuple)):
+        if b.keep_tuples and isinstance(o, tuple):
+            return _pack_nested(b, EXT_TUPLE, list(o), depth)
         _pack_array_header(b, len(o))
         for item in o:
             pack(b, item, depth + 1)
@@ -405,7 +467,21 @@ cdef int _pack_other(WriteBuffer b, object o, int depth) except -1:
         return 0
     if isinstance(o, np.generic):
         return pack(b, o.item(), depth + 1)
-    raise EncodeError(f"cannot encode object of type {type(o).__name__}")
+    _pack_extension(b, o, depth, &done)
+    if done:
+        return 0
+    if b.default is not None:
+        try:
+            stand_in = b.default(o)
+        except Exception as exc:
+            raise EncodeError(f"cannot encode object of type {type(o).__name__}: default() raised "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if type(stand_in) is type(o):
+            raise EncodeError(f"default() returned a {type(o).__name__} for a {type(o).__name__}: "
+                              f"it must return something encodable (e.g. ExtType(code, bytes))")
+        return pack(b, stand_in, depth + 1)
+    raise EncodeError(f"cannot encode object of type {type(o).__name__} "
+                      f"(see register_type, or the default= hook, for your own types)")
 
 
 # --------------------------------------------------------------------------
@@ -590,12 +666,36 @@ cdef object _unpack_ndarray(Reader *r, Py_ssize_t n):
         raise DecodeError(f"malformed ndarray ext ({exc})") from None
 
 
-cdef object _unpack_ext(Reader *r, Py_ssize_t n, signed char code):
+cdef object _unpack_ext(Reader *r, Py_ssize_t n, signed char code, int depth):
+    cdef Reader inner
     _check_raw(r, n)
     if code == NDARRAY_EXT:
         return _unpack_ndarray(r, n)
     cdef const char *p = r.p
     r.p += n
+    if code == -1 or 0 <= code <= 15:
+        # MessagePack's Timestamp, or one of fastrpc's (fastrpc.extensions).
+        try:
+            if code in _nested_codes:
+                inner = r[0]
+                inner.p = p
+                inner.end = p + n
+                value = _unpack(&inner, depth + 1)
+                if inner.p != inner.end:
+                    raise ValueError(f"{inner.end - inner.p} trailing bytes in its payload")
+                return _ext_decode_nested(code, value)
+            return _ext_decode(code, PyBytes_FromStringAndSize(p, n))
+        except DecodeError:
+            raise
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"malformed ext {code}: {exc}") from None
+    if r.limits.ext_hook != NULL:
+        try:
+            return (<object>r.limits.ext_hook)(code, PyBytes_FromStringAndSize(p, n))
+        except DecodeError:
+            raise
+        except Exception as exc:
+            raise DecodeError(f"ext_hook failed on ext {code}: {type(exc).__name__}: {exc}") from None
     return ExtType(code, PyBytes_FromStringAndSize(p, n))
 
 
@@ -708,19 +808,19 @@ cdef object _unpack(Reader *r, int depth):
     if 0xd4 <= c <= 0xd8:
         _need(r, 1)
         r.p += 1
-        return _unpack_ext(r, 1 << (c - 0xd4), <signed char>p[0])
+        return _unpack_ext(r, 1 << (c - 0xd4), <signed char>p[0], depth)
     if c == 0xc7:
         _need(r, 2)
         r.p += 2
-        return _unpack_ext(r, <unsigned char>p[0], <signed char>p[1])
+        return _unpack_ext(r, <unsigned char>p[0], <signed char>p[1], depth)
     if c == 0xc8:
         _need(r, 3)
         r.p += 3
-        return _unpack_ext(r, frpc_load_u16(p), <signed char>p[2])
+        return _unpack_ext(r, frpc_load_u16(p), <signed char>p[2], depth)
     if c == 0xc9:
         _need(r, 5)
         r.p += 5
-        return _unpack_ext(r, frpc_load_u32(p), <signed char>p[4])
+        return _unpack_ext(r, frpc_load_u32(p), <signed char>p[4], depth)
     raise DecodeError(f"invalid MessagePack type byte 0x{c:02x}")
 
 
@@ -754,8 +854,11 @@ cdef object unpack(const char *p, Py_ssize_t n, object base, const char *base_pt
 
 
 cdef tuple unpack_args(const char *p, Py_ssize_t n, object base, const char *base_ptr,
-                       DecodeLimits *limits):
-    """Decode a call's argument array straight into a tuple (see `unpack`)."""
+                       DecodeLimits *limits, Py_ssize_t *used):
+    """Decode a call's argument array straight into a tuple (see `unpack`).
+
+    The array may be followed by more (a call's keyword arguments): `used`
+    gets the bytes the array took."""
     cdef Reader r
     cdef unsigned char c
     cdef Py_ssize_t count, i
@@ -781,8 +884,7 @@ cdef tuple unpack_args(const char *p, Py_ssize_t n, object base, const char *bas
         item = _unpack(&r, 1)
         Py_INCREF(item)
         PyTuple_SET_ITEM(out, i, item)
-    if r.p != r.end:
-        raise DecodeError(f"{r.end - r.p} trailing bytes after the payload")
+    used[0] = r.p - p
     return out
 
 
@@ -794,15 +896,27 @@ cdef WriteBuffer _shared = WriteBuffer(65536)
 cdef bint _shared_busy = False
 
 
-def packb(obj) -> bytes:
+def packb(obj, *, default=None, bint keep_tuples=False) -> bytes:
     """Encode `obj` as MessagePack and return the bytes.
 
     None, bool, int (64-bit signed or unsigned), float, str, bytes,
-    bytearray, memoryview, list, tuple, dict, numpy arrays (ext type 1) and
-    ExtType are supported; anything else raises EncodeError.
+    bytearray, memoryview, list, tuple, dict, numpy arrays (ext type 1),
+    ExtType, and the extension types of fastrpc.extensions (datetime, date,
+    Decimal, UUID, set, frozenset, Enum, dataclasses) are supported. Other
+    objects go through `default(obj)`, which returns an encodable stand-in
+    (e.g. an ExtType); without it they raise EncodeError. With
+    `keep_tuples`, tuples travel as the tuple ext and decode as tuples.
     """
     global _shared_busy
     cdef WriteBuffer b
+    if default is not None or keep_tuples:
+        if default is not None and not callable(default):
+            raise TypeError("default must be a callable (or None)")
+        b = WriteBuffer(256)
+        b.default = default
+        b.keep_tuples = keep_tuples
+        pack(b, obj, 0)
+        return b.take()
     if _shared_busy:
         b = WriteBuffer(256)
         pack(b, obj, 0)
@@ -833,22 +947,28 @@ def check_max_depth(max_depth) -> int:
 
 def unpackb(data, *, Py_ssize_t max_depth=DEFAULT_MAX_DEPTH,
             Py_ssize_t max_len=DEFAULT_MAX_LEN, Py_ssize_t max_bytes=DEFAULT_MAX_BYTES,
-            bint bytes_views=False):
+            bint bytes_views=False, ext_hook=None):
     """Decode one MessagePack value from a bytes-like object.
 
     numpy arrays come back as views over `data` (no copy); with
     `bytes_views`, so do bin values (read-only memoryviews instead of
     bytes). Arrays decode to lists, maps to dicts (list keys become tuples).
     Malformed or truncated input raises DecodeError; input over a limit
-    raises DecodeLimitError.
+    raises DecodeLimitError. fastrpc's extension types (datetime, Decimal,
+    UUID, sets, registered records: fastrpc.extensions) come back as
+    themselves; other ext codes as `ext_hook(code, data)` when given,
+    else as ExtType.
     """
     cdef Py_buffer view
+    if ext_hook is not None and not callable(ext_hook):
+        raise TypeError("ext_hook must be a callable (or None)")
     cdef DecodeLimits lim
     check_max_depth(max_depth)
     lim.max_depth = max_depth
     lim.max_len = max_len
     lim.max_bytes = max_bytes
     lim.bytes_views = bytes_views
+    lim.ext_hook = NULL if ext_hook is None else <PyObject *>ext_hook
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         return unpack(<const char *>view.buf, view.len, data, <const char *>view.buf, &lim)

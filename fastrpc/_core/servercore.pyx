@@ -9,11 +9,12 @@ One bad frame payload costs one error reply; only lost framing raises.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcmp
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
-from fastrpc._core.codec cimport DecodeLimits, pack, unpack, unpack_args
+from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack, unpack_args
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
                             KIND_PONG, KIND_CANCEL, KIND_GOAWAY, KIND_OVERSIZED,
@@ -44,14 +45,19 @@ cdef class Handler:
     cdef readonly int mode
     cdef readonly Py_ssize_t min_args
     cdef readonly Py_ssize_t max_args     # -1: any number (*args)
+    cdef readonly object bind             # None, or bind(args, kwargs) -> (args, kwargs); TypeError: they do not fit
+    cdef readonly bint kw_required        # it has a keyword-only parameter without a default
     cdef public long long calls           # calls it was asked to serve, over every protocol
 
-    def __init__(self, func, str name, int mode, Py_ssize_t min_args, Py_ssize_t max_args):
+    def __init__(self, func, str name, int mode, Py_ssize_t min_args, Py_ssize_t max_args,
+                 bind=None, bint kw_required=False):
         self.func = func
         self.name = name
         self.mode = mode
         self.min_args = min_args
         self.max_args = max_args
+        self.bind = bind
+        self.kw_required = kw_required
 
     def __repr__(self):
         return f"Handler({self.name!r}, mode={self.mode})"
@@ -106,7 +112,7 @@ cdef class ServerCore:
     """Per-connection state: frame reader, output buffer, dispatch table.
 
     `conn` is the Python connection object; the core calls its methods
-    spawn(handler, seq, args, notify, deadline_ms, meta), cancel(seq),
+    spawn(handler, seq, args, notify, deadline_ms, meta, kwargs), cancel(seq),
     on_goaway(), on_pong(seq) and log_notify_error(name, exc).
     """
     cdef FrameReader reader
@@ -123,10 +129,12 @@ cdef class ServerCore:
     cdef public object refuse      # None, or why every call is answered "Unavailable" unrun
     cdef public object authorize   # None, or authorize(method, metadata) run before each call; raising refuses it
     cdef public bint send_tracebacks   # error replies carry the handler's traceback (Server(send_tracebacks=True))
+    cdef readonly object ext_hook      # None, or the server's ext_hook (kept alive for self.limits)
 
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
-                 Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False):
+                 Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False,
+                 default=None, ext_hook=None, bint keep_tuples=False):
         self.reader = FrameReader(max_frame_size)
         # A request above max_frame_size fails alone; its bytes are dropped
         # as they come, and the connection's other calls go on.
@@ -139,6 +147,11 @@ cdef class ServerCore:
         self.limits.max_len = max_len
         self.limits.max_bytes = max_bytes
         self.limits.bytes_views = bytes_views
+        # Extension hooks: the limits hold a borrowed pointer, self.ext_hook the reference.
+        self.ext_hook = ext_hook
+        self.limits.ext_hook = NULL if ext_hook is None else <PyObject *>ext_hook
+        self.out.default = default
+        self.out.keep_tuples = keep_tuples
         self.last_name = None
         self.last_handler = None
         self.calls = 0
@@ -208,9 +221,10 @@ cdef class ServerCore:
     cdef int _call(self, FrameView *f) except -1:
         cdef Handler h = self._lookup(f)
         cdef tuple args
-        cdef Py_ssize_t nargs
+        cdef Py_ssize_t nargs, used = 0
         cdef bint notify = f.kind == KIND_NOTIFY
         meta = None
+        kwargs = None
         if self.refuse is not None:
             if not notify:
                 self._error(f.seq, "Unavailable", self.refuse)
@@ -221,7 +235,13 @@ cdef class ServerCore:
         h.calls += 1
         try:
             args = unpack_args(f.payload, f.payload_len, self.reader.buf, self.reader.data,
-                               &self.limits)
+                               &self.limits, &used)
+            if used < f.payload_len:
+                # Keyword arguments: a map after the positional array.
+                kwargs = unpack(f.payload + used, f.payload_len - used, self.reader.buf,
+                                self.reader.data, &self.limits)
+                if type(kwargs) is not dict:
+                    raise DecodeError(f"keyword arguments are a map, not {type(kwargs).__name__}")
             if f.meta_len and (h.mode != INLINE or self.authorize is not None):
                 meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
         except Exception as exc:
@@ -230,11 +250,20 @@ cdef class ServerCore:
             if not notify:
                 self._error(f.seq, "DecodeError", f"{h.name}: bad arguments: {exc}")
             return 0
-        nargs = PyTuple_GET_SIZE(args)
-        if nargs < h.min_args or (h.max_args >= 0 and nargs > h.max_args):
-            if not notify:
-                self._error(f.seq, "InvalidArguments", _arity_message(h, nargs))
-            return 0
+        if kwargs is not None or h.kw_required:
+            if h.bind is not None:
+                try:
+                    args, kwargs = h.bind(args, kwargs)
+                except TypeError as exc:
+                    if not notify:
+                        self._error(f.seq, "InvalidArguments", f"{h.name}: {exc}")
+                    return 0
+        else:
+            nargs = PyTuple_GET_SIZE(args)
+            if nargs < h.min_args or (h.max_args >= 0 and nargs > h.max_args):
+                if not notify:
+                    self._error(f.seq, "InvalidArguments", _arity_message(h, nargs))
+                return 0
         if self.authorize is not None:
             try:
                 self.authorize(h.name, meta)
@@ -246,10 +275,10 @@ cdef class ServerCore:
                 return 0
         if h.mode != INLINE:
             self.conn.spawn(h, f.seq, args, notify,
-                            f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta)
+                            f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta, kwargs)
             return 0
         try:
-            result = h.func(*args)
+            result = h.func(*args) if kwargs is None else h.func(*args, **kwargs)
         except Exception as exc:
             if notify:
                 self.conn.log_notify_error(h.name, exc)
@@ -319,14 +348,14 @@ cdef class ServerCore:
         cdef Py_ssize_t start = self._begin_reply(KIND_ERROR, seq)
         try:
             if traceback is None:
-                pack(self.out, (type_name, message), 0)
+                pack_args(self.out, (type_name, message))
             else:
-                pack(self.out, (type_name, message, traceback), 0)
+                pack_args(self.out, (type_name, message, traceback))
         except Exception:
             # Unencodable text (lone surrogates): fall back to a plain message.
             self.out.size = start
             start = self._begin_reply(KIND_ERROR, seq)
-            pack(self.out, (type_name, "error message could not be encoded"), 0)
+            pack_args(self.out, (type_name, "error message could not be encoded"))
         return end_frame(self.out, start)
 
     cpdef int goaway(self, str reason="") except -1:

@@ -14,6 +14,7 @@ import time
 import weakref
 from typing import Any, Iterable, List, Optional, Union
 
+from fastrpc._core.calltable import call_args
 from fastrpc._core.balance import Attempt, Member
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.client.aio import AsyncClient
@@ -106,13 +107,14 @@ class AsyncBalancer(BalancerCore):
 
     # calls -----------------------------------------------------------------------
     async def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-                   idempotent: Optional[bool] = None) -> Any:
+                   idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
         """Call `method` on the endpoint the strategy picks (see Balancer.go for
         what happens on failure); return the result or raise."""
         if self._health_task is None:
             self._ensure_health()
         future, attempt, sent, timers = self.pool.go_async(
-            asyncio.get_running_loop(), self._per_call, method, args, key, timeout, idempotent, self._expire)
+            asyncio.get_running_loop(), self._per_call, method, call_args(args, kwargs), key, timeout,
+            idempotent, self._expire)
         if not sent:
             # Connect in a task: the call's timeout runs meanwhile.
             asyncio.get_running_loop().create_task(self._dial_and_send(attempt))
@@ -132,10 +134,10 @@ class AsyncBalancer(BalancerCore):
             self.planner.expire(attempt)
 
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-           idempotent: Optional[bool] = None) -> asyncio.Task:
+           idempotent: Optional[bool] = None, **kwargs: Any) -> asyncio.Task:
         """Start a call as a task (cancel it to withdraw the call)."""
         return asyncio.get_running_loop().create_task(
-            self.call(method, *args, key=key, timeout=timeout, idempotent=idempotent))
+            self.call(method, *args, key=key, timeout=timeout, idempotent=idempotent, **kwargs))
 
     async def map(self, method: str, args_iterable: Iterable, *, keys: Optional[Iterable] = None,
                   timeout: Optional[float] = None, idempotent: Optional[bool] = None,
@@ -182,13 +184,13 @@ class AsyncBalancer(BalancerCore):
                 job.settle(share)
         return job.outcome(return_exceptions)
 
-    async def notify(self, method: str, *args: Any, key: Key = None) -> None:
+    async def notify(self, method: str, *args: Any, key: Key = None, **kwargs: Any) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
         plan = self.planner.notify_plan(self.pool.key_hash_for(key))
         member = next(plan)
         while True:
             try:
-                await self._client(member).notify(method, *args)
+                await self._client(member).notify(method, *args, **kwargs)
             except (ConnectionError, TimeoutError) as exc:
                 member = plan.send(exc)             # the next endpoint, or the final error
                 continue

@@ -16,7 +16,7 @@ import weakref
 from typing import Any, Iterable, List, Optional, Union
 
 from fastrpc._core.balance import Attempt, Member
-from fastrpc._core.calltable import CallFuture
+from fastrpc._core.calltable import CallFuture, call_args
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.plan import RetryBudget
 from fastrpc.client import engine as engines
@@ -115,7 +115,7 @@ class Balancer(BalancerCore):
 
     # calls ----------------------------------------------------------------------------
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-           idempotent: Optional[bool] = None) -> CallFuture:
+           idempotent: Optional[bool] = None, **kwargs: Any) -> CallFuture:
         """Start a call on the endpoint the strategy picks; return its future
         (a concurrent.futures.Future).
 
@@ -128,13 +128,15 @@ class Balancer(BalancerCore):
         failure="backup", an idempotent call gets a hedged copy on another
         endpoint after backup_after; the first reply wins.
         """
-        return self.pool.go(self.call_settings.per_call, method, args, key, timeout, idempotent)
+        return self.pool.go(self.call_settings.per_call, method, call_args(args, kwargs), key, timeout,
+                            idempotent)
 
     def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-             idempotent: Optional[bool] = None) -> Any:
+             idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
         """Call `method` on the endpoint the strategy picks; return the result
         (failures as in go()). Raises the call's error, or TimeoutError."""
-        future = self.go(method, *args, key=key, timeout=timeout, idempotent=idempotent)
+        future = self.pool.go(self.call_settings.per_call, method, call_args(args, kwargs), key, timeout,
+                              idempotent)
         try:
             return future.result()
         except BaseException:
@@ -177,13 +179,13 @@ class Balancer(BalancerCore):
                 job.settle(share)
         return job.outcome(return_exceptions)
 
-    def notify(self, method: str, *args: Any, key: Key = None) -> None:
+    def notify(self, method: str, *args: Any, key: Key = None, **kwargs: Any) -> None:
         """Send a one-way call to the picked endpoint (retried elsewhere only if not sent)."""
         plan = self.planner.notify_plan(self.pool.key_hash_for(key))
         member = next(plan)
         while True:
             try:
-                self._client(member).notify(method, *args)
+                self._client(member).notify(method, *args, **kwargs)
             except (ConnectionError, TimeoutError) as exc:
                 member = plan.send(exc)             # the next endpoint, or the final error
                 continue

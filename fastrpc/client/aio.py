@@ -14,7 +14,7 @@ import time
 from typing import Any, Deque, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import AsyncCaller, Batch
+from fastrpc._core.calltable import AsyncCaller, Batch, call_args
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import TableCalls, fail_undelivered, stream_acknowledged
@@ -379,20 +379,22 @@ class AsyncClient(ClientSettings):
                 else f"connection to {self.address} is closed: {conn.error}")
         return conn
 
-    def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> asyncio.Future:
+    def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> asyncio.Future:
         """Start a call on a connected client; return an asyncio.Future of its result."""
-        started = self._caller.start(method, args, timeout)
+        started = self._caller.start(method, call_args(args, kwargs), timeout)
         if started is None:
             self._ready_conn()                       # raises why there is no connection
             raise ConnectionClosedError(f"not connected to {self.address}")
         return started[0]
 
-    async def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
-        """Call `method` with `args`; return its result or raise (see Client.call)."""
-        started = self._caller.start(method, args, timeout)
+    async def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Call `method` with `args` (and keyword arguments); return its result
+        or raise (see Client.call)."""
+        payload = call_args(args, kwargs)
+        started = self._caller.start(method, payload, timeout)
         if started is None:
             await self.connection()
-            started = self._caller.start(method, args, timeout)
+            started = self._caller.start(method, payload, timeout)
             if started is None:
                 raise ConnectionClosedError(f"connection to {self.address} closed before the call was sent")
         fut, seq = started
@@ -414,10 +416,10 @@ class AsyncClient(ClientSettings):
             conn.withdraw(seq)
             fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
 
-    async def notify(self, method: str, *args: Any) -> None:
+    async def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = await self.connection()
-        conn.submit(method, args, None, None, self.call_metadata())
+        conn.submit(method, call_args(args, kwargs), None, None, self.call_metadata())
 
     async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:

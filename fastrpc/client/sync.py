@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Iterable, List, Optional
 
-from fastrpc._core.calltable import Batch, Caller, CallFuture
+from fastrpc._core.calltable import Batch, Caller, CallFuture, call_args
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import Connection
@@ -129,37 +129,38 @@ class Client(ClientSettings):
         return self._conn.table.last_load
 
     # calls ---------------------------------------------------------------------------
-    def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
-        """Call `method` with `args` and return its result.
+    def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Call `method` with `args` (and keyword arguments) and return its result.
 
         Raises RemoteError (the handler raised or the method does not
         exist), TimeoutError (no reply within `timeout`, default the
         client's; the call is then withdrawn), ConnectionError (the
         connection failed).
         """
-        return self._caller.call(method, args, timeout)
+        return self._caller.call(method, call_args(args, kwargs), timeout)
 
-    def go(self, method: str, *args: Any, timeout: Optional[float] = None) -> CallFuture:
+    def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> CallFuture:
         """Start a call and return its future (a concurrent.futures.Future).
 
         Like net/rpc's Go. Frames are written in batches; waiting on the
         future (result(), exception()) writes at once. With a timeout, the
         future fails with TimeoutError when it passes, waited on or not.
         """
-        return self._caller.go(method, args, timeout)
+        return self._caller.go(method, call_args(args, kwargs), timeout)
 
-    def notify(self, method: str, *args: Any) -> None:
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = self.connection()
-        conn.submit(method, args, None, None, self.call_metadata())
+        conn.submit(method, call_args(args, kwargs), None, None, self.call_metadata())
         conn.flush()
 
     def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item of `args_iterable`, pipelined; return the results in order.
 
-        An item that is a tuple is the argument list, anything else the
-        single argument. At most `window` calls are in flight. Every call
+        An item that is a tuple is the argument list, a dict the keyword
+        arguments, a ``fastrpc.Arguments(*args, **kwargs)`` both, anything
+        else the single argument. At most `window` calls are in flight. Every call
         carries the timeout and metadata a single call would. Every call
         completes before this returns; the first error is then raised,
         unless `return_exceptions` puts exceptions in the result list.

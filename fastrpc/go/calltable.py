@@ -18,7 +18,7 @@ import threading
 from typing import Any, Dict, Iterator, Optional
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import CallFuture, fork_generation, monotonic, settle
+from fastrpc._core.calltable import Arguments, CallFuture, fork_generation, monotonic, settle
 from fastrpc.errors import ConnectionClosedError, MethodNotFoundError, RemoteError
 from fastrpc.go.gobcodec import GobClientCodec
 from fastrpc.go.jsonrpc import JSONClientCodec
@@ -39,6 +39,20 @@ def remote_error(text: str) -> RemoteError:
         return MethodNotFoundError("MethodNotFound", text)
     return RemoteError("Error", text)
 
+
+
+def go_arguments(args: Any) -> tuple:
+    """A call's arguments as Go sees them: keyword arguments are the fields of
+    its one struct argument (``call("Arith.Multiply", A=7, B=8)``), a map
+    item that is not a tuple is the one argument."""
+    if type(args) is tuple:
+        return args
+    if type(args) is Arguments:
+        if args.args and args.kwargs:
+            raise TypeError("a Go net/rpc method takes one argument: pass it by position, "
+                            "or its struct's fields as keyword arguments, not both")
+        return args.args if not args.kwargs else (dict(args.kwargs),)
+    return (args,)
 
 class _Ping:
     """The slot of a ping: any answer, even "can't find service", proves the server alive."""
@@ -86,6 +100,7 @@ class GoCallTable:
         if self.closed:
             raise ConnectionClosedError("the connection is closed")
         gotype = go_type(arg_type) if arg_type is not None else None
+        args = go_arguments(args)
         with self.lock:
             seq = self.next_seq
             if slot is None:
@@ -129,7 +144,7 @@ class GoCallTable:
             was_empty = self.out_frames == 0
             for args in items:
                 seq = self.next_seq
-                self.codec.request(seq, method, args if type(args) is tuple else (args,), None)
+                self.codec.request(seq, method, go_arguments(args), None)
                 self.pending[seq] = batch
                 batch.add(seq)
                 self.next_seq = seq + 1

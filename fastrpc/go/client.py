@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional, Tuple
 
-from fastrpc._core.calltable import CallFuture, monotonic
+from fastrpc._core.calltable import CallFuture, call_args, monotonic
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.sync import Client
 from fastrpc.context import bound_timeout
@@ -43,18 +43,23 @@ class GoClient(Client):
         super().__init__(address, codec=codec, http=http, **settings)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
-           arg_type: Any = None) -> CallFuture:
-        """Start a call; return its future (like Go's Client.Go)."""
-        conn, fut, timeout = self._start(method, args, timeout, arg_type, reply_type, flush=False)
+           arg_type: Any = None, **fields: Any) -> CallFuture:
+        """Start a call; return its future (like Go's Client.Go). Keyword
+        arguments are the fields of the one (struct) argument."""
+        conn, fut, timeout = self._start(method, call_args(args, fields), timeout, arg_type, reply_type,
+                                         flush=False)
         if timeout is not None:
             fut.deadline = monotonic() + timeout
             conn.engine.watch_deadline(fut)
         return fut
 
     def call(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
-             arg_type: Any = None) -> Any:
-        """Call `method` and wait for its reply (like Go's Client.Call)."""
-        _, fut, timeout = self._start(method, args, timeout, arg_type, reply_type, flush=True)
+             arg_type: Any = None, **fields: Any) -> Any:
+        """Call `method` and wait for its reply (like Go's Client.Call). Keyword
+        arguments are the fields of the one (struct) argument:
+        ``call("Arith.Multiply", A=7, B=8)``."""
+        _, fut, timeout = self._start(method, call_args(args, fields), timeout, arg_type, reply_type,
+                                      flush=True)
         try:
             return fut.result(timeout)
         except TimeoutError:
@@ -63,7 +68,7 @@ class GoClient(Client):
             fut.cancel()                      # its reply, if it comes, is dropped
             raise TimeoutError(f"{method} did not complete within {timeout}s") from None
 
-    def _start(self, method: str, args: tuple, timeout: Optional[float], arg_type: Any, reply_type: Any,
+    def _start(self, method: str, args: Any, timeout: Optional[float], arg_type: Any, reply_type: Any,
                flush: bool) -> Tuple[Any, CallFuture, Optional[float]]:
         """Check `method`, bound the timeout, encode the call: (connection,
         future, timeout). `flush`: write now (a caller about to wait)."""
@@ -88,25 +93,26 @@ class AsyncGoClient(AsyncClient):
         super().__init__(address, codec=codec, http=http, **settings)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
-           arg_type: Any = None) -> asyncio.Future:
+           arg_type: Any = None, **fields: Any) -> asyncio.Future:
         """Start a call on a connected client; return an asyncio.Future of its reply."""
         conn = self._conn
         if conn is None or not conn.usable:
             raise ConnectionClosedError(f"not connected to {self.address}")
-        return self._start(conn, method, args, timeout, reply_type, arg_type)[0]
+        return self._start(conn, method, call_args(args, fields), timeout, reply_type, arg_type)[0]
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
-                   arg_type: Any = None) -> Any:
-        """Call `method` and return its reply."""
+                   arg_type: Any = None, **fields: Any) -> Any:
+        """Call `method` and return its reply (keyword arguments: the fields of
+        its struct argument, as GoClient.call)."""
         conn = await self.connection()
-        fut, seq = self._start(conn, method, args, timeout, reply_type, arg_type)
+        fut, seq = self._start(conn, method, call_args(args, fields), timeout, reply_type, arg_type)
         try:
             return await fut
         except asyncio.CancelledError:
             conn.withdraw(seq)
             raise
 
-    def _start(self, conn: Any, method: str, args: tuple, timeout: Optional[float], reply_type: Any,
+    def _start(self, conn: Any, method: str, args: Any, timeout: Optional[float], reply_type: Any,
                arg_type: Any) -> Any:
         if not isinstance(method, str) or not method:
             raise TypeError(f"method must be a non-empty string, got {method!r}")

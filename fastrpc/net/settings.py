@@ -18,6 +18,7 @@ from fastrpc.net.auth import check_secret, client_handshake
 from fastrpc._core.calltable import CallSettings, CallTable
 from fastrpc.net.address import parse_address
 from fastrpc.errors import ConnectError, ConnectionLostError
+from fastrpc.extensions import check_hooks
 from fastrpc.net.dial import dial, http_connect, wrap_tls
 
 __all__ = ["ClientSettings", "CODECS"]
@@ -59,6 +60,12 @@ class ClientSettings:
       calls, when no answer comes within this.
     - ``reconnect_backoff`` ((0.05, 5.0)): the first and the largest delay
       between failed dials (exponential, with jitter).
+    - ``default`` (None): ``default(obj)`` returns an encodable stand-in for
+      an argument of a type fastrpc cannot encode (e.g. an ``ExtType``);
+      ``ext_hook`` (None): ``ext_hook(code, data)`` builds the value of an
+      ext code fastrpc does not know, in replies; ``keep_tuples`` (False):
+      tuples in arguments arrive as tuples (the tuple ext), not lists.
+      See "Values" in the README for the types fastrpc carries itself.
     """
 
     def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False,
@@ -76,7 +83,10 @@ class ClientSettings:
                  metadata: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None,
                  heartbeat: Optional[float] = None,
                  heartbeat_timeout: Optional[float] = None,
-                 reconnect_backoff: Tuple[float, float] = (0.05, 5.0)) -> None:
+                 reconnect_backoff: Tuple[float, float] = (0.05, 5.0),
+                 default: Optional[Callable[[Any], Any]] = None,
+                 ext_hook: Optional[Callable[[int, bytes], Any]] = None,
+                 keep_tuples: bool = False) -> None:
         if codec != "fastrpc" and isinstance(address, str) and address.startswith("http://"):
             address, http = "tcp://" + address[len("http://"):], True      # a Go server's HTTP listener
         parse_address(address)  # fail early on a malformed address
@@ -90,6 +100,13 @@ class ClientSettings:
         if codec != "fastrpc" and (auth_secret is not None or metadata is not None):
             raise ValueError(f"auth_secret and metadata are fastrpc's; Go's {codec} protocol has neither "
                              "(use TLS to authenticate Go servers)")
+        if codec != "fastrpc" and (default is not None or ext_hook is not None or keep_tuples):
+            raise ValueError(f"default, ext_hook and keep_tuples are options of fastrpc's codec, "
+                             f"not of Go's {codec}")
+        check_hooks(default, ext_hook)
+        self.default = default                  # stand-ins for types the codec cannot encode
+        self.ext_hook = ext_hook                # values of ext codes it does not know
+        self.keep_tuples = keep_tuples          # tuples travel as tuples
         self.codec = codec                      # the protocol: fastrpc's, or one of Go's
         self.http = http                        # Go's HTTP CONNECT before the codec
         self.timeout = timeout                  # default per-call timeout (None: wait)
@@ -182,7 +199,8 @@ class ClientSettings:
                                **options)
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
                          max_len=self.max_len, max_bytes=self.max_bytes,
-                         bytes_views=self.bytes_views, **options)
+                         bytes_views=self.bytes_views, default=self.default, ext_hook=self.ext_hook,
+                         keep_tuples=self.keep_tuples, **options)
 
     def deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
         """The deadline field for a call with `timeout`, or None to send none."""

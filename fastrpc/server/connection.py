@@ -294,7 +294,8 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             s.dispatcher.handlers, s.dispatcher.services, self,
             # A refused connection reads frames only to answer them.
             max_frame_size=min(s.max_frame_size, UNAUTHENTICATED_FRAME) if refused else s.max_frame_size,
-            max_depth=s.max_depth, max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views)
+            max_depth=s.max_depth, max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views,
+            default=s.default, ext_hook=s.ext_hook, keep_tuples=s.keep_tuples)
         if s.report_load:
             self.core.load = s.dispatcher.load
         self.core.authorize = s.authorize
@@ -365,10 +366,11 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
 
     def _hello(self) -> None:
         """Tell the client our settings as it starts calling: the largest frame
-        we accept, so that a call too large fails alone at the client."""
+        we accept, so that a call too large fails alone at the client, and
+        that we bind keyword arguments."""
         self.core.hello(HELLO_CACHE.get(self.server.max_frame_size)
-                        or HELLO_CACHE.setdefault(self.server.max_frame_size,
-                                                  codec.packb({"max_frame_size": self.server.max_frame_size})))
+                        or HELLO_CACHE.setdefault(self.server.max_frame_size, codec.packb(
+                            {"max_frame_size": self.server.max_frame_size, "kwargs": True})))
         self.flush()
 
     def _answer_unauthenticated(self, data: bytes) -> None:
@@ -440,11 +442,11 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
 
     # called by ServerCore ---------------------------------------------
     def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,
-              deadline_ms: Optional[int], meta: Any) -> None:
+              deadline_ms: Optional[int], meta: Any, kwargs: Optional[dict] = None) -> None:
         """Run a handler that does not run inline (see Dispatcher.start)."""
         deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
         try:
-            fut = self.server.dispatcher.start(self.server.loop, handler, args, deadline, meta)
+            fut = self.server.dispatcher.start(self.server.loop, handler, args, deadline, meta, kwargs)
         except Exception as exc:
             self._done(seq, handler.name, notify, None, exc)
             return

@@ -119,7 +119,7 @@ class Dispatcher:
         return self._pool
 
     def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, args: tuple,
-              deadline: Optional[float], meta: Any) -> asyncio.Future:
+              deadline: Optional[float], meta: Any, kwargs: Optional[dict] = None) -> asyncio.Future:
         """Run a handler that does not run inline: an ``async def`` as a task,
         cancelled at `deadline` (monotonic, None: none); a @blocking one in the
         pool, not started once `deadline` passed. Either sees `deadline` and
@@ -128,14 +128,14 @@ class Dispatcher:
         # the calls it makes in turn.
         ctx = None if deadline is None and meta is None else serving(handler.name, deadline, meta)
         if handler.mode == MODE_ASYNC:
-            coro = handler.func(*args)
+            coro = handler.func(*args) if kwargs is None else handler.func(*args, **kwargs)
             fut = loop.create_task(coro) if ctx is None else ctx.run(loop.create_task, coro)
             if deadline is not None:
                 # The caller stops waiting at its deadline: stop the work too.
                 self.deadline_timers[fut] = loop.call_later(max(0.0, deadline - time.monotonic()), _cancel, fut)
                 fut.add_done_callback(self._end_timer)
             return fut
-        call = functools.partial(handler.func, *args)
+        call = functools.partial(handler.func, *args, **(kwargs or {}))
         if deadline is not None:
             # A call that waited in the pool's queue past its caller's
             # timeout is not started: nobody wants its result.

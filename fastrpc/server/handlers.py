@@ -1,8 +1,9 @@
 """Turning registered objects into a dispatch table of Handlers.
 
 Public methods (names not starting with "_") of a registered object become
-"Service.Method"; how each runs (inline, as a task, in the thread pool) and
-how many positional arguments it takes are decided here, once.
+"Service.Method"; how each runs (inline, as a task, in the thread pool), how
+many positional arguments it takes and how keyword arguments bind to its
+parameters are decided here, once.
 """
 from __future__ import annotations
 
@@ -26,12 +27,19 @@ def blocking(func: Callable) -> Callable:
     return func
 
 
-def _arity(func: Callable, name: str) -> Tuple[int, int]:
+def _signature(func: Callable) -> Optional[inspect.Signature]:
     try:
-        sig = inspect.signature(func)
+        return inspect.signature(func)
     except (TypeError, ValueError):
-        return 0, -1          # builtins without a signature: let the call decide
+        return None           # builtins without a signature: let the call decide
+
+
+def _arity(sig: Optional[inspect.Signature]) -> Tuple[int, int, bool]:
+    """(fewest, most (-1: any) positional arguments, has a required keyword-only one)."""
+    if sig is None:
+        return 0, -1, False
     min_args = max_args = 0
+    kw_required = False
     for param in sig.parameters.values():
         if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
             max_args += 1
@@ -40,9 +48,32 @@ def _arity(func: Callable, name: str) -> Tuple[int, int]:
         elif param.kind is param.VAR_POSITIONAL:
             max_args = -1
         elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
-            raise ValueError(f"{name} has a required keyword-only parameter "
-                             f"{param.name!r}; RPC arguments are positional")
-    return min_args, max_args
+            kw_required = True
+    return min_args, max_args, kw_required
+
+
+def _binder(sig: inspect.Signature) -> Callable[[tuple, Optional[dict]], Tuple[tuple, dict]]:
+    """bind(args, kwargs) for a call with keyword arguments: the arguments as
+    the handler takes them, or TypeError naming what does not fit (an unknown
+    or missing name, a value given twice). Only calls that carry keyword
+    arguments (or handlers with required keyword-only parameters) pay for it."""
+    params = sig.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    by_name = {name for name, p in params.items()
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    def bind(args: tuple, kwargs: Optional[dict]) -> Tuple[tuple, dict]:
+        if kwargs:
+            for key in kwargs:
+                if type(key) is not str:
+                    raise TypeError(f"keyword argument names are str, not {type(key).__name__}")
+                # An unknown name is the likelier mistake: say so before "missing".
+                if not takes_any and key not in by_name:
+                    known = ", ".join(sorted(by_name)) or "none"
+                    raise TypeError(f"unexpected keyword argument {key!r} (it takes: {known})")
+        bound = sig.bind(*args, **(kwargs or {}))
+        return bound.args, bound.kwargs
+    return bind
 
 
 def build_handler(func: Callable, name: str) -> Handler:
@@ -56,8 +87,10 @@ def build_handler(func: Callable, name: str) -> Handler:
         mode = MODE_BLOCKING
     else:
         mode = MODE_INLINE
-    min_args, max_args = _arity(func, name)
-    return Handler(func, name, mode, min_args, max_args)
+    sig = _signature(func)
+    min_args, max_args, kw_required = _arity(sig)
+    return Handler(func, name, mode, min_args, max_args,
+                   None if sig is None else _binder(sig), kw_required)
 
 
 def public_methods(obj: Any) -> Dict[str, Callable]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
 from fastrpc.discovery.base import Discovery, Registration
+from fastrpc.extensions import check_hooks
 from fastrpc.go.server import GO_CODECS, GoConnection
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import check_secret
@@ -89,6 +90,8 @@ class Server:
     - ``send_tracebacks`` (False): error replies carry the handler's
       traceback, which clients show as the error's cause. For development:
       a traceback tells a caller about the server's code (SECURITY.md).
+    - ``default``, ``ext_hook``, ``keep_tuples``: the codec's hooks for
+      your own types, and tuples kept as tuples in results (as Client's).
 
     A handler's exception reaches the caller under its class name, or the
     name given to ``fastrpc.register_error``; clients raise the common
@@ -112,7 +115,10 @@ class Server:
                  auth_secret: Union[bytes, str, None] = None,
                  authorize: Optional[Callable[[str, Any], None]] = None,
                  handshake_timeout: float = 10.0,
-                 send_tracebacks: bool = False) -> None:
+                 send_tracebacks: bool = False,
+                 default: Optional[Callable[[Any], Any]] = None,
+                 ext_hook: Optional[Callable[[int, bytes], Any]] = None,
+                 keep_tuples: bool = False) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
@@ -141,6 +147,10 @@ class Server:
         self.authorize = authorize              # per-call hook: raise to refuse (PermissionDenied)
         self.handshake_timeout = handshake_timeout
         self.send_tracebacks = send_tracebacks  # error replies carry the handler's traceback
+        check_hooks(default, ext_hook)
+        self.default = default                  # stand-ins for types the codec cannot encode
+        self.ext_hook = ext_hook                # values of ext codes it does not know
+        self.keep_tuples = keep_tuples          # tuples in results travel as tuples
         #: The registered services and how their handlers run (shared by every connection).
         self.dispatcher = Dispatcher(max_workers)
         #: The open connections, and whether the server is closing.

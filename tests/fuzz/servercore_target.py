@@ -37,7 +37,7 @@ class Connection:
     def __init__(self):
         self.spawned = []
 
-    def spawn(self, handler, seq, args, notify, deadline_ms, meta):
+    def spawn(self, handler, seq, args, notify, deadline_ms, meta, kwargs=None):
         self.spawned.append(seq)
 
     def spawn_awaitable(self, handler, seq, awaitable, notify):
