@@ -86,7 +86,7 @@ def serve(address: str, etcd: Optional[str] = None, backend: Optional[int] = Non
         server.close()
 
 
-def start_servers(count: int, etcd: Optional[str] = None) -> List[Tuple[subprocess.Popen, str]]:
+def start_servers(count: int, etcd: Optional[str] = None) -> List[Tuple[subprocess.Popen[Any], str]]:
     """Start `count` backend processes; return (process, address) pairs."""
     procs = []
     for n in range(count):
@@ -106,7 +106,7 @@ def start_servers(count: int, etcd: Optional[str] = None) -> List[Tuple[subproce
     return procs
 
 
-def stop_servers(procs: List[Tuple[subprocess.Popen, str]]) -> None:
+def stop_servers(procs: List[Tuple[subprocess.Popen[Any], str]]) -> None:
     for proc, _ in procs:
         proc.stdin.close()
     for proc, _ in procs:
@@ -157,7 +157,7 @@ def run_for(label: str, seconds: float, batch: Callable[[int], int]) -> Tuple[in
     return calls, elapsed
 
 
-def endpoints(procs: List[Tuple[subprocess.Popen, str]]) -> List[Endpoint]:
+def endpoints(procs: List[Tuple[subprocess.Popen[Any], str]]) -> List[Endpoint]:
     return [Endpoint(address, weight=b.weight, zone=b.zone, lat=b.lat, lon=b.lon,
                      metadata={"name": b.name})
             for b, (_, address) in zip(BACKENDS, procs)]

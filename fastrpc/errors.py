@@ -4,6 +4,7 @@ protocol fault."""
 from __future__ import annotations
 
 import builtins
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 __all__ = [
     "RPCError",
@@ -41,6 +42,9 @@ __all__ = [
 class RPCError(Exception):
     """Base class of every fastrpc error."""
 
+    #: The endpoints a balanced call tried, when a balancer raised it.
+    endpoints: Sequence[str] = ()
+
 
 class RemoteError(RPCError):
     """The remote handler raised, or the server rejected the call.
@@ -49,12 +53,15 @@ class RemoteError(RPCError):
     ``"MethodNotFound"``...), ``message`` its text.
     """
 
+    #: The server's traceback, when it sends them (Server(send_tracebacks=True)).
+    remote_traceback: Optional[str] = None
+
     def __init__(self, type: str, message: str) -> None:
         super().__init__(f"{type}: {message}")
         self.type = type
         self.message = message
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (self.__class__, (self.type, self.message))
 
 
@@ -75,7 +82,7 @@ class PermissionDeniedError(RemoteError):
 
 
 # Remote type names that map to a more specific RemoteError subclass.
-REMOTE_ERROR_CLASSES = {
+REMOTE_ERROR_CLASSES: Dict[str, Type[Any]] = {
     "MethodNotFound": MethodNotFoundError,
     "InvalidArguments": InvalidArgumentsError,
     "Unauthenticated": UnauthenticatedError,
@@ -95,10 +102,10 @@ _BUILTIN_REMOTE = frozenset({
 })
 # Application exceptions registered with register_error(): wire name -> class,
 # and the name each class travels under.
-_REGISTERED: dict = {}
-_NAMES: dict = {}
+_REGISTERED: dict[Any, Any] = {}
+_NAMES: dict[Any, Any] = {}
 # Remote twins of exception classes, made once per class.
-_TWINS: dict = {}
+_TWINS: dict[Any, Any] = {}
 
 
 def register_error(cls: type, name: str | None = None) -> type:
@@ -147,13 +154,13 @@ class RemoteTraceback(RPCError):
 def remote_error(type_name: str, message: str, traceback: str | None = None) -> RemoteError:
     """Build the RemoteError for an error reply: its specific subclass, or a
     class that is also the builtin or registered exception of that name."""
-    cls = REMOTE_ERROR_CLASSES.get(type_name)
+    cls: Optional[Type[Any]] = REMOTE_ERROR_CLASSES.get(type_name)
     if cls is None:
         base = _REGISTERED.get(type_name)
         if base is None and type_name in _BUILTIN_REMOTE:
             base = getattr(builtins, type_name)
         cls = RemoteError if base is None else _twin(base, type_name)
-    error = cls(type_name, message)
+    error: RemoteError = cls(type_name, message)
     if traceback:
         error.remote_traceback = traceback
         error.__cause__ = RemoteTraceback(traceback)
@@ -211,7 +218,7 @@ class UnavailableError(ConnectError):
         self.type = type
         self.message = message
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (self.__class__, (self.type, self.message))
 
 

@@ -200,7 +200,7 @@ def _rebuild(cls: type, plain: Any) -> Any:
             raise ValueError(f"{plain!r} is not a value of {cls.__name__}") from None
     if type(plain) is not dict:
         raise ValueError(f"a {cls.__name__} record holds a map, not {type(plain).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    known = {f.name: f for f in dataclasses.fields(cls)}   # type: ignore[arg-type]  # checked at registration
     init = {k: v for k, v in plain.items() if type(k) is str and k in known and known[k].init}
     missing = [f.name for f in known.values() if f.init and f.name not in init
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

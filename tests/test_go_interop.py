@@ -260,6 +260,17 @@ def test_gob_argument_of_the_wrong_go_type_is_a_clear_remote_error(go_server):
         assert c.call("Arith.Sum", Args(2, 2)) == 4
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_keyword_arguments_are_the_fields_of_the_go_struct(go_server, mode):
+    with go_client(go_server[mode], mode) as c:
+        assert c.call("Arith.Sum", A=1, B=2) == 3
+        assert c.call("Arith.Sub", B=2, A=10) == 8
+        assert c.go("Arith.Sum", A=5, B=5).result(10) == 10
+        assert c.map("Arith.Sum", [{"A": i, "B": 1} for i in range(20)]) == [i + 1 for i in range(20)]
+        with pytest.raises(TypeError, match="one argument: pass it by position, or its struct's fields"):
+            c.call("Arith.Sum", {"A": 1}, B=2)
+
+
 def test_gob_client_needs_exactly_one_argument(go_server):
     with go_client(go_server["gob"], "gob") as c:
         with pytest.raises(TypeError, match="exactly one argument"):

@@ -19,7 +19,7 @@ from types import ModuleType
 
 from fastrpc._core import balance, buffer, calltable, codec, frame, select, servercore
 
-__all__ = ["require_compiled"]
+__all__ = ["balance", "buffer", "calltable", "codec", "frame", "require_compiled", "select", "servercore"]
 
 
 def require_compiled(*modules: ModuleType) -> None:

@@ -577,13 +577,10 @@ cdef Arguments make_arguments(tuple args, dict kwargs):
 
 
 def call_args(tuple args, dict kwargs):
-    """What a call sends: `args` itself when there are no keyword arguments
-    (the fast path), else an Arguments holding both. A lone Arguments is the
-    whole argument list: the way to send keyword arguments named like the
-    call's own options (timeout, key, idempotent)."""
+    """What a call with keyword arguments sends: an Arguments holding both.
+    (Callers pass `args` itself when there are none: the fast path. A lone
+    Arguments in `args` is the whole argument list, see _encode_request.)"""
     if not kwargs:
-        if PyTuple_GET_SIZE(args) == 1 and type(<object>PyTuple_GET_ITEM(args, 0)) is Arguments:
-            return <object>PyTuple_GET_ITEM(args, 0)
         return args
     return make_arguments(args, kwargs)
 
@@ -679,8 +676,13 @@ cdef class CallTable:
                 frpc_store_u32(ext, <unsigned int>len(meta))
                 self.out.write(ext, 4)
                 self.out.write(meta, len(meta))
-            if type(args) is tuple:
+            if type(args) is tuple and not (PyTuple_GET_SIZE(args) == 1 and
+                                            type(<object>PyTuple_GET_ITEM(args, 0)) is Arguments):
                 pack_args(self.out, <tuple>args)
+            elif type(args) is tuple:
+                # A lone Arguments is the call's whole argument list: how keyword
+                # arguments named like the call's own options are sent.
+                self._encode_other_args(method, <object>PyTuple_GET_ITEM(args, 0))
             else:
                 self._encode_other_args(method, args)
         except BaseException:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Any, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union
 
 from fastrpc._core.calltable import call_args
 from fastrpc._core.balance import Attempt, Member
@@ -21,6 +21,11 @@ from fastrpc.client.aio import AsyncClient
 from fastrpc.client.batching import give_up
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.net.endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fastrpc.net.options import BalancerOptions
 
 __all__ = ["AsyncBalancer"]
 
@@ -37,8 +42,8 @@ class AsyncBalancer(BalancerCore):
     ``async with``); ``await close()`` stops them and closes the connections.
     """
 
-    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
-        self._health_task: Optional[asyncio.Task] = None
+    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Unpack[BalancerOptions]) -> None:
+        self._health_task: Optional[asyncio.Task[Any]] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None   # where the connections live
         super().__init__(endpoints, **settings)
         self.planner.driver = self
@@ -112,9 +117,9 @@ class AsyncBalancer(BalancerCore):
         what happens on failure); return the result or raise."""
         if self._health_task is None:
             self._ensure_health()
+        payload = args if not kwargs else call_args(args, kwargs)
         future, attempt, sent, timers = self.pool.go_async(
-            asyncio.get_running_loop(), self._per_call, method, call_args(args, kwargs), key, timeout,
-            idempotent, self._expire)
+            asyncio.get_running_loop(), self._per_call, method, payload, key, timeout, idempotent, self._expire)
         if not sent:
             # Connect in a task: the call's timeout runs meanwhile.
             asyncio.get_running_loop().create_task(self._dial_and_send(attempt))
@@ -129,17 +134,17 @@ class AsyncBalancer(BalancerCore):
                 for timer in timers:
                     timer.cancel()
 
-    def _expire(self, attempt: Attempt, future: asyncio.Future) -> None:
+    def _expire(self, attempt: Attempt, future: asyncio.Future[Any]) -> None:
         if not future.done():
             self.planner.expire(attempt)
 
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-           idempotent: Optional[bool] = None, **kwargs: Any) -> asyncio.Task:
+           idempotent: Optional[bool] = None, **kwargs: Any) -> asyncio.Task[Any]:
         """Start a call as a task (cancel it to withdraw the call)."""
         return asyncio.get_running_loop().create_task(
             self.call(method, *args, key=key, timeout=timeout, idempotent=idempotent, **kwargs))
 
-    async def map(self, method: str, args_iterable: Iterable, *, keys: Optional[Iterable] = None,
+    async def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable] = None,
                   timeout: Optional[float] = None, idempotent: Optional[bool] = None,
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item, spread over the endpoints; results in order.
@@ -235,7 +240,7 @@ class AsyncBalancer(BalancerCore):
         await self.close()
 
 
-def _resolver(waiter: asyncio.Future):
+def _resolver(waiter: asyncio.Future[Any]):
     def resolve() -> None:
         if not waiter.done():
             waiter.set_result(None)

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -22,10 +22,15 @@ from fastrpc._core.select import EndpointTable
 from fastrpc.balancer.map import MapJob
 from fastrpc.balancer.plan import Planner, RetryBudget
 from fastrpc.balancer.strategies import Strategy, hash_key, make_strategy
+from fastrpc.client.proxy import Proxying
 from fastrpc.context import bound_timeout
 from fastrpc.discovery.base import Discovery, Watch
 from fastrpc.errors import NoEndpointError
 from fastrpc.net.endpoint import Endpoint, as_endpoint, check_weight
+from fastrpc.net.options import BalancerOptions, BalancingOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 from fastrpc.net.settings import ClientSettings
 
 __all__ = ["BalancerCore", "BALANCER_SETTINGS"]
@@ -34,15 +39,10 @@ log = logging.getLogger("fastrpc.balancer")
 
 #: Keyword arguments of Balancer and AsyncBalancer that configure balancing;
 #: the others configure the per-endpoint clients.
-BALANCER_SETTINGS = frozenset({
-    "strategy", "origin", "origin_zone", "failure", "max_attempts", "retry_budget", "idempotent",
-    "backup_after", "health_interval", "health_timeout", "health_misses", "eject_failures",
-    "eject_base", "eject_max", "max_ejected", "slow_start", "ewma_tau", "seed", "discovery", "service",
-    "health_method",
-})
+BALANCER_SETTINGS = frozenset(BalancingOptions.__annotations__)
 
 
-class BalancerCore:
+class BalancerCore(Proxying):
     """Membership, state table, picking, health and ejection: everything but I/O.
 
     Settings (keyword arguments of Balancer and AsyncBalancer):
@@ -70,7 +70,9 @@ class BalancerCore:
     (timeout, connect_timeout, ssl, auth_secret, metadata, limits...).
     """
 
-    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
+    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (),
+                 **options: Unpack[BalancerOptions]) -> None:
+        settings: Dict[str, Any] = dict(options)
         balancing = {k: settings.pop(k) for k in list(settings) if k in BALANCER_SETTINGS}
         settings.setdefault("connect_timeout", 3.0)
         #: What every call carries (metadata, deadline), from the client settings,
@@ -302,7 +304,7 @@ class BalancerCore:
         """The 64-bit hash of a call's key (what consistent_hash places it by)."""
         return hash_key(key)
 
-    def untried(self, key_hash: int, used: set) -> Member:
+    def untried(self, key_hash: int, used: set[Any]) -> Member:
         """An endpoint a call has not tried yet, eligible if one is; NoEndpointError if none."""
         with self._lock:
             pool = self.pool
@@ -320,7 +322,7 @@ class BalancerCore:
                     return m
         raise NoEndpointError("every endpoint was tried")
 
-    def map_job(self, method: str, args_iterable: Iterable, keys: Optional[Iterable],
+    def map_job(self, method: str, args_iterable: Iterable[Any], keys: Optional[Iterable],
                 timeout: Optional[float], idempotent: Optional[bool]) -> MapJob:
         """The bookkeeping of one map() (fastrpc.balancer.map), for either driver."""
         items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
@@ -414,7 +416,7 @@ class BalancerCore:
                                 member.endpoint.address, member.misses)
                     self._refresh_locked(now)
 
-    def health_call(self) -> Tuple[str, tuple, Dict[str, Any]]:
+    def health_call(self) -> Tuple[str, tuple[Any, ...], Dict[str, Any]]:
         """What a named health check calls: (method, args, options), None method: ping."""
         if self.call_settings.codec == "fastrpc":
             return self.health_method, (), {}

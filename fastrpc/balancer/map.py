@@ -36,7 +36,7 @@ class Share:
 class MapJob:
     """The state of one balanced map() (see the module docstring)."""
 
-    def __init__(self, core: Any, method: str, items: Sequence, key_hashes: Optional[List[int]],
+    def __init__(self, core: Any, method: str, items: Sequence[Any], key_hashes: Optional[List[int]],
                  deadline: float, deadline_ms: Optional[int], meta: Optional[bytes], idempotent: bool) -> None:
         self.core = core
         self.pool = core.pool

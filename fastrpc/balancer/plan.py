@@ -79,7 +79,7 @@ def final_error(method: str, tried: List[Tuple[Member, BaseException]]) -> BaseE
         error = type(last)(f"{method} failed on {what}: {parts}")
     except TypeError:
         error = ConnectionError(f"{method} failed on {what}: {parts}")
-    error.endpoints = addresses
+    setattr(error, "endpoints", addresses)       # any exception type: not only fastrpc's
     error.__cause__ = last
     return error
 
@@ -281,7 +281,7 @@ class Planner:
         error). Only a notification that was not sent is sent elsewhere."""
         core, pool = self.core, self.core.pool
         member = pool.pick(key_hash)
-        tried: set = set()
+        tried: set[Any] = set()
         while True:
             exc = yield member
             if exc is None:
@@ -308,7 +308,7 @@ class Planner:
 
     def hash_key(self, key: Any) -> int:
         """The 64-bit hash of a call's key."""
-        return self.core.hash_key(key)
+        return int(self.core.hash_key(key))
 
 
 def _withdraw_seq(attempt: Attempt) -> None:

@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import weakref
-from typing import Any, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc._core.calltable import CallFuture, call_args
@@ -24,6 +24,11 @@ from fastrpc.client.batching import give_up
 from fastrpc.client.sync import Client
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.net.endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fastrpc.net.options import BalancerOptions
 
 __all__ = ["Balancer", "RetryBudget"]
 
@@ -43,7 +48,7 @@ class Balancer(BalancerCore):
     connect_timeout, max_frame_size...) configure those Clients.
     """
 
-    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Any) -> None:
+    def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Unpack[BalancerOptions]) -> None:
         super().__init__(endpoints, **settings)
         self.planner.driver = self
         self.pool.engine = engines.engine()
@@ -128,14 +133,16 @@ class Balancer(BalancerCore):
         failure="backup", an idempotent call gets a hedged copy on another
         endpoint after backup_after; the first reply wins.
         """
-        return self.pool.go(self.call_settings.per_call, method, call_args(args, kwargs), key, timeout,
+        payload = args if not kwargs else call_args(args, kwargs)
+        return self.pool.go(self.call_settings.per_call, method, payload, key, timeout,
                             idempotent)
 
     def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
              idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
         """Call `method` on the endpoint the strategy picks; return the result
         (failures as in go()). Raises the call's error, or TimeoutError."""
-        future = self.pool.go(self.call_settings.per_call, method, call_args(args, kwargs), key, timeout,
+        payload = args if not kwargs else call_args(args, kwargs)
+        future = self.pool.go(self.call_settings.per_call, method, payload, key, timeout,
                               idempotent)
         try:
             return future.result()
@@ -144,7 +151,7 @@ class Balancer(BalancerCore):
                 future.cancel()
             raise
 
-    def map(self, method: str, args_iterable: Iterable, *, keys: Optional[Iterable] = None,
+    def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable] = None,
             timeout: Optional[float] = None, idempotent: Optional[bool] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item, spread over the endpoints; return the results in order.

@@ -11,10 +11,11 @@ import collections
 import io
 import ssl
 import time
-from typing import Any, Deque, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import AsyncCaller, Batch, call_args
+from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import TableCalls, fail_undelivered, stream_acknowledged
@@ -26,6 +27,11 @@ from fastrpc.context import bound_timeout
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
                             ConnectTimeoutError, RPCError, TimeoutError)
 from fastrpc.net.loop import feed_buffered
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fastrpc.net.options import ClientOptions
 
 __all__ = ["AsyncClient"]
 
@@ -83,7 +89,7 @@ class _Preamble(asyncio.Protocol):
     def __init__(self, address: str) -> None:
         self.address = address
         self.buf = b""
-        self.waiter: Optional[asyncio.Future] = None
+        self.waiter: Optional[asyncio.Future[Any]] = None
         self.lost: Optional[BaseException] = None
         self.stage = "the connection's preamble"
 
@@ -156,10 +162,10 @@ class AsyncConnection(TableCalls):
         self.sent = 0                           # bytes written so far
         self.acked_base = 0                     # bytes the handshakes had acknowledged
         self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)   # (offset, first seq, last seq)
-        self.paused: Optional[asyncio.Future] = None
+        self.paused: Optional[asyncio.Future[Any]] = None
         self.last_io = loop.time()              # last bytes received (heartbeats)
         self.generation = engines.generation    # made in this process (not before a fork)
-        self.heartbeats: Optional[asyncio.Task] = None
+        self.heartbeats: Optional[asyncio.Task[Any]] = None
 
     async def open(self, timeout: Optional[float]) -> None:
         client = self.client
@@ -284,7 +290,7 @@ class AsyncConnection(TableCalls):
         return self.usable
 
 
-class AsyncClient(ClientSettings):
+class AsyncClient(ClientSettings, Proxying):
     """An asyncio RPC client for one server.
 
     ``await call("Service.Method", *args)``; ``go(...)`` returns an
@@ -294,13 +300,14 @@ class AsyncClient(ClientSettings):
     """
 
     def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False,
-                **settings: Any) -> "AsyncClient":
+                **settings: Unpack[ClientOptions]) -> "AsyncClient":
         if cls is AsyncClient and (codec != "fastrpc" or http):
             from fastrpc.go.client import AsyncGoClient
             return super().__new__(AsyncGoClient)
         return super().__new__(cls)
 
-    def __init__(self, address: str, **settings: Any) -> None:
+    def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False,
+                 **settings: Unpack[ClientOptions]) -> None:
         """Set up a client for `address` (it connects on ``connect()``, ``async
         with`` or the first call). Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
@@ -308,9 +315,9 @@ class AsyncClient(ClientSettings):
         auth_secret, metadata, heartbeat, heartbeat_timeout,
         reconnect_backoff; ``codec="gob"`` or ``"jsonrpc"`` (and
         ``http=True``) call Go net/rpc servers (an AsyncGoClient)."""
-        super().__init__(address, **settings)
+        super().__init__(address, codec=codec, http=http, **settings)
         self._conn: Optional[AsyncConnection] = None
-        self._connecting: Optional[asyncio.Future] = None
+        self._connecting: Optional[asyncio.Future[Any]] = None
         self._closed = False
         self._caller = AsyncCaller(self.per_call, self._expire_later)   # the compiled call path
 
@@ -379,9 +386,9 @@ class AsyncClient(ClientSettings):
                 else f"connection to {self.address} is closed: {conn.error}")
         return conn
 
-    def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> asyncio.Future:
+    def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> asyncio.Future[Any]:
         """Start a call on a connected client; return an asyncio.Future of its result."""
-        started = self._caller.start(method, call_args(args, kwargs), timeout)
+        started = self._caller.start(method, (args if not kwargs else call_args(args, kwargs)), timeout)
         if started is None:
             self._ready_conn()                       # raises why there is no connection
             raise ConnectionClosedError(f"not connected to {self.address}")
@@ -390,7 +397,7 @@ class AsyncClient(ClientSettings):
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
         """Call `method` with `args` (and keyword arguments); return its result
         or raise (see Client.call)."""
-        payload = call_args(args, kwargs)
+        payload = args if not kwargs else call_args(args, kwargs)
         started = self._caller.start(method, payload, timeout)
         if started is None:
             await self.connection()
@@ -405,13 +412,13 @@ class AsyncClient(ClientSettings):
             conn.withdraw(seq)                       # the caller's task was cancelled: tell the server
             raise
 
-    def _expire_later(self, table: Any, seq: int, fut: asyncio.Future, method: str, timeout: float) -> None:
+    def _expire_later(self, table: Any, seq: int, fut: asyncio.Future[Any], method: str, timeout: float) -> None:
         """A call with a timeout was sent on `table`: fail it with TimeoutError then."""
         conn = table.owner
         handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
         fut.add_done_callback(lambda _f: handle.cancel())
 
-    def _expire(self, conn: AsyncConnection, seq: int, fut: asyncio.Future, method: str, timeout) -> None:
+    def _expire(self, conn: AsyncConnection, seq: int, fut: asyncio.Future[Any], method: str, timeout) -> None:
         if not fut.done():
             conn.withdraw(seq)
             fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
@@ -419,9 +426,10 @@ class AsyncClient(ClientSettings):
     async def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = await self.connection()
-        conn.submit(method, call_args(args, kwargs), None, None, self.call_metadata())
+        payload = args if not kwargs else call_args(args, kwargs)
+        conn.submit(method, payload, None, None, self.call_metadata())
 
-    async def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
+    async def map(self, method: str, args_iterable: Iterable[Any], *, timeout: Optional[float] = None,
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item, pipelined; return results in order (see Client.map)."""
         items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
@@ -433,7 +441,7 @@ class AsyncClient(ClientSettings):
         loop = conn.loop
         batch = Batch(n, return_exceptions)
         deadline = None if timeout is None else loop.time() + timeout
-        waiter: Optional[asyncio.Future] = None
+        waiter: Optional[asyncio.Future[Any]] = None
 
         def progress() -> None:
             if waiter is not None and not waiter.done():

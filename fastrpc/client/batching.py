@@ -16,7 +16,7 @@ from fastrpc.errors import ConnectionClosedError, TimeoutError
 __all__ = ["map_steps", "give_up"]
 
 
-def map_steps(conn: Any, batch: Batch, method: str, items: list, window: int,
+def map_steps(conn: Any, batch: Batch, method: str, items: list[Any], window: int,
               deadline_ms: Optional[int], meta: Optional[bytes]) -> Iterator[None]:
     """Send `items` as calls of `method` on `conn`; yield whenever the caller
     must wait for replies. Ends when every item has its answer, or when the

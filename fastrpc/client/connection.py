@@ -45,7 +45,7 @@ class TableCalls:
         """The server sent GOAWAY: it takes no new calls on this connection."""
         return self.table.draining
 
-    def submit(self, method: str, args: tuple, slot: Any, deadline_ms: Optional[int] = None,
+    def submit(self, method: str, args: tuple[Any, ...], slot: Any, deadline_ms: Optional[int] = None,
                meta: Optional[bytes] = None) -> int:
         """Encode one call whose reply completes `slot` (None: a notification);
         return its seq. It is written with the next batch (see flush())."""

@@ -70,7 +70,7 @@ class _Poller:
         except (OSError, KeyError, ValueError):
             pass
 
-    def poll(self, timeout: Optional[float]) -> List:
+    def poll(self, timeout: Optional[float]) -> List[Any]:
         if timeout is not None and timeout > MAX_SLEEP:
             timeout = MAX_SLEEP
         if self._epoll is not None:
@@ -94,11 +94,11 @@ class Engine:
         self.followers: List[Any] = []           # slots whose threads wait for a leader
         self.helper_leading = False
         self.reads = 0                           # read batches processed (the helper watches it)
-        self.dirty: set = set()                  # connections with output not yet written
+        self.dirty: set[Any] = set()                  # connections with output not yet written
         self._local = threading.local()
-        self._timers: List = []                  # heap of (when, n, fn)
+        self._timers: List[Any] = []                  # heap of (when, n, fn)
         self._count = itertools.count()
-        self._deadlines: List = []               # heap of (deadline, n, future) for go(timeout=)
+        self._deadlines: List[Any] = []               # heap of (deadline, n, future) for go(timeout=)
         self._deadlines_kept = 0                 # its size after the last sweep of finished futures
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -248,7 +248,7 @@ class Engine:
                 events = poll(timeout)
             self._dispatch(events, conns)
 
-    def _dispatch(self, events: List, conns: Dict[int, Any]) -> None:
+    def _dispatch(self, events: List[Any], conns: Dict[int, Any]) -> None:
         for fd, _ in events:
             conn = conns.get(fd)
             if conn is not None:
@@ -467,7 +467,7 @@ def engine() -> Engine:
         return _engine
 
 
-_forked: "weakref.WeakSet" = weakref.WeakSet()
+_forked: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def reset_after_fork(obj: Any) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
 from fastrpc._core.calltable import Batch, Caller, CallFuture, call_args
+from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import Connection
@@ -19,9 +20,14 @@ from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectError, ConnectionClosedError, TimeoutError
 from fastrpc.net.settings import ClientSettings
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fastrpc.net.options import ClientOptions
+
 __all__ = ["Client", "CallFuture"]
 
-class Client(ClientSettings):
+class Client(ClientSettings, Proxying):
     """A blocking RPC client for one server, safe to share between threads.
 
     ``call("Service.Method", *args)`` returns the result or raises
@@ -36,13 +42,15 @@ class Client(ClientSettings):
     it returns a fastrpc.GoClient, a Client with Go's codec and typing.
     """
 
-    def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any) -> "Client":
+    def __new__(cls, address: str, *, codec: str = "fastrpc", http: bool = False,
+                **settings: Unpack[ClientOptions]) -> "Client":
         if cls is Client and (codec != "fastrpc" or http):
             from fastrpc.go.client import GoClient
             return GoClient.__new__(GoClient, address, codec=codec, **settings)
         return super().__new__(cls)
 
-    def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False, **settings: Any) -> None:
+    def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False,
+                 **settings: Unpack[ClientOptions]) -> None:
         """Connect to `address`. Keyword settings (see ClientSettings):
         timeout, connect_timeout, max_frame_size, max_depth, max_len,
         max_bytes, bytes_views, send_deadline, ssl (an ssl.SSLContext),
@@ -137,7 +145,7 @@ class Client(ClientSettings):
         client's; the call is then withdrawn), ConnectionError (the
         connection failed).
         """
-        return self._caller.call(method, call_args(args, kwargs), timeout)
+        return self._caller.call(method, (args if not kwargs else call_args(args, kwargs)), timeout)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> CallFuture:
         """Start a call and return its future (a concurrent.futures.Future).
@@ -146,15 +154,16 @@ class Client(ClientSettings):
         future (result(), exception()) writes at once. With a timeout, the
         future fails with TimeoutError when it passes, waited on or not.
         """
-        return self._caller.go(method, call_args(args, kwargs), timeout)
+        return self._caller.go(method, (args if not kwargs else call_args(args, kwargs)), timeout)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""
         conn = self.connection()
-        conn.submit(method, call_args(args, kwargs), None, None, self.call_metadata())
+        payload = args if not kwargs else call_args(args, kwargs)
+        conn.submit(method, payload, None, None, self.call_metadata())
         conn.flush()
 
-    def map(self, method: str, args_iterable: Iterable, *, timeout: Optional[float] = None,
+    def map(self, method: str, args_iterable: Iterable[Any], *, timeout: Optional[float] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item of `args_iterable`, pipelined; return the results in order.
 

@@ -118,7 +118,7 @@ class FileDiscovery(Discovery):
         return (None if default is None else self._endpoints_of("(every service)", default)), services
 
     @staticmethod
-    def _endpoints_of(service: str, items: list) -> Dict[str, Endpoint]:
+    def _endpoints_of(service: str, items: list[Any]) -> Dict[str, Endpoint]:
         out: Dict[str, Endpoint] = {}
         for n, item in enumerate(items):
             try:

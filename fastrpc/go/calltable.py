@@ -41,12 +41,14 @@ def remote_error(text: str) -> RemoteError:
 
 
 
-def go_arguments(args: Any) -> tuple:
+def go_arguments(args: Any) -> tuple[Any, ...]:
     """A call's arguments as Go sees them: keyword arguments are the fields of
     its one struct argument (``call("Arith.Multiply", A=7, B=8)``), a map
     item that is not a tuple is the one argument."""
     if type(args) is tuple:
-        return args
+        if len(args) != 1 or type(args[0]) is not Arguments:
+            return args
+        args = args[0]                  # a lone Arguments: the whole argument list
     if type(args) is Arguments:
         if args.args and args.kwargs:
             raise TypeError("a Go net/rpc method takes one argument: pass it by position, "
@@ -93,7 +95,7 @@ class GoCallTable:
         self._buffer = bytearray(READ_SIZE)
 
     # encoding ---------------------------------------------------------------------
-    def request(self, method: str, args: tuple, slot: Any, deadline_ms: Any = None, meta: Any = None,
+    def request(self, method: str, args: tuple[Any, ...], slot: Any, deadline_ms: Any = None, meta: Any = None,
                 arg_type: Any = None, reply_type: Any = None) -> int:
         """Encode a call whose reply completes `slot`; return its seq. (Go
         calls carry no deadline or metadata; `slot` None: jsonrpc's notification.)"""
@@ -119,7 +121,7 @@ class GoCallTable:
         self._encoded(was_empty)
         return seq
 
-    def go(self, method: str, args: tuple, deadline_ms: Any, meta: Any, engine: Any, flush: bool = False,
+    def go(self, method: str, args: tuple[Any, ...], deadline_ms: Any, meta: Any, engine: Any, flush: bool = False,
            arg_type: Any = None, reply_type: Any = None) -> CallFuture:
         """Start a blocking call; return its CallFuture (as CallTable.go)."""
         fut = CallFuture(method)
@@ -130,7 +132,7 @@ class GoCallTable:
             self.owner.flush()
         return fut
 
-    def request_batch(self, method: str, batch: Any, items: Iterator, limit: int, deadline_ms: Any = None,
+    def request_batch(self, method: str, batch: Any, items: Iterator[Any], limit: int, deadline_ms: Any = None,
                       meta: Any = None) -> int:
         """Encode up to `limit` more items of a map's `batch` (as CallTable.request_batch).
 

@@ -13,13 +13,18 @@ find ...").
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from fastrpc._core.calltable import CallFuture, call_args, monotonic
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.sync import Client
 from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionClosedError, TimeoutError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fastrpc.net.options import ClientOptions
 
 __all__ = ["GoClient", "AsyncGoClient"]
 
@@ -34,10 +39,11 @@ class GoClient(Client):
     Client; ``notify`` exists for jsonrpc only (gob has no one-way calls).
     """
 
-    def __new__(cls, address: str, *, codec: str = "gob", **settings: Any) -> "GoClient":
+    def __new__(cls, address: str, *, codec: str = "gob", **settings: Unpack[ClientOptions]) -> "GoClient":
         return object.__new__(cls)
 
-    def __init__(self, address: str, *, codec: str = "gob", http: bool = False, **settings: Any) -> None:
+    def __init__(self, address: str, *, codec: str = "gob", http: bool = False,
+                 **settings: Unpack[ClientOptions]) -> None:
         """Connect to a Go server at `address` (settings as Client's, but
         metadata and auth_secret, which Go's protocols do not carry)."""
         super().__init__(address, codec=codec, http=http, **settings)
@@ -46,8 +52,8 @@ class GoClient(Client):
            arg_type: Any = None, **fields: Any) -> CallFuture:
         """Start a call; return its future (like Go's Client.Go). Keyword
         arguments are the fields of the one (struct) argument."""
-        conn, fut, timeout = self._start(method, call_args(args, fields), timeout, arg_type, reply_type,
-                                         flush=False)
+        payload = args if not fields else call_args(args, fields)
+        conn, fut, timeout = self._start(method, payload, timeout, arg_type, reply_type, flush=False)
         if timeout is not None:
             fut.deadline = monotonic() + timeout
             conn.engine.watch_deadline(fut)
@@ -58,8 +64,8 @@ class GoClient(Client):
         """Call `method` and wait for its reply (like Go's Client.Call). Keyword
         arguments are the fields of the one (struct) argument:
         ``call("Arith.Multiply", A=7, B=8)``."""
-        _, fut, timeout = self._start(method, call_args(args, fields), timeout, arg_type, reply_type,
-                                      flush=True)
+        payload = args if not fields else call_args(args, fields)
+        _, fut, timeout = self._start(method, payload, timeout, arg_type, reply_type, flush=True)
         try:
             return fut.result(timeout)
         except TimeoutError:
@@ -88,24 +94,27 @@ class AsyncGoClient(AsyncClient):
     """The asyncio client of Go net/rpc servers: AsyncClient with Go's codecs,
     typed as GoClient (``reply_type=``, ``arg_type=``)."""
 
-    def __init__(self, address: str, *, codec: str = "gob", http: bool = False, **settings: Any) -> None:
+    def __init__(self, address: str, *, codec: str = "gob", http: bool = False,
+                 **settings: Unpack[ClientOptions]) -> None:
         """Set up a client of a Go server at `address` (it connects on first use)."""
         super().__init__(address, codec=codec, http=http, **settings)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
-           arg_type: Any = None, **fields: Any) -> asyncio.Future:
+           arg_type: Any = None, **fields: Any) -> asyncio.Future[Any]:
         """Start a call on a connected client; return an asyncio.Future of its reply."""
         conn = self._conn
         if conn is None or not conn.usable:
             raise ConnectionClosedError(f"not connected to {self.address}")
-        return self._start(conn, method, call_args(args, fields), timeout, reply_type, arg_type)[0]
+        payload = args if not fields else call_args(args, fields)
+        return self._start(conn, method, payload, timeout, reply_type, arg_type)[0]
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
                    arg_type: Any = None, **fields: Any) -> Any:
         """Call `method` and return its reply (keyword arguments: the fields of
         its struct argument, as GoClient.call)."""
         conn = await self.connection()
-        fut, seq = self._start(conn, method, call_args(args, fields), timeout, reply_type, arg_type)
+        payload = args if not fields else call_args(args, fields)
+        fut, seq = self._start(conn, method, payload, timeout, reply_type, arg_type)
         try:
             return await fut
         except asyncio.CancelledError:

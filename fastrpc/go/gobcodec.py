@@ -22,7 +22,7 @@ RESPONSE = GoType(K_STRUCT, "Response", fields=[
     ("ServiceMethod", "ServiceMethod", STRING), ("Seq", "Seq", UINT), ("Error", "Error", STRING)])
 
 
-def _header(value: Any, what: str) -> dict:
+def _header(value: Any, what: str) -> dict[Any, Any]:
     if isinstance(value, GobError) or not isinstance(value, dict) \
             or not isinstance(value.get("ServiceMethod"), str) or not isinstance(value.get("Seq"), int):
         raise ProtocolError(f"gob: expected an rpc.{what} header, got {value!r:.200}")
@@ -40,9 +40,9 @@ class GobServerCodec:
     def __init__(self, max_message: int, max_depth: int) -> None:
         self.decoder = GobDecoder(max_message, max_depth)
         self.encoder = GobEncoder(max_depth)
-        self.header: Optional[dict] = None      # a request header waiting for its body
+        self.header: Optional[dict[Any, Any]] = None      # a request header waiting for its body
 
-    def feed(self, data) -> List[Tuple[int, str, tuple, Optional[str]]]:
+    def feed(self, data) -> List[Tuple[int, str, tuple[Any, ...], Optional[str]]]:
         calls = []
         for value in self.decoder.feed(data):
             if self.header is None:
@@ -87,9 +87,9 @@ class GobClientCodec:
     def __init__(self, max_message: int, max_depth: int) -> None:
         self.decoder = GobDecoder(max_message, max_depth)
         self.encoder = GobEncoder(max_depth)
-        self.header: Optional[dict] = None
+        self.header: Optional[dict[Any, Any]] = None
 
-    def request(self, seq: int, method: str, args: tuple, arg_type: Optional[GoType]) -> None:
+    def request(self, seq: int, method: str, args: tuple[Any, ...], arg_type: Optional[GoType]) -> None:
         """Queue a call; raises EncodeError (and queues nothing) if the argument cannot be sent."""
         if len(args) != 1:
             raise TypeError(f"a Go net/rpc method takes exactly one argument, got {len(args)} "

@@ -162,7 +162,7 @@ class JSONServerCodec:
         self.stream = JSONStream(max_message)
         self.out = bytearray()
 
-    def feed(self, data) -> List[Tuple[Any, str, tuple, Optional[str]]]:
+    def feed(self, data) -> List[Tuple[Any, str, tuple[Any, ...], Optional[str]]]:
         calls = []
         for msg in self.stream.feed(data):
             if not isinstance(msg, dict):
@@ -208,11 +208,11 @@ class JSONClientCodec:
         self.stream = JSONStream(max_message)
         self.out = bytearray()
 
-    def request(self, seq: int, method: str, args: tuple, arg_type: Any = None) -> None:
+    def request(self, seq: int, method: str, args: tuple[Any, ...], arg_type: Any = None) -> None:
         """Queue a call; raises EncodeError (and queues nothing) if it cannot be sent."""
         self.out += dumps({"method": method, "params": list(args), "id": seq})
 
-    def notify(self, method: str, args: tuple) -> None:
+    def notify(self, method: str, args: tuple[Any, ...]) -> None:
         """Queue a one-way call: JSON-RPC 1.0's request with a null id."""
         self.out += dumps({"method": method, "params": list(args), "id": None})
 

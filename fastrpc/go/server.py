@@ -61,7 +61,7 @@ class GoSignature:
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         except (TypeError, ValueError):
             params = []
-        self.converters: List[Optional[Callable]] = [_converter(hints.get(p.name)) for p in params]
+        self.converters: List[Optional[Callable[..., Any]]] = [_converter(hints.get(p.name)) for p in params]
         # What a Go struct's fields are matched to (see the module docstring).
         self.param_names = [p.name for p in params]
         self.missing = [p.default if p.default is not p.empty else zero_for(hints.get(p.name)) for p in params]
@@ -83,7 +83,7 @@ class GoSignature:
                 pass                    # no Go counterpart: infer from each value
         self.reply_go = _go_name(hints.get("return"), pointer=True) if "return" in hints else "*interface {}"
 
-    def arguments(self, args: tuple) -> tuple:
+    def arguments(self, args: tuple[Any, ...]) -> tuple:
         """The handler's positional arguments for the values a Go caller sent."""
         h = self.handler
         lo, hi = h.min_args, h.max_args
@@ -100,7 +100,7 @@ class GoSignature:
         return tuple(convs[i](a) if i < len(convs) and convs[i] is not None else a
                      for i, a in enumerate(args))
 
-    def _fields_by_name(self, fields: Dict[Any, Any]) -> tuple:
+    def _fields_by_name(self, fields: Dict[Any, Any]) -> tuple[Any, ...]:
         """The parameters' values from a struct's fields, matched by name (never by position)."""
         values = []
         for name, missing in zip(self.param_names, self.missing):
@@ -108,7 +108,7 @@ class GoSignature:
             values.append(missing if value is MISSING else value)
         return tuple(values)
 
-    def reply(self, result: Any) -> tuple:
+    def reply(self, result: Any) -> tuple[Any, ...]:
         """(value, GoType or None) to send for `result`; None is never sent as nil."""
         if result is None:
             if self.result_type is None or self.result_type is EMPTY_STRUCT:
@@ -117,7 +117,7 @@ class GoSignature:
         return result, self.result_type
 
 
-def _converter(annotation: Any) -> Optional[Callable]:
+def _converter(annotation: Any) -> Optional[Callable[..., Any]]:
     if annotation is None:
         return None
     try:
@@ -245,7 +245,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         self.transport.close()
 
     # calls ----------------------------------------------------------------
-    def _dispatch(self, key: Any, method: str, args: tuple, bad: Optional[str]) -> None:
+    def _dispatch(self, key: Any, method: str, args: tuple[Any, ...], bad: Optional[str]) -> None:
         dispatcher = self.server.dispatcher
         if bad is not None:
             self._error(key, method, bad)
@@ -282,13 +282,13 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             return
         self._reply(key, method, sig, result)
 
-    def _track(self, key: Any, method: str, sig: GoSignature, fut: asyncio.Future) -> None:
+    def _track(self, key: Any, method: str, sig: GoSignature, fut: asyncio.Future[Any]) -> None:
         # Requests may reuse ids (jsonrpc), so tasks are keyed by a counter.
         self.next_task += 1
         tid = self.next_task
         self._start_task(tid, fut, functools.partial(self._finished, tid, key, method, sig))
 
-    def _finished(self, tid: int, key: Any, method: str, sig: GoSignature, fut: asyncio.Future) -> None:
+    def _finished(self, tid: int, key: Any, method: str, sig: GoSignature, fut: asyncio.Future[Any]) -> None:
         self._end_task(tid, fut)
         if self.closing:
             return

@@ -161,7 +161,7 @@ def _struct_type(cls: type) -> GoType:
     return t
 
 
-def _field_hints(cls: type) -> list:
+def _field_hints(cls: type) -> list[Any]:
     """(field, resolved annotation) for each init field of dataclass `cls`.
 
     Go structs often name a field after its type (``Inner Inner``). In a
@@ -246,10 +246,10 @@ def _struct_of(fields: Tuple[Tuple[str, GoType], ...]) -> GoType:
     return t
 
 
-_dict_structs: Dict[tuple, GoType] = {}
+_dict_structs: Dict[tuple[Any, ...], GoType] = {}
 
 
-def _common(types: list) -> GoType:
+def _common(types: list[Any]) -> GoType:
     if not types:
         return INTERFACE
     first = types[0]

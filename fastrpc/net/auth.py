@@ -24,7 +24,7 @@ import hmac
 import os
 import socket
 import struct
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 from fastrpc.errors import AuthenticationError, RPCError, UnavailableError
 
@@ -37,7 +37,7 @@ ACCEPTED = b"\x01"
 REJECTED = b"\x00"
 
 
-def check_secret(secret) -> Optional[bytes]:
+def check_secret(secret: Union[bytes, str, None]) -> Optional[bytes]:
     """Validate an auth_secret setting (None: no authentication)."""
     if secret is None:
         return None
@@ -116,7 +116,7 @@ class ClientHandshake:
                                       "(a wrong secret on one side, or not the expected server)")
         return _mac(self.secret, b"fastrpc-client", self.client_nonce, server_nonce)
 
-    def verdict(self, first: bytes, read_more) -> None:
+    def verdict(self, first: bytes, read_more: Callable[[int], bytes]) -> None:
         """Raise unless the status byte `first` says go on (read_more(n) reads a reason)."""
         if first == ACCEPTED:
             return

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from fastrpc.net.address import parse_address
 
@@ -19,6 +19,13 @@ class Endpoint:
 
     __slots__ = ("address", "weight", "zone", "lat", "lon", "metadata")
 
+    address: str                   # as given: it identifies the endpoint in a balancer
+    weight: float                  # > 0; a share of picks relative to the others
+    zone: Optional[str]            # a locality name (geo strategy)
+    lat: Optional[float]           # degrees, with lon (geo strategy)
+    lon: Optional[float]
+    metadata: Dict[str, Any]       # free-form (from discovery, for the application)
+
     def __init__(self, address: str, weight: float = 1, zone: Optional[str] = None,
                  lat: Optional[float] = None, lon: Optional[float] = None,
                  metadata: Optional[Mapping[str, Any]] = None) -> None:
@@ -28,7 +35,7 @@ class Endpoint:
         weight = check_weight(weight)
         if (lat is None) != (lon is None):
             raise ValueError(f"{address}: give both lat and lon, or neither")
-        if lat is not None:
+        if lat is not None and lon is not None:
             lat, lon = float(lat), float(lon)
             if not (-90.0 <= lat <= 90.0) or not (-180.0 <= lon <= 180.0):
                 raise ValueError(f"{address}: lat must be in [-90, 90] and lon in [-180, 180]")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from types import ModuleType
+from typing import Optional
+
+_uvloop: Optional[ModuleType]
 try:  # optional dependency
     import uvloop as _uvloop
 except ImportError:  # pragma: no cover - depends on the environment
@@ -19,7 +23,8 @@ def new_event_loop(use_uvloop: bool | None = None) -> asyncio.AbstractEventLoop:
     if use_uvloop:
         if _uvloop is None:
             raise RuntimeError("use_uvloop=True but uvloop is not installed (pip install fastrpc[uvloop])")
-        return _uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = _uvloop.new_event_loop()
+        return loop
     return asyncio.new_event_loop()
 
 
@@ -28,7 +33,7 @@ def feed_buffered(protocol: asyncio.BufferedProtocol, transport: asyncio.BaseTra
     that arrived before the protocol took over the connection (after a
     handshake). Stops if the protocol closes the transport meanwhile."""
     while data and not transport.is_closing():
-        buf = protocol.get_buffer(len(data))
+        buf = memoryview(protocol.get_buffer(len(data)))
         n = min(len(buf), len(data))
         buf[:n] = data[:n]
         data = data[n:]

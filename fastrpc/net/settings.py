@@ -172,7 +172,7 @@ class ClientSettings:
         """The encoded metadata to send with a call, or None."""
         if self._packed_metadata is not None or self.metadata is None:
             return self._packed_metadata
-        value = self.metadata()
+        value = self.metadata() if callable(self.metadata) else self.metadata
         return None if value is None else msgpack.packb(value)
 
     def open_socket(self) -> socket.socket:

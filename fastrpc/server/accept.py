@@ -113,7 +113,7 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         self.handshaking = 0                     # TLS handshakes in progress
         self.closed = False
-        self.making: Set[asyncio.Task] = set()   # connections accepted, their protocol not made yet
+        self.making: Set[asyncio.Task[Any]] = set()   # connections accepted, their protocol not made yet
         self._errors = RateLimitedLog()
 
     def start(self) -> None:
@@ -158,7 +158,7 @@ class Listener:
         self.making.add(task)
         task.add_done_callback(lambda t, conn=conn: self._served(t, conn))
 
-    def _served(self, task: asyncio.Task, conn: socket.socket) -> None:
+    def _served(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
         self.making.discard(task)
         if self.ssl is not None:
             self.handshaking -= 1

@@ -88,7 +88,7 @@ class ConnectionSet:
     def __init__(self) -> None:
         self._open: Set[Any] = set()
         self.closing = False                     # close() began: no new calls, GOAWAY to all
-        self.idle_waiter: Optional[asyncio.Future] = None   # close() waits on it for calls to end
+        self.idle_waiter: Optional[asyncio.Future[Any]] = None   # close() waits on it for calls to end
         self.refusals = RateLimitedLog()
         self.refusing: Set[Any] = set()          # connections over max_connections, until they close
         self.peak = 0                            # most connections at a time since memory was last trimmed
@@ -140,7 +140,7 @@ class ServedConnection:
     def __init__(self, server: Host) -> None:
         self.server = server                          # its public parts: loop, dispatcher, connections, settings
         self.transport: Optional[asyncio.Transport] = None
-        self.tasks: Dict[Any, asyncio.Future] = {}     # calls running as tasks or in the pool
+        self.tasks: Dict[Any, asyncio.Future[Any]] = {}     # calls running as tasks or in the pool
         self.closing = False
         self.peer = None
         self.last_read = 0.0        # loop time of the last bytes received (graceful close, idle)
@@ -163,7 +163,7 @@ class ServedConnection:
         """Tell the client to send new calls elsewhere (where the protocol can)."""
 
     # calls ------------------------------------------------------------------
-    def _start_task(self, key: Any, fut: asyncio.Future, on_done: Callable[[asyncio.Future], None]) -> None:
+    def _start_task(self, key: Any, fut: asyncio.Future[Any], on_done: Callable[[asyncio.Future], None]) -> None:
         """Track a call now running as `fut`; past max_inflight, stop reading."""
         self.tasks[key] = fut
         self.server.dispatcher.load.value += 1
@@ -173,7 +173,7 @@ class ServedConnection:
             self.over_limit = True
             self._update_reading()
 
-    def _end_task(self, key: Any, fut: asyncio.Future) -> bool:
+    def _end_task(self, key: Any, fut: asyncio.Future[Any]) -> bool:
         """Forget a finished call; return whether it was still tracked under `key`."""
         tracked = self.tasks.get(key) is fut
         if tracked:
@@ -441,8 +441,8 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         self.handshake = self.unauthenticated = None
 
     # called by ServerCore ---------------------------------------------
-    def spawn(self, handler: Handler, seq: int, args: tuple, notify: bool,
-              deadline_ms: Optional[int], meta: Any, kwargs: Optional[dict] = None) -> None:
+    def spawn(self, handler: Handler, seq: int, args: tuple[Any, ...], notify: bool,
+              deadline_ms: Optional[int], meta: Any, kwargs: Optional[dict[Any, Any]] = None) -> None:
         """Run a handler that does not run inline (see Dispatcher.start)."""
         deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
         try:
@@ -457,11 +457,11 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         self._track(seq, handler.name, notify, self.server.dispatcher.start_awaitable(self.server.loop, awaitable),
                     None)
 
-    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future, deadline: Optional[float]) -> None:
+    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future[Any], deadline: Optional[float]) -> None:
         self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify, deadline))
 
     def _finished(self, seq: int, name: str, notify: bool, deadline: Optional[float],
-                  fut: asyncio.Future) -> None:
+                  fut: asyncio.Future[Any]) -> None:
         self._end_task(seq, fut)
         result, exc = self.server.dispatcher.outcome(name, deadline, fut)
         self._done(seq, name, notify, result, exc)

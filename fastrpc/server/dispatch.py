@@ -49,7 +49,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._annotations: Dict[str, Any] = {}      # per-handler data other layers derive once (Go signatures)
         #: Deadline timers of async handlers still running (each goes with its call).
-        self.deadline_timers: Dict[asyncio.Future, asyncio.TimerHandle] = {}
+        self.deadline_timers: Dict[asyncio.Future[Any], asyncio.TimerHandle] = {}
 
     # registering ---------------------------------------------------------------
     def register(self, obj: Any, name: Optional[str] = None) -> str:
@@ -64,7 +64,7 @@ class Dispatcher:
         self.install(service, {f"{service}.{m}": build_handler(fn, f"{service}.{m}") for m, fn in methods.items()})
         return service
 
-    def register_function(self, func: Callable, name: str) -> None:
+    def register_function(self, func: Callable[..., Any], name: str) -> None:
         """Register one callable as `name` ("Service.Method")."""
         service, dot, method = name.rpartition(".")
         if not dot or not service or not method:
@@ -118,8 +118,8 @@ class Dispatcher:
                         max_workers=self.max_workers, thread_name_prefix="fastrpc-handler")
         return self._pool
 
-    def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, args: tuple,
-              deadline: Optional[float], meta: Any, kwargs: Optional[dict] = None) -> asyncio.Future:
+    def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, args: tuple[Any, ...],
+              deadline: Optional[float], meta: Any, kwargs: Optional[dict[Any, Any]] = None) -> asyncio.Future[Any]:
         """Run a handler that does not run inline: an ``async def`` as a task,
         cancelled at `deadline` (monotonic, None: none); a @blocking one in the
         pool, not started once `deadline` passed. Either sees `deadline` and
@@ -144,17 +144,17 @@ class Dispatcher:
             call = functools.partial(ctx.run, call)
         return loop.run_in_executor(self.executor(), call)
 
-    def _end_timer(self, fut: asyncio.Future) -> None:
+    def _end_timer(self, fut: asyncio.Future[Any]) -> None:
         timer = self.deadline_timers.pop(fut, None)
         if timer is not None:
             timer.cancel()                  # done first: the timer need not live on
 
-    def start_awaitable(self, loop: asyncio.AbstractEventLoop, awaitable: Any) -> asyncio.Future:
+    def start_awaitable(self, loop: asyncio.AbstractEventLoop, awaitable: Any) -> asyncio.Future[Any]:
         """A plain handler returned an awaitable: run it as a task."""
         return asyncio.ensure_future(awaitable, loop=loop)
 
     @staticmethod
-    def outcome(name: str, deadline: Optional[float], fut: asyncio.Future) -> Outcome:
+    def outcome(name: str, deadline: Optional[float], fut: asyncio.Future[Any]) -> Outcome:
         """What a finished handler answers: its result, or the error to report.
 
         Cancelled at or after its deadline: DeadlineExceeded; cancelled
@@ -186,14 +186,14 @@ _AT_DEADLINE = "fastrpc: the caller's deadline passed"
 # The tasks cancelled because their deadline passed. Kept aside rather than
 # read back from the CancelledError's message: before Python 3.11 a task's
 # result() raises a CancelledError without the message given to cancel().
-_deadline_cancelled: "weakref.WeakSet[asyncio.Future]" = weakref.WeakSet()
+_deadline_cancelled: "weakref.WeakSet[asyncio.Future[Any]]" = weakref.WeakSet()
 
 
-def _cancel(fut: asyncio.Future) -> None:
+def _cancel(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         _deadline_cancelled.add(fut)
         fut.cancel(_AT_DEADLINE)
 
 
-def _cancelled_at_deadline(fut: asyncio.Future) -> bool:
+def _cancelled_at_deadline(fut: asyncio.Future[Any]) -> bool:
     return fut in _deadline_cancelled

@@ -17,7 +17,7 @@ __all__ = ["blocking", "build_handler", "public_methods"]
 _BLOCKING_ATTR = "__fastrpc_blocking__"
 
 
-def blocking(func: Callable) -> Callable:
+def blocking(func: Callable[..., Any]) -> Callable:
     """Mark a handler as blocking: the server runs it in its thread pool.
 
     Use it for handlers that sleep, do file or network I/O, or hold the GIL
@@ -27,7 +27,7 @@ def blocking(func: Callable) -> Callable:
     return func
 
 
-def _signature(func: Callable) -> Optional[inspect.Signature]:
+def _signature(func: Callable[..., Any]) -> Optional[inspect.Signature]:
     try:
         return inspect.signature(func)
     except (TypeError, ValueError):
@@ -52,7 +52,7 @@ def _arity(sig: Optional[inspect.Signature]) -> Tuple[int, int, bool]:
     return min_args, max_args, kw_required
 
 
-def _binder(sig: inspect.Signature) -> Callable[[tuple, Optional[dict]], Tuple[tuple, dict]]:
+def _binder(sig: inspect.Signature) -> Callable[[tuple[Any, ...], Optional[dict[Any, Any]]], Tuple[tuple, dict]]:
     """bind(args, kwargs) for a call with keyword arguments: the arguments as
     the handler takes them, or TypeError naming what does not fit (an unknown
     or missing name, a value given twice). Only calls that carry keyword
@@ -62,7 +62,7 @@ def _binder(sig: inspect.Signature) -> Callable[[tuple, Optional[dict]], Tuple[t
     by_name = {name for name, p in params.items()
                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
-    def bind(args: tuple, kwargs: Optional[dict]) -> Tuple[tuple, dict]:
+    def bind(args: tuple[Any, ...], kwargs: Optional[dict[Any, Any]]) -> Tuple[tuple, dict]:
         if kwargs:
             for key in kwargs:
                 if type(key) is not str:
@@ -76,7 +76,7 @@ def _binder(sig: inspect.Signature) -> Callable[[tuple, Optional[dict]], Tuple[t
     return bind
 
 
-def build_handler(func: Callable, name: str) -> Handler:
+def build_handler(func: Callable[..., Any], name: str) -> Handler:
     """Describe one callable as a Handler named `name`."""
     if not callable(func):
         raise TypeError(f"{name} is not callable")
@@ -93,7 +93,7 @@ def build_handler(func: Callable, name: str) -> Handler:
                    None if sig is None else _binder(sig), kw_required)
 
 
-def public_methods(obj: Any) -> Dict[str, Callable]:
+def public_methods(obj: Any) -> Dict[str, Callable[..., Any]]:
     """The public callables of `obj`: bound methods not starting with "_"."""
     methods = {}
     for attr in dir(obj):

@@ -134,7 +134,7 @@ class Server:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be > 0 (or None: never)")
         self.idle_timeout = idle_timeout
-        self._sweeper: Optional[asyncio.Task] = None
+        self._sweeper: Optional[asyncio.Task[Any]] = None
         self.grace = grace
         self.report_load = report_load          # stamp the in-flight count on replies
         self.use_uvloop = use_uvloop
@@ -174,7 +174,7 @@ class Server:
         """
         self.dispatcher.register(obj, name)
 
-    def register_function(self, func: Callable, name: str) -> None:
+    def register_function(self, func: Callable[..., Any], name: str) -> None:
         """Expose one callable as ``name`` ("Service.Method")."""
         self.dispatcher.register_function(func, name)
 

@@ -1,0 +1,93 @@
+# Types of the compiled module fastrpc._core.balance (balance.pyx). The
+# members the Python layers use are typed; the rest fall back to Any.
+from typing import Any, List, Optional, Tuple
+
+from fastrpc._core.calltable import CallFuture, CallSettings, Slot
+from fastrpc._core.select import EndpointTable
+from fastrpc.net.endpoint import Endpoint
+
+def is_answer(exc: BaseException) -> bool: ...
+def scatter(results: List[Any], positions: List[int], values: List[Any]) -> None: ...
+def new_attempt(pool: "Pool", sink: Any, method: str, args: Any, key_hash: int, deadline: float,
+                deadline_ms: Optional[int], meta: Optional[bytes], idempotent: bool) -> "Attempt": ...
+
+class Member:
+    endpoint: Endpoint
+    index: int
+    client: Any
+    conn: Any
+    dial_lock: Any
+    active: int
+    calls: int
+    errors: int
+    remote_errors: int
+    failures: int
+    last_answer: float
+    last_error: Optional[str]
+    removed: bool
+    healthy: bool
+    misses: int
+    ejected_until: float
+    times_ejected: int
+    ejections: int
+    eject_refused: bool
+    ramp_from: Optional[float]
+    def __init__(self, endpoint: Endpoint, ramp_from: Optional[float] = None) -> None: ...
+
+class Pool:
+    table: EndpointTable
+    picker: Any
+    members: List[Member]
+    keyed: bool
+    started: int
+    next_check: float
+    policy: Any
+    lock: Any
+    closed: bool
+    engine: Any
+    idempotent: bool
+    hedge_after: float
+    def __init__(self, policy: Any, lock: Any) -> None: ...
+    def install(self, table: EndpointTable, picker: Any, members: List[Member], keyed: bool) -> None: ...
+    def pick(self, key_hash: int) -> Member: ...
+    def begin(self, m: Member) -> None: ...
+    def assign(self, positions: List[int], key_hashes: Any) -> List[Tuple[Member, List[int]]]: ...
+    def key_hash_for(self, key: Any) -> int: ...
+    def release_withdrawn(self, m: Member) -> None: ...
+    def release_answered_many(self, m: Member, count: int, remote: int, rtt: float,
+                              load: int = -1) -> None: ...
+    def send(self, a: "Attempt", conn: Any) -> None: ...
+    def go(self, settings: CallSettings, method: str, args: Any, key: Any, timeout: Optional[float],
+           idempotent: Optional[bool]) -> CallFuture: ...
+    def go_async(self, loop: Any, settings: CallSettings, method: str, args: Any, key: Any,
+                 timeout: Optional[float], idempotent: Optional[bool],
+                 expire: Any) -> Tuple[Any, "Attempt", bool, Optional[List[Any]]]: ...
+    def start(self, a: "Attempt") -> bool: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+class Attempt(Slot):
+    pool: Pool
+    member: Optional[Member]
+    sink: Any
+    conn: Any
+    seq: int
+    started: float
+    running: bool
+    method: str
+    args: Any
+    key_hash: int
+    deadline: float
+    deadline_ms: Optional[int]
+    meta: Optional[bytes]
+    idempotent: bool
+    number: int
+    tried: Optional[List[Tuple[Member, BaseException]]]
+    peers: Optional[List["Attempt"]]
+    head: Optional["Attempt"]
+    current: Optional["Attempt"]
+    def hedge_check(self) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+    def succeed(self, value: Any) -> None: ...
+    def end_call(self) -> int: ...
+    def follow_up(self) -> "Attempt": ...
+    def __getattr__(self, name: str) -> Any: ...

@@ -1,0 +1,23 @@
+# Types of the compiled module fastrpc._core.codec (codec.pyx).
+from typing import Any, Callable, Optional, Tuple
+
+from fastrpc._core.buffer import WriteBuffer
+
+DEFAULT_MAX_DEPTH: int
+MAX_DEPTH_LIMIT: int
+DEFAULT_MAX_LEN: int
+DEFAULT_MAX_BYTES: int
+MAX_ENCODE_DEPTH: int
+
+class ExtType(Tuple[int, bytes]):
+    def __new__(cls, code: int, data: bytes) -> "ExtType": ...
+    @property
+    def code(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+
+def packb(obj: Any, *, default: Optional[Callable[[Any], Any]] = None, keep_tuples: bool = False) -> bytes: ...
+def pack_into(buf: WriteBuffer, obj: Any) -> None: ...
+def check_max_depth(max_depth: int) -> int: ...
+def unpackb(data: Any, *, max_depth: int = ..., max_len: int = ..., max_bytes: int = ...,
+            bytes_views: bool = False, ext_hook: Optional[Callable[[int, bytes], Any]] = None) -> Any: ...
