@@ -56,13 +56,13 @@ BACKENDS = [
 class Arith:
     """The demo service (what `--serve` exposes)."""
 
-    def Sum(self, a, b):
+    def Sum(self, a: Any, b: Any) -> Any:
         return a + b
 
-    def Mul(self, a, b):
+    def Mul(self, a: Any, b: Any) -> Any:
         return a * b
 
-    def Pid(self):
+    def Pid(self) -> int:
         return os.getpid()
 
 
@@ -98,6 +98,7 @@ def start_servers(count: int, etcd: Optional[str] = None) -> List[Tuple[subproce
         proc = subprocess.Popen(argv,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastrpc.__file__))))
+        assert proc.stdout is not None                  # stdout=PIPE
         address = proc.stdout.readline().strip()
         procs.append((proc, address))
         if not address:
@@ -108,7 +109,8 @@ def start_servers(count: int, etcd: Optional[str] = None) -> List[Tuple[subproce
 
 def stop_servers(procs: List[Tuple[subprocess.Popen[Any], str]]) -> None:
     for proc, _ in procs:
-        proc.stdin.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
     for proc, _ in procs:
         try:
             proc.wait(10)
@@ -122,7 +124,7 @@ class Progress:
 
     WIDTH = 30
 
-    def __init__(self, label: str, stream=sys.stdout) -> None:
+    def __init__(self, label: str, stream: Any = sys.stdout) -> None:
         self.label = label
         self.stream = stream
         self.live = stream.isatty()
@@ -165,7 +167,7 @@ def endpoints(procs: List[Tuple[subprocess.Popen[Any], str]]) -> List[Endpoint]:
 
 def balanced(source: Dict[str, Any], strategy: str, seconds: float, in_flight: int) -> Tuple[float, Dict[str, int]]:
     """Run one strategy; return calls/s and calls per backend name."""
-    options = {"origin": ORIGIN[1:]} if strategy == "geo" else {}
+    options: Dict[str, Any] = {"origin": ORIGIN[1:]} if strategy == "geo" else {}
     with Balancer(**source, strategy=strategy, health_interval=1.0, **options) as b:
         eps = b.endpoints
         keyed = strategy == "consistent_hash"
@@ -209,7 +211,7 @@ def table(rows: List[Tuple[str, float, Dict[str, int]]], reference: float) -> st
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per strategy")
     parser.add_argument("--in-flight", type=int, default=64, help="calls in flight per round")
@@ -239,14 +241,14 @@ def main(argv=None) -> None:
             source = {"endpoints": eps}
             where = "static endpoint list"
         print(f"{len(eps)} backend processes on loopback, {where}; caller in {ORIGIN[0]}:")
-        for b, e in zip(BACKENDS, eps):
+        for backend, e in zip(BACKENDS, eps):
             with fastrpc.Client(e.address) as c:
-                print(f"  {b.name:<10} {b.zone:<13} weight {b.weight}  ({b.lat:7.2f}, {b.lon:7.2f})  "
-                      f"pid {c.call('Arith.Pid')} at {e.address}")
-        with Balancer(eps, strategy="round_robin") as b:
-            print(f"Balancer.call('Arith.Sum', 10, 20) = {b.call('Arith.Sum', 10, 20)}")
+                print(f"  {backend.name:<10} {backend.zone:<13} weight {backend.weight}  "
+                      f"({backend.lat:7.2f}, {backend.lon:7.2f})  pid {c.call('Arith.Pid')} at {e.address}")
+        with Balancer(eps, strategy="round_robin") as balancer:
+            print(f"Balancer.call('Arith.Sum', 10, 20) = {balancer.call('Arith.Sum', 10, 20)}")
             try:
-                b.call("Arith.Nope")
+                balancer.call("Arith.Nope")
             except fastrpc.RemoteError as exc:
                 print(f"unknown method -> {type(exc).__name__}: {exc}")
         print(f"\n{args.in_flight} calls in flight (Balancer.go), {args.seconds:g} s per strategy:")

@@ -114,3 +114,12 @@ def test_the_readme_first_example_runs(tmp_path):
     script.write_text(example)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_readme_typed_example_runs(tmp_path):
+    readme = (DOCS.parent / "README.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "KVProtocol" in block)
+    script = tmp_path / "readme_typed_example.py"
+    script.write_text(example)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr

@@ -356,3 +356,13 @@ def test_go_codecs_refuse_the_hooks():
         fastrpc.Client("tcp://127.0.0.1:1", default=1)
     with pytest.raises(TypeError, match="ext_hook must be a callable"):
         fastrpc.Server(ext_hook="x")
+
+
+@settings(max_examples=500)
+@given(st.sampled_from([-1, *range(0, 16)]), st.binary(max_size=40) | st.builds(packb, values))
+def test_any_payload_of_a_fastrpc_ext_code_decodes_or_is_a_decode_error(code, data):
+    # What a hostile peer can send under fastrpc's codes: a value, or DecodeError.
+    try:
+        unpackb(packb(ExtType(code, data)))
+    except DecodeError:
+        pass

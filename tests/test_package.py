@@ -66,8 +66,12 @@ def test_public_callables_have_docstrings():
                 assert getattr(cls, attr).__doc__, f"{cls.__name__}.{attr}"
 
 
-def test_ships_py_typed():
-    assert os.path.exists(os.path.join(os.path.dirname(fastrpc.__file__), "py.typed"))
+def test_ships_py_typed_and_the_stubs_of_the_compiled_modules():
+    root = os.path.dirname(fastrpc.__file__)
+    assert os.path.exists(os.path.join(root, "py.typed"))
+    for module in ("_core/balance", "_core/buffer", "_core/calltable", "_core/codec", "_core/frame",
+                   "_core/select", "_core/servercore", "go/_gob"):
+        assert os.path.exists(os.path.join(root, module + ".pyi")), module
 
 
 def test_remote_error_is_picklable():

@@ -67,7 +67,7 @@ class Pool:
 
 class Attempt(Slot):
     pool: Pool
-    member: Optional[Member]
+    member: Member                     # picked before it is sent
     sink: Any
     conn: Any
     seq: int
@@ -83,8 +83,8 @@ class Attempt(Slot):
     number: int
     tried: Optional[List[Tuple[Member, BaseException]]]
     peers: Optional[List["Attempt"]]
-    head: Optional["Attempt"]
-    current: Optional["Attempt"]
+    head: "Attempt"                    # the call's first attempt (None on that one itself)
+    current: "Attempt"
     def hedge_check(self) -> None: ...
     def fail(self, error: BaseException) -> None: ...
     def succeed(self, value: Any) -> None: ...

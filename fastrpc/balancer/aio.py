@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Union
 
 from fastrpc._core.calltable import call_args
 from fastrpc._core.balance import Attempt, Member
@@ -51,7 +51,7 @@ class AsyncBalancer(BalancerCore):
 
     # connections ------------------------------------------------------------------
     def _client(self, member: Member) -> AsyncClient:
-        client = member.client
+        client: Optional[AsyncClient] = member.client
         if client is None:
             if member.removed or self._closed:
                 raise ConnectionClosedError(f"endpoint {member.endpoint.address} was removed")
@@ -144,7 +144,7 @@ class AsyncBalancer(BalancerCore):
         return asyncio.get_running_loop().create_task(
             self.call(method, *args, key=key, timeout=timeout, idempotent=idempotent, **kwargs))
 
-    async def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable] = None,
+    async def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable[Any]] = None,
                   timeout: Optional[float] = None, idempotent: Optional[bool] = None,
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item, spread over the endpoints; results in order.
@@ -240,7 +240,7 @@ class AsyncBalancer(BalancerCore):
         await self.close()
 
 
-def _resolver(waiter: asyncio.Future[Any]):
+def _resolver(waiter: asyncio.Future[Any]) -> Callable[[], None]:
     def resolve() -> None:
         if not waiter.done():
             waiter.set_result(None)

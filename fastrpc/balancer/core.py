@@ -298,7 +298,8 @@ class BalancerCore(Proxying):
             i = self.pool.picker.pick(self.pool.key_hash_for(key))
             if i < 0:
                 raise NoEndpointError("the balancer has no endpoints")
-            return self._members[i].endpoint
+            endpoint: Endpoint = self._members[i].endpoint
+            return endpoint
 
     def hash_key(self, key: Any) -> int:
         """The 64-bit hash of a call's key (what consistent_hash places it by)."""
@@ -312,7 +313,8 @@ class BalancerCore(Proxying):
             for _ in range(4):
                 i = pool.picker.pick(pool.table.next_random() if pool.keyed else key_hash)
                 if i >= 0 and id(members[i]) not in used:
-                    return members[i]
+                    member: Member = members[i]
+                    return member
             mask = np.asarray(pool.table.mask)
             for m in members:
                 if id(m) not in used and mask[m.index]:
@@ -322,7 +324,7 @@ class BalancerCore(Proxying):
                     return m
         raise NoEndpointError("every endpoint was tried")
 
-    def map_job(self, method: str, args_iterable: Iterable[Any], keys: Optional[Iterable],
+    def map_job(self, method: str, args_iterable: Iterable[Any], keys: Optional[Iterable[Any]],
                 timeout: Optional[float], idempotent: Optional[bool]) -> MapJob:
         """The bookkeeping of one map() (fastrpc.balancer.map), for either driver."""
         items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
@@ -416,7 +418,7 @@ class BalancerCore(Proxying):
                                 member.endpoint.address, member.misses)
                     self._refresh_locked(now)
 
-    def health_call(self) -> Tuple[str, tuple[Any, ...], Dict[str, Any]]:
+    def health_call(self) -> Tuple[Optional[str], tuple[Any, ...], Dict[str, Any]]:
         """What a named health check calls: (method, args, options), None method: ping."""
         if self.call_settings.codec == "fastrpc":
             return self.health_method, (), {}

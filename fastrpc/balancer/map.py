@@ -66,7 +66,8 @@ class MapJob:
         pool = self.pool
         if not self.tried:                      # no retries: the compiled loop
             try:
-                return pool.assign(chunk, self.key_hashes)
+                assigned: List[Tuple[Member, List[int]]] = pool.assign(chunk, self.key_hashes)
+                return assigned
             except NoEndpointError:
                 pass                            # item by item below, each with its own error
         groups: Dict[int, Tuple[Member, List[int]]] = {}

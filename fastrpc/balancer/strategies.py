@@ -69,7 +69,7 @@ class Random(Strategy):
     """Uniform over healthy endpoints."""
     name = "random"
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.RandomKernel(table)
 
 
@@ -77,7 +77,7 @@ class WeightedRandom(Strategy):
     """Random in proportion to weight (alias method, O(1) per pick)."""
     name = "weighted_random"
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.WeightedRandomKernel(table)
 
 
@@ -88,7 +88,7 @@ class RoundRobin(Strategy):
     def __init__(self, start: Optional[int] = None) -> None:
         self.start = start
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.RoundRobinKernel(table, -1 if self.start is None else self.start)
 
 
@@ -103,7 +103,7 @@ class WeightedRoundRobin(Strategy):
     def __init__(self, random_phase: bool = False) -> None:
         self.random_phase = random_phase
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.SmoothWeightedKernel(table, self.random_phase)
 
 
@@ -111,7 +111,7 @@ class LeastConnections(Strategy):
     """Fewest calls in flight per unit of weight; ties at random in proportion to weight."""
     name = "least_connections"
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.LeastConnectionsKernel(table)
 
 
@@ -119,7 +119,7 @@ class P2C(Strategy):
     """Power of two choices: of two distinct random endpoints, the less loaded."""
     name = "p2c"
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.P2CKernel(table)
 
 
@@ -133,7 +133,7 @@ class P2CEwma(Strategy):
     def __init__(self, penalty: float = 1.0) -> None:
         self.penalty = penalty
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         return kernels.P2CEwmaKernel(table, self.penalty)
 
 
@@ -158,7 +158,7 @@ class ConsistentHash(Strategy):
         self.bounded = bounded
         self.load_factor = load_factor
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         points, owners = build_ring(endpoints, self.vnodes)
         return kernels.RingKernel(table, points, owners, self.load_factor if self.bounded else 0.0)
 
@@ -192,7 +192,7 @@ class Geo(Strategy):
         self.tier_km = tier_km
         self.overload = overload
 
-    def build(self, table, endpoints):
+    def build(self, table: EndpointTable, endpoints: Sequence[Endpoint]) -> Any:
         members, starts = geo_tiers(endpoints, self.origin, self.origin_zone, self.tier_km)
         return kernels.GeoKernel(table, members, starts, self.overload)
 
@@ -265,7 +265,8 @@ def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: float, lon2: float) -
     p1, p2 = np.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, np.radians(lon2 - np.asarray(lon1))
     a = np.sin(dp / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    distances: np.ndarray = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    return distances
 
 
 def geo_tiers(endpoints: Sequence[Endpoint], origin: Optional[Tuple[float, float]],

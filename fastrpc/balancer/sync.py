@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union, cast
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc._core.calltable import CallFuture, call_args
@@ -60,7 +60,7 @@ class Balancer(BalancerCore):
 
     # connections --------------------------------------------------------------------
     def _client(self, member: Member) -> Client:
-        client = member.client
+        client: Optional[Client] = member.client
         if client is not None:
             return client
         with member.dial_lock:
@@ -68,7 +68,7 @@ class Balancer(BalancerCore):
                 if member.removed or self._closed:
                     raise ConnectionClosedError(f"endpoint {member.endpoint.address} was removed")
                 member.client = Client(member.endpoint.address, **self.client_settings)
-            return member.client
+            return cast(Client, member.client)
 
     def _ready(self, member: Member) -> Any:
         """A usable connection to `member` (dialing if needed); ConnectError when none."""
@@ -151,7 +151,7 @@ class Balancer(BalancerCore):
                 future.cancel()
             raise
 
-    def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable] = None,
+    def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable[Any]] = None,
             timeout: Optional[float] = None, idempotent: Optional[bool] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item, spread over the endpoints; return the results in order.

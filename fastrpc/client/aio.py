@@ -11,10 +11,10 @@ import collections
 import io
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Deque, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, cast
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import AsyncCaller, Batch, call_args
+from fastrpc._core.calltable import AsyncCaller, Batch, CallTable, call_args
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
@@ -45,12 +45,12 @@ class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, owner: "AsyncConnection") -> None:
         self.owner = owner
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.owner.transport = transport
         sock = transport.get_extra_info("socket")
         self.owner.acked_base = (stream_acknowledged(sock) if sock is not None else None) or 0
 
-    def get_buffer(self, sizehint: int):
+    def get_buffer(self, sizehint: int) -> Any:
         return self.owner.table.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -65,11 +65,11 @@ class _Protocol(asyncio.BufferedProtocol):
         if owner.draining and not owner.table.pending:
             owner.leave()
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         self.owner.peer_closed()
         return False
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
         reason = f": {exc}" if exc else " by the server"
         self.owner.fail(ConnectionLostError(f"connection to {self.owner.address} closed{reason}"))
 
@@ -98,7 +98,7 @@ class _Preamble(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.lost = (AuthenticationError if self.stage.startswith("the authentication") else ConnectError)(
             f"{self.address} closed the connection during {self.stage}")
         if self.waiter is not None and not self.waiter.done():
@@ -116,7 +116,7 @@ class _Preamble(asyncio.Protocol):
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    async def run(self, transport, secret: Optional[bytes], http: bool) -> bytes:
+    async def run(self, transport: Any, secret: Optional[bytes], http: bool) -> bytes:
         """Authenticate and/or CONNECT; return bytes received past them."""
         if secret is not None:
             self.stage = "the authentication handshake (does it expect auth_secret?)"
@@ -156,9 +156,10 @@ class AsyncConnection(TableCalls):
         self.loop = loop
         self.table = client.new_call_table(owner=self, flush_frames=FLUSH_FRAMES, flush_bytes=FLUSH_BYTES)
         self.table.on_control = self._on_control
-        self.transport: Optional[asyncio.Transport] = None
+        # Set once open() connects; None only before.
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.error: Optional[BaseException] = None
-        self.flush_handle = None
+        self.flush_handle: Optional[asyncio.Handle] = None
         self.sent = 0                           # bytes written so far
         self.acked_base = 0                     # bytes the handshakes had acknowledged
         self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)   # (offset, first seq, last seq)
@@ -174,8 +175,9 @@ class AsyncConnection(TableCalls):
         preamble = secret is not None or client.http
         # With auth or HTTP CONNECT, a plain Protocol runs them first, then
         # hands the transport to the buffered _Protocol.
-        factory = (lambda: _Preamble(self.address)) if preamble else (lambda: _Protocol(self))  # noqa: E731
-        tls = {}
+        factory: Callable[[], Any] = ((lambda: _Preamble(self.address)) if preamble
+                                      else (lambda: _Protocol(self)))  # noqa: E731
+        tls: Dict[str, Any] = {}
         if client.ssl is not None:
             tls = {"ssl": client.ssl, "server_hostname": tls_hostname(self.address, client.server_hostname) or ""}
         try:
@@ -184,6 +186,7 @@ class AsyncConnection(TableCalls):
             else:
                 coro = self.loop.create_connection(factory, addr.host, addr.port, **tls)
             transport, protocol = await asyncio.wait_for(coro, timeout)
+            protocol = cast(Any, protocol)
         except asyncio.TimeoutError:
             raise ConnectTimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
         except ssl.SSLError as exc:
@@ -348,10 +351,10 @@ class AsyncClient(ClientSettings, Proxying):
                 self.dial_failed(exc)
                 raise
             self.dial_succeeded()
-            if self.heartbeat is not None:
+            if self.heartbeat is not None and self.heartbeat_timeout is not None:
                 conn.heartbeats = loop.create_task(conn.beat(self.heartbeat, self.heartbeat_timeout))
             self._conn = conn
-            if self.codec == "fastrpc":          # the compiled call path reads fastrpc's table
+            if isinstance(conn.table, CallTable):   # the compiled call path reads fastrpc's table
                 self._caller.table = conn.table
                 self._caller.create_future = loop.create_future
             self._connecting.set_result(None)
@@ -392,7 +395,8 @@ class AsyncClient(ClientSettings, Proxying):
         if started is None:
             self._ready_conn()                       # raises why there is no connection
             raise ConnectionClosedError(f"not connected to {self.address}")
-        return started[0]
+        future: asyncio.Future[Any] = started[0]
+        return future
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
         """Call `method` with `args` (and keyword arguments); return its result
@@ -406,6 +410,7 @@ class AsyncClient(ClientSettings, Proxying):
                 raise ConnectionClosedError(f"connection to {self.address} closed before the call was sent")
         fut, seq = started
         conn = self._conn                            # what start() sent on (nothing awaited since)
+        assert conn is not None
         try:
             return await fut
         except asyncio.CancelledError:
@@ -418,7 +423,7 @@ class AsyncClient(ClientSettings, Proxying):
         handle = conn.loop.call_later(timeout, self._expire, conn, seq, fut, method, timeout)
         fut.add_done_callback(lambda _f: handle.cancel())
 
-    def _expire(self, conn: AsyncConnection, seq: int, fut: asyncio.Future[Any], method: str, timeout) -> None:
+    def _expire(self, conn: AsyncConnection, seq: int, fut: asyncio.Future[Any], method: str, timeout: float) -> None:
         if not fut.done():
             conn.withdraw(seq)
             fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
@@ -498,7 +503,7 @@ class AsyncClient(ClientSettings, Proxying):
     async def __aenter__(self) -> "AsyncClient":
         return await self.connect()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ generator yields they wait until the batch is ready() or the deadline passes.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from fastrpc._core.calltable import Batch
 from fastrpc.errors import ConnectionClosedError, TimeoutError
@@ -16,7 +16,7 @@ from fastrpc.errors import ConnectionClosedError, TimeoutError
 __all__ = ["map_steps", "give_up"]
 
 
-def map_steps(conn: Any, batch: Batch, method: str, items: list[Any], window: int,
+def map_steps(conn: Any, batch: Batch, method: str, items: Sequence[Any], window: int,
               deadline_ms: Optional[int], meta: Optional[bytes]) -> Iterator[None]:
     """Send `items` as calls of `method` on `conn`; yield whenever the caller
     must wait for replies. Ends when every item has its answer, or when the

@@ -17,7 +17,7 @@ import ssl
 import struct
 import threading
 import time
-from typing import Any, Deque, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Optional, Tuple, Union
 
 try:
     import fcntl
@@ -30,6 +30,10 @@ from fastrpc._core.calltable import drain_callbacks, settle, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
+if TYPE_CHECKING:
+    from fastrpc._core.calltable import CallTable
+    from fastrpc.go.calltable import GoCallTable
+
 __all__ = ["TableCalls", "Connection", "acknowledged_bytes", "fail_undelivered", "stream_acknowledged"]
 
 
@@ -38,7 +42,7 @@ class TableCalls:
     asyncio connection (each keeps its call table in `table` and writes
     what it encodes with its next flush)."""
 
-    table: Any
+    table: Union[CallTable, GoCallTable]
 
     @property
     def draining(self) -> bool:
@@ -160,7 +164,7 @@ class Connection(TableCalls):
                     return
                 self.last_io = time.monotonic()
                 table.process(n)
-                if not (self.tls and self.sock.pending()):
+                if not (self.tls and self.sock.pending()):   # type: ignore[attr-defined]  # an SSLSocket when tls
                     return
         except RPCError as exc:
             self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
@@ -170,7 +174,8 @@ class Connection(TableCalls):
     def check_idle(self) -> None:
         """Take in what a server sent to a connection nobody read for a while (a
         GOAWAY, the close of an idle connection) before it carries a new call."""
-        if self.error is None and ((self.tls and self.sock.pending()) or _readable_now(self.sock)):
+        if self.error is None and ((self.tls and self.sock.pending())   # type: ignore[attr-defined]
+                                   or _readable_now(self.sock)):
             engine = self.engine
             if engine.leader == threading.get_ident():
                 self.on_readable()                   # we read for everyone already
@@ -215,7 +220,7 @@ class Connection(TableCalls):
         # The first error is the reason; a later one (a reader woken by the
         # shutdown above) must not replace it.
         self.table.clear_output()
-        self.table.fail_all(self.error)
+        self.table.fail_all(self.error if self.error is not None else exc)
         drain_callbacks()
 
     def close(self) -> None:
@@ -250,7 +255,7 @@ def acknowledged_bytes(sock: Any, sent: int, unsent: int, base: int) -> Optional
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             acked = stream_acknowledged(sock)
             return None if acked is None else acked - base
-        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
         return sent - queued - unsent
     except (OSError, AttributeError, NameError, struct.error):
         return None
@@ -267,7 +272,8 @@ def stream_acknowledged(sock: Any) -> Optional[int]:
     if len(info) < _TCPI_BYTES_ACKED + 8:
         return None
     # The count includes the SYN, which carried no data.
-    return max(0, struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0] - 1)
+    acked: int = struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0]
+    return max(0, acked - 1)
 
 
 # Offset of tcpi_bytes_acked in Linux's struct tcp_info.

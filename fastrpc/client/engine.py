@@ -74,8 +74,10 @@ class _Poller:
         if timeout is not None and timeout > MAX_SLEEP:
             timeout = MAX_SLEEP
         if self._epoll is not None:
-            return self._p.poll(-1 if timeout is None else timeout)
-        return self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+            events: List[Any] = self._p.poll(-1 if timeout is None else timeout)
+        else:
+            events = self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        return events
 
     def close(self) -> None:
         if self._epoll is not None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional
 
-from fastrpc._core.calltable import Batch, Caller, CallFuture, call_args
+from fastrpc._core.calltable import Batch, Caller, CallFuture, CallTable, call_args
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
@@ -107,7 +107,7 @@ class Client(ClientSettings, Proxying):
 
     def _use(self, conn: Connection) -> None:
         """New calls go on `conn` (the compiled call path reads fastrpc's table)."""
-        if self.codec == "fastrpc":
+        if isinstance(conn.table, CallTable):        # fastrpc's codec (Go's have their own path)
             self._caller.table = conn.table
 
     def _close_retired(self) -> None:
@@ -216,14 +216,16 @@ class Client(ClientSettings, Proxying):
                 pass                      # the next call dials; that connection beats anew
             return
         now = time.monotonic()
-        interval = min(1.0, self.heartbeat / 4)
+        heartbeat, heartbeat_timeout = self.heartbeat, self.heartbeat_timeout
+        assert heartbeat is not None and heartbeat_timeout is not None     # only scheduled with heartbeats on
+        interval = min(1.0, heartbeat / 4)
         if conn.ping_sent is not None:
             if conn.last_io >= conn.ping_sent:
                 conn.ping_sent = None     # anything received proves the peer alive
-            elif now - conn.ping_sent >= self.heartbeat_timeout:
+            elif now - conn.ping_sent >= heartbeat_timeout:
                 conn.fail(self.heartbeat_lost())
                 return
-        if conn.ping_sent is None and now - conn.last_io >= self.heartbeat:
+        if conn.ping_sent is None and now - conn.last_io >= heartbeat:
             try:
                 conn.table.ping(CallFuture("PING"))   # the PONG completes a future nobody reads
                 conn.flush()
@@ -232,7 +234,7 @@ class Client(ClientSettings, Proxying):
             conn.ping_sent = now
         conn.engine.schedule(interval, self._beat_if_current(conn))
 
-    def _beat_if_current(self, conn: Connection):
+    def _beat_if_current(self, conn: Connection) -> Callable[[], None]:
         def beat() -> None:
             if self._conn is conn:
                 self._beat()

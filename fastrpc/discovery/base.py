@@ -80,7 +80,7 @@ class Registration:
     def __enter__(self) -> "Registration":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -114,7 +114,7 @@ class Discovery:
     def __enter__(self) -> "Discovery":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 

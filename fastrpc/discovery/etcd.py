@@ -88,6 +88,7 @@ class _Gateway:
         for step in range(len(self.targets)):
             index = (self.current + step) % len(self.targets)
             scheme, host, port = self.targets[index]
+            conn: http.client.HTTPConnection
             if scheme == "https":
                 conn = http.client.HTTPSConnection(host, port, timeout=timeout,
                                                    context=self.ssl_context or ssl.create_default_context())
@@ -108,7 +109,7 @@ class _Gateway:
         conn, response = self.open_stream(path, body, self.timeout if timeout is None else timeout)
         return _decode(self._read(conn, response, path))
 
-    def open_stream(self, path: str, body: Dict[str, Any], timeout: float):
+    def open_stream(self, path: str, body: Dict[str, Any], timeout: float) -> Any:
         """POST `body` and return (connection, response) with status 200 (a watch reads it
         line by line); an expired token is renewed once."""
         for attempt in (0, 1):

@@ -95,7 +95,7 @@ class FileDiscovery(Discovery):
                 self._watchers.notify(service, list(endpoints.values()))
         return changed or not before
 
-    def _parse(self, content: bytes):
+    def _parse(self, content: bytes) -> Any:
         if self.format == "json":
             try:
                 data = json.loads(content.decode("utf-8"))
@@ -172,7 +172,7 @@ def _load_toml(content: bytes) -> Any:
         import tomllib
     except ImportError:                      # Python < 3.11
         try:
-            import tomli as tomllib
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef]  # the 3.10 backport
         except ImportError:
             raise ValueError("TOML files need Python 3.11+ or the tomli package") from None
     try:

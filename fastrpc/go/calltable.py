@@ -15,7 +15,7 @@ net/rpc server answers ("rpc: can't find service") without running anything.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Union
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import Arguments, CallFuture, fork_generation, monotonic, settle
@@ -26,7 +26,7 @@ from fastrpc.go.types import from_go, go_type
 
 __all__ = ["GoCallTable", "GO_CLIENT_CODECS", "PING_METHOD", "remote_error"]
 
-GO_CLIENT_CODECS = {"gob": GobClientCodec, "jsonrpc": JSONClientCodec}
+GO_CLIENT_CODECS: Dict[str, Any] = {"gob": GobClientCodec, "jsonrpc": JSONClientCodec}
 #: What a ping calls: no Go server has it, every one answers it.
 PING_METHOD = "fastrpc.Ping"
 _NOT_FOUND = ("rpc: can't find service ", "rpc: can't find method ", "rpc: service/method request ill-formed")
@@ -74,7 +74,7 @@ class GoCallTable:
 
     def __init__(self, codec: str, *, max_frame_size: int, max_depth: int, owner: Any = None,
                  flush_frames: int = 32, flush_bytes: int = 65536, **_limits: Any) -> None:
-        self.codec = GO_CLIENT_CODECS[codec](max_frame_size, max_depth)
+        self.codec: Union[GobClientCodec, JSONClientCodec] = GO_CLIENT_CODECS[codec](max_frame_size, max_depth)
         self.codec_name = codec
         self.lock = threading.Lock()
         self.pending: Dict[int, Any] = {}
@@ -106,7 +106,7 @@ class GoCallTable:
         with self.lock:
             seq = self.next_seq
             if slot is None:
-                if self.codec_name != "jsonrpc":
+                if not isinstance(self.codec, JSONClientCodec):
                     raise ValueError("gob (net/rpc's default codec) has no one-way calls; "
                                      "use call() or the jsonrpc codec")
                 self.codec.notify(method, args)

@@ -13,9 +13,10 @@ find ...").
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple, cast
 
 from fastrpc._core.calltable import CallFuture, call_args, monotonic
+from fastrpc.go.calltable import GoCallTable
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.sync import Client
 from fastrpc.context import bound_timeout
@@ -82,8 +83,9 @@ class GoClient(Client):
             raise TypeError(f"method must be a non-empty string, got {method!r}")
         timeout = bound_timeout(timeout, self.timeout)
         conn = self.connection()
-        fut = conn.table.go(method, args, None, None, conn.engine, flush=flush, arg_type=arg_type,
-                            reply_type=reply_type)
+        table = cast(GoCallTable, conn.table)
+        fut = table.go(method, args, None, None, conn.engine, flush=flush, arg_type=arg_type,
+                       reply_type=reply_type)
         return conn, fut, timeout
 
     def __repr__(self) -> str:
@@ -106,7 +108,8 @@ class AsyncGoClient(AsyncClient):
         if conn is None or not conn.usable:
             raise ConnectionClosedError(f"not connected to {self.address}")
         payload = args if not fields else call_args(args, fields)
-        return self._start(conn, method, payload, timeout, reply_type, arg_type)[0]
+        future: asyncio.Future[Any] = self._start(conn, method, payload, timeout, reply_type, arg_type)[0]
+        return future
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, reply_type: Any = None,
                    arg_type: Any = None, **fields: Any) -> Any:

@@ -42,8 +42,8 @@ class GobServerCodec:
         self.encoder = GobEncoder(max_depth)
         self.header: Optional[dict[Any, Any]] = None      # a request header waiting for its body
 
-    def feed(self, data) -> List[Tuple[int, str, tuple[Any, ...], Optional[str]]]:
-        calls = []
+    def feed(self, data: Any) -> List[Tuple[int, str, tuple[Any, ...], Optional[str]]]:
+        calls: List[Tuple[int, str, tuple[Any, ...], Optional[str]]] = []
         for value in self.decoder.feed(data):
             if self.header is None:
                 self.header = _header(value, "Request")
@@ -78,7 +78,8 @@ class GobServerCodec:
 
     def take(self) -> bytes:
         """The replies queued so far, ready to write."""
-        return self.encoder.take()
+        out: bytes = self.encoder.take()
+        return out
 
 
 class GobClientCodec:
@@ -103,9 +104,10 @@ class GobClientCodec:
             raise
 
     def take(self) -> bytes:
-        return self.encoder.take()
+        out: bytes = self.encoder.take()
+        return out
 
-    def feed(self, data) -> List[Tuple[int, Optional[str], Any]]:
+    def feed(self, data: Any) -> List[Tuple[int, Optional[str], Any]]:
         """Replies completed so far as (seq, error, decoded body).
 
         error is None, the server's error text, or a GobError when the reply

@@ -50,7 +50,7 @@ class JSONStream:
         self.depth = 0
         self.in_string = False
 
-    def feed(self, data) -> List[Any]:
+    def feed(self, data: Any) -> List[Any]:
         """Add bytes; return the objects now complete (ProtocolError if the stream is not JSON)."""
         buf = self.buf
         buf += data
@@ -89,7 +89,7 @@ class JSONStream:
         self.pos = pos
         return out
 
-    def _scan(self, buf, pos: int, n: int) -> int:
+    def _scan(self, buf: Any, pos: int, n: int) -> int:
         """The end of the current object, or -1 (need more), -2 (need more, escape pending)."""
         while True:
             if self.in_string:
@@ -162,8 +162,8 @@ class JSONServerCodec:
         self.stream = JSONStream(max_message)
         self.out = bytearray()
 
-    def feed(self, data) -> List[Tuple[Any, str, tuple[Any, ...], Optional[str]]]:
-        calls = []
+    def feed(self, data: Any) -> List[Tuple[Any, str, tuple[Any, ...], Optional[str]]]:
+        calls: List[Tuple[Any, str, tuple[Any, ...], Optional[str]]] = []
         for msg in self.stream.feed(data):
             if not isinstance(msg, dict):
                 raise ProtocolError("jsonrpc: a request must be a JSON object")
@@ -221,7 +221,7 @@ class JSONClientCodec:
         self.out = bytearray()
         return data
 
-    def feed(self, data) -> List[Tuple[Any, Optional[str], Any]]:
+    def feed(self, data: Any) -> List[Tuple[Any, Optional[str], Any]]:
         replies = []
         for msg in self.stream.feed(data):
             if not isinstance(msg, dict) or "id" not in msg:

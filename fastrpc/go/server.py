@@ -24,7 +24,7 @@ import html
 import inspect
 import logging
 import typing
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fastrpc.go._gob import K_STRUCT, GoType
 from fastrpc._core.servercore import MODE_INLINE, Handler
@@ -39,7 +39,7 @@ __all__ = ["GoConnection", "GO_CODECS"]
 
 log = logging.getLogger("fastrpc.server")
 
-GO_CODECS = {"gob": GobServerCodec, "jsonrpc": JSONServerCodec}
+GO_CODECS: Dict[str, Any] = {"gob": GobServerCodec, "jsonrpc": JSONServerCodec}
 GO_RPC_PATH = b"/_goRPC_"           # Go's rpc.DefaultRPCPath
 DEBUG_PATH = b"/debug/rpc"          # Go's rpc.DefaultDebugPath
 CONNECTED = b"HTTP/1.0 200 Connected to Go RPC\n\n"
@@ -83,7 +83,7 @@ class GoSignature:
                 pass                    # no Go counterpart: infer from each value
         self.reply_go = _go_name(hints.get("return"), pointer=True) if "return" in hints else "*interface {}"
 
-    def arguments(self, args: tuple[Any, ...]) -> tuple:
+    def arguments(self, args: tuple[Any, ...]) -> Tuple[Any, ...]:
         """The handler's positional arguments for the values a Go caller sent."""
         h = self.handler
         lo, hi = h.min_args, h.max_args
@@ -97,8 +97,11 @@ class GoSignature:
         convs = self.converters
         if not any(convs):
             return args
-        return tuple(convs[i](a) if i < len(convs) and convs[i] is not None else a
-                     for i, a in enumerate(args))
+        converted = []
+        for i, a in enumerate(args):
+            convert = convs[i] if i < len(convs) else None
+            converted.append(a if convert is None else convert(a))
+        return tuple(converted)
 
     def _fields_by_name(self, fields: Dict[Any, Any]) -> tuple[Any, ...]:
         """The parameters' values from a struct's fields, matched by name (never by position)."""
@@ -157,12 +160,13 @@ class GoConnection(ServedConnection, asyncio.Protocol):
     def __init__(self, server: Host, codec: str, http: bool) -> None:
         super().__init__(server)
         self.codec_name = codec
-        self.codec = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
+        # A GobServerCodec or JSONServerCodec; None until an HTTP listener's CONNECT is read.
+        self.codec: Any = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
         self.http_header: Optional[bytearray] = bytearray() if http else None
         self.next_task = 0
 
     # asyncio protocol ---------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         s = self.server
@@ -195,13 +199,14 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             self._dispatch(key, method, args, bad)
         self.flush()
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         return False
 
     # HTTP ---------------------------------------------------------------
     def _http(self, data: bytes) -> bytes:
         """Handle the HTTP request that opens the connection; return bytes past it."""
         header = self.http_header
+        assert header is not None               # set until the HTTP request is read
         header += data
         end = header.find(b"\n\n")
         end2 = header.find(b"\r\n\r\n")

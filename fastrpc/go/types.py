@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import sys
 import typing
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fastrpc.go._gob import (BOOL, BYTES, COMPLEX, FLOAT, INT, INTERFACE, STRING, UINT, GoType,
                           K_ARRAY, K_BOOL, K_BYTES, K_COMPLEX, K_FLOAT, K_INT, K_INTERFACE,
@@ -64,7 +64,7 @@ class _ArrayAlias:
         elem, length = params
         if not isinstance(length, int) or length < 0:
             raise TypeError(f"GoArray length must be an int >= 0, got {length!r}")
-        return typing.Annotated[typing.List[elem], _Marker(length=length)]
+        return typing.Annotated[typing.List[elem], _Marker(length=length)]   # type: ignore[valid-type]
 
 
 GoArray = _ArrayAlias()
@@ -94,6 +94,7 @@ def _composite(kind: int, elem: GoType, key: Optional[GoType] = None, length: in
     elif kind == K_ARRAY:
         name = f"[{length}]{_qualified(elem)}"
     else:
+        assert key is not None, "a map type has a key type"
         name = f"map[{_qualified(key)}]{_qualified(elem)}"
     t = _composites.get(name)
     if t is None or t.elem is not elem or t.key is not key:
@@ -205,7 +206,7 @@ def infer_go_type(value: Any) -> GoType:
             return UINT                         # only a Go uint64 can hold it
         return basic
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return go_type(cls)
+        return go_type(cls)   # type: ignore[arg-type]  # a dataclass's class is hashable
     if isinstance(value, (list, tuple)):
         return _composite(K_SLICE, _common([infer_go_type(v) for v in value]))
     if isinstance(value, dict):
@@ -214,7 +215,7 @@ def infer_go_type(value: Any) -> GoType:
                           key=STRING if keys is INTERFACE and not value else keys)
     for base in (int, float, str, bytes):                # subclasses (IntEnum, ...)
         if isinstance(value, base):
-            return infer_go_type(base(value))
+            return infer_go_type(base(value))   # type: ignore[arg-type]  # value is an instance of base
     raise EncodeError(f"{cls.__name__} has no Go type; use a dataclass or a basic type")
 
 
@@ -249,7 +250,7 @@ def _struct_of(fields: Tuple[Tuple[str, GoType], ...]) -> GoType:
 _dict_structs: Dict[tuple[Any, ...], GoType] = {}
 
 
-def _common(types: list[Any]) -> GoType:
+def _common(types: List[GoType]) -> GoType:
     if not types:
         return INTERFACE
     first = types[0]
@@ -306,7 +307,10 @@ def converter(annotation: Any) -> Optional[Callable[[Any], Any]]:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
             inner = converter(rest[0])
-            return None if inner is None else (lambda v: None if v is None else inner(v))
+            if inner is None:
+                return None
+            convert: Callable[[Any], Any] = inner
+            return lambda v: None if v is None else convert(v)
         return None
     if origin in (list, set, frozenset) or origin in _SEQUENCE_ORIGINS or origin is tuple:
         inner = converter(args[0]) if args else None
@@ -389,7 +393,8 @@ def zero_for(annotation: Any) -> Any:
 
 
 def _dataclass_converter(cls: type) -> Callable[[Any], Any]:
-    plan = []           # (attribute, go name, converter, zero) filled on first use (recursion)
+    # (attribute, go name, converter, zero) filled on first use (recursion)
+    plan: List[Tuple[str, str, Optional[Callable[[Any], Any]], Any]] = []
 
     def convert(value: Any) -> Any:
         if value is None or isinstance(value, cls):

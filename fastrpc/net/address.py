@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 __all__ = ["Address", "parse_address"]
 
@@ -12,9 +11,9 @@ class Address:
     """A parsed listen or dial address."""
 
     scheme: str                  # "tcp" or "unix"
-    host: Optional[str] = None   # tcp only
-    port: Optional[int] = None   # tcp only
-    path: Optional[str] = None   # unix only
+    host: str = ""               # tcp only
+    port: int = 0                # tcp only
+    path: str = ""               # unix only
 
     def __str__(self) -> str:
         if self.scheme == "unix":

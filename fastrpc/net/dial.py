@@ -39,7 +39,7 @@ def dial(address: str, timeout: float | None) -> socket.socket:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
             try:
-                sock.connect(addr.path or "")      # parse_address gives unix addresses a path
+                sock.connect(addr.path)
             except BaseException:
                 sock.close()
                 raise

@@ -79,10 +79,10 @@ class Endpoint:
 def check_weight(weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise TypeError(f"weight must be a number, not {type(weight).__name__}")
-    weight = float(weight)
-    if not math.isfinite(weight) or weight <= 0:
-        raise ValueError(f"weight must be a finite number > 0, got {weight}")
-    return weight
+    value = float(weight)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"weight must be a finite number > 0, got {value}")
+    return value
 
 
 def as_endpoint(item: Union[str, Endpoint]) -> Endpoint:

@@ -11,6 +11,7 @@ one batch, not for the whole burst.
 from __future__ import annotations
 
 import asyncio
+import functools
 import errno
 import logging
 import socket
@@ -156,7 +157,7 @@ class Listener:
                                                      ssl_handshake_timeout=self.handshake_timeout)
         task = self.loop.create_task(coro)
         self.making.add(task)
-        task.add_done_callback(lambda t, conn=conn: self._served(t, conn))
+        task.add_done_callback(functools.partial(self._served, conn=conn))
 
     def _served(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
         self.making.discard(task)

@@ -65,7 +65,9 @@ _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
 class Host(Protocol):
     """What a connection uses of its server (fastrpc.Server is one)."""
 
-    loop: asyncio.AbstractEventLoop         # the event loop serving the connections
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop serving the connections."""
     dispatcher: Any                         # fastrpc.server.dispatch.Dispatcher
     connections: "ConnectionSet"
     max_frame_size: int
@@ -80,6 +82,10 @@ class Host(Protocol):
     authorize: Any
     auth_secret: Optional[bytes]
     handshake_timeout: float
+    send_tracebacks: bool
+    default: Optional[Callable[[Any], Any]]
+    ext_hook: Optional[Callable[[int, bytes], Any]]
+    keep_tuples: bool
 
 
 class ConnectionSet:
@@ -139,7 +145,8 @@ class ServedConnection:
 
     def __init__(self, server: Host) -> None:
         self.server = server                          # its public parts: loop, dispatcher, connections, settings
-        self.transport: Optional[asyncio.Transport] = None
+        # Set by connection_made; None only before it.
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.tasks: Dict[Any, asyncio.Future[Any]] = {}     # calls running as tasks or in the pool
         self.closing = False
         self.peer = None
@@ -163,7 +170,7 @@ class ServedConnection:
         """Tell the client to send new calls elsewhere (where the protocol can)."""
 
     # calls ------------------------------------------------------------------
-    def _start_task(self, key: Any, fut: asyncio.Future[Any], on_done: Callable[[asyncio.Future], None]) -> None:
+    def _start_task(self, key: Any, fut: asyncio.Future[Any], on_done: Callable[[asyncio.Future[Any]], None]) -> None:
         """Track a call now running as `fut`; past max_inflight, stop reading."""
         self.tasks[key] = fut
         self.server.dispatcher.load.value += 1
@@ -240,7 +247,7 @@ class ServedConnection:
         if not self.closing:
             self._write(self._take_output())
 
-    def _write(self, data) -> None:
+    def _write(self, data: Any) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -251,7 +258,7 @@ class ServedConnection:
     cancel_on_hangup = True
 
     # closing ------------------------------------------------------------------
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closing = True
         self.server.connections.discard(self)
         if self.cancel_on_hangup:
@@ -267,17 +274,18 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
 
     def __init__(self, server: Host) -> None:
         super().__init__(server)
-        self.core: Optional[ServerCore] = None
+        # Set by connection_made; None before it and once closed (nothing uses it then).
+        self.core: ServerCore = None  # type: ignore[assignment]
         # Authentication (Server(auth_secret=...)): until it succeeds, bytes
         # go to the handshake, never to the core, so no handler can run.
-        self.handshake: Optional[ServerHandshake] = None
+        self.handshake: ServerHandshake = None  # type: ignore[assignment]  # set while authenticating
         self.handshake_buf: Optional[bytearray] = None
         self.handshake_timer: Optional[asyncio.TimerHandle] = None
         self.refused_timer: Optional[asyncio.TimerHandle] = None   # closes a refused connection
-        self.unauthenticated: Optional[wire.FrameReader] = None
+        self.unauthenticated: wire.FrameReader = None  # type: ignore[assignment]  # set once refused
 
     # asyncio protocol -------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         s = self.server
@@ -319,7 +327,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         if s.connections.closing:
             self.goaway("server is shutting down")
 
-    def get_buffer(self, sizehint: int):
+    def get_buffer(self, sizehint: int) -> Any:
         if self.handshake_buf is not None:
             return self.handshake_buf
         return self.core.get_buffer(sizehint)
@@ -419,7 +427,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         if out is not None:
             self.transport.write(out)
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         return False  # close our side too; replies already written still go out
 
     def _hold(self, paused: bool) -> None:
@@ -427,7 +435,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         if not paused:
             self._process(0)                # frames held back in the buffer go first
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
         # Pending timers would keep this connection (and its buffers) alive.
         for timer in (self.handshake_timer, self.refused_timer):
             if timer is not None:
@@ -437,8 +445,8 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         # The core refers back to this connection: break the cycle now, so
         # both go as soon as the transport lets go of us (not at the next
         # garbage collection).
-        self.core = None
-        self.handshake = self.unauthenticated = None
+        self.core = None  # type: ignore[assignment]
+        self.handshake = self.unauthenticated = None  # type: ignore[assignment]
 
     # called by ServerCore ---------------------------------------------
     def spawn(self, handler: Handler, seq: int, args: tuple[Any, ...], notify: bool,
@@ -452,7 +460,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             return
         self._track(seq, handler.name, notify, fut, deadline)
 
-    def spawn_awaitable(self, handler: Handler, seq: int, awaitable, notify: bool) -> None:
+    def spawn_awaitable(self, handler: Handler, seq: int, awaitable: Any, notify: bool) -> None:
         """A plain handler returned an awaitable: await it as a task."""
         self._track(seq, handler.name, notify, self.server.dispatcher.start_awaitable(self.server.loop, awaitable),
                     None)
@@ -503,7 +511,8 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
 
     # output -------------------------------------------------------------
     def _take_output(self) -> Optional[bytes]:
-        return self.core.take_output()
+        out: Optional[bytes] = self.core.take_output()
+        return out
 
     def goaway(self, reason: str) -> None:
         """Tell the client to send new calls elsewhere."""

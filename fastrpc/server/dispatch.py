@@ -151,7 +151,8 @@ class Dispatcher:
 
     def start_awaitable(self, loop: asyncio.AbstractEventLoop, awaitable: Any) -> asyncio.Future[Any]:
         """A plain handler returned an awaitable: run it as a task."""
-        return asyncio.ensure_future(awaitable, loop=loop)
+        fut: asyncio.Future[Any] = asyncio.ensure_future(awaitable, loop=loop)
+        return fut
 
     @staticmethod
     def outcome(name: str, deadline: Optional[float], fut: asyncio.Future[Any]) -> Outcome:

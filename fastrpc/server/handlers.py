@@ -17,7 +17,7 @@ __all__ = ["blocking", "build_handler", "public_methods"]
 _BLOCKING_ATTR = "__fastrpc_blocking__"
 
 
-def blocking(func: Callable[..., Any]) -> Callable:
+def blocking(func: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a handler as blocking: the server runs it in its thread pool.
 
     Use it for handlers that sleep, do file or network I/O, or hold the GIL
@@ -52,7 +52,7 @@ def _arity(sig: Optional[inspect.Signature]) -> Tuple[int, int, bool]:
     return min_args, max_args, kw_required
 
 
-def _binder(sig: inspect.Signature) -> Callable[[tuple[Any, ...], Optional[dict[Any, Any]]], Tuple[tuple, dict]]:
+def _binder(sig: inspect.Signature) -> Callable[[tuple[Any, ...], Optional[dict[Any, Any]]], Tuple[Tuple[Any, ...], Dict[str, Any]]]:
     """bind(args, kwargs) for a call with keyword arguments: the arguments as
     the handler takes them, or TypeError naming what does not fit (an unknown
     or missing name, a value given twice). Only calls that carry keyword
@@ -62,7 +62,7 @@ def _binder(sig: inspect.Signature) -> Callable[[tuple[Any, ...], Optional[dict[
     by_name = {name for name, p in params.items()
                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
-    def bind(args: tuple[Any, ...], kwargs: Optional[dict[Any, Any]]) -> Tuple[tuple, dict]:
+    def bind(args: tuple[Any, ...], kwargs: Optional[dict[Any, Any]]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         if kwargs:
             for key in kwargs:
                 if type(key) is not str:

@@ -290,6 +290,7 @@ class Server:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         addr = parse_address(address)
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.BaseProtocol]
         if codec == "fastrpc":
             factory = functools.partial(FastConnection, self)
         else:
@@ -322,7 +323,7 @@ class Server:
                 loop = self._loop = new_event_loop(self.use_uvloop)
                 ready = threading.Event()
 
-                def run():
+                def run() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
                     try:
@@ -333,9 +334,10 @@ class Server:
                 self._thread = threading.Thread(target=run, name="fastrpc-server", daemon=True)
                 self._thread.start()
                 ready.wait()
+            assert self._loop is not None, "the server's thread set its loop"
             return self._loop
 
-    def _finish_loop(self, loop) -> None:
+    def _finish_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
@@ -382,6 +384,7 @@ class Server:
     async def _sweep_idle(self) -> None:
         """GOAWAY to connections idle for idle_timeout; close them once silent LINGER more."""
         loop = asyncio.get_running_loop()
+        assert self.idle_timeout is not None        # only started with an idle_timeout
         period = max(0.02, min(self.idle_timeout / 4.0, 5.0))
         while not self.connections.closing:
             await asyncio.sleep(period)
@@ -460,7 +463,7 @@ class Server:
     def __enter__(self) -> "Server":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __repr__(self) -> str:
