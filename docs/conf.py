@@ -44,7 +44,9 @@ nitpick_ignore_regex = [
     (r"py:class", r"fastrpc\.client\.(connection\.Connection|aio\.AsyncConnection)|fastrpc\.balancer\.map\.MapJob"),
     (r"py:class", r"(Member|Attempt|Connection|Pool|Planner|Watch|Caller|Slot|Dispatcher|Handler|"
                   r"ClientSettings|BalancerCore|Strategy|Endpoint|Discovery|Registration|CallFuture|"
-                  r"GoType|AsyncConnection|ServedConnection|CallContext|RetryBudget)"),
+                  r"GoType|AsyncConnection|ServedConnection|CallContext|RetryBudget|ClientOptions|"
+                  r"BalancerOptions|Proxy|Proxying)"),
+    (r"py:class", r"fastrpc\.(extensions|client\.proxy)\.T|_ssl\.SSLContext"),
 ]
 
 html_theme = "alabaster"

@@ -36,6 +36,7 @@ __all__ = [
     "RemoteDecodeError",
     "RemoteTraceback",
     "register_error",
+    "UnsupportedError",
 ]
 
 

@@ -95,7 +95,7 @@ cdef class Pool:
         if self.kernel is not None:
             i = self.kernel.pick(key_hash)
             if i < 0:
-                raise NoEndpointError("the balancer has no endpoints" if not self.members
+                raise NoEndpointError(self.policy.no_endpoint_reason() if not self.members
                                       else "the strategy picked no endpoint")
             m = <Member>self.members[i]
             self.table.begin(i)
@@ -103,7 +103,7 @@ cdef class Pool:
             with self.lock:                     # a custom strategy runs Python
                 i = self.picker.pick(key_hash) if self.picker is not None else -1
                 if i < 0:
-                    raise NoEndpointError("the balancer has no endpoints" if not self.members
+                    raise NoEndpointError(self.policy.no_endpoint_reason() if not self.members
                                           else "the strategy picked no endpoint")
                 m = <Member>self.members[i]
                 self.table.begin(i)

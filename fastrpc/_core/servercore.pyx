@@ -113,6 +113,7 @@ cdef class ServerCore:
 
     `conn` is the Python connection object; the core calls its methods
     spawn(handler, seq, args, notify, deadline_ms, meta, kwargs), cancel(seq),
+    log_handler_error(name, exc),
     on_goaway(), on_pong(seq) and log_notify_error(name, exc).
     """
     cdef FrameReader reader
@@ -285,6 +286,7 @@ cdef class ServerCore:
             else:
                 self._error(f.seq, _error_type(exc), str(exc),
                             format_traceback(exc) if self.send_tracebacks else None)
+                self.conn.log_handler_error(h.name, exc)
             return 0
         if type(result) is _coroutine_type:
             # A plain function that returned a coroutine: run it as a task.

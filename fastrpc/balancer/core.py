@@ -297,9 +297,21 @@ class BalancerCore(Proxying):
         with self._lock:
             i = self.pool.picker.pick(self.pool.key_hash_for(key))
             if i < 0:
-                raise NoEndpointError("the balancer has no endpoints")
+                raise NoEndpointError(self.no_endpoint_reason())
             endpoint: Endpoint = self._members[i].endpoint
             return endpoint
+
+    def no_endpoint_reason(self) -> str:
+        """Why the balancer has no endpoint: it was given none, or its registry
+        has none for its service (naming the services the registry does have)."""
+        if self.discovery is None:
+            return "the balancer has no endpoints"
+        try:
+            known = ", ".join(self.discovery.services()) or "none"
+        except Exception as exc:             # the registry is unreachable: say so
+            known = f"unknown ({type(exc).__name__}: {exc})"
+        return (f"{self.discovery!r} has no endpoints for service {self.service!r} "
+                f"(services it has: {known})")
 
     def hash_key(self, key: Any) -> int:
         """The 64-bit hash of a call's key (what consistent_hash places it by)."""

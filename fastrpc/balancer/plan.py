@@ -302,6 +302,10 @@ class Planner:
         """A removed endpoint's last call ended: close its connection."""
         self.core.close_member(member)
 
+    def no_endpoint_reason(self) -> str:
+        """Why a balancer with no endpoints has none (the text of its NoEndpointError)."""
+        return str(self.core.no_endpoint_reason())
+
     def maintain(self) -> None:
         """An ejection expiry or slow-start step is due."""
         self.core.maintain()

@@ -106,7 +106,18 @@ def make_proxy(caller: Any, service: Any, options: Dict[str, Any]) -> Any:
 
 
 class Proxying:
-    """The proxy() method of every client and balancer."""
+    """proxy(), describe() and services() of every client and balancer."""
+
+    def describe(self, name: Optional[str] = None) -> Any:
+        """What the server serves, from its reflection service: every service
+        (or the one `name`, "Service" or "Service.Method") with its methods'
+        parameters, return annotation, docstring and mode (a coroutine on
+        asyncio clients and balancers)."""
+        return self.call("_fastrpc.Describe", name)          # type: ignore[attr-defined]
+
+    def services(self) -> Any:
+        """The services the server serves, sorted (a coroutine on asyncio clients and balancers)."""
+        return self.call("_fastrpc.Services")                # type: ignore[attr-defined]
 
     @overload
     def proxy(self, service: str, **options: Any) -> Proxy: ...

@@ -94,6 +94,10 @@ class Discovery:
         """The current endpoints of `service` (may be empty)."""
         raise NotImplementedError
 
+    def services(self) -> List[str]:
+        """The services that have endpoints now, sorted (what a balancer may ask for)."""
+        raise NotImplementedError
+
     def watch(self, service: str, on_change: OnChange) -> Watch:
         """Call `on_change(endpoints)` with the full set whenever it changes.
 

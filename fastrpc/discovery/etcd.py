@@ -242,6 +242,13 @@ class EtcdDiscovery(Discovery):
         entries, _ = self._snapshot(service)
         return list(entries.values())
 
+    def services(self) -> List[str]:
+        """The services with endpoints under the prefix now (raises EtcdError if etcd is unreachable)."""
+        reply = self.gateway.call("/v3/kv/range", {"key": _b64(self.prefix), "range_end": _b64(_prefix_end(self.prefix)),
+                                                   "keys_only": True})
+        names = {_unb64(kv["key"])[len(self.prefix):].split("/", 1)[0] for kv in reply.get("kvs", [])}
+        return sorted(name for name in names if name)
+
     def watch(self, service: str, on_change: OnChange) -> Watch:
         """Follow `service` from a background thread; see the class notes on outages."""
         self._service_prefix(service)

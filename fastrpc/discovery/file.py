@@ -142,6 +142,11 @@ class FileDiscovery(Discovery):
         with self._lock:
             return list(self._lookup(service).values())
 
+    def services(self) -> List[str]:
+        """The services the file names (a file with one top-level list names none)."""
+        with self._lock:
+            return sorted(s for s, eps in self._data.items() if eps)
+
     def watch(self, service: str, on_change: OnChange) -> Watch:
         """Poll the file (every poll_interval) and report `service`'s set when it changes."""
         watch = self._watchers.add(service, on_change)

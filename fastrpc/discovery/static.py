@@ -32,6 +32,11 @@ class StaticDiscovery(Discovery):
         with self._lock:
             return list(self._set(service).values())
 
+    def services(self) -> List[str]:
+        """The services given (and registered in this process) that have endpoints."""
+        with self._lock:
+            return sorted(s for s, eps in self._services.items() if eps)
+
     def _set(self, service: str) -> Dict[str, Endpoint]:
         if service not in self._services:
             self._services[service] = dict(self._default or {})

@@ -280,7 +280,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         try:
             result = handler.func(*call_args)
         except Exception as exc:
-            self._error(key, method, _error_text(exc))
+            self._error(key, method, _error_text(exc), exc)
             return
         if inspect.isawaitable(result):
             self._track(key, method, sig, dispatcher.start_awaitable(loop, result))
@@ -298,9 +298,10 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         if self.closing:
             return
         result, exc = self.server.dispatcher.outcome(method, None, fut)
-        if exc is not None:
-            self._error(key, method, _error_text(exc) if not isinstance(exc, asyncio.CancelledError)
-                        else f"{method} was cancelled")
+        if isinstance(exc, asyncio.CancelledError):
+            self._error(key, method, f"{method} was cancelled")
+        elif exc is not None:
+            self._error(key, method, _error_text(exc), exc)
         else:
             self._reply(key, method, sig, result)
         self._schedule_flush()
@@ -312,11 +313,16 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         value, gotype = sig.reply(result)
         self.codec.reply(key, method, value, gotype)
 
-    def _error(self, key: Any, method: str, message: str) -> None:
-        if self.codec.is_notification(key):
+    def _error(self, key: Any, method: str, message: str, raised: Optional[BaseException] = None) -> None:
+        """Answer `key` with an error (a notification's is only logged); `raised`:
+        the handler's exception, logged as fastrpc's own connections log it."""
+        notify = self.codec.is_notification(key)
+        if raised is not None:
+            self.server.dispatcher.log_failure(method, raised, notify)
+        elif notify:
             log.warning("notification %s failed: %s", method, message)
-            return
-        self.codec.reply_error(key, method, message)
+        if not notify:
+            self.codec.reply_error(key, method, message)
 
     # output -----------------------------------------------------------------
     def _take_output(self) -> Optional[bytes]:

@@ -42,8 +42,8 @@ class RateLimitedLog:
         self.last = -1e9
         self.suppressed = 0
 
-    def warning(self, message: str, *args: Any) -> None:
-        """Log `message` now, or count it towards the next summary."""
+    def warning(self, message: str, *args: Any, exc_info: Optional[BaseException] = None) -> None:
+        """Log `message` now (with `exc_info`'s traceback), or count it towards the next summary."""
         now = time.monotonic()
         if now - self.last < self.every:
             self.suppressed += 1
@@ -53,7 +53,7 @@ class RateLimitedLog:
             args += (self.suppressed, now - self.last)
         self.last = now
         self.suppressed = 0
-        log.warning(message, *args)
+        log.warning(message, *args, exc_info=exc_info)
 
 
 def bind_tcp(host: str, port: int) -> List[socket.socket]:

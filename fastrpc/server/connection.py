@@ -491,6 +491,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         else:
             self.core.reply_error(seq, error_type_name(exc), str(exc),
                                   format_traceback(exc) if self.server.send_tracebacks else None)
+            self.log_handler_error(name, exc)
         self._schedule_flush()
 
     def cancel(self, seq: int) -> None:
@@ -507,7 +508,11 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
 
     def log_notify_error(self, name: str, exc: BaseException) -> None:
         """A notification failed: nobody gets a reply, so it is logged."""
-        log.warning("notification %s failed: %s: %s", name, type(exc).__name__, exc)
+        self.server.dispatcher.log_failure(name, exc, True)
+
+    def log_handler_error(self, name: str, exc: BaseException) -> None:
+        """A call's handler raised (the caller got the error): logged too."""
+        self.server.dispatcher.log_failure(name, exc, False)
 
     # output -------------------------------------------------------------
     def _take_output(self) -> Optional[bytes]:

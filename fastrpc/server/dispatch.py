@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import threading
 import time
 import weakref
@@ -22,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from fastrpc._core.servercore import MODE_ASYNC, Handler, LoadGauge, not_found_message
 from fastrpc.context import serving
 from fastrpc.errors import DeadlineExceeded
+from fastrpc.server.accept import RateLimitedLog
 from fastrpc.server.handlers import build_handler, public_methods, service_name
 
 __all__ = ["Dispatcher", "Outcome"]
@@ -48,6 +50,10 @@ class Dispatcher:
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._lock = threading.Lock()
         self._annotations: Dict[str, Any] = {}      # per-handler data other layers derive once (Go signatures)
+        self._docs: Dict[str, Optional[str]] = {}   # service -> the registered object's class docstring
+        # Handler failures are logged per method, at most one line (and a
+        # summary) per LOG_EVERY seconds each: a hot failing method cannot flood the log.
+        self._failure_logs: Dict[str, RateLimitedLog] = {}
         #: Deadline timers of async handlers still running (each goes with its call).
         self.deadline_timers: Dict[asyncio.Future[Any], asyncio.TimerHandle] = {}
 
@@ -62,6 +68,7 @@ class Dispatcher:
         if not methods:
             raise ValueError(f"{service} has no public methods to register")
         self.install(service, {f"{service}.{m}": build_handler(fn, f"{service}.{m}") for m, fn in methods.items()})
+        self._docs[service] = inspect.getdoc(type(obj))
         return service
 
     def register_function(self, func: Callable[..., Any], name: str) -> None:
@@ -83,10 +90,30 @@ class Dispatcher:
             self.handlers.update({k.encode(): v for k, v in handlers.items()})
             self.services.add(service.encode())
 
+    def log_failure(self, name: str, exc: BaseException, notify: bool) -> None:
+        """A call or notification of `name` failed with `exc`: log it (WARNING on
+        "fastrpc.server", with the traceback when the handler raised it),
+        rate-limited per method. Calls and notifications read the same."""
+        entry = self._failure_logs.get(name)
+        if entry is None:
+            if len(self._failure_logs) >= 10_000:        # bounded, whatever names peers send
+                self._failure_logs.clear()
+            entry = self._failure_logs[name] = RateLimitedLog()
+        entry.warning("%s %s failed: %s: %s", "notification" if notify else "call", name,
+                      type(exc).__name__, exc, exc_info=exc if exc.__traceback__ is not None else None)
+
     @property
     def methods(self) -> List[str]:
-        """Every registered "Service.Method" name, sorted."""
-        return sorted(k.decode() for k in self.handlers)
+        """Every registered "Service.Method" name, sorted (built-in "_" services left out)."""
+        return sorted(k.decode() for k in self.handlers if not k.startswith(b"_"))
+
+    def handlers_sorted(self) -> List[Handler]:
+        """Every handler, built-in ones included, by name."""
+        return sorted(list(self.handlers.values()), key=lambda h: h.name)
+
+    def service_doc(self, service: str) -> Optional[str]:
+        """The docstring of the class registered as `service` (None: a function, or none)."""
+        return self._docs.get(service)
 
     def lookup(self, method: str) -> Optional[Handler]:
         """The handler of `method`, or None."""

@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import ssl as _ssl
+import signal
 import threading
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -30,6 +31,7 @@ from fastrpc.net.loop import new_event_loop
 from fastrpc.server.accept import Listener, bind_tcp, bind_unix
 from fastrpc.server.connection import LINGER, ConnectionSet, FastConnection
 from fastrpc.server.dispatch import Dispatcher
+from fastrpc.server.reflection import SERVICE as REFLECTION_SERVICE, Reflection
 
 __all__ = ["Server"]
 
@@ -92,6 +94,10 @@ class Server:
       a traceback tells a caller about the server's code (SECURITY.md).
     - ``default``, ``ext_hook``, ``keep_tuples``: the codec's hooks for
       your own types, and tuples kept as tuples in results (as Client's).
+    - ``reflection`` (True): serve the built-in ``_fastrpc`` service, which
+      lists the services and describes their methods (``client.describe()``,
+      ``fastrpc list``); it goes through TLS, the secret and ``authorize``
+      like any call.
 
     A handler's exception reaches the caller under its class name, or the
     name given to ``fastrpc.register_error``; clients raise the common
@@ -118,7 +124,8 @@ class Server:
                  send_tracebacks: bool = False,
                  default: Optional[Callable[[Any], Any]] = None,
                  ext_hook: Optional[Callable[[int, bytes], Any]] = None,
-                 keep_tuples: bool = False) -> None:
+                 keep_tuples: bool = False,
+                 reflection: bool = True) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
@@ -153,6 +160,8 @@ class Server:
         self.keep_tuples = keep_tuples          # tuples in results travel as tuples
         #: The registered services and how their handlers run (shared by every connection).
         self.dispatcher = Dispatcher(max_workers)
+        if reflection:
+            self.dispatcher.register(Reflection(self.dispatcher), REFLECTION_SERVICE)
         #: The open connections, and whether the server is closing.
         self.connections = ConnectionSet()
         self._listeners: List[Listener] = []
@@ -162,6 +171,7 @@ class Server:
         self._thread: Optional[threading.Thread] = None
         self._registrations: List[Registration] = []   # discovery entries, removed on close
         self._closed = threading.Event()
+        self._close_started = False             # a close was started from the server's own loop
         self._lock = threading.Lock()
 
     # registry -------------------------------------------------------------
@@ -256,19 +266,39 @@ class Server:
         fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec, ssl), loop)
         return fut.result()
 
-    def serve_forever(self, address: str, codec: Optional[str] = None) -> None:
-        """Listen on `address` and serve in this thread until close() (or Ctrl-C)."""
+    def serve_forever(self, address: str, codec: Optional[str] = None,
+                      ssl: Optional[_ssl.SSLContext] = None) -> None:
+        """Listen on `address` and serve in this thread until close().
+
+        In the main thread, SIGTERM and SIGINT (Ctrl-C) close the server
+        gracefully, as close() does: GOAWAY, in-flight calls finish within
+        `grace`, then this returns. `codec` and `ssl` are as for start().
+        """
         if self._thread is not None:
             raise RuntimeError("server already runs in a background thread")
         loop = self._loop = new_event_loop(self.use_uvloop)
         asyncio.set_event_loop(loop)
+        handled = []
         try:
-            loop.run_until_complete(self.listen(address, codec))
+            loop.run_until_complete(self.listen(address, codec, ssl))
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self._begin_close, None)
+                    handled.append(sig)
             loop.run_forever()
         except KeyboardInterrupt:
             loop.run_until_complete(self._aclose(self.grace))
         finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
             self._finish_loop(loop)
+
+    def _begin_close(self, grace: Optional[float]) -> None:
+        """On the server's loop: start a graceful close (once) without waiting for it."""
+        if not self._close_started:
+            self._close_started = True
+            log.info("closing: draining calls in flight (grace %.1fs)", self.grace if grace is None else grace)
+            self.loop.create_task(self.aclose(grace))
 
     async def listen(self, address: str, codec: Optional[str] = None,
                      ssl: Optional[_ssl.SSLContext] = None) -> str:
@@ -349,22 +379,26 @@ class Server:
         """Stop accepting, let in-flight calls finish (up to `grace` seconds), close.
 
         Connections are told GOAWAY first, so clients send new calls
-        elsewhere. Safe to call more than once and from any thread.
+        elsewhere. Safe to call more than once and from any thread. From
+        the server's own event loop (a handler, a callback, a signal
+        handler while serve_forever() runs) it starts the close and returns
+        at once; serve_forever() returns when the close is done (``await
+        server.aclose()`` waits for it there).
         """
         grace = self.grace if grace is None else grace
-        self._deregister()                  # first: balancers stop picking us
         loop = self._loop
         if loop is None or loop.is_closed():
+            self._deregister()
             self.connections.closing = True
             return
-        if self._thread is not None and threading.current_thread() is self._thread:
-            raise RuntimeError("close() called from the server's own thread; use aclose()")
         try:
             running_here = asyncio.get_running_loop() is loop
         except RuntimeError:
             running_here = False
-        if running_here:
-            raise RuntimeError("close() called from the server's event loop; use 'await aclose()'")
+        if running_here or (self._thread is not None and threading.current_thread() is self._thread):
+            loop.call_soon_threadsafe(self._begin_close, grace)
+            return
+        self._deregister()                  # first: balancers stop picking us
         try:
             fut = asyncio.run_coroutine_threadsafe(self._aclose(grace), loop)
         except RuntimeError:

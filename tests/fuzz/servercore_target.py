@@ -37,6 +37,9 @@ class Connection:
     def __init__(self):
         self.spawned = []
 
+    def log_handler_error(self, name, exc):
+        pass
+
     def spawn(self, handler, seq, args, notify, deadline_ms, meta, kwargs=None):
         self.spawned.append(seq)
 
