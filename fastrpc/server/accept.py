@@ -56,9 +56,11 @@ class RateLimitedLog:
         log.warning(message, *args, exc_info=exc_info)
 
 
-def bind_tcp(host: str, port: int) -> List[socket.socket]:
+def bind_tcp(host: str, port: int, reuse_port: bool = False) -> List[socket.socket]:
     """Listening sockets for `host`:`port` (one per address family the name
-    resolves to, as asyncio's create_server binds them)."""
+    resolves to, as asyncio's create_server binds them). With `reuse_port`,
+    several processes bind the same port (SO_REUSEPORT) and the kernel
+    spreads new connections over them."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: List[socket.socket] = []
     seen = set()
@@ -70,6 +72,8 @@ def bind_tcp(host: str, port: int) -> List[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)

@@ -17,7 +17,7 @@ import stat
 import ssl as _ssl
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
@@ -94,6 +94,10 @@ class Server:
       a traceback tells a caller about the server's code (SECURITY.md).
     - ``default``, ``ext_hook``, ``keep_tuples``: the codec's hooks for
       your own types, and tuples kept as tuples in results (as Client's).
+    - ``reuse_port`` (False): bind TCP listeners with SO_REUSEPORT, so that
+      several processes serve one port and the kernel spreads connections
+      over them (what ``fastrpc serve --workers N`` does; use it to run the
+      processes yourself).
     - ``reflection`` (True): serve the built-in ``_fastrpc`` service, which
       lists the services and describes their methods (``client.describe()``,
       ``fastrpc list``); it goes through TLS, the secret and ``authorize``
@@ -125,7 +129,8 @@ class Server:
                  default: Optional[Callable[[Any], Any]] = None,
                  ext_hook: Optional[Callable[[int, bytes], Any]] = None,
                  keep_tuples: bool = False,
-                 reflection: bool = True) -> None:
+                 reflection: bool = True,
+                 reuse_port: bool = False) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
@@ -160,6 +165,7 @@ class Server:
         self.keep_tuples = keep_tuples          # tuples in results travel as tuples
         #: The registered services and how their handlers run (shared by every connection).
         self.dispatcher = Dispatcher(max_workers)
+        self.reuse_port = reuse_port            # SO_REUSEPORT on TCP listeners (several processes, one port)
         if reflection:
             self.dispatcher.register(Reflection(self.dispatcher), REFLECTION_SERVICE)
         #: The open connections, and whether the server is closing.
@@ -266,13 +272,15 @@ class Server:
         fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec, ssl), loop)
         return fut.result()
 
-    def serve_forever(self, address: str, codec: Optional[str] = None,
-                      ssl: Optional[_ssl.SSLContext] = None) -> None:
-        """Listen on `address` and serve in this thread until close().
+    def serve_forever(self, address: Union[str, Sequence[str]], codec: Optional[str] = None,
+                      ssl: Optional[_ssl.SSLContext] = None,
+                      ready: Optional[Callable[[List[str]], None]] = None) -> None:
+        """Listen on `address` (or on each of several) and serve in this thread until close().
 
         In the main thread, SIGTERM and SIGINT (Ctrl-C) close the server
         gracefully, as close() does: GOAWAY, in-flight calls finish within
-        `grace`, then this returns. `codec` and `ssl` are as for start().
+        `grace`, then this returns. `codec` and `ssl` are as for start();
+        `ready(bound_addresses)` is called once every listener is up.
         """
         if self._thread is not None:
             raise RuntimeError("server already runs in a background thread")
@@ -280,7 +288,10 @@ class Server:
         asyncio.set_event_loop(loop)
         handled = []
         try:
-            loop.run_until_complete(self.listen(address, codec, ssl))
+            addresses = [address] if isinstance(address, str) else list(address)
+            bound = [loop.run_until_complete(self.listen(a, codec, ssl)) for a in addresses]
+            if ready is not None:
+                ready(bound)
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self._begin_close, None)
@@ -332,7 +343,7 @@ class Server:
             self._unix_paths.append(addr.path)
             bound = f"unix://{addr.path}"
         else:
-            sockets = bind_tcp(addr.host, addr.port)
+            sockets = bind_tcp(addr.host, addr.port, self.reuse_port)
             sockname = sockets[0].getsockname()
             host = addr.host
             bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"
