@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -169,3 +170,34 @@ def test_a_balancer_without_endpoints_for_its_service_says_which_there_are(serve
     with fastrpc.Balancer([], health_interval=0) as b:
         with pytest.raises(NoEndpointError, match="the balancer has no endpoints"):
             b.call("Arith.Sum", 1, 2)
+
+
+class Stalls:
+    def Sleep(self, seconds):
+        time.sleep(seconds)                       # wrong in a plain handler: the loop stops
+        return seconds
+
+    @fastrpc.blocking
+    def SleepInPool(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+def test_a_plain_handler_that_blocks_the_loop_is_named_once(caplog):
+    caplog.set_level(logging.WARNING, logger="fastrpc.server")
+    server = fastrpc.Server(stall_warning=0.2)
+    server.register(Stalls())
+    try:
+        with fastrpc.Client(server.start("tcp://127.0.0.1:0")) as c:
+            c.call("Stalls.SleepInPool", 0.5)     # in the pool: the loop is free, nothing to say
+            assert not [r for r in caplog.records if "event loop" in r.getMessage()]
+            c.call("Stalls.Sleep", 0.5)
+            c.call("Stalls.Sleep", 0.5)
+    finally:
+        server.close()
+    warnings = [r.getMessage() for r in caplog.records if "event loop" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("Stalls.Sleep has held the server's event loop for ")
+    assert "Make it `async def`, or mark it @fastrpc.blocking" in warnings[0]
+    with pytest.raises(ValueError, match="stall_warning must be > 0"):
+        fastrpc.Server(stall_warning=0)

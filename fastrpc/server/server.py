@@ -32,6 +32,7 @@ from fastrpc.server.accept import Listener, bind_tcp, bind_unix
 from fastrpc.server.connection import LINGER, ConnectionSet, FastConnection
 from fastrpc.server.dispatch import Dispatcher
 from fastrpc.server.reflection import SERVICE as REFLECTION_SERVICE, Reflection
+from fastrpc.server.watchdog import StallWatchdog
 
 __all__ = ["Server"]
 
@@ -98,6 +99,10 @@ class Server:
       several processes serve one port and the kernel spreads connections
       over them (what ``fastrpc serve --workers N`` does; use it to run the
       processes yourself).
+    - ``stall_warning`` (0.5 s; None: off): a plain handler that holds the
+      event loop longer than this (it sleeps, waits on I/O, calls another
+      server with a blocking client) is named in a warning, once per
+      method, with the advice to make it ``async def`` or ``@blocking``.
     - ``reflection`` (True): serve the built-in ``_fastrpc`` service, which
       lists the services and describes their methods (``client.describe()``,
       ``fastrpc list``); it goes through TLS, the secret and ``authorize``
@@ -130,7 +135,8 @@ class Server:
                  ext_hook: Optional[Callable[[int, bytes], Any]] = None,
                  keep_tuples: bool = False,
                  reflection: bool = True,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False,
+                 stall_warning: Optional[float] = 0.5) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
@@ -166,6 +172,10 @@ class Server:
         #: The registered services and how their handlers run (shared by every connection).
         self.dispatcher = Dispatcher(max_workers)
         self.reuse_port = reuse_port            # SO_REUSEPORT on TCP listeners (several processes, one port)
+        if stall_warning is not None and stall_warning <= 0:
+            raise ValueError("stall_warning must be > 0 seconds (or None: off)")
+        self.stall_warning = stall_warning      # name plain handlers that block the loop this long
+        self._watchdog: Optional[StallWatchdog] = None
         if reflection:
             self.dispatcher.register(Reflection(self.dispatcher), REFLECTION_SERVICE)
         #: The open connections, and whether the server is closing.
@@ -327,6 +337,9 @@ class Server:
             raise ValueError(f"unknown codec {codec!r}: 'fastrpc', 'gob' or 'jsonrpc'")
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        if self.stall_warning is not None and self._watchdog is None:
+            self._watchdog = StallWatchdog(asyncio.get_running_loop(), self.dispatcher, self.stall_warning)
+            self._watchdog.start()
         if self.idle_timeout is not None and self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         addr = parse_address(address)
@@ -499,6 +512,8 @@ class Server:
                 pass
         await asyncio.sleep(0)  # let transports run their close callbacks
         self.dispatcher.shutdown()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._stop_loop()
 
     def _stop_loop(self) -> None:
