@@ -13,6 +13,7 @@ imported by a name the peer sends.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as _dt
 import decimal
@@ -21,7 +22,7 @@ import uuid
 from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 __all__ = ["EXT_TIMESTAMP", "EXT_DATE", "EXT_DECIMAL", "EXT_UUID", "EXT_SET", "EXT_FROZENSET",
-           "EXT_TUPLE", "EXT_RECORD", "RESERVED_CODES", "register_type", "registered_name"]
+           "EXT_TUPLE", "EXT_RECORD", "RESERVED_CODES", "json_form", "register_type", "registered_name"]
 
 #: MessagePack's own Timestamp extension (msgpack spec: type -1).
 EXT_TIMESTAMP = -1
@@ -239,3 +240,33 @@ def check_hooks(default: Optional[Callable[[Any], Any]], ext_hook: Optional[Call
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be a callable (or None)")
 
+
+def json_form(value: Any) -> Any:
+    """A JSON-encodable stand-in for a value JSON has no form for (json.dumps's
+    `default`): bytes as text (or {"base64": ...}), arrays as lists,
+    datetimes as ISO 8601, Decimal and UUID as strings, sets and tuples as
+    lists, Enum members as values, dataclasses as maps, ExtType as
+    {"ext": code, "data": base64}."""
+    from fastrpc._core.codec import ExtType      # (the codec imports this module)
+    if isinstance(value, ExtType):
+        return {"ext": value.code, "data": base64.b64encode(value.data).decode("ascii")}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(raw).decode("ascii")}
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    tolist = getattr(value, "tolist", None)            # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"{type(value).__name__} has no JSON form")

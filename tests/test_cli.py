@@ -287,3 +287,19 @@ def test_a_worker_that_dies_is_started_again():
     finally:
         assert s.stop() == 0
     assert "exited with code -9; starting another" in s.proc.stderr.read()
+
+
+def test_workers_register_once_in_etcd_and_leave_on_sigterm(tmp_path):
+    from support import etcd_process
+    with etcd_process(str(tmp_path / "etcd")) as etcd:
+        s = Serving("cli_targets:Arith", "--listen", "tcp://127.0.0.1:0", "--workers", "2",
+                    "--etcd", etcd.url, "--service", "arith")
+        try:
+            listed = json.loads(cli("registry", "ls", "--etcd", etcd.url)[0])
+            assert listed == {"arith": [{"address": s.address, "weight": 1.0}]}     # one endpoint, two workers
+            with fastrpc.Balancer(discovery=fastrpc.EtcdDiscovery(etcd.url), service="arith",
+                                  health_interval=0) as b:
+                assert b.call("Arith.Sum", 2, 2) == 4
+        finally:
+            assert s.stop() == 0
+        assert json.loads(cli("registry", "ls", "--etcd", etcd.url, "--service", "arith")[0]) == {"arith": []}

@@ -1,51 +1,19 @@
 """What the command prints: values as JSON, latency percentiles, a progress line."""
 from __future__ import annotations
 
-import base64
-import dataclasses
-import datetime
-import decimal
-import enum
 import json
 import sys
-import uuid
 from typing import Any, Dict, List, Sequence, TextIO
 
-from fastrpc._core.codec import ExtType
+from fastrpc.extensions import json_form
 
 __all__ = ["to_json", "percentiles", "Progress"]
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-encodable stand-in for what fastrpc values can be beyond JSON's."""
-    if isinstance(value, ExtType):
-        return {"ext": value.code, "data": base64.b64encode(value.data).decode("ascii")}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(raw).decode("ascii")}
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    tolist = getattr(value, "tolist", None)            # numpy arrays and scalars
-    if callable(tolist):
-        return tolist()
-    raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
 def to_json(value: Any, indent: int = 2) -> str:
     """`value` as JSON: bytes as text (or {"base64": ...}), arrays as lists,
     datetimes as ISO 8601, sets and tuples as lists."""
-    return json.dumps(value, indent=indent, default=_plain, ensure_ascii=False)
+    return json.dumps(value, indent=indent, default=json_form, ensure_ascii=False)
 
 
 def percentiles(samples: Sequence[float], points: Sequence[float] = (50, 90, 99, 99.9)) -> Dict[str, float]:

@@ -32,6 +32,7 @@ from fastrpc.errors import RPCError
 from fastrpc.go.gobcodec import GobServerCodec
 from fastrpc.go.types import EMPTY_STRUCT, MISSING, converter, go_type, lookup_field, zero_for, zero_value
 from fastrpc.go.jsonrpc import JSONServerCodec
+from fastrpc.server import jsonrpc2
 from fastrpc.server.connection import Host, ServedConnection
 
 
@@ -44,6 +45,7 @@ GO_RPC_PATH = b"/_goRPC_"           # Go's rpc.DefaultRPCPath
 DEBUG_PATH = b"/debug/rpc"          # Go's rpc.DefaultDebugPath
 CONNECTED = b"HTTP/1.0 200 Connected to Go RPC\n\n"
 MAX_HTTP_HEADER = 8192
+RPC_PATH = b"/rpc"                  # JSON-RPC 2.0 over HTTP POST (fastrpc.server.jsonrpc2)
 
 
 class GoSignature:
@@ -163,6 +165,8 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         # A GobServerCodec or JSONServerCodec; None until an HTTP listener's CONNECT is read.
         self.codec: Any = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
         self.http_header: Optional[bytearray] = bytearray() if http else None
+        # A POST /rpc body still arriving: (bytes so far, Content-Length, headers).
+        self.http_body: Optional[Tuple[bytearray, int, Dict[str, str]]] = None
         self.next_task = 0
 
     # asyncio protocol ---------------------------------------------------
@@ -180,6 +184,10 @@ class GoConnection(ServedConnection, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.server.loop.time()
+        if self.http_body is not None:
+            self.http_body[0].extend(data)
+            self._body_arrived()
+            return
         if self.http_header is not None:
             data = self._http(data)
             if not data:
@@ -233,6 +241,9 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             self.transport.write(CONNECTED)
             self.codec = GO_CODECS[self.codec_name](self.server.max_frame_size, self.server.max_depth)
             return rest
+        if path == RPC_PATH:
+            self._rpc_request(verb, bytes(header[:end]), rest)
+            return b""
         if path == DEBUG_PATH and verb in (b"GET", b"HEAD"):
             body = debug_page(self.server).encode()
             self._http_reply(b"200 OK", b"text/html; charset=utf-8", body if verb == b"GET" else b"",
@@ -240,6 +251,48 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             return b""
         self._http_reply(b"404 Not Found", b"text/plain; charset=utf-8", b"404 page not found\n")
         return b""
+
+    def _rpc_request(self, verb: bytes, head: bytes, rest: bytes) -> None:
+        """POST /rpc: a JSON-RPC 2.0 request whose body is `rest` and what follows."""
+        if verb != b"POST":
+            self._http_reply(b"405 Method Not Allowed", b"text/plain; charset=utf-8", b"405 must POST\n")
+            return
+        headers = {}
+        for line in head.split(b"\n")[1:]:
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        try:
+            length = int(headers.get("content-length", ""))
+        except ValueError:
+            self._http_reply(b"411 Length Required", b"text/plain", b"Content-Length required\n")
+            return
+        if not 0 <= length <= self.server.max_frame_size:
+            self._http_reply(b"413 Payload Too Large", b"text/plain",
+                             f"body above max_frame_size={self.server.max_frame_size}\n".encode())
+            return
+        self.http_body = (bytearray(rest), length, headers)
+        self._body_arrived()
+
+    def _body_arrived(self) -> None:
+        assert self.http_body is not None
+        body, length, headers = self.http_body
+        if len(body) < length:
+            return
+        self.http_body = None
+        self.next_task += 1
+        task = self.server.loop.create_task(jsonrpc2.answer(self.server, bytes(body[:length]), headers))
+        self._start_task(self.next_task, task, functools.partial(self._rpc_answered, self.next_task))
+
+    def _rpc_answered(self, tid: int, task: asyncio.Future[Any]) -> None:
+        self._end_task(tid, task)
+        if task.cancelled() or task.exception() is not None:
+            self._http_reply(b"500 Internal Server Error", b"text/plain", b"the request failed\n")
+        elif task.result() is None:
+            self._http_reply(b"204 No Content", b"application/json", b"")
+        else:
+            self._http_reply(b"200 OK", b"application/json", task.result())
+        self._calls_eased()
 
     def _http_reply(self, status: bytes, content_type: bytes, body: bytes, length: Optional[int] = None) -> None:
         self.http_header = None

@@ -272,7 +272,9 @@ class Server:
         `codec` picks the protocol of this listener: "fastrpc" (the
         default), or Go net/rpc's "gob" or "jsonrpc" to serve Go clients.
         An ``http://host:port`` address serves Go's rpc.DialHTTP (HTTP
-        CONNECT to /_goRPC_, then gob) and Go's /debug/rpc page.
+        CONNECT to /_goRPC_, then gob), Go's /debug/rpc page, and JSON-RPC
+        2.0 on ``POST /rpc`` for any HTTP client (``authorize`` gets the
+        request's headers, lower-cased, as the call's metadata).
 
         `ssl` (an ssl.SSLContext, default the server's) serves TLS; with
         ``verify_mode = CERT_REQUIRED`` and a CA, clients must present a
