@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from fastrpc._core.servercore import MODE_INLINE, Handler
 from fastrpc.errors import DeadlineExceeded, error_type_name
