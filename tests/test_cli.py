@@ -303,3 +303,16 @@ def test_workers_register_once_in_etcd_and_leave_on_sigterm(tmp_path):
         finally:
             assert s.stop() == 0
         assert json.loads(cli("registry", "ls", "--etcd", etcd.url, "--service", "arith")[0]) == {"arith": []}
+
+
+def test_bench_every_strategy_as_a_table(served):
+    out, _ = cli("bench", ",".join(served.addresses), "Arith.Sum", "1", "2", "--duration", "0.2",
+                 "--balancer", "all")
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["strategy", "calls/s", "p50", "ms"]
+    assert {line.split()[0] for line in lines[1:]} == set(fastrpc.STRATEGIES) - {"geo"}
+
+
+def test_list_against_a_go_server_says_there_is_no_reflection(go_server):
+    _, err = cli("list", "tcp://" + go_server["gob"], "--codec", "gob", expect=1)
+    assert "Go's net/rpc has no reflection" in err

@@ -271,7 +271,8 @@ def test_call_after_goaway_with_calls_pending_does_not_hang(fresh_server):
     pool = concurrent.futures.ThreadPoolExecutor(6)
     with Client(fresh_server.address) as c:
         slow = [pool.submit(c.call, "Arith.Slow", 1.0, i) for i in range(5)]
-        assert wait_until(lambda: len(c._conn.table.pending) >= 5, 5)
+        assert wait_until(lambda: len(c._conn.table.pending) >= 5, 10), \
+            (len(c._conn.table.pending), [f.exception() for f in slow if f.done()])
         fresh_server.proc.send_signal(15)
         assert wait_until(lambda: c.draining, 5)
         with pytest.raises(fastrpc.ConnectionError):

@@ -136,8 +136,10 @@ def test_close_grace_cancels_calls_that_overrun():
 def test_bad_address():
     with pytest.raises(ValueError, match="no port"):
         Server().start("localhost")
-    with pytest.raises(ValueError, match="scheme"):
-        Client("http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="scheme 'udp'"):
+        Client("udp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="scheme 'https'"):
+        Server().start("https://127.0.0.1:0")
 
 
 @pytest.mark.parametrize("use_uvloop", [False, True])

@@ -19,7 +19,7 @@ import fastrpc
 from fastrpc.cli import bench as benchmarks
 from fastrpc.cli.output import Progress, format_table, to_json
 from fastrpc.cli.serve import UsageError, serve
-from fastrpc.errors import RemoteError, RPCError
+from fastrpc.errors import MethodNotFoundError, RemoteError, RPCError
 
 __all__ = ["main", "run"]
 
@@ -95,9 +95,24 @@ def _signature(name: str, method: Dict[str, Any]) -> str:
     return f"{name}({', '.join(parts)}){returns}"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def _describe(args: argparse.Namespace, name: Optional[str] = None) -> Any:
+    if args.codec != "fastrpc":
+        raise NoReflection(f"Go's net/rpc has no reflection: {args.address} cannot say what it serves "
+                           f"(its /debug/rpc page, on an HTTP listener, lists the methods)")
     with _client(args) as client:
-        described = client.describe()
+        try:
+            return client.describe(name)
+        except MethodNotFoundError:
+            raise NoReflection(f"{args.address} serves no reflection (a Go net/rpc server, or a fastrpc "
+                               f"server with reflection=False): call its methods by name") from None
+
+
+class NoReflection(RPCError):
+    """The server answers no reflection calls."""
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    described = _describe(args)
     if args.json:
         print(to_json(described))
         return 0
@@ -109,8 +124,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        print(to_json(client.describe(args.name)))
+    print(to_json(_describe(args, args.name)))
     return 0
 
 
@@ -133,6 +147,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     call_args = [_json_arg(a) for a in args.args]
     addresses = [a for a in args.address.split(",") if a]
     options = _client_options(args)
+    if args.balancer == "all":
+        return bench_strategies(args, addresses, call_args, options)
     progress = Progress(args.duration)
     if args.balancer:
         callers: List[Any] = [fastrpc.Balancer(addresses, strategy=args.balancer, health_interval=0, **options)]
@@ -162,6 +178,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_table(rows))
         if args.balancer:
             print(format_table([["endpoint", "calls"]] + [[a, f"{n:,}"] for a, n in result["per_endpoint"].items()]))
+    return 0
+
+
+def bench_strategies(args: argparse.Namespace, addresses: List[str], call_args: List[Any],
+                     options: Dict[str, Any]) -> int:
+    """--balancer all: every strategy in turn over `addresses`, as the demo's table."""
+    if len(addresses) < 2:
+        raise UsageError("--balancer all needs several comma-separated addresses")
+    rows: Dict[str, Dict[str, Any]] = {}
+    for strategy in sorted(fastrpc.STRATEGIES):
+        if strategy == "geo":           # needs coordinates a bare address does not have
+            continue
+        with fastrpc.Balancer(addresses, strategy=strategy, health_interval=0, **options) as balancer:
+            balancer.call(args.method, *call_args)
+            run = (benchmarks.open_loop([balancer], args.method, call_args, args.rate, args.duration,
+                                        Progress(args.duration)) if args.rate is not None else
+                   benchmarks.closed_loop([balancer], args.method, call_args, args.concurrency, args.duration,
+                                          Progress(args.duration)))
+            calls = {address: s["calls"] for address, s in balancer.stats().items()}
+        total = sum(calls.values()) or 1
+        run["share"] = {address: round(n / total, 4) for address, n in calls.items()}
+        rows[strategy] = run
+    if args.json:
+        print(to_json(rows))
+        return 0
+    table = [["strategy", "calls/s", "p50 ms", "p99 ms", *addresses]]
+    for strategy, run in rows.items():
+        table.append([strategy, f"{run['calls_per_second']:,.0f}", f"{run['latency_ms']['p50']:.3f}",
+                      f"{run['latency_ms']['p99']:.3f}", *(f"{run['share'][a]:.0%}" for a in addresses)])
+    print(format_table(table))
     return 0
 
 
@@ -292,8 +338,9 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--rate", type=float, help="calls per second, open loop")
     p.add_argument("--duration", type=float, default=5.0, help="seconds (default %(default)s)")
     p.add_argument("--connections", type=int, default=1, help="client connections (default %(default)s)")
-    p.add_argument("--balancer", metavar="STRATEGY", choices=sorted(fastrpc.STRATEGIES),
-                   help="balance over the addresses with this strategy")
+    p.add_argument("--balancer", metavar="STRATEGY", choices=sorted(fastrpc.STRATEGIES) + ["all"],
+                   help="balance over the addresses with this strategy ('all': each in turn but geo, "
+                        "which needs coordinates, as a table)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     _client_flags(p, timeout=30.0)
     p.set_defaults(run=cmd_bench)

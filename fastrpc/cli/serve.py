@@ -113,10 +113,10 @@ def serve_here(args: argparse.Namespace) -> int:
     codec = None if args.codec == "fastrpc" else args.codec
 
     def ready(bound: List[str]) -> None:
-        print(" ".join(bound), flush=True)          # the first line: where it serves
-        log.info("serving %s at %s (pid %d)", ", ".join(n for n, _ in targets), " ".join(bound), os.getpid())
         if args.etcd and not args.worker:
             register(server, args, bound)
+        print(" ".join(bound), flush=True)          # the first line: where it serves (and is registered)
+        log.info("serving %s at %s (pid %d)", ", ".join(n for n, _ in targets), " ".join(bound), os.getpid())
 
     server.serve_forever(listen_addresses(args), codec, ready=ready)
     return 0
@@ -194,13 +194,13 @@ class Supervisor:
                 assert proc is not None and proc.stdout is not None
                 if not proc.stdout.readline():                 # its addresses: it is serving
                     raise RuntimeError(f"a worker (pid {proc.pid}) exited before serving")
-            print(" ".join(addresses), flush=True)
-            log.info("serving at %s with %d workers (pids %s)", " ".join(addresses), args.workers,
-                     ", ".join(str(p.pid) for p in self.workers if p is not None))
             if args.etcd:
                 if not args.service:
                     raise UsageError("--etcd needs --service, the name balancers look up")
                 self.registration = EtcdDiscovery(args.etcd).register(args.service, args.advertise or addresses[0])
+            print(" ".join(addresses), flush=True)          # serving (and registered)
+            log.info("serving at %s with %d workers (pids %s)", " ".join(addresses), args.workers,
+                     ", ".join(str(p.pid) for p in self.workers if p is not None))
             while not self.stopping:
                 self.watch(command)
                 time.sleep(0.1)

@@ -21,7 +21,7 @@ from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import TableCalls, fail_undelivered, stream_acknowledged
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
-from fastrpc.net.dial import CONNECT_REQUEST, MAX_HTTP_REPLY, connected_reply, tls_hostname
+from fastrpc.net.dial import MAX_HTTP_REPLY, connect_request, connected_reply, tls_hostname
 from fastrpc.net.settings import ClientSettings
 from fastrpc.context import bound_timeout
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
@@ -116,8 +116,19 @@ class _Preamble(asyncio.Protocol):
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    async def run(self, transport: Any, secret: Optional[bytes], http: bool) -> bytes:
-        """Authenticate and/or CONNECT; return bytes received past them."""
+    async def run(self, transport: Any, secret: Optional[bytes], http: bool, codec: str) -> bytes:
+        """CONNECT and/or authenticate; return bytes received past them."""
+        if http:
+            self.stage = "HTTP CONNECT"
+            transport.write(connect_request(codec))
+            while b"\n\n" not in self.buf and b"\r\n\r\n" not in self.buf:
+                if len(self.buf) > MAX_HTTP_REPLY:
+                    raise ConnectError(f"{self.address}: HTTP CONNECT reply too long")
+                await self._more()
+            ends = [i + len(m) for m in (b"\n\n", b"\r\n\r\n") for i in (self.buf.find(m),) if i >= 0]
+            end = min(ends)
+            connected_reply(self.buf[:end], self.address, codec)
+            self.buf = self.buf[end:]
         if secret is not None:
             self.stage = "the authentication handshake (does it expect auth_secret?)"
             hs = ClientHandshake(secret, self.address)
@@ -125,17 +136,6 @@ class _Preamble(asyncio.Protocol):
             await self._verdict(hs)
             transport.write(hs.answer(await self.read(NONCE + DIGEST)))
             await self._verdict(hs)
-        if http:
-            self.stage = "HTTP CONNECT"
-            transport.write(CONNECT_REQUEST)
-            while b"\n\n" not in self.buf and b"\r\n\r\n" not in self.buf:
-                if len(self.buf) > MAX_HTTP_REPLY:
-                    raise ConnectError(f"{self.address}: HTTP CONNECT reply too long")
-                await self._more()
-            ends = [i + len(m) for m in (b"\n\n", b"\r\n\r\n") for i in (self.buf.find(m),) if i >= 0]
-            end = min(ends)
-            connected_reply(self.buf[:end], self.address)
-            self.buf = self.buf[end:]
         return self.buf
 
     async def _verdict(self, hs: ClientHandshake) -> None:
@@ -195,7 +195,7 @@ class AsyncConnection(TableCalls):
             raise ConnectError(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
         if preamble:
             try:
-                rest = await asyncio.wait_for(protocol.run(transport, secret, client.http), timeout)
+                rest = await asyncio.wait_for(protocol.run(transport, secret, client.http, client.codec), timeout)
             except asyncio.TimeoutError:
                 transport.abort()
                 raise (AuthenticationError if secret is not None else ConnectError)(

@@ -33,7 +33,8 @@ from fastrpc.go.gobcodec import GobServerCodec
 from fastrpc.go.types import EMPTY_STRUCT, MISSING, converter, go_type, lookup_field, zero_for, zero_value
 from fastrpc.go.jsonrpc import JSONServerCodec
 from fastrpc.server import jsonrpc2
-from fastrpc.server.connection import Host, ServedConnection
+from fastrpc.net.loop import feed_buffered
+from fastrpc.server.connection import FastConnection, Host, ServedConnection
 
 
 __all__ = ["GoConnection", "GO_CODECS"]
@@ -46,6 +47,8 @@ DEBUG_PATH = b"/debug/rpc"          # Go's rpc.DefaultDebugPath
 CONNECTED = b"HTTP/1.0 200 Connected to Go RPC\n\n"
 MAX_HTTP_HEADER = 8192
 RPC_PATH = b"/rpc"                  # JSON-RPC 2.0 over HTTP POST (fastrpc.server.jsonrpc2)
+FASTRPC_PATH = b"/_fastrpc_"        # HTTP CONNECT, then fastrpc's own protocol
+FASTRPC_CONNECTED = b"HTTP/1.0 200 Connected to fastrpc\n\n"
 
 
 class GoSignature:
@@ -244,6 +247,12 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         if path == RPC_PATH:
             self._rpc_request(verb, bytes(header[:end]), rest)
             return b""
+        if path == FASTRPC_PATH:
+            if verb != b"CONNECT":
+                self._http_reply(b"405 Method Not Allowed", b"text/plain; charset=utf-8", b"405 must CONNECT\n")
+            else:
+                self._become_fastrpc(rest)
+            return b""
         if path == DEBUG_PATH and verb in (b"GET", b"HEAD"):
             body = debug_page(self.server).encode()
             self._http_reply(b"200 OK", b"text/html; charset=utf-8", body if verb == b"GET" else b"",
@@ -251,6 +260,20 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             return b""
         self._http_reply(b"404 Not Found", b"text/plain; charset=utf-8", b"404 page not found\n")
         return b""
+
+    def _become_fastrpc(self, rest: bytes) -> None:
+        """CONNECT /_fastrpc_: the rest of the stream is fastrpc's protocol, served
+        by a FastConnection (with the server's secret, limits and hello) as if
+        it had been accepted on a fastrpc listener."""
+        transport = self.transport
+        transport.write(FASTRPC_CONNECTED)
+        self.server.connections.discard(self)      # the FastConnection counts itself
+        self.closing = True                        # this protocol object is done with it
+        conn = FastConnection(self.server)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        if rest:
+            feed_buffered(conn, transport, rest)
 
     def _rpc_request(self, verb: bytes, head: bytes, rest: bytes) -> None:
         """POST /rpc: a JSON-RPC 2.0 request whose body is `rest` and what follows."""

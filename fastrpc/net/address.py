@@ -34,8 +34,8 @@ def parse_address(address: str) -> Address:
     rest = address
     if "://" in address:
         scheme, rest = address.split("://", 1)
-        if scheme != "tcp":
-            raise ValueError(f"unknown address scheme {scheme!r} in {address!r} (tcp:// or unix://)")
+        if scheme not in ("tcp", "http"):    # http://: TCP to an HTTP listener (CONNECT first)
+            raise ValueError(f"unknown address scheme {scheme!r} in {address!r} (tcp://, http:// or unix://)")
     if rest.startswith("["):
         host, sep, port_text = rest[1:].partition("]:")
         if not sep:

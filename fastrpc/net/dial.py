@@ -8,7 +8,8 @@ from typing import Optional
 from fastrpc.errors import ConnectError, ConnectTimeoutError
 from fastrpc.net.address import parse_address
 
-__all__ = ["dial", "wrap_tls", "tls_hostname", "http_connect", "CONNECT_REQUEST", "connected_reply"]
+__all__ = ["dial", "wrap_tls", "tls_hostname", "http_connect", "CONNECT_REQUEST", "FASTRPC_CONNECT_REQUEST",
+           "connect_request", "connected_reply"]
 
 
 def tls_hostname(address: str, server_hostname: Optional[str]) -> Optional[str]:
@@ -58,22 +59,31 @@ def dial(address: str, timeout: float | None) -> socket.socket:
 CONNECT_REQUEST = b"CONNECT /_goRPC_ HTTP/1.0\n\n"
 #: ...and a Go server grants it with this status.
 CONNECTED_STATUS = "200 Connected to Go RPC"
+#: fastrpc's own protocol through HTTP CONNECT (an http:// listener of a fastrpc server).
+FASTRPC_CONNECT_REQUEST = b"CONNECT /_fastrpc_ HTTP/1.0\n\n"
+FASTRPC_CONNECTED_STATUS = "200 Connected to fastrpc"
+
+
+def connect_request(codec: str) -> bytes:
+    """The HTTP CONNECT that opens a stream of `codec` ("fastrpc" or Go's gob)."""
+    return FASTRPC_CONNECT_REQUEST if codec == "fastrpc" else CONNECT_REQUEST
 MAX_HTTP_REPLY = 8192
 
 
-def connected_reply(head: bytes, address: str) -> None:
-    """Check a server's reply to CONNECT_REQUEST (its header, blank line included)."""
+def connected_reply(head: bytes, address: str, codec: str = "gob") -> None:
+    """Check a server's reply to the CONNECT of `codec` (its header, blank line included)."""
     status_line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
     status = status_line.split(" ", 1)[1] if " " in status_line else ""
-    if status != CONNECTED_STATUS:
+    if status != (FASTRPC_CONNECTED_STATUS if codec == "fastrpc" else CONNECTED_STATUS):
         raise ConnectError(f"unexpected HTTP response from {address}: {status_line!r}")
 
 
-def http_connect(sock: socket.socket, address: str, timeout: Optional[float]) -> None:
-    """Go's rpc.DialHTTP handshake on a connected socket: CONNECT /_goRPC_, then
-    expect "200 Connected to Go RPC"; what follows is the RPC stream."""
+def http_connect(sock: socket.socket, address: str, timeout: Optional[float], codec: str = "gob") -> None:
+    """The HTTP CONNECT handshake on a connected socket: Go's rpc.DialHTTP
+    (CONNECT /_goRPC_, then "200 Connected to Go RPC"), or fastrpc's own
+    (/_fastrpc_); what follows is the RPC stream."""
     sock.settimeout(timeout)
-    sock.sendall(CONNECT_REQUEST)
+    sock.sendall(connect_request(codec))
     head = b""
     try:
         while b"\n\n" not in head and b"\r\n\r\n" not in head:
@@ -86,4 +96,4 @@ def http_connect(sock: socket.socket, address: str, timeout: Optional[float]) ->
     except socket.timeout:
         raise ConnectError(f"{address}: no reply to HTTP CONNECT") from None
     sock.settimeout(None)
-    connected_reply(head, address)
+    connected_reply(head, address, codec)

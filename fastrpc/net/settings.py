@@ -87,16 +87,18 @@ class ClientSettings:
                  default: Optional[Callable[[Any], Any]] = None,
                  ext_hook: Optional[Callable[[int, bytes], Any]] = None,
                  keep_tuples: bool = False) -> None:
-        if codec != "fastrpc" and isinstance(address, str) and address.startswith("http://"):
-            address, http = "tcp://" + address[len("http://"):], True      # a Go server's HTTP listener
+        via_url = isinstance(address, str) and address.startswith("http://")
+        if via_url:
+            # An http:// listener: fastrpc's protocol (or gob, with codec="gob") after HTTP CONNECT.
+            address, http = "tcp://" + address[len("http://"):], True
         parse_address(address)  # fail early on a malformed address
         self.address = address
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}: {', '.join(repr(c) for c in CODECS)}")
-        if http and codec != "gob":
-            if codec != "fastrpc":
-                raise ValueError("Go's HTTP transport (rpc.DialHTTP) carries gob only")
-            codec = "gob"
+        if http and codec == "jsonrpc":
+            raise ValueError("Go's HTTP transport (rpc.DialHTTP) carries gob only")
+        if http and codec == "fastrpc" and not via_url:
+            codec = "gob"                       # http=True is Go's rpc.DialHTTP
         if codec != "fastrpc" and (auth_secret is not None or metadata is not None):
             raise ValueError(f"auth_secret and metadata are fastrpc's; Go's {codec} protocol has neither "
                              "(use TLS to authenticate Go servers)")
@@ -108,7 +110,7 @@ class ClientSettings:
         self.ext_hook = ext_hook                # values of ext codes it does not know
         self.keep_tuples = keep_tuples          # tuples travel as tuples
         self.codec = codec                      # the protocol: fastrpc's, or one of Go's
-        self.http = http                        # Go's HTTP CONNECT before the codec
+        self.http = http                        # HTTP CONNECT before the codec (Go's, or fastrpc's /_fastrpc_)
         self.timeout = timeout                  # default per-call timeout (None: wait)
         self.connect_timeout = connect_timeout
         self.max_frame_size = max_frame_size    # limits applied to replies
@@ -181,10 +183,10 @@ class ClientSettings:
         try:
             if self.ssl is not None:
                 sock = wrap_tls(sock, self.ssl, self.address, self.server_hostname, self.connect_timeout)
+            if self.http:                       # the HTTP listener hands the stream over first
+                http_connect(sock, self.address, self.connect_timeout, self.codec)
             if self.auth_secret is not None:
                 client_handshake(sock, self.auth_secret, self.address, self.connect_timeout)
-            if self.http:
-                http_connect(sock, self.address, self.connect_timeout)
         except BaseException:
             sock.close()
             raise

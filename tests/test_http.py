@@ -1,6 +1,7 @@
-"""JSON-RPC 2.0 over HTTP POST /rpc on an http:// listener: single calls,
+"""An http:// listener: JSON-RPC 2.0 over POST /rpc (single calls,
 batches, notifications, keyword params, every error object, HTTP-level
-errors, bodies in pieces, authorize seeing the request's headers."""
+errors, bodies in pieces, authorize seeing the request's headers), and
+fastrpc's own clients and balancers dialing through HTTP CONNECT."""
 import json
 import socket
 import time
@@ -133,3 +134,49 @@ def test_http_level_errors_and_a_body_in_pieces(url):
     assert raw_http(u, b"GET /rpc HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 405")
     too_big = b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 ** 40)
     assert raw_http(u, too_big).startswith(b"HTTP/1.0 413")
+
+
+SECRET = b"0123456789abcdef0123"
+
+
+def test_fastrpc_clients_and_balancers_dial_through_http_connect():
+    import asyncio
+    server = fastrpc.Server(auth_secret=SECRET)
+    server.register(Arith())
+    address = server.start("http://127.0.0.1:0")
+    try:
+        with fastrpc.Client(address, auth_secret=SECRET) as c:
+            assert type(c) is fastrpc.Client                   # fastrpc's protocol, not Go's
+            assert c.call("Arith.Sum", 1, 2) == 3
+            assert c.map("Arith.Pooled", list(range(50))) == [2 * i for i in range(50)]
+            assert c.describe("Arith.Sum")["Arith"]["methods"]["Sum"]["mode"] == "inline"
+        with fastrpc.Balancer([address], auth_secret=SECRET, health_interval=0) as b:
+            assert b.call("Arith.Sum", 2, 2) == 4
+
+        async def run():
+            async with fastrpc.AsyncClient(address, auth_secret=SECRET) as c:
+                assert await c.call("Arith.Later", 1, tag="x") == [1, "x"]
+            async with fastrpc.AsyncBalancer([address], auth_secret=SECRET, health_interval=0) as b:
+                assert await b.call("Arith.Sum", 3, 3) == 6
+        asyncio.run(run())
+        # The same listener still serves Go's rpc.DialHTTP and JSON-RPC 2.0.
+        with fastrpc.Client(address, codec="gob") as go:
+            assert go.call("Arith.Sum", {"a": 1, "b": 1}) == 2
+        assert post(address + "/rpc", call("Arith.Sum", [4, 4])) == (200, {"jsonrpc": "2.0", "result": 8, "id": 1})
+        # The secret is still required after CONNECT.
+        with pytest.raises(fastrpc.errors.UnauthenticatedError):
+            fastrpc.Client(address).call("Arith.Sum", 1, 2)
+    finally:
+        server.close()
+
+
+def test_connect_to_the_fastrpc_path_needs_connect():
+    server = fastrpc.Server()
+    server.register(Arith())
+    address = server.start("http://127.0.0.1:0")
+    try:
+        assert raw_http(address + "/", b"GET /_fastrpc_ HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 405")
+        with pytest.raises(fastrpc.errors.ConnectError, match="closed the connection during HTTP CONNECT"):
+            fastrpc.Client(server.start("tcp://127.0.0.1:0").replace("tcp://", "http://"))
+    finally:
+        server.close()
