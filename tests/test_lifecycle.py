@@ -201,3 +201,30 @@ def test_a_plain_handler_that_blocks_the_loop_is_named_once(caplog):
     assert "Make it `async def`, or mark it @fastrpc.blocking" in warnings[0]
     with pytest.raises(ValueError, match="stall_warning must be > 0"):
         fastrpc.Server(stall_warning=0)
+
+
+def test_serving_a_socket_bound_elsewhere(tmp_path):
+    import socket
+    tcp = socket.socket()
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    tcp.bind(("127.0.0.1", 0))
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(tmp_path / "s.sock"))
+    server = fastrpc.Server(reuse_port=True)
+    server.register(Arith())
+    try:
+        address = server.start(sock=tcp)
+        assert address == "tcp://127.0.0.1:%d" % tcp.getsockname()[1]
+        # A second server (another process, in real use) binds the same port beside it.
+        other = fastrpc.Server(reuse_port=True)
+        other.register(Arith())
+        assert other.start(address) == address
+        other.close()
+        with fastrpc.Client(server.start(sock=unix)) as c:
+            assert c.call("Arith.Sum", 1, 2) == 3
+        with fastrpc.Client(address) as c:
+            assert c.call("Arith.Sum", 2, 3) == 5
+        with pytest.raises(ValueError, match="stream"):
+            server.start(sock=socket.socket(type=socket.SOCK_DGRAM))
+    finally:
+        server.close()

@@ -28,7 +28,7 @@ from fastrpc.net.address import parse_address
 from fastrpc.net.auth import check_secret
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.net.loop import new_event_loop
-from fastrpc.server.accept import Listener, bind_tcp, bind_unix
+from fastrpc.server.accept import BACKLOG, Listener, bind_tcp, bind_unix
 from fastrpc.server.connection import LINGER, ConnectionSet, FastConnection
 from fastrpc.server.dispatch import Dispatcher
 from fastrpc.server.reflection import SERVICE as REFLECTION_SERVICE, Reflection
@@ -263,7 +263,7 @@ class Server:
 
     # serving --------------------------------------------------------------
     def start(self, address: str = "tcp://127.0.0.1:0", codec: Optional[str] = None,
-              ssl: Optional[_ssl.SSLContext] = None) -> str:
+              ssl: Optional[_ssl.SSLContext] = None, *, sock: Optional[socket.socket] = None) -> str:
         """Listen on `address` and serve from a background thread.
 
         Returns the bound address (with the real port when 0 was given).
@@ -276,12 +276,14 @@ class Server:
         2.0 on ``POST /rpc`` for any HTTP client (``authorize`` gets the
         request's headers, lower-cased, as the call's metadata).
 
+        `sock` serves a socket bound elsewhere (see listen()).
+
         `ssl` (an ssl.SSLContext, default the server's) serves TLS; with
         ``verify_mode = CERT_REQUIRED`` and a CA, clients must present a
         certificate (mutual TLS).
         """
         loop = self._ensure_loop_thread()
-        fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec, ssl), loop)
+        fut = asyncio.run_coroutine_threadsafe(self.listen(address, codec, ssl, sock=sock), loop)
         return fut.result()
 
     def serve_forever(self, address: Union[str, Sequence[str]], codec: Optional[str] = None,
@@ -323,9 +325,15 @@ class Server:
             log.info("closing: draining calls in flight (grace %.1fs)", self.grace if grace is None else grace)
             self.loop.create_task(self.aclose(grace))
 
-    async def listen(self, address: str, codec: Optional[str] = None,
-                     ssl: Optional[_ssl.SSLContext] = None) -> str:
-        """Listen on `address` on the running event loop (for asyncio programs); see start()."""
+    async def listen(self, address: str = "tcp://127.0.0.1:0", codec: Optional[str] = None,
+                     ssl: Optional[_ssl.SSLContext] = None, *, sock: Optional[socket.socket] = None) -> str:
+        """Listen on `address` on the running event loop (for asyncio programs); see start().
+
+        With `sock`, serve that socket instead of binding one (a TCP or Unix
+        stream socket, already bound; listen() is called on it if needed):
+        for process managers that bind before forking or pass sockets in
+        (systemd). `address` then only says the scheme ("http://" for an
+        HTTP listener). The server closes it when it closes."""
         if self.connections.closing:
             raise RuntimeError("server is closed")
         http = isinstance(address, str) and address.startswith("http://")
@@ -352,7 +360,19 @@ class Server:
         else:
             factory = functools.partial(GoConnection, self, codec, http)
         ssl = ssl if ssl is not None else self.ssl
-        if addr.scheme == "unix":
+        if sock is not None:
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError("sock must be a stream (TCP or Unix) socket")
+            sock.listen(BACKLOG)                # harmless if it already listens
+            sock.setblocking(False)
+            sockets = [sock]
+            name = sock.getsockname()
+            if sock.family == socket.AF_UNIX:
+                bound = f"unix://{name}"
+            else:
+                host = name[0]
+                bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{name[1]}"
+        elif addr.scheme == "unix":
             _remove_stale_socket(addr.path)
             sockets = [bind_unix(addr.path)]
             self._unix_paths.append(addr.path)
