@@ -316,3 +316,18 @@ def test_bench_every_strategy_as_a_table(served):
 def test_list_against_a_go_server_says_there_is_no_reflection(go_server):
     _, err = cli("list", "tcp://" + go_server["gob"], "--codec", "gob", expect=1)
     assert "Go's net/rpc has no reflection" in err
+
+
+def test_serve_takes_its_settings_from_the_environment():
+    env = {**ENV, "FASTRPC_LISTEN": "tcp://127.0.0.1:0,tcp://127.0.0.1:0", "FASTRPC_CODEC": "jsonrpc",
+           "FASTRPC_GRACE": "1"}
+    proc = subprocess.Popen([fastrpc_command(), "serve", "cli_targets:Arith"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+    try:
+        addresses = proc.stdout.readline().split()
+        assert len(addresses) == 2
+        with fastrpc.Client(addresses[1], codec="jsonrpc") as c:
+            assert c.call("Arith.Sum", 3, 4) == 7
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0

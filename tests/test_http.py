@@ -180,3 +180,32 @@ def test_connect_to_the_fastrpc_path_needs_connect():
             fastrpc.Client(server.start("tcp://127.0.0.1:0").replace("tcp://", "http://"))
     finally:
         server.close()
+
+
+def test_tls_on_an_http_listener_carries_json_rpc_and_connect(tmp_path):
+    import asyncio
+    import ssl
+    from support import make_certificates
+    ca, cert, key = make_certificates(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=ca)
+    server = fastrpc.Server(ssl=server_ctx)
+    server.register(Arith())
+    address = server.start("http://127.0.0.1:0")
+    try:
+        with fastrpc.Client(address, ssl=client_ctx) as c:         # TLS, then CONNECT, then fastrpc
+            assert c.call("Arith.Sum", 1, 2) == 3
+
+        async def run():
+            async with fastrpc.AsyncClient(address, ssl=client_ctx) as c:
+                return await c.call("Arith.Pooled", 4)
+        assert asyncio.run(run()) == 8
+        request = urllib.request.Request(address.replace("http://", "https://") + "/rpc", method="POST",
+                                         data=json.dumps(call("Arith.Sum", [2, 2])).encode())
+        with urllib.request.urlopen(request, timeout=10, context=client_ctx) as response:
+            assert json.loads(response.read())["result"] == 4
+        with pytest.raises(fastrpc.errors.ConnectError):              # no TLS: refused, clearly
+            fastrpc.Client(address, connect_timeout=2).call("Arith.Sum", 1, 2)
+    finally:
+        server.close()
