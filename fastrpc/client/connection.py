@@ -176,18 +176,7 @@ class Connection(TableCalls):
         GOAWAY, the close of an idle connection) before it carries a new call."""
         if self.error is None and ((self.tls and self.sock.pending())   # type: ignore[attr-defined]
                                    or _readable_now(self.sock)):
-            engine = self.engine
-            if engine.leader == threading.get_ident():
-                self.on_readable()                   # we read for everyone already
-            elif engine.lead.acquire(False):
-                engine.leader = threading.get_ident()
-                try:
-                    self.on_readable()
-                finally:
-                    engine.leader = None
-                    engine.lead.release()
-                drain_callbacks()
-            # else: the thread reading now sees it too
+            self.engine.read_now(self)
 
     def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
         if kind == wire.GOAWAY:

@@ -207,6 +207,26 @@ class Engine:
             except ValueError:
                 pass
 
+    def read_now(self, conn: Any) -> None:
+        """Read `conn` at once unless another thread is reading (it sees the bytes
+        too). Taking the lead for this read, this thread also hands it on: a
+        follower that began waiting meanwhile must not sleep with nobody
+        reading."""
+        if self.leader == threading.get_ident():
+            conn.on_readable()                    # we read for everyone already
+            return
+        if not self.lead.acquire(False):
+            return
+        self.leader = threading.get_ident()
+        try:
+            conn.on_readable()
+        finally:
+            self.leader = None
+            self.lead.release()
+            if self.followers:
+                self._promote()
+        drain_callbacks()
+
     def _promote(self) -> None:
         """Wake one follower to take the lead."""
         for slot in list(self.followers):
