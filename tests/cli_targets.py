@@ -1,7 +1,6 @@
 """Objects the command-line tests serve with `fastrpc serve cli_targets:...`."""
 import asyncio
 import os
-import time
 
 
 class Arith:
@@ -17,14 +16,6 @@ class Arith:
     async def Slow(self, seconds: float, value):
         await asyncio.sleep(seconds)
         return value
-
-    def Burn(self, micros: int = 200) -> int:
-        """Spin the CPU for `micros` microseconds (the multi-worker benchmark)."""
-        end = time.perf_counter() + micros / 1e6
-        n = 0
-        while time.perf_counter() < end:
-            n += 1
-        return n
 
     def Pid(self) -> int:
         return os.getpid()

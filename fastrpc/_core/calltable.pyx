@@ -676,15 +676,14 @@ cdef class CallTable:
                 frpc_store_u32(ext, <unsigned int>len(meta))
                 self.out.write(ext, 4)
                 self.out.write(meta, len(meta))
-            if type(args) is tuple and not (PyTuple_GET_SIZE(args) == 1 and
-                                            type(<object>PyTuple_GET_ITEM(args, 0)) is Arguments):
-                pack_args(self.out, <tuple>args)
-            elif type(args) is tuple:
+            if type(args) is not tuple:
+                self._encode_other_args(method, args)
+            elif PyTuple_GET_SIZE(args) == 1 and type(<object>PyTuple_GET_ITEM(args, 0)) is Arguments:
                 # A lone Arguments is the call's whole argument list: how keyword
                 # arguments named like the call's own options are sent.
                 self._encode_other_args(method, <object>PyTuple_GET_ITEM(args, 0))
             else:
-                self._encode_other_args(method, args)
+                pack_args(self.out, <tuple>args)
         except BaseException:
             self.out.size = start
             raise

@@ -909,16 +909,13 @@ def packb(obj, *, default=None, bint keep_tuples=False) -> bytes:
     """
     global _shared_busy
     cdef WriteBuffer b
-    if default is not None or keep_tuples:
-        if default is not None and not callable(default):
-            raise TypeError("default must be a callable (or None)")
+    if _shared_busy or default is not None or keep_tuples:
+        # A buffer of its own: the shared one is in use (re-entered from a
+        # default hook), or this call's options must not stick to it.
+        _ext.check_hooks(default, None)
         b = WriteBuffer(256)
         b.default = default
         b.keep_tuples = keep_tuples
-        pack(b, obj, 0)
-        return b.take()
-    if _shared_busy:
-        b = WriteBuffer(256)
         pack(b, obj, 0)
         return b.take()
     _shared_busy = True
@@ -960,8 +957,7 @@ def unpackb(data, *, Py_ssize_t max_depth=DEFAULT_MAX_DEPTH,
     else as ExtType.
     """
     cdef Py_buffer view
-    if ext_hook is not None and not callable(ext_hook):
-        raise TypeError("ext_hook must be a callable (or None)")
+    _ext.check_hooks(None, ext_hook)
     cdef DecodeLimits lim
     check_max_depth(max_depth)
     lim.max_depth = max_depth

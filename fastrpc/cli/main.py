@@ -139,6 +139,14 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace, callers: List[Any], call_args: List[Any]) -> Dict[str, Any]:
+    """One run of the load --rate (open loop) or --concurrency (closed loop) asks for."""
+    progress = Progress(args.duration)
+    if args.rate is not None:
+        return benchmarks.open_loop(callers, args.method, call_args, args.rate, args.duration, progress)
+    return benchmarks.closed_loop(callers, args.method, call_args, args.concurrency, args.duration, progress)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         raise UsageError("--rate must be > 0 calls per second")
@@ -149,7 +157,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = _client_options(args)
     if args.balancer == "all":
         return bench_strategies(args, addresses, call_args, options)
-    progress = Progress(args.duration)
     if args.balancer:
         callers: List[Any] = [fastrpc.Balancer(addresses, strategy=args.balancer, health_interval=0, **options)]
     else:
@@ -158,11 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         callers = [fastrpc.Client(addresses[0], **options) for _ in range(args.connections)]
     try:
         callers[0].call(args.method, *call_args)          # fail fast: unknown method, bad arguments
-        if args.rate is not None:
-            result = benchmarks.open_loop(callers, args.method, call_args, args.rate, args.duration, progress)
-        else:
-            result = benchmarks.closed_loop(callers, args.method, call_args, args.concurrency, args.duration,
-                                            progress)
+        result = _load(args, callers, call_args)
         if args.balancer:
             result["per_endpoint"] = {address: s["calls"] for address, s in callers[0].stats().items()}
     finally:
@@ -192,10 +195,7 @@ def bench_strategies(args: argparse.Namespace, addresses: List[str], call_args: 
             continue
         with fastrpc.Balancer(addresses, strategy=strategy, health_interval=0, **options) as balancer:
             balancer.call(args.method, *call_args)
-            run = (benchmarks.open_loop([balancer], args.method, call_args, args.rate, args.duration,
-                                        Progress(args.duration)) if args.rate is not None else
-                   benchmarks.closed_loop([balancer], args.method, call_args, args.concurrency, args.duration,
-                                          Progress(args.duration)))
+            run = _load(args, [balancer], call_args)
             calls = {address: s["calls"] for address, s in balancer.stats().items()}
         total = sum(calls.values()) or 1
         run["share"] = {address: round(n / total, 4) for address, n in calls.items()}

@@ -23,7 +23,7 @@ import time
 from typing import Any, List, Optional, Tuple
 
 from fastrpc.discovery.etcd import EtcdDiscovery
-from fastrpc.net.address import parse_address
+from fastrpc.net.address import parse_address, tcp_url
 from fastrpc.server import Server
 
 __all__ = ["load_target", "serve"]
@@ -157,8 +157,7 @@ class Supervisor:
                 holder.bind((parsed.host, 0))           # bound, never listening: it only keeps the port
                 port = holder.getsockname()[1]
                 self.holders.append(holder)
-            host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-            out.append(f"{scheme}://{host}:{port}")
+            out.append(tcp_url(parsed.host, port, scheme))
         return out
 
     def worker_command(self, addresses: List[str]) -> List[str]:

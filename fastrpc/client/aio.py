@@ -11,7 +11,7 @@ import collections
 import io
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import AsyncCaller, Batch, CallTable, call_args
@@ -186,7 +186,6 @@ class AsyncConnection(TableCalls):
             else:
                 coro = self.loop.create_connection(factory, addr.host, addr.port, **tls)
             transport, protocol = await asyncio.wait_for(coro, timeout)
-            protocol = cast(Any, protocol)
         except asyncio.TimeoutError:
             raise ConnectTimeoutError(f"connecting to {self.address} timed out after {timeout}s") from None
         except ssl.SSLError as exc:

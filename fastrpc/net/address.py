@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Address", "parse_address"]
+__all__ = ["Address", "parse_address", "tcp_url"]
+
+
+def tcp_url(host: str, port: int, scheme: str = "tcp") -> str:
+    """"tcp://host:port" (or another scheme), an IPv6 host in brackets."""
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -18,8 +23,7 @@ class Address:
     def __str__(self) -> str:
         if self.scheme == "unix":
             return f"unix://{self.path}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return tcp_url(self.host, self.port)
 
 
 def parse_address(address: str) -> Address:

@@ -24,7 +24,7 @@ from fastrpc._core import frame as wire
 from fastrpc.discovery.base import Discovery, Registration
 from fastrpc.extensions import check_hooks
 from fastrpc.go.server import GO_CODECS, GoConnection
-from fastrpc.net.address import parse_address
+from fastrpc.net.address import parse_address, tcp_url
 from fastrpc.net.auth import check_secret
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.net.loop import new_event_loop
@@ -370,8 +370,7 @@ class Server:
             if sock.family == socket.AF_UNIX:
                 bound = f"unix://{name}"
             else:
-                host = name[0]
-                bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{name[1]}"
+                bound = tcp_url(name[0], name[1], "http" if http else "tcp")
         elif addr.scheme == "unix":
             _remove_stale_socket(addr.path)
             sockets = [bind_unix(addr.path)]
@@ -379,9 +378,7 @@ class Server:
             bound = f"unix://{addr.path}"
         else:
             sockets = bind_tcp(addr.host, addr.port, self.reuse_port)
-            sockname = sockets[0].getsockname()
-            host = addr.host
-            bound = f"{'http' if http else 'tcp'}://{'[' + host + ']' if ':' in host else host}:{sockname[1]}"
+            bound = tcp_url(addr.host, sockets[0].getsockname()[1], "http" if http else "tcp")
         listener = Listener(loop, sockets, factory, ssl=ssl, handshake_timeout=self.handshake_timeout)
         listener.start()
         self._listeners.append(listener)
