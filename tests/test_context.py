@@ -123,10 +123,10 @@ def test_a_call_after_the_deadline_fails_at_once(servers):
     assert "Front.RelayLate" in front.inner_errors[0][1]
 
 
-def test_current_call_without_deadline_or_metadata_is_none(servers):
+def test_current_call_without_deadline_or_metadata_still_names_the_call(servers):
     front, back, address = servers
     with fastrpc.Client(address) as c:
-        assert c.call("Front.Context") is None
+        assert c.call("Front.Context") == ["Front.Context", None]
         assert c.call("Front.Context", timeout=5) == ["Front.Context", None]
     with fastrpc.Client(address, metadata={"user": "ann"}) as c:
         assert c.call("Front.Context") == ["Front.Context", {"user": "ann"}]

@@ -4,7 +4,7 @@
 # completes the caller's future directly and updates the endpoint's
 # counters and latency here; only failures, ejections and membership go to
 # the Python policy (fastrpc.balancer.core).
-from fastrpc._core.calltable cimport Slot, CallFuture, CallSettings
+from fastrpc._core.calltable cimport Slot, CallFuture, CallSettings, ClientStats, FRPC_NBUCKETS
 from fastrpc._core.select cimport EndpointTable, Kernel
 
 
@@ -30,6 +30,7 @@ cdef class Member:
     cdef public long long ejections    # ejections in all
     cdef public bint eject_refused     # an ejection was refused (cap reached); warned once
     cdef public object ramp_from       # slow start: ramping since this time (None: full weight)
+    cdef long long hist[FRPC_NBUCKETS] # answered attempts by round-trip time (fastrpc_hist.h buckets)
 
 
 cdef class Pool:
@@ -47,6 +48,7 @@ cdef class Pool:
     cdef public object engine          # blocking balancers: the engine their futures wait on
     cdef public bint idempotent        # calls are idempotent unless they say otherwise
     cdef public double hedge_after     # seconds before an idempotent call is hedged, < 0: never
+    cdef public ClientStats stats      # the balancer's calls by method, as its callers saw them
 
     cpdef Member pick(self, unsigned long long key_hash)
     cdef int release(self, Member m, double rtt, double now, long long load, bint answered,

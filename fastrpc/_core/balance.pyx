@@ -17,8 +17,8 @@ membership in one step.
 """
 cimport cython
 
-from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallTable, FINISHED, PENDING, complete,
-                                      frpc_monotonic, table_ready)
+from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallTable, ClientStats, FINISHED, PENDING,
+                                      complete, frpc_bucket, frpc_monotonic, table_ready, FRPC_NBUCKETS)
 from fastrpc._core.select cimport EndpointTable, Kernel
 
 import threading
@@ -51,6 +51,11 @@ cdef class Member:
     def __repr__(self):
         return f"<Member {self.endpoint.address} index={self.index} active={self.active}>"
 
+    def histogram(self):
+        """Answered attempts per round-trip-time bucket (fastrpc's
+        LATENCY_BUCKETS, then the rest); not cumulative."""
+        return [self.hist[i] for i in range(FRPC_NBUCKETS)]
+
 
 @cython.final
 cdef class Pool:
@@ -72,6 +77,7 @@ cdef class Pool:
         self.engine = None
         self.idempotent = False
         self.hedge_after = -1.0
+        self.stats = ClientStats()
 
     def install(self, EndpointTable table, picker, list members, bint keyed):
         """Swap in a new membership at once: table, picker, members (by index)."""
@@ -159,6 +165,7 @@ cdef class Pool:
         m.active -= 1
         m.calls += 1
         if answered:
+            m.hist[frpc_bucket(rtt)] += 1
             m.last_answer = now
             if remote:
                 m.remote_errors += 1
@@ -219,6 +226,8 @@ cdef class Pool:
         cdef bint hedged
         fut.method = method
         fut.engine = engine
+        fut.stats = self.stats.of(method)
+        fut.started = frpc_monotonic()
         a.pool = self
         a.sink = fut
         a.method = method

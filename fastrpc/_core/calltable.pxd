@@ -17,6 +17,11 @@ from fastrpc._core.frame cimport FrameReader, FrameView
 cdef extern from "fastrpc_clock.h":
     double frpc_monotonic() nogil
 
+cdef extern from "fastrpc_hist.h":
+    enum: FRPC_NBUCKETS
+    const double *frpc_bounds
+    int frpc_bucket(double seconds) nogil
+
 
 cdef enum SlotState:
     PENDING = 0
@@ -32,6 +37,22 @@ cdef class Slot:
     cdef int wake(self) except -1
 
 
+cdef class CallStats:
+    """One method's calls as a client saw them: counts, errors, latency."""
+    cdef public long long calls        # calls that ended (answered, failed, timed out, cancelled)
+    cdef public long long errors       # of those, the ones that did not return a result
+    cdef public dict error_types       # error type name -> count
+    cdef public double seconds         # their durations, summed
+    cdef long long hist[FRPC_NBUCKETS] # their durations by latency bucket
+    cdef int observe(self, double seconds, object error) except -1
+
+
+cdef class ClientStats:
+    """A client's or balancer's CallStats by method (created as methods are called)."""
+    cdef readonly dict methods         # method name -> CallStats
+    cdef CallStats of(self, str method)
+
+
 cdef class CallFuture(Slot):
     """The future of one blocking call (Client.go, Balancer.go)."""
     cdef int state            # SlotState
@@ -45,6 +66,8 @@ cdef class CallFuture(Slot):
     cdef public object source     # withdraws the call: a connection (withdraw(seq)) or a balanced call
     cdef public unsigned long long seq
     cdef public double deadline   # monotonic time the call times out, 0: none
+    cdef public CallStats stats   # where its outcome is counted as it finishes, or None
+    cdef public double started    # monotonic time it was sent (for stats)
     cdef object __weakref__
     cdef int finish(self, object value, object error, int state) except -1
     cdef int _finish_watched(self, object value, object error, int state) except -1
@@ -70,6 +93,10 @@ cdef class Batch(Slot):
     cdef public Py_ssize_t wake_below    # ready() once fewer than this many are in flight
     cdef public object on_progress       # called with no arguments when ready() becomes true
     cdef bint return_exceptions
+    cdef public CallStats stats          # where each item's outcome is counted, or None
+    cdef list run_times                  # monotonic time each run was registered (sent)
+    cdef int observe(self, Py_ssize_t run, object error) except -1
+    cdef Py_ssize_t _run_of(self, Py_ssize_t position)
     cdef int settle(self, Py_ssize_t position, object value, bint is_error) except -1
 
 
@@ -130,7 +157,7 @@ cdef class CallTable:
     cpdef unsigned long long request(self, str method, object args, object slot,
                                      object deadline_ms=*, bytes meta=*) except? 0
     cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,
-                        bint flush=*)
+                        bint flush=*, CallStats stats=*)
     cdef object _remote_error(self, FrameView *f)
     cdef int _oversized(self, FrameView *f) except -1
     cdef int _hello(self, FrameView *f) except -1
@@ -139,6 +166,7 @@ cdef class CallTable:
 cdef class Caller:
     """A blocking client's call path: its settings and its current connection."""
     cdef public CallSettings settings
+    cdef public ClientStats stats      # the client's per-method counts
     cdef public CallTable table        # the current connection's table (None: dial first)
     cdef public object client          # the Client: connection() when table is not ready
     cdef CallTable _table(self)
@@ -147,6 +175,7 @@ cdef class Caller:
 cdef class AsyncCaller:
     """An asyncio client's call path: its settings and its current connection."""
     cdef public CallSettings settings
+    cdef public ClientStats stats      # the client's per-method counts
     cdef public CallTable table        # the current connection's table (None: connect first)
     cdef public object create_future   # the connection's loop.create_future
     cdef public object expire          # expire(table, seq, future, method, timeout): a call timed out

@@ -141,6 +141,81 @@ class ConcurrentFuture(concurrent.futures.Future):
     """
 
 
+cdef str _error_name(object error):
+    """The type an error is counted under: a remote error's type name, else its class's."""
+    name = getattr(error, "type", None)
+    return name if type(name) is str else type(error).__name__
+
+
+#: Upper bounds (seconds) of every latency histogram; one more bucket takes the rest.
+LATENCY_BUCKETS = tuple(frpc_bounds[i] for i in range(FRPC_NBUCKETS - 1))
+
+
+@cython.final
+cdef class CallStats:
+    """One method's calls as a client (or balancer) saw them: how many ended,
+    how many with an error (by type), and how long they took."""
+
+    def __init__(self):
+        self.error_types = {}
+
+    cdef int observe(self, double seconds, object error) except -1:
+        self.calls += 1
+        self.seconds += seconds
+        self.hist[frpc_bucket(seconds)] += 1
+        if error is not None:
+            self.errors += 1
+            name = error if type(error) is str else _error_name(error)
+            self.error_types[name] = self.error_types.get(name, 0) + 1
+        return 0
+
+    def record(self, double seconds, error=None):
+        """A call ended after `seconds` with `error` (an exception or a type
+        name; None: it returned a result)."""
+        self.observe(seconds, error)
+
+    def histogram(self):
+        """Calls per latency bucket (LATENCY_BUCKETS, then the rest); not cumulative."""
+        return [self.hist[i] for i in range(FRPC_NBUCKETS)]
+
+    def snapshot(self):
+        """calls, errors, error_types, seconds and histogram, as a dict."""
+        return {"calls": self.calls, "errors": self.errors, "error_types": dict(self.error_types),
+                "seconds": self.seconds, "histogram": self.histogram()}
+
+
+# Methods a client counts separately at most; past it, the rest share one
+# entry (a client calling ever new names must not grow without bound).
+MAX_METHODS = 1000
+OTHER_METHODS = "(other)"
+
+
+@cython.final
+cdef class ClientStats:
+    """Per-method CallStats of one client or balancer."""
+
+    def __init__(self):
+        self.methods = {}
+
+    cdef CallStats of(self, str method):
+        cdef object s = self.methods.get(method)
+        if s is None:
+            if len(self.methods) >= MAX_METHODS:
+                method = OTHER_METHODS
+                s = self.methods.get(method)
+            if s is None:
+                s = self.methods[method] = CallStats()
+        return <CallStats>s
+
+    def method(self, str method):
+        """The CallStats of `method` (made on first use)."""
+        return self.of(method)
+
+    def snapshot(self):
+        """{method: CallStats.snapshot()}."""
+        return {name: (<CallStats>s).snapshot() for name, s in list(self.methods.items())}
+
+
 @cython.final
 @cython.freelist(1024)
 @cython.no_gc
@@ -179,6 +254,9 @@ cdef class CallFuture(Slot):
             return 0
         self.engine = None
         self.source = None
+        if self.stats is not None:
+            self.stats.observe(frpc_monotonic() - self.started, "Cancelled" if state == CANCELLED else error)
+            self.stats = None
         if self.watched:
             return self._finish_watched(value, error, state)
         self.value = value
@@ -406,6 +484,8 @@ cdef class Batch(Slot):
         self.wake_below = 0
         self.on_progress = None
         self.return_exceptions = return_exceptions
+        self.stats = None
+        self.run_times = []
 
     @property
     def done(self):
@@ -429,8 +509,30 @@ cdef class Batch(Slot):
         else:
             self.run_seqs.append(seq)
             self.run_positions.append(self.issued)
+            if self.stats is not None:
+                self.run_times.append(frpc_monotonic())
         self.issued += 1
         return 0
+
+    cdef int observe(self, Py_ssize_t run, object error) except -1:
+        """Count an item of run `run` (-1: never sent) ending with `error` (None: a result)."""
+        cdef double started
+        if run < 0 or run >= len(self.run_times):
+            self.stats.observe(0.0, error)
+        else:
+            started = self.run_times[run]
+            self.stats.observe(frpc_monotonic() - started, error)
+        return 0
+
+    cdef Py_ssize_t _run_of(self, Py_ssize_t position):
+        cdef Py_ssize_t lo = 0, hi = len(self.run_positions), mid
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if <Py_ssize_t>self.run_positions[mid] <= position:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - 1
 
     cdef Py_ssize_t position_of(self, unsigned long long seq):
         """The item call `seq` carries, or -1 (not this batch's, or settled)."""
@@ -464,6 +566,8 @@ cdef class Batch(Slot):
         if position < 0:
             return 0
         self.answered[position] = 1
+        if self.stats is not None:
+            self.observe(self.hint, value if is_error else None)
         self.settle(position, value, is_error)
         if self.ready():
             self.wake()
@@ -504,6 +608,8 @@ cdef class Batch(Slot):
         cdef Py_ssize_t i
         for i in range(self.issued, len(self.results)):
             self.answered[i] = 1
+            if self.stats is not None:
+                self.observe(-1, exc)
             self.settle(i, exc, True)
         self.issued = len(self.results)
         self.wake()
@@ -514,6 +620,8 @@ cdef class Batch(Slot):
         for position in range(self.issued):
             if not self.answered[position]:
                 self.answered[position] = 1
+                if self.stats is not None:
+                    self.observe(self._run_of(position), exc)
                 self.settle(position, exc, True)
         self.wake()
 
@@ -767,11 +875,11 @@ cdef class CallTable:
         return 0
 
     cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,
-                        bint flush=False):
+                        bint flush=False, CallStats stats=None):
         """Start a blocking call: encode it, register a new CallFuture, return it.
 
         With `flush`, the owner writes it at once; otherwise once enough
-        output waits (see _encoded).
+        output waits (see _encoded). `stats`: where its outcome is counted.
         """
         cdef CallFuture fut = CallFuture.__new__(CallFuture)
         cdef bytes m = self._method(method)
@@ -782,6 +890,9 @@ cdef class CallTable:
         fut.method = method
         fut.engine = engine
         fut.source = self.owner
+        if stats is not None:
+            fut.started = frpc_monotonic()
+            fut.stats = stats
         self.lock_out()
         try:
             was_empty = self.out.frames == 0
@@ -1039,6 +1150,7 @@ cdef class AsyncCaller:
         self.settings = settings
         self.expire = expire
         self.table = None
+        self.stats = ClientStats()
 
     def start(self, str method, object args, object timeout):
         """Encode a call on the current connection and return (future, seq); None
@@ -1117,6 +1229,7 @@ cdef class Caller:
         self.settings = settings
         self.client = client
         self.table = None
+        self.stats = ClientStats()
 
     cdef CallTable _table(self):
         cdef CallTable t = self.table
@@ -1130,7 +1243,7 @@ cdef class Caller:
         cdef double t = self.settings.timeout(timeout)
         cdef CallTable table = self._table()
         cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t), self.settings.metadata(),
-                                       table.engine)
+                                       table.engine, False, self.stats.of(method))
         if t >= 0.0:
             fut.deadline = frpc_monotonic() + t
             table.engine.watch_deadline(fut)
@@ -1142,7 +1255,8 @@ cdef class Caller:
         cdef double t = self.settings.timeout(timeout)
         cdef CallTable table = self._table()
         cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t), self.settings.metadata(),
-                                       table.engine, True)
+                                       table.engine, True, self.stats.of(method))
+        cdef CallStats stats
         if t < 0.0:
             return fut.result()
         try:
@@ -1150,6 +1264,10 @@ cdef class Caller:
         except TimeoutError:
             if fut.state != PENDING:
                 raise
+            stats = fut.stats
+            fut.stats = None                      # counted as what it is: a timeout
+            if stats is not None:
+                stats.observe(frpc_monotonic() - fut.started, "TimeoutError")
             fut.cancel()                          # a late reply is dropped; the server cancels the call
             raise TimeoutError(f"{method} did not complete within {t}s") from None
 

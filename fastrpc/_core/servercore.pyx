@@ -11,6 +11,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_GET_SIZE
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.string cimport memcmp
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
@@ -24,6 +25,18 @@ from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError, error
 
 import traceback
 import types
+
+cdef extern from "fastrpc_clock.h":
+    double frpc_monotonic() nogil
+
+cdef extern from "fastrpc_hist.h":
+    enum: FRPC_NBUCKETS
+    const double *frpc_bounds
+    int frpc_bucket(double seconds) nogil
+
+#: Upper bounds (seconds) of the latency histograms (csrc/fastrpc_hist.h);
+#: one more bucket takes the calls above the last.
+LATENCY_BUCKETS = tuple(frpc_bounds[i] for i in range(FRPC_NBUCKETS - 1))
 
 cdef object _coroutine_type = types.CoroutineType
 
@@ -48,6 +61,10 @@ cdef class Handler:
     cdef readonly object bind             # None, or bind(args, kwargs) -> (args, kwargs); TypeError: they do not fit
     cdef readonly bint kw_required        # it has a keyword-only parameter without a default
     cdef public long long calls           # calls it was asked to serve, over every protocol
+    cdef public long long errors          # of those, the ones answered (or ended, notifications) with an error
+    cdef public dict error_types          # error type name -> count (touched only on errors)
+    cdef public double seconds            # sum of the finished calls' durations
+    cdef long long hist[FRPC_NBUCKETS]    # finished calls by duration, LATENCY_BUCKETS (+ the rest)
 
     def __init__(self, func, str name, int mode, Py_ssize_t min_args, Py_ssize_t max_args,
                  bind=None, bint kw_required=False):
@@ -58,9 +75,54 @@ cdef class Handler:
         self.max_args = max_args
         self.bind = bind
         self.kw_required = kw_required
+        self.error_types = {}
 
     def __repr__(self):
         return f"Handler({self.name!r}, mode={self.mode})"
+
+    cpdef record(self, double seconds, str error=None):
+        """A call of this method finished after `seconds`; `error`: the type
+        name of the error it was answered with (None: it succeeded)."""
+        self.hist[frpc_bucket(seconds)] += 1
+        self.seconds += seconds
+        if error is not None:
+            self.errors += 1
+            self.error_types[error] = self.error_types.get(error, 0) + 1
+
+    def histogram(self):
+        """Finished calls per latency bucket: a list as long as LATENCY_BUCKETS
+        plus one (the calls above the last bound), not cumulative."""
+        return [self.hist[i] for i in range(FRPC_NBUCKETS)]
+
+    def inherit(self, Handler other):
+        """Take over `other`'s counts (a handler rebuilt, e.g. with interceptors)."""
+        self.calls = other.calls
+        self.errors = other.errors
+        self.error_types = dict(other.error_types)
+        self.seconds = other.seconds
+        for i in range(FRPC_NBUCKETS):
+            self.hist[i] = other.hist[i]
+
+
+cdef class ServerCore
+
+
+# The call an inline handler is serving right now, for current_call(): set
+# around the handler's run on the loop's thread, read (and its metadata
+# decoded) only if the handler asks. Costs a few stores when nobody does.
+cdef ServerCore _inline_core = None
+cdef FrameView *_inline_frame = NULL
+cdef Handler _inline_handler = None
+cdef double _inline_start = 0
+cdef long _inline_thread = 0
+
+
+def inline_call():
+    """The inline handler running on this thread, as (method, deadline,
+    metadata, peer), or None. The deadline is time.monotonic() based."""
+    if _inline_core is None or _inline_thread != <long>PyThread_get_thread_ident():
+        return None
+    return _inline_core._describe(_inline_frame, _inline_handler, _inline_start)
 
 
 @cython.final
@@ -248,6 +310,7 @@ cdef class ServerCore:
         except Exception as exc:
             # Any failure to decode (a malformed payload, a limit, whatever the
             # decoder raised) fails this call alone, as a DecodeError.
+            h.record(0.0, "DecodeError")
             if not notify:
                 self._error(f.seq, "DecodeError", f"{h.name}: bad arguments: {exc}")
             return 0
@@ -256,12 +319,14 @@ cdef class ServerCore:
                 try:
                     args, kwargs = h.bind(args, kwargs)
                 except TypeError as exc:
+                    h.record(0.0, "InvalidArguments")
                     if not notify:
                         self._error(f.seq, "InvalidArguments", f"{h.name}: {exc}")
                     return 0
         else:
             nargs = PyTuple_GET_SIZE(args)
             if nargs < h.min_args or (h.max_args >= 0 and nargs > h.max_args):
+                h.record(0.0, "InvalidArguments")
                 if not notify:
                     self._error(f.seq, "InvalidArguments", _arity_message(h, nargs))
                 return 0
@@ -269,6 +334,7 @@ cdef class ServerCore:
             try:
                 self.authorize(h.name, meta)
             except Exception as exc:
+                h.record(0.0, "PermissionDenied")
                 if notify:
                     self.conn.log_notify_error(h.name, exc)
                 else:
@@ -278,9 +344,18 @@ cdef class ServerCore:
             self.conn.spawn(h, f.seq, args, notify,
                             f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta, kwargs)
             return 0
+        global _inline_core, _inline_frame, _inline_handler, _inline_start, _inline_thread
+        cdef double start = frpc_monotonic()
+        _inline_core = self
+        _inline_frame = f
+        _inline_handler = h
+        _inline_start = start
+        _inline_thread = <long>PyThread_get_thread_ident()
         try:
             result = h.func(*args) if kwargs is None else h.func(*args, **kwargs)
         except Exception as exc:
+            _inline_core = None
+            h.record(frpc_monotonic() - start, _error_type(exc))
             if notify:
                 self.conn.log_notify_error(h.name, exc)
             else:
@@ -288,13 +363,28 @@ cdef class ServerCore:
                             format_traceback(exc) if self.send_tracebacks else None)
                 self.conn.log_handler_error(h.name, exc)
             return 0
+        _inline_core = None
         if type(result) is _coroutine_type:
-            # A plain function that returned a coroutine: run it as a task.
+            # A plain function that returned a coroutine: run it as a task
+            # (its duration is recorded when it ends).
             self.conn.spawn_awaitable(h, f.seq, result, notify)
             return 0
         if not notify:
-            self.reply(f.seq, result)
+            if self.reply(f.seq, result) == 1:
+                h.record(frpc_monotonic() - start, "EncodeError")
+                return 0
+        h.record(frpc_monotonic() - start, None)
         return 0
+
+    cdef object _describe(self, FrameView *f, Handler h, double start):
+        meta = None
+        if f.meta_len:
+            try:
+                meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
+            except Exception:
+                meta = None
+        deadline = start + f.deadline_ms / 1000.0 if f.flags & FLAG_DEADLINE else None
+        return (h.name, deadline, meta, getattr(self.conn, "peer", None))
 
     cdef int _oversized(self, FrameView *f) except -1:
         # f.flags holds the kind the frame declared, f.payload_len its length.
@@ -333,13 +423,15 @@ cdef class ServerCore:
         return start
 
     cpdef int reply(self, unsigned long long seq, object value) except -1:
-        """Encode a RESPONSE for `seq`; an unencodable value becomes an error reply."""
+        """Encode a RESPONSE for `seq`; an unencodable value becomes an error
+        reply (and 1 is returned; 0 otherwise)."""
         cdef Py_ssize_t start = self._begin_reply(KIND_RESPONSE, seq)
         try:
             pack(self.out, value, 0)
         except Exception as exc:
             self.out.size = start
-            return self._error(seq, "EncodeError", f"result cannot be encoded: {exc}")
+            self._error(seq, "EncodeError", f"result cannot be encoded: {exc}")
+            return 1
         return end_frame(self.out, start)
 
     cpdef int reply_error(self, unsigned long long seq, str type_name, str message, str traceback=None) except -1:

@@ -23,11 +23,13 @@ import functools
 import html
 import inspect
 import logging
+import time
 import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fastrpc.go._gob import K_STRUCT, GoType
 from fastrpc._core.servercore import MODE_INLINE, Handler
+from fastrpc.context import CURRENT, CallContext
 from fastrpc.errors import RPCError
 from fastrpc.go.gobcodec import GobServerCodec
 from fastrpc.go.types import EMPTY_STRUCT, MISSING, converter, go_type, lookup_field, zero_for, zero_value
@@ -304,7 +306,8 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             return
         self.http_body = None
         self.next_task += 1
-        task = self.server.loop.create_task(jsonrpc2.answer(self.server, bytes(body[:length]), headers))
+        task = self.server.loop.create_task(jsonrpc2.answer(self.server, bytes(body[:length]), headers,
+                                                                   None if self.peer is None else str(self.peer)))
         self._start_task(self.next_task, task, functools.partial(self._rpc_answered, self.next_task))
 
     def _rpc_answered(self, tid: int, task: asyncio.Future[Any]) -> None:
@@ -336,10 +339,12 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             self._error(key, method, dispatcher.not_found(method))
             return
         handler.calls += 1
+        started = time.monotonic()
         sig = dispatcher.annotation(handler, "go", GoSignature)
         try:
             call_args = sig.arguments(args)
         except (TypeError, ValueError) as exc:
+            handler.record(0.0, "InvalidArguments")
             self._error(key, method, str(exc))
             return
         loop = self.server.loop
@@ -347,33 +352,42 @@ class GoConnection(ServedConnection, asyncio.Protocol):
             # net/rpc carries no deadline or metadata: the handler runs as a
             # fastrpc call without them would (see Dispatcher.start).
             try:
-                fut = dispatcher.start(loop, handler, call_args, None, None)
+                fut = dispatcher.start(loop, handler, call_args, None, None, None, self.peer)
             except Exception as exc:
+                dispatcher.finished(handler, started, exc)
                 self._error(key, method, _error_text(exc))
                 return
-            self._track(key, method, sig, fut)
+            self._track(key, handler, sig, fut, started)
             return
+        token = CURRENT.set(CallContext(method, None, None, None if self.peer is None else str(self.peer)))
         try:
             result = handler.func(*call_args)
         except Exception as exc:
+            dispatcher.finished(handler, started, exc)
             self._error(key, method, _error_text(exc), exc)
             return
+        finally:
+            CURRENT.reset(token)
         if inspect.isawaitable(result):
-            self._track(key, method, sig, dispatcher.start_awaitable(loop, result))
+            self._track(key, handler, sig, dispatcher.start_awaitable(loop, result), started)
             return
+        dispatcher.finished(handler, started, None)
         self._reply(key, method, sig, result)
 
-    def _track(self, key: Any, method: str, sig: GoSignature, fut: asyncio.Future[Any]) -> None:
+    def _track(self, key: Any, handler: Handler, sig: GoSignature, fut: asyncio.Future[Any], started: float) -> None:
         # Requests may reuse ids (jsonrpc), so tasks are keyed by a counter.
         self.next_task += 1
         tid = self.next_task
-        self._start_task(tid, fut, functools.partial(self._finished, tid, key, method, sig))
+        self._start_task(tid, fut, functools.partial(self._finished, tid, key, handler, sig, started))
 
-    def _finished(self, tid: int, key: Any, method: str, sig: GoSignature, fut: asyncio.Future[Any]) -> None:
+    def _finished(self, tid: int, key: Any, handler: Handler, sig: GoSignature, started: float,
+                  fut: asyncio.Future[Any]) -> None:
         self._end_task(tid, fut)
+        method = handler.name
+        result, exc = self.server.dispatcher.outcome(method, None, fut)
+        self.server.dispatcher.finished(handler, started, exc)
         if self.closing:
             return
-        result, exc = self.server.dispatcher.outcome(method, None, fut)
         if isinstance(exc, asyncio.CancelledError):
             self._error(key, method, f"{method} was cancelled")
         elif exc is not None:

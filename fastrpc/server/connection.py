@@ -452,27 +452,32 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
     def spawn(self, handler: Handler, seq: int, args: tuple[Any, ...], notify: bool,
               deadline_ms: Optional[int], meta: Any, kwargs: Optional[dict[Any, Any]] = None) -> None:
         """Run a handler that does not run inline (see Dispatcher.start)."""
-        deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
+        started = time.monotonic()
+        deadline = None if deadline_ms is None else started + deadline_ms / 1000.0
         try:
-            fut = self.server.dispatcher.start(self.server.loop, handler, args, deadline, meta, kwargs)
+            fut = self.server.dispatcher.start(self.server.loop, handler, args, deadline, meta, kwargs, self.peer)
         except Exception as exc:
+            self.server.dispatcher.finished(handler, started, exc)
             self._done(seq, handler.name, notify, None, exc)
             return
-        self._track(seq, handler.name, notify, fut, deadline)
+        self._track(seq, handler, notify, fut, deadline, started)
 
     def spawn_awaitable(self, handler: Handler, seq: int, awaitable: Any, notify: bool) -> None:
         """A plain handler returned an awaitable: await it as a task."""
-        self._track(seq, handler.name, notify, self.server.dispatcher.start_awaitable(self.server.loop, awaitable),
-                    None)
+        self._track(seq, handler, notify, self.server.dispatcher.start_awaitable(self.server.loop, awaitable),
+                    None, time.monotonic())
 
-    def _track(self, seq: int, name: str, notify: bool, fut: asyncio.Future[Any], deadline: Optional[float]) -> None:
-        self._start_task(seq, fut, functools.partial(self._finished, seq, name, notify, deadline))
+    def _track(self, seq: int, handler: Handler, notify: bool, fut: asyncio.Future[Any], deadline: Optional[float],
+               started: float) -> None:
+        self._start_task(seq, fut, functools.partial(self._finished, seq, handler, notify, deadline, started))
 
-    def _finished(self, seq: int, name: str, notify: bool, deadline: Optional[float],
+    def _finished(self, seq: int, handler: Handler, notify: bool, deadline: Optional[float], started: float,
                   fut: asyncio.Future[Any]) -> None:
         self._end_task(seq, fut)
-        result, exc = self.server.dispatcher.outcome(name, deadline, fut)
-        self._done(seq, name, notify, result, exc)
+        dispatcher = self.server.dispatcher
+        result, exc = dispatcher.outcome(handler.name, deadline, fut)
+        dispatcher.finished(handler, started, exc)
+        self._done(seq, handler.name, notify, result, exc)
         self._calls_eased()
 
     def _done(self, seq: int, name: str, notify: bool, result: Any, exc: Optional[BaseException]) -> None:

@@ -3,10 +3,13 @@
 Owns the server's handler table (shared by every connection, whatever
 protocol it speaks), the text of a call to a method that does not exist
 (net/rpc's, for fastrpc and Go callers alike), how many calls each method
-served (each Handler counts its own), and the one place where a handler runs: inline, as an asyncio task
-(cancelled at its caller's deadline), or in the thread pool (not started
-once its caller's deadline passed), with ``fastrpc.current_call()`` set to
-the call's method, deadline and metadata. A handler's outcome becomes the
+served, failed and how long they took (each Handler counts its own, the
+compiled loop for inline calls and `finished` here for the rest), the
+server's interceptors (wrapped around each handler as it is installed), and
+the one place where a handler runs: inline, as an asyncio task (cancelled
+at its caller's deadline), or in the thread pool (not started once its
+caller's deadline passed), with ``fastrpc.current_call()`` set to the
+call's method, deadline, metadata and peer. A handler's outcome becomes the
 error the caller sees here too.
 """
 from __future__ import annotations
@@ -18,11 +21,12 @@ import inspect
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from fastrpc._core.servercore import MODE_ASYNC, Handler, LoadGauge, not_found_message
 from fastrpc.context import serving
-from fastrpc.errors import DeadlineExceeded
+from fastrpc.errors import DeadlineExceeded, error_type_name
+from fastrpc.interceptors import Interceptor, check_interceptors, intercept_handler
 from fastrpc.server.accept import RateLimitedLog
 from fastrpc.server.handlers import build_handler, public_methods, service_name
 
@@ -42,7 +46,8 @@ def _unless_late(deadline: float, name: str, call: Callable[[], Any]) -> Any:
 class Dispatcher:
     """A server's services and how their handlers run (see the module docstring)."""
 
-    def __init__(self, max_workers: Optional[int] = None) -> None:
+    def __init__(self, max_workers: Optional[int] = None, interceptors: Sequence[Interceptor] = ()) -> None:
+        self.interceptors = check_interceptors(interceptors, allow_async=True)
         self.handlers: Dict[bytes, Handler] = {}    # "Service.Method" (UTF-8) -> Handler; shared, updated in place
         self.services: Set[bytes] = set()           # service names (UTF-8); shared likewise
         self.load = LoadGauge()                     # calls running as tasks or in the pool
@@ -86,9 +91,35 @@ class Dispatcher:
             for full in handlers:
                 if full.encode() in self.handlers:
                     raise ValueError(f"method {full!r} is already registered")
+            if self.interceptors:
+                handlers = {k: self.intercepted(h) for k, h in handlers.items()}
             # Connections hold these objects themselves, so update in place.
             self.handlers.update({k.encode(): v for k, v in handlers.items()})
             self.services.add(service.encode())
+
+    def intercepted(self, handler: Handler) -> Handler:
+        """`handler` with the server's interceptors around it (built-in
+        services, named "_...", are left as they are)."""
+        if handler.name.startswith("_"):
+            return handler
+        return intercept_handler(handler, self.interceptors, self.executor)
+
+    @staticmethod
+    def finished(handler: Handler, started: float, exc: Optional[BaseException]) -> None:
+        """A call of `handler` that began at `started` (time.monotonic())
+        ended, with `exc` (None: it succeeded): count it."""
+        handler.record(time.monotonic() - started, None if exc is None else _error_name(exc))
+
+    def stats(self) -> Dict[str, Dict[str, Any]]:
+        """Per method ("Service.Method", built-in ones left out): calls,
+        errors, errors by type, total seconds, and the latency histogram."""
+        out = {}
+        for h in self.handlers_sorted():
+            if h.name.startswith("_"):
+                continue
+            out[h.name] = {"calls": h.calls, "errors": h.errors, "error_types": dict(h.error_types),
+                           "seconds": h.seconds, "histogram": h.histogram()}
+        return out
 
     def log_failure(self, name: str, exc: BaseException, notify: bool) -> None:
         """A call or notification of `name` failed with `exc`: log it (WARNING on
@@ -146,17 +177,18 @@ class Dispatcher:
         return self._pool
 
     def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, args: tuple[Any, ...],
-              deadline: Optional[float], meta: Any, kwargs: Optional[dict[Any, Any]] = None) -> asyncio.Future[Any]:
+              deadline: Optional[float], meta: Any, kwargs: Optional[dict[Any, Any]] = None,
+              peer: Any = None) -> asyncio.Future[Any]:
         """Run a handler that does not run inline: an ``async def`` as a task,
         cancelled at `deadline` (monotonic, None: none); a @blocking one in the
         pool, not started once `deadline` passed. Either sees `deadline` and
         `meta` through fastrpc.current_call(). Raises what calling it raises."""
         # The handler's context carries the caller's deadline and metadata to
         # the calls it makes in turn.
-        ctx = None if deadline is None and meta is None else serving(handler.name, deadline, meta)
+        ctx = serving(handler.name, deadline, meta, peer)
         if handler.mode == MODE_ASYNC:
             coro = handler.func(*args) if kwargs is None else handler.func(*args, **kwargs)
-            fut = loop.create_task(coro) if ctx is None else ctx.run(loop.create_task, coro)
+            fut = ctx.run(loop.create_task, coro)
             if deadline is not None:
                 # The caller stops waiting at its deadline: stop the work too.
                 self.deadline_timers[fut] = loop.call_later(max(0.0, deadline - time.monotonic()), _cancel, fut)
@@ -167,9 +199,7 @@ class Dispatcher:
             # A call that waited in the pool's queue past its caller's
             # timeout is not started: nobody wants its result.
             call = functools.partial(_unless_late, deadline, handler.name, call)
-        if ctx is not None:
-            call = functools.partial(ctx.run, call)
-        return loop.run_in_executor(self.executor(), call)
+        return loop.run_in_executor(self.executor(), functools.partial(ctx.run, call))
 
     def _end_timer(self, fut: asyncio.Future[Any]) -> None:
         timer = self.deadline_timers.pop(fut, None)
@@ -206,6 +236,15 @@ class Dispatcher:
         """Stop the pool (calls queued there are not started)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _error_name(exc: BaseException) -> str:
+    """The error type a caller sees for `exc` (as the replies name it)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "Cancelled"
+    if isinstance(exc, DeadlineExceeded):
+        return exc.type
+    return error_type_name(exc)
 
 
 # The message a handler's task is cancelled with when its deadline passes

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Dict, Optional, Tuple
 
 from fastrpc._core.servercore import MODE_INLINE, Handler
+from fastrpc.context import CURRENT, CallContext
 from fastrpc.errors import DeadlineExceeded, error_type_name
 from fastrpc.extensions import json_form
 
@@ -42,7 +44,7 @@ def _error(rid: Any, code: int, message: str, data: Optional[Dict[str, Any]] = N
     return {"jsonrpc": "2.0", "error": error, "id": rid}
 
 
-async def answer(server: Any, body: bytes, headers: Dict[str, str]) -> Optional[bytes]:
+async def answer(server: Any, body: bytes, headers: Dict[str, str], peer: Optional[str] = None) -> Optional[bytes]:
     """The response body for a request `body`, or None when nothing is answered
     (notifications only)."""
     try:
@@ -52,10 +54,10 @@ async def answer(server: Any, body: bytes, headers: Dict[str, str]) -> Optional[
     if isinstance(message, list):
         if not message:
             return _dump(_error(None, INVALID_REQUEST, "Invalid Request: an empty batch"))
-        replies = await asyncio.gather(*(_one(server, m, headers) for m in message))
+        replies = await asyncio.gather(*(_one(server, m, headers, peer) for m in message))
         answered = [r for r in replies if r is not None]
         return _dump(answered) if answered else None
-    reply = await _one(server, message, headers)
+    reply = await _one(server, message, headers, peer)
     return None if reply is None else _dump(reply)
 
 
@@ -63,7 +65,7 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, default=json_form, ensure_ascii=False).encode("utf-8")
 
 
-async def _one(server: Any, request: Any, headers: Dict[str, str]) -> Optional[Dict[str, Any]]:
+async def _one(server: Any, request: Any, headers: Dict[str, str], peer: Optional[str]) -> Optional[Dict[str, Any]]:
     """One request object's response (None for a notification)."""
     if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" \
             or not isinstance(request.get("method"), str):
@@ -73,7 +75,7 @@ async def _one(server: Any, request: Any, headers: Dict[str, str]) -> Optional[D
     notify = "id" not in request
     rid = request.get("id")
     try:
-        result = await _run(server, request["method"], request.get("params"), headers)
+        result = await _run(server, request["method"], request.get("params"), headers, peer)
     except _CallError as exc:
         return None if notify else _error(rid, exc.code, exc.message, exc.data)
     if notify:
@@ -104,29 +106,42 @@ def _arguments(handler: Handler, params: Any) -> Tuple[Tuple[Any, ...], Optional
         raise _CallError(INVALID_PARAMS, f"Invalid params: {handler.name}: {exc}") from None
 
 
-async def _run(server: Any, method: str, params: Any, headers: Dict[str, str]) -> Any:
+async def _run(server: Any, method: str, params: Any, headers: Dict[str, str], peer: Optional[str]) -> Any:
     dispatcher = server.dispatcher
     handler = dispatcher.lookup(method)
     if handler is None:
         raise _CallError(METHOD_NOT_FOUND, f"Method not found: {dispatcher.not_found(method)}")
     handler.calls += 1
-    args, kwargs = _arguments(handler, params)
+    started = time.monotonic()
+    try:
+        args, kwargs = _arguments(handler, params)
+    except _CallError:
+        handler.record(0.0, "InvalidArguments")
+        raise
     if server.authorize is not None:
         try:
             server.authorize(method, headers)
         except Exception as exc:
+            handler.record(0.0, "PermissionDenied")
             raise _CallError(SERVER_ERROR, str(exc) or type(exc).__name__, {"type": "PermissionDenied"}) from None
     try:
         if handler.mode == MODE_INLINE:
-            result = handler.func(*args, **(kwargs or {}))
+            token = CURRENT.set(CallContext(method, None, None, peer))
+            try:
+                result = handler.func(*args, **(kwargs or {}))
+            finally:
+                CURRENT.reset(token)
             if asyncio.iscoroutine(result):
                 result = await result
         else:
-            result = await dispatcher.start(asyncio.get_running_loop(), handler, args, None, None, kwargs)
-    except asyncio.CancelledError:
+            result = await dispatcher.start(asyncio.get_running_loop(), handler, args, None, None, kwargs, peer)
+    except asyncio.CancelledError as exc:
+        dispatcher.finished(handler, started, exc)
         raise
     except Exception as exc:
+        dispatcher.finished(handler, started, exc)
         dispatcher.log_failure(method, exc, False)
         data = {"type": exc.type if isinstance(exc, DeadlineExceeded) else error_type_name(exc)}
         raise _CallError(SERVER_ERROR, str(exc) or type(exc).__name__, data) from None
+    dispatcher.finished(handler, started, None)
     return result

@@ -1,0 +1,204 @@
+"""Interceptors: code that runs around every call, on the server or the client.
+
+An interceptor is a callable ``interceptor(call, proceed)``: `call`
+describes the call (a ServerCall or a ClientCall), and ``proceed(call)``
+runs the rest of the chain (the next interceptor, at the end the handler or
+the remote call) and returns its result or raises its error. An interceptor
+may look at or change the call's arguments and metadata before it
+proceeds, time it, look at the result or the exception, replace either, or
+refuse the call by raising instead of proceeding (the caller gets that
+error as from a handler). Several interceptors nest in the order given:
+the first is the outermost.
+
+Plain functions and ``async def`` are both interceptors:
+
+- on a Server, a plain interceptor runs where the handler runs (on the loop
+  for plain handlers, in the pool for ``@blocking`` ones); around an
+  ``async def`` handler its ``proceed`` returns an awaitable, which it
+  returns (to time those, write the interceptor ``async def``). An ``async
+  def`` interceptor wraps every handler: plain and ``@blocking`` ones then
+  run as tasks (``@blocking`` ones still in the pool).
+- on a Client or Balancer, interceptors are plain functions around
+  ``call``; ``go`` and ``map`` run each call's chain on a small thread
+  pool. On an AsyncClient or AsyncBalancer they may be either, and ``go``
+  runs the chain as a task.
+
+Nothing here runs when no interceptor is installed: the call paths check
+once per call that there are none.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+
+from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, Handler
+from fastrpc.context import CURRENT, CallContext, current_call
+
+__all__ = ["ClientCall", "Interceptor", "ServerCall", "client_chain", "async_client_chain", "intercept_handler"]
+
+
+@dataclass
+class ServerCall:
+    """A call a server is about to serve, as its interceptors see it.
+
+    `metadata` is the caller's metadata (a new dict when it sent none):
+    what an interceptor adds there, the handler reads in
+    ``fastrpc.current_call().metadata``.
+    """
+
+    method: str
+    args: Tuple[Any, ...]
+    kwargs: Dict[str, Any]
+    metadata: Dict[str, Any]
+    peer: Optional[str] = None
+    deadline: Optional[float] = None        # time.monotonic() at which the caller stops waiting
+
+
+@dataclass
+class ClientCall:
+    """A call a client is about to make, as its interceptors see it.
+
+    What an interceptor adds to `metadata` travels with the call (merged
+    over the client's own metadata). Through a balancer, `endpoint` and
+    `attempt` tell which endpoint served the call and which attempt that
+    was (1: the first); they are filled in when ``proceed`` returns or
+    raises.
+    """
+
+    method: str
+    args: Tuple[Any, ...]
+    kwargs: Dict[str, Any]
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    timeout: Optional[float] = None
+    target: str = ""                        # the client's address, or "balancer"
+    endpoint: Optional[str] = None
+    attempt: int = 0
+
+
+#: An interceptor: interceptor(call, proceed) -> result (or an awaitable of it).
+Interceptor = Callable[[Any, Callable[[Any], Any]], Any]
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def check_interceptors(interceptors: Optional[Sequence[Interceptor]], allow_async: bool) -> Tuple[Interceptor, ...]:
+    """The interceptors as a tuple; TypeError for one that is not callable
+    (or is ``async def`` where only plain ones can run)."""
+    if not interceptors:
+        return ()
+    result = tuple(interceptors)
+    for ic in result:
+        if not callable(ic):
+            raise TypeError(f"an interceptor is a callable interceptor(call, proceed), not {ic!r}")
+        if not allow_async and _is_async(ic):
+            raise TypeError(f"{getattr(ic, '__name__', ic)!r} is async def: a blocking client runs plain "
+                            "interceptors only (use it with an AsyncClient or AsyncBalancer)")
+    return result
+
+
+# server ----------------------------------------------------------------------------------
+def _serving_context(call: ServerCall) -> CallContext:
+    return CallContext(call.method, call.deadline, call.metadata, call.peer)
+
+
+def _server_call(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> ServerCall:
+    ctx = current_call()
+    if ctx is None:                             # called from outside a server (a test, say)
+        return ServerCall(name, args, kwargs, {})
+    return ServerCall(name, args, kwargs, dict(ctx.metadata or {}), ctx.peer, ctx.deadline)
+
+
+def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
+                      executor: Callable[[], Any]) -> Handler:
+    """`handler` with `interceptors` around it: a new Handler of the same
+    name and arity (its counts carried over). `executor()` gives the pool
+    a @blocking handler runs in when an async interceptor makes it a task."""
+    func = handler.func
+    name = handler.name
+    any_async = any(_is_async(ic) for ic in interceptors)
+    if handler.mode != MODE_ASYNC and not any_async:
+        def innermost(call: ServerCall) -> Any:
+            token = CURRENT.set(_serving_context(call))     # what interceptors added, the handler sees
+            try:
+                return func(*call.args, **call.kwargs)
+            finally:
+                CURRENT.reset(token)
+
+        chain = client_chain(interceptors, innermost)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return chain(_server_call(name, args, kwargs))
+        mode = handler.mode
+    else:
+        blocking = handler.mode == MODE_BLOCKING
+
+        async def innermost_async(call: ServerCall) -> Any:
+            token = CURRENT.set(_serving_context(call))
+            try:
+                if blocking:
+                    ctx = contextvars.copy_context()
+                    return await asyncio.get_running_loop().run_in_executor(
+                        executor(), functools.partial(ctx.run, func, *call.args, **call.kwargs))
+                result = func(*call.args, **call.kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+            finally:
+                CURRENT.reset(token)
+
+        achain = async_client_chain(interceptors, innermost_async)
+
+        @functools.wraps(func)
+        async def run(*args: Any, **kwargs: Any) -> Any:       # type: ignore[misc]
+            return await achain(_server_call(name, args, kwargs))
+        mode = MODE_ASYNC
+    wrapped = Handler(run, name, mode, handler.min_args, handler.max_args, handler.bind, handler.kw_required)
+    wrapped.inherit(handler)
+    return wrapped
+
+
+def _link(ic: Interceptor, proceed: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def step(call: Any) -> Any:
+        return ic(call, proceed)
+    return step
+
+
+def _alink(ic: Interceptor, proceed: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    async def step(call: Any) -> Any:
+        result = ic(call, proceed)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    return step
+
+
+# client ------------------------------------------------------------------------------------
+def client_chain(interceptors: Sequence[Interceptor], terminal: Callable[[ClientCall], Any]) -> Callable[[ClientCall], Any]:
+    """The blocking chain: interceptors around `terminal` (which makes the
+    call or runs the handler)."""
+    chain = terminal
+    for ic in reversed(interceptors):
+        chain = _link(ic, chain)
+    return chain
+
+
+def async_client_chain(interceptors: Sequence[Interceptor],
+                       terminal: Callable[[ClientCall], Awaitable[Any]]) -> Callable[[ClientCall], Awaitable[Any]]:
+    """The asyncio chain: plain or async interceptors around `terminal`
+    (server and client alike)."""
+    chain = terminal
+    for ic in reversed(interceptors):
+        chain = _alink(ic, chain)
+    return chain
+
+
+def interceptor_names(interceptors: Sequence[Interceptor]) -> List[str]:
+    """Names of interceptors, for reprs and the status page."""
+    return [getattr(ic, "__qualname__", None) or type(ic).__name__ for ic in interceptors]
