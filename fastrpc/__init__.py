@@ -16,6 +16,8 @@ from fastrpc._core.calltable import Arguments
 from fastrpc.errors import ConnectionError, RemoteError, RPCError, TimeoutError, register_error
 from fastrpc.extensions import register_type
 from fastrpc.go import AsyncGoClient, GoArray, GoClient, GoFloat, GoInt, GoUint
+from fastrpc.interceptors import ClientCall, ServerCall
+from fastrpc.observability.histogram import LATENCY_BUCKETS
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.server import Server, blocking
 
@@ -38,6 +40,7 @@ __all__ = [
     "CallContext",
     "CallFuture",
     "Client",
+    "ClientCall",
     "Discovery",
     "Endpoint",
     "EtcdDiscovery",
@@ -48,12 +51,14 @@ __all__ = [
     "GoFloat",
     "GoInt",
     "GoUint",
+    "LATENCY_BUCKETS",
     "RPCError",
     "Registration",
     "RemoteError",
     "RetryBudget",
     "STRATEGIES",
     "Server",
+    "ServerCall",
     "StaticDiscovery",
     "Strategy",
     "backend",

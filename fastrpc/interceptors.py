@@ -29,16 +29,21 @@ once per call that there are none.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import inspect
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
+from fastrpc._core.calltable import Arguments
 from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, Handler
 from fastrpc.context import CURRENT, CallContext, current_call
 
-__all__ = ["ClientCall", "Interceptor", "ServerCall", "client_chain", "async_client_chain", "intercept_handler"]
+__all__ = ["ClientCall", "Interceptor", "ServerCall", "async_client_chain", "client_chain", "intercept_handler",
+           "tell_endpoint"]
 
 
 @dataclass
@@ -74,9 +79,11 @@ class ClientCall:
     kwargs: Dict[str, Any]
     metadata: Dict[str, Any] = field(default_factory=dict)
     timeout: Optional[float] = None
-    target: str = ""                        # the client's address, or "balancer"
+    target: str = ""                        # the client's address, or the balancer's name
     endpoint: Optional[str] = None
     attempt: int = 0
+    key: Any = None                         # a balanced call's key (consistent_hash)
+    idempotent: Optional[bool] = None       # a balanced call's idempotent= (None: the balancer's)
 
 
 #: An interceptor: interceptor(call, proceed) -> result (or an awaitable of it).
@@ -197,6 +204,102 @@ def async_client_chain(interceptors: Sequence[Interceptor],
     for ic in reversed(interceptors):
         chain = _alink(ic, chain)
     return chain
+
+
+def tell_endpoint(call: ClientCall, head: Any, exc: Optional[BaseException]) -> None:
+    """Fill in `call.endpoint` and `call.attempt` after a balanced call whose
+    first attempt is `head`: the endpoint that answered, or else the last
+    one the error names (its ``endpoints``)."""
+    member = getattr(head, "answered_by", None)
+    if member is not None:
+        call.endpoint = member.endpoint.address
+        call.attempt = head.answered_number
+    elif exc is not None and getattr(exc, "endpoints", None):
+        endpoints = getattr(exc, "endpoints")
+        call.endpoint = endpoints[-1]
+        call.attempt = len(endpoints)
+
+
+def base_metadata(metadata: Any) -> Dict[str, Any]:
+    """A client's own metadata setting (a dict, a callable returning one, or
+    None) as a new dict an interceptor may change."""
+    value = metadata() if callable(metadata) else metadata
+    return dict(value) if value else {}
+
+
+_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
+#: Threads that run the interceptor chains of blocking go() and map() calls.
+CHAIN_THREADS = 32
+
+
+def chain_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's pool for blocking go()/map() calls through interceptors
+    (an interceptor wraps a call that blocks: it needs a thread to wait in)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(CHAIN_THREADS, thread_name_prefix="fastrpc-intercept")
+    return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()     # the parent's threads do not exist in the child
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def map_through(go: Callable[..., Any], method: str, items: Sequence[Any], return_exceptions: bool,
+                **options: Any) -> List[Any]:
+    """A blocking map() whose calls go through interceptors: each item as a
+    go() call (`options` passed on); results in order, as map() gives them."""
+    futures = []
+    for item in items:
+        if isinstance(item, tuple):
+            futures.append(go(method, *item, **options))
+        elif isinstance(item, dict):
+            futures.append(go(method, **{**item, **options}))
+        elif isinstance(item, Arguments):
+            futures.append(go(method, *item.args, **{**item.kwargs, **options}))
+        else:
+            futures.append(go(method, item, **options))
+    results: List[Any] = []
+    first_error: Optional[BaseException] = None
+    for fut in futures:
+        try:
+            results.append(fut.result())
+        except Exception as exc:
+            first_error = first_error or exc
+            results.append(exc if return_exceptions else None)
+    if first_error is not None and not return_exceptions:
+        raise first_error
+    return results
+
+
+async def amap_through(call: Callable[..., Awaitable[Any]], method: str, items: Sequence[Any],
+                       return_exceptions: bool, window: int, **options: Any) -> List[Any]:
+    """map() of an asyncio client or balancer whose calls go through
+    interceptors: each item as a call(), at most `window` at a time."""
+    gate = asyncio.Semaphore(max(1, window))
+
+    async def one(item: Any) -> Any:
+        async with gate:
+            if isinstance(item, tuple):
+                return await call(method, *item, **options)
+            if isinstance(item, dict):
+                return await call(method, **{**item, **options})
+            if isinstance(item, Arguments):
+                return await call(method, *item.args, **{**item.kwargs, **options})
+            return await call(method, item, **options)
+
+    outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+    first_error = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if first_error is not None and not return_exceptions:
+        raise first_error
+    return list(outcomes)
 
 
 def interceptor_names(interceptors: Sequence[Interceptor]) -> List[str]:

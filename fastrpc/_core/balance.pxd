@@ -31,6 +31,7 @@ cdef class Member:
     cdef public bint eject_refused     # an ejection was refused (cap reached); warned once
     cdef public object ramp_from       # slow start: ramping since this time (None: full weight)
     cdef long long hist[FRPC_NBUCKETS] # answered attempts by round-trip time (fastrpc_hist.h buckets)
+    cdef public double rtt_seconds     # the round-trip times of answered attempts, summed
 
 
 cdef class Pool:
@@ -77,4 +78,6 @@ cdef class Attempt(Slot):
     cdef public list peers             # the call's attempts in flight together (hedging), or None
     cdef public Attempt head           # the call's first attempt (None: this is it)
     cdef public Attempt current        # on the first attempt: the latest one sent (withdraw)
+    cdef public Member answered_by     # on the first attempt: the endpoint that answered (None: none yet)
+    cdef public Py_ssize_t answered_number   # ... and which attempt that was
     cpdef int end_call(self) except -1

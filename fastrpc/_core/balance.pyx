@@ -166,6 +166,7 @@ cdef class Pool:
         m.calls += 1
         if answered:
             m.hist[frpc_bucket(rtt)] += 1
+            m.rtt_seconds += rtt
             m.last_answer = now
             if remote:
                 m.remote_errors += 1
@@ -212,7 +213,7 @@ cdef class Pool:
             raise
 
     def go(self, CallSettings settings, str method, object args, object key, object timeout,
-           object idempotent):
+           object idempotent, bytes meta=None):
         """Start a blocking balanced call; return its future (Balancer.go).
 
         The first attempt goes out now on the picked endpoint's connection,
@@ -237,7 +238,7 @@ cdef class Pool:
             a.deadline = frpc_monotonic() + t
             fut.deadline = a.deadline
             a.deadline_ms = settings.deadline_ms(t)
-        a.meta = settings.metadata()
+        a.meta = settings.metadata() if meta is None else meta
         a.idempotent = self.idempotent if idempotent is None else idempotent
         hedged = a.idempotent and self.hedge_after >= 0.0
         a.number = 1
@@ -253,7 +254,7 @@ cdef class Pool:
         return fut
 
     def go_async(self, object loop, CallSettings settings, str method, object args, object key,
-                 object timeout, object idempotent, object expire):
+                 object timeout, object idempotent, object expire, bytes meta=None):
         """Start an asyncio balanced call (AsyncBalancer.call): return (future,
         first attempt, sent, timers). When not sent, the picked endpoint needs
         a connection first (the driver connects, then sends the attempt).
@@ -272,7 +273,7 @@ cdef class Pool:
         if t >= 0.0:
             a.deadline = frpc_monotonic() + t
             a.deadline_ms = settings.deadline_ms(t)
-        a.meta = settings.metadata()
+        a.meta = settings.metadata() if meta is None else meta
         a.idempotent = self.idempotent if idempotent is None else idempotent
         a.number = 1
         sent = self.start(a)
@@ -328,6 +329,7 @@ cdef class Attempt(Slot):
 
     cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
         cdef Pool pool = self.pool
+        cdef Attempt head
         cdef double now
         if not self.running:
             return 0
@@ -337,6 +339,9 @@ cdef class Attempt(Slot):
             return 0
         now = frpc_monotonic()
         pool.release(self.member, now - self.started, now, load, True, is_error)
+        head = self.head if self.head is not None else self
+        head.answered_by = self.member            # for interceptors: who answered, which attempt
+        head.answered_number = self.number
         if self.peers is not None:
             pool.policy.hedge_won(self)
         if is_error:

@@ -174,6 +174,12 @@ cdef class CallStats:
         name; None: it returned a result)."""
         self.observe(seconds, error)
 
+    def record_many(self, Py_ssize_t count, double seconds):
+        """`count` calls ended with a result, each after `seconds` (a batch)."""
+        self.calls += count
+        self.seconds += seconds * count
+        self.hist[frpc_bucket(seconds)] += count
+
     def histogram(self):
         """Calls per latency bucket (LATENCY_BUCKETS, then the rest); not cumulative."""
         return [self.hist[i] for i in range(FRPC_NBUCKETS)]
@@ -1152,9 +1158,10 @@ cdef class AsyncCaller:
         self.table = None
         self.stats = ClientStats()
 
-    def start(self, str method, object args, object timeout):
+    def start(self, str method, object args, object timeout, bytes meta=None):
         """Encode a call on the current connection and return (future, seq); None
-        when there is no usable connection (the caller connects, then retries)."""
+        when there is no usable connection (the caller connects, then retries).
+        `meta`: the call's encoded metadata (None: the client's)."""
         cdef CallTable table = self.table
         cdef double t
         cdef unsigned long long seq
@@ -1162,7 +1169,8 @@ cdef class AsyncCaller:
             return None
         t = self.settings.timeout(timeout)
         fut = self.create_future()
-        seq = table.request(method, args, fut, self.settings.deadline_ms(t), self.settings.metadata())
+        seq = table.request(method, args, fut, self.settings.deadline_ms(t),
+                            self.settings.metadata() if meta is None else meta)
         if t >= 0.0:
             self.expire(table, seq, fut, method, t)
         return fut, seq
@@ -1238,23 +1246,26 @@ cdef class Caller:
             t = self.table
         return t
 
-    def go(self, str method, object args, object timeout):
-        """Client.go: start a call; its future fails at its timeout, waited on or not."""
+    def go(self, str method, object args, object timeout, bytes meta=None):
+        """Client.go: start a call; its future fails at its timeout, waited on or not.
+        `meta`: the call's encoded metadata (None: the client's)."""
         cdef double t = self.settings.timeout(timeout)
         cdef CallTable table = self._table()
-        cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t), self.settings.metadata(),
+        cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t),
+                                       self.settings.metadata() if meta is None else meta,
                                        table.engine, False, self.stats.of(method))
         if t >= 0.0:
             fut.deadline = frpc_monotonic() + t
             table.engine.watch_deadline(fut)
         return fut
 
-    def call(self, str method, object args, object timeout):
+    def call(self, str method, object args, object timeout, bytes meta=None):
         """Client.call: the result, or the call's error; at the timeout the call
-        is withdrawn and TimeoutError raised."""
+        is withdrawn and TimeoutError raised. `meta`: as for go()."""
         cdef double t = self.settings.timeout(timeout)
         cdef CallTable table = self._table()
-        cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t), self.settings.metadata(),
+        cdef CallFuture fut = table.go(method, args, self.settings.deadline_ms(t),
+                                       self.settings.metadata() if meta is None else meta,
                                        table.engine, True, self.stats.of(method))
         cdef CallStats stats
         if t < 0.0:

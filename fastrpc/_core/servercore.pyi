@@ -1,5 +1,5 @@
 # Types of the compiled module fastrpc._core.servercore (servercore.pyx).
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 MODE_INLINE: int
 MODE_ASYNC: int
@@ -7,6 +7,9 @@ MODE_BLOCKING: int
 
 def not_found_message(name: str, services: Any) -> str: ...
 def format_traceback(exc: BaseException) -> str: ...
+def inline_call() -> Optional[Tuple[str, Optional[float], Any, Any]]: ...
+
+LATENCY_BUCKETS: Tuple[float, ...]
 
 class Handler:
     """A registered method: the callable, how it runs, and its arity."""
@@ -25,8 +28,14 @@ class Handler:
     @property
     def kw_required(self) -> bool: ...
     calls: int
+    errors: int
+    error_types: Dict[str, int]
+    seconds: float
     def __init__(self, func: Callable[..., Any], name: str, mode: int, min_args: int, max_args: int,
                  bind: Optional[Callable[..., Any]] = None, kw_required: bool = False) -> None: ...
+    def record(self, seconds: float, error: Optional[str] = None) -> None: ...
+    def histogram(self) -> List[int]: ...
+    def inherit(self, other: "Handler") -> None: ...
 
 class LoadGauge:
     value: int

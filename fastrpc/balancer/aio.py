@@ -15,11 +15,14 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Union
 
 from fastrpc._core.calltable import call_args
+from fastrpc._core.codec import packb
 from fastrpc._core.balance import Attempt, Member
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.batching import give_up
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
+from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors, \
+    tell_endpoint
 from fastrpc.net.endpoint import Endpoint
 
 if TYPE_CHECKING:
@@ -46,6 +49,8 @@ class AsyncBalancer(BalancerCore):
         self._health_task: Optional[asyncio.Task[Any]] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None   # where the connections live
         super().__init__(endpoints, **settings)
+        self.interceptors = check_interceptors(self.interceptors, allow_async=True)
+        self._chain = async_client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
         self.planner.driver = self
         self._per_call = self.call_settings.per_call     # what the compiled call path reads
 
@@ -115,24 +120,51 @@ class AsyncBalancer(BalancerCore):
                    idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
         """Call `method` on the endpoint the strategy picks (see Balancer.go for
         what happens on failure); return the result or raise."""
+        if self._chain is not None:
+            return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata),
+                                                timeout, self.name, key=key, idempotent=idempotent))
+        return await self._balanced(method, args if not kwargs else call_args(args, kwargs), key, timeout,
+                                    idempotent, None, None)
+
+    async def _send_intercepted(self, call: ClientCall) -> Any:
+        """The end of the interceptor chain: the balanced call as the
+        interceptors left it; tells `call` which endpoint answered."""
+        payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
+        return await self._balanced(call.method, payload, call.key, call.timeout, call.idempotent,
+                                    packb(call.metadata) if call.metadata else None, call)
+
+    async def _balanced(self, method: str, payload: Any, key: Key, timeout: Optional[float],
+                        idempotent: Optional[bool], meta: Optional[bytes], call: Optional[ClientCall]) -> Any:
+        """One balanced call: pick, send (connecting first if needed), wait, count."""
         if self._health_task is None:
             self._ensure_health()
-        payload = args if not kwargs else call_args(args, kwargs)
         future, attempt, sent, timers = self.pool.go_async(
-            asyncio.get_running_loop(), self._per_call, method, payload, key, timeout, idempotent, self._expire)
+            asyncio.get_running_loop(), self._per_call, method, payload, key, timeout, idempotent, self._expire, meta)
         if not sent:
             # Connect in a task: the call's timeout runs meanwhile.
             asyncio.get_running_loop().create_task(self._dial_and_send(attempt))
+        stats = self.pool.stats.method(method)
+        begun = time.monotonic()
+        error: Optional[BaseException] = None
         try:
-            return await future
+            result = await future
         except asyncio.CancelledError:
             if not future.done() or future.cancelled():
                 self.planner.withdraw(attempt)      # the caller's task was cancelled
+            stats.record(time.monotonic() - begun, "Cancelled")
+            raise
+        except BaseException as exc:
+            stats.record(time.monotonic() - begun, exc)
+            error = exc
             raise
         finally:
             if timers is not None:
                 for timer in timers:
                     timer.cancel()
+            if call is not None:
+                tell_endpoint(call, attempt, error)
+        stats.record(time.monotonic() - begun, None)
+        return result
 
     def _expire(self, attempt: Attempt, future: asyncio.Future[Any]) -> None:
         if not future.done():
@@ -152,6 +184,11 @@ class AsyncBalancer(BalancerCore):
         As Balancer.map: each endpoint's share of a window goes out as one
         pipelined batch, the shares concurrently.
         """
+        if self._chain is not None:
+            if keys is not None:
+                raise TypeError("map(keys=...) through interceptors: call() with key= per item instead")
+            return await amap_through(self.call, method, list(args_iterable), return_exceptions, window,
+                                      timeout=timeout, idempotent=idempotent)
         if self._health_task is None:
             self._ensure_health()
         job = self.map_job(method, args_iterable, keys, timeout, idempotent)

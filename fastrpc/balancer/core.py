@@ -32,6 +32,8 @@ from fastrpc.net.options import BalancerOptions, BalancingOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 from fastrpc.net.settings import ClientSettings
+from fastrpc.observability import registry as observed
+from fastrpc.observability.histogram import quantile
 
 __all__ = ["BalancerCore", "BALANCER_SETTINGS"]
 
@@ -79,6 +81,8 @@ class BalancerCore(Proxying):
         #: which are checked now: unknown or bad ones raise here.
         self.call_settings = ClientSettings("tcp://127.0.0.1:1", **settings)
         self.timeout: Optional[float] = settings.get("timeout")
+        #: Interceptors run around each balanced call (not again by the endpoints' clients).
+        self.interceptors: Tuple[Any, ...] = tuple(settings.pop("interceptors", None) or ())
         self.client_settings = settings
         self._configure(**balancing)
         seen = set()
@@ -100,6 +104,7 @@ class BalancerCore(Proxying):
             self._watch = self.discovery.watch(self.service, self._discovered)
         elif self.service is not None:
             raise ValueError("service= applies with discovery=")
+        observed.balancers.add(self)
 
     def _configure(self, *, strategy: Union[str, Strategy] = "round_robin",
                    origin: Optional[Tuple[float, float]] = None, origin_zone: Optional[str] = None,
@@ -457,9 +462,13 @@ class BalancerCore(Proxying):
 
     # reporting ----------------------------------------------------------------------
     def stats(self) -> Dict[str, Dict[str, Any]]:
-        """Per endpoint address: calls, errors (transport failures and timeouts),
-        remote_errors (the handler raised), in_flight, latency (EWMA, s), load
-        (server-reported calls in flight, None unknown), healthy, ejected,
+        """Per endpoint address: calls (attempts that ended there), errors
+        (transport failures and timeouts), remote_errors (the handler
+        raised), in_flight, latency (EWMA, s), p50 and p99 (round-trip
+        seconds from the histogram, None: no answer yet), histogram (answered
+        attempts per fastrpc.LATENCY_BUCKETS bucket, then the rest),
+        rtt_seconds (their sum), load (server-reported calls in flight, None
+        unknown), healthy, ejected, ejected_for (seconds of ejection left),
         ejections, weight, effective_weight, zone, last_error."""
         now = time.monotonic()
         out = {}
@@ -469,15 +478,36 @@ class BalancerCore(Proxying):
             weight = np.asarray(t.weight)
             for m in self._members:
                 i = m.index
+                histogram = m.histogram()
                 out[m.endpoint.address] = {
                     "calls": m.calls, "errors": m.errors, "remote_errors": m.remote_errors,
                     "in_flight": int(inflight[i]),
-                    "latency": t.latency(i, now), "load": None if reported[i] < 0 else int(reported[i]),
-                    "healthy": m.healthy, "ejected": bool(m.ejected_until), "ejections": m.ejections,
+                    "latency": t.latency(i, now), "p50": quantile(histogram, 0.5), "p99": quantile(histogram, 0.99),
+                    "histogram": histogram, "rtt_seconds": m.rtt_seconds,
+                    "load": None if reported[i] < 0 else int(reported[i]),
+                    "healthy": m.healthy, "ejected": bool(m.ejected_until),
+                    "ejected_for": max(0.0, m.ejected_until - now) if m.ejected_until else 0.0,
+                    "ejections": m.ejections,
                     "weight": m.endpoint.weight, "effective_weight": float(weight[i]),
                     "zone": m.endpoint.zone, "last_error": m.last_error,
                 }
         return out
+
+    def call_stats(self) -> Dict[str, Dict[str, Any]]:
+        """Per method, the balanced calls as callers saw them (after retries
+        and hedges): calls, errors, error_types, seconds, histogram."""
+        stats: Dict[str, Dict[str, Any]] = self.pool.stats.snapshot()
+        return stats
+
+    @property
+    def name(self) -> str:
+        """What the balancer is called in metrics: its service, or "balancer"."""
+        return self.service or "balancer"
+
+    def snapshot(self) -> Dict[str, Any]:
+        """name, strategy, methods (call_stats()) and endpoints (stats())."""
+        return {"name": self.name, "strategy": getattr(self.strategy, "name", str(self.strategy)),
+                "methods": self.call_stats(), "endpoints": self.stats()}
 
     @property
     def closed(self) -> bool:

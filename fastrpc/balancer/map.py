@@ -52,6 +52,8 @@ class MapJob:
         self.failed: Dict[int, BaseException] = {}
         self.tried: Dict[int, List[Tuple[Member, BaseException]]] = {}
         self.todo: List[int] = []
+        self.started = time.monotonic()
+        self.stats = core.pool.stats.method(method)     # the balancer's counts of `method`
 
     def chunks(self, window: int) -> Iterator[List[int]]:
         """Item positions in windows of `window`; retried items go out first."""
@@ -135,6 +137,7 @@ class MapJob:
         load = share.conn.table.last_load
         if batch.first_error is None:           # every item answered: the compiled path
             scatter(self.results, share.positions, batch.results)
+            self.stats.record_many(len(share.positions), rtt)
             self.pool.release_answered_many(share.member, len(share.positions), 0, rtt,
                                             -1 if load is None else load)
             return
@@ -148,6 +151,7 @@ class MapJob:
         for p, value in zip(positions, values):
             if not isinstance(value, BaseException):
                 self.results[p] = value
+                self.stats.record(rtt, None)
                 answered += 1
             elif is_answer(value):
                 answered += 1
@@ -182,6 +186,9 @@ class MapJob:
 
     def outcome(self, return_exceptions: bool) -> List[Any]:
         """The results in order; raise the first error unless `return_exceptions`."""
+        elapsed = time.monotonic() - self.started
+        for exc in self.failed.values():        # each item that failed, counted once, at the end
+            self.stats.record(elapsed, exc)
         if self.failed:
             if not return_exceptions:
                 raise self.failed[min(self.failed)]

@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union, cast
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc._core.calltable import CallFuture, call_args
+from fastrpc._core.codec import packb
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.plan import RetryBudget
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up
 from fastrpc.client.sync import Client
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
+from fastrpc.interceptors import (ClientCall, base_metadata, chain_pool, check_interceptors, client_chain,
+                                  map_through, tell_endpoint)
 from fastrpc.net.endpoint import Endpoint
 
 if TYPE_CHECKING:
@@ -50,6 +53,8 @@ class Balancer(BalancerCore):
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Unpack[BalancerOptions]) -> None:
         super().__init__(endpoints, **settings)
+        self.interceptors = check_interceptors(self.interceptors, allow_async=False)
+        self._chain = client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
         self.planner.driver = self
         self.pool.engine = engines.engine()
         self._health_stop = threading.Event()
@@ -133,6 +138,9 @@ class Balancer(BalancerCore):
         failure="backup", an idempotent call gets a hedged copy on another
         endpoint after backup_after; the first reply wins.
         """
+        if self._chain is not None:
+            return chain_pool().submit(self.call, method, *args, key=key, timeout=timeout,  # type: ignore[return-value]
+                                       idempotent=idempotent, **kwargs)
         payload = args if not kwargs else call_args(args, kwargs)
         return self.pool.go(self.call_settings.per_call, method, payload, key, timeout,
                             idempotent)
@@ -141,15 +149,36 @@ class Balancer(BalancerCore):
              idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
         """Call `method` on the endpoint the strategy picks; return the result
         (failures as in go()). Raises the call's error, or TimeoutError."""
+        if self._chain is not None:
+            return self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
+                                          self.name, key=key, idempotent=idempotent))
         payload = args if not kwargs else call_args(args, kwargs)
-        future = self.pool.go(self.call_settings.per_call, method, payload, key, timeout,
-                              idempotent)
+        return self._wait(self.pool.go(self.call_settings.per_call, method, payload, key, timeout, idempotent))
+
+    @staticmethod
+    def _wait(future: CallFuture) -> Any:
         try:
             return future.result()
         except BaseException:
             if not future.done():               # interrupted (KeyboardInterrupt): withdraw
                 future.cancel()
             raise
+
+    def _send_intercepted(self, call: ClientCall) -> Any:
+        """The end of the interceptor chain: the balanced call as the
+        interceptors left it; tells `call` which endpoint answered."""
+        payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
+        future = self.pool.go(self.call_settings.per_call, call.method, payload, call.key, call.timeout,
+                              call.idempotent, packb(call.metadata) if call.metadata else None)
+        head = future.source
+        try:
+            return self._wait(future)
+        except BaseException as exc:
+            tell_endpoint(call, head, exc)
+            raise
+        finally:
+            if call.endpoint is None:
+                tell_endpoint(call, head, None)
 
     def map(self, method: str, args_iterable: Iterable[Any], *, keys: Optional[Iterable[Any]] = None,
             timeout: Optional[float] = None, idempotent: Optional[bool] = None,
@@ -165,6 +194,11 @@ class Balancer(BalancerCore):
         first error (by position, naming the endpoints its item tried) is
         then raised, unless `return_exceptions` puts exceptions in the list.
         """
+        if self._chain is not None:
+            items = list(args_iterable)
+            if keys is not None:
+                raise TypeError("map(keys=...) through interceptors: call() with key= per item instead")
+            return map_through(self.go, method, items, return_exceptions, timeout=timeout, idempotent=idempotent)
         job = self.map_job(method, args_iterable, keys, timeout, idempotent)
         engine = engines.engine()
         for chunk in job.chunks(window):

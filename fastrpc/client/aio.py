@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import io
 import ssl
 import time
@@ -23,7 +24,10 @@ from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.net.dial import MAX_HTTP_REPLY, connect_request, connected_reply, tls_hostname
 from fastrpc.net.settings import ClientSettings
+from fastrpc._core.codec import packb
 from fastrpc.context import bound_timeout
+from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors
+from fastrpc.observability import registry as observed
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
                             ConnectTimeoutError, RPCError, TimeoutError)
 from fastrpc.net.loop import feed_buffered
@@ -322,6 +326,10 @@ class AsyncClient(ClientSettings, Proxying):
         self._connecting: Optional[asyncio.Future[Any]] = None
         self._closed = False
         self._caller = AsyncCaller(self.per_call, self._expire_later)   # the compiled call path
+        self.interceptors = check_interceptors(self.interceptors, allow_async=True)
+        #: The interceptors around the call (None: none, the fast path).
+        self._chain = async_client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
+        observed.clients.add(self)
 
     async def connect(self) -> "AsyncClient":
         """Open the connection (done by ``async with`` and, lazily, by the first call)."""
@@ -389,32 +397,55 @@ class AsyncClient(ClientSettings, Proxying):
         return conn
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> asyncio.Future[Any]:
-        """Start a call on a connected client; return an asyncio.Future of its result."""
+        """Start a call on a connected client; return an asyncio.Future of its result
+        (with interceptors, a task running call())."""
+        if self._chain is not None:
+            self._ready_conn()                       # raises why there is no connection
+            return asyncio.get_running_loop().create_task(self.call(method, *args, timeout=timeout, **kwargs))
         started = self._caller.start(method, (args if not kwargs else call_args(args, kwargs)), timeout)
         if started is None:
             self._ready_conn()                       # raises why there is no connection
             raise ConnectionClosedError(f"not connected to {self.address}")
         future: asyncio.Future[Any] = started[0]
+        future.add_done_callback(functools.partial(_observe, self._caller.stats.method(method), time.monotonic()))
         return future
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
         """Call `method` with `args` (and keyword arguments); return its result
         or raise (see Client.call)."""
-        payload = args if not kwargs else call_args(args, kwargs)
-        started = self._caller.start(method, payload, timeout)
+        if self._chain is not None:
+            return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout,
+                                                self.address))
+        return await self._send(method, args if not kwargs else call_args(args, kwargs), timeout, None)
+
+    async def _send_intercepted(self, call: ClientCall) -> Any:
+        """The end of the interceptor chain: the call as the interceptors left it."""
+        payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
+        return await self._send(call.method, payload, call.timeout, packb(call.metadata) if call.metadata else None)
+
+    async def _send(self, method: str, payload: Any, timeout: Optional[float], meta: Optional[bytes]) -> Any:
+        started = self._caller.start(method, payload, timeout, meta)
         if started is None:
             await self.connection()
-            started = self._caller.start(method, payload, timeout)
+            started = self._caller.start(method, payload, timeout, meta)
             if started is None:
                 raise ConnectionClosedError(f"connection to {self.address} closed before the call was sent")
         fut, seq = started
         conn = self._conn                            # what start() sent on (nothing awaited since)
         assert conn is not None
+        stats = self._caller.stats.method(method)
+        begun = time.monotonic()
         try:
-            return await fut
+            result = await fut
         except asyncio.CancelledError:
             conn.withdraw(seq)                       # the caller's task was cancelled: tell the server
+            stats.record(time.monotonic() - begun, "Cancelled")
             raise
+        except BaseException as exc:
+            stats.record(time.monotonic() - begun, exc)
+            raise
+        stats.record(time.monotonic() - begun, None)
+        return result
 
     def _expire_later(self, table: Any, seq: int, fut: asyncio.Future[Any], method: str, timeout: float) -> None:
         """A call with a timeout was sent on `table`: fail it with TimeoutError then."""
@@ -440,10 +471,13 @@ class AsyncClient(ClientSettings, Proxying):
         n = len(items)
         if n == 0:
             return []
+        if self._chain is not None:
+            return await amap_through(self.call, method, items, return_exceptions, window, timeout=timeout)
         conn = await self.connection()
         timeout = bound_timeout(timeout, self.timeout)
         loop = conn.loop
         batch = Batch(n, return_exceptions)
+        batch.stats = self._caller.stats.method(method)
         deadline = None if timeout is None else loop.time() + timeout
         waiter: Optional[asyncio.Future[Any]] = None
 
@@ -505,5 +539,22 @@ class AsyncClient(ClientSettings, Proxying):
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
+    def stats(self) -> Dict[str, Any]:
+        """This client's numbers (as Client.stats())."""
+        return {"target": self.address, "connected": self.connected, "methods": self._caller.stats.snapshot()}
+
+    @property
+    def closed(self) -> bool:
+        """close() was called."""
+        return self._closed
+
     def __repr__(self) -> str:
         return f"<fastrpc.AsyncClient {self.address}>"
+
+
+def _observe(stats: Any, begun: float, fut: asyncio.Future[Any]) -> None:
+    """A go() future settled: count it in its method's stats."""
+    if fut.cancelled():
+        stats.record(time.monotonic() - begun, "Cancelled")
+    else:
+        stats.record(time.monotonic() - begun, fut.exception())

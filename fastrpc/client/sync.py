@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from fastrpc._core.calltable import Batch, Caller, CallFuture, CallTable, call_args
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import Connection
+from fastrpc._core.codec import packb
 from fastrpc.context import bound_timeout
+from fastrpc.interceptors import (ClientCall, base_metadata, chain_pool, check_interceptors, client_chain,
+                                  map_through)
+from fastrpc.observability import registry as observed
 from fastrpc.errors import ConnectError, ConnectionClosedError, TimeoutError
 from fastrpc.net.settings import ClientSettings
 
@@ -63,6 +67,10 @@ class Client(ClientSettings, Proxying):
         self._closed = False
         self._retired: List[Connection] = []   # GOAWAY: their calls finish, then they close
         self._caller = Caller(self.per_call, self)   # the compiled call path
+        self.interceptors = check_interceptors(self.interceptors, allow_async=False)
+        #: The interceptors around the call (None: none, the fast path).
+        self._chain = client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
+        observed.clients.add(self)
         self._conn: Connection = self._dial()   # dial now, like net/rpc's Dial
         self._use(self._conn)
         if self.heartbeat is not None:
@@ -145,7 +153,14 @@ class Client(ClientSettings, Proxying):
         client's; the call is then withdrawn), ConnectionError (the
         connection failed).
         """
+        if self._chain is not None:
+            return self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout, self.address))
         return self._caller.call(method, (args if not kwargs else call_args(args, kwargs)), timeout)
+
+    def _send_intercepted(self, call: ClientCall) -> Any:
+        """The end of the interceptor chain: the call as the interceptors left it."""
+        payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
+        return self._caller.call(call.method, payload, call.timeout, packb(call.metadata) if call.metadata else None)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> CallFuture:
         """Start a call and return its future (a concurrent.futures.Future).
@@ -154,6 +169,8 @@ class Client(ClientSettings, Proxying):
         future (result(), exception()) writes at once. With a timeout, the
         future fails with TimeoutError when it passes, waited on or not.
         """
+        if self._chain is not None:
+            return chain_pool().submit(self.call, method, *args, timeout=timeout, **kwargs)  # type: ignore[return-value]
         return self._caller.go(method, (args if not kwargs else call_args(args, kwargs)), timeout)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -178,10 +195,13 @@ class Client(ClientSettings, Proxying):
         n = len(items)
         if n == 0:
             return []
+        if self._chain is not None:
+            return map_through(self.go, method, items, return_exceptions, timeout=timeout)
         timeout = bound_timeout(timeout, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = self.connection()
         batch = Batch(n, return_exceptions)
+        batch.stats = self._caller.stats.method(method)
         for _ in map_steps(conn, batch, method, items, window,
                            None if timeout is None else self.deadline_ms(timeout), self.call_metadata()):
             conn.engine.wait(batch, deadline)
@@ -254,6 +274,17 @@ class Client(ClientSettings, Proxying):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    @property
+    def closed(self) -> bool:
+        """close() was called."""
+        return self._closed
+
+    def stats(self) -> Dict[str, Any]:
+        """This client's numbers: its target, whether it is connected, and per
+        method the calls that ended, errors (by type), seconds (summed) and
+        the latency histogram (fastrpc.LATENCY_BUCKETS, then the rest)."""
+        return {"target": self.address, "connected": self.connected, "methods": self._caller.stats.snapshot()}
 
     def __repr__(self) -> str:
         return f"<fastrpc.Client {self.address}>"

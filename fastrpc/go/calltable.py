@@ -15,6 +15,7 @@ net/rpc server answers ("rpc: can't find service") without running anything.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Dict, Iterator, Optional, Union
 
 from fastrpc._core import frame as wire
@@ -122,11 +123,14 @@ class GoCallTable:
         return seq
 
     def go(self, method: str, args: tuple[Any, ...], deadline_ms: Any, meta: Any, engine: Any, flush: bool = False,
-           arg_type: Any = None, reply_type: Any = None) -> CallFuture:
+           arg_type: Any = None, reply_type: Any = None, stats: Any = None) -> CallFuture:
         """Start a blocking call; return its CallFuture (as CallTable.go)."""
         fut = CallFuture(method)
         fut.engine = engine
         fut.source = self.owner
+        if stats is not None:
+            fut.started = time.monotonic()
+            fut.stats = stats
         fut.seq = self.request(method, args, fut, arg_type=arg_type, reply_type=reply_type)
         if flush:
             self.owner.flush()

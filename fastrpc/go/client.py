@@ -85,7 +85,7 @@ class GoClient(Client):
         conn = self.connection()
         table = cast(GoCallTable, conn.table)
         fut = table.go(method, args, None, None, conn.engine, flush=flush, arg_type=arg_type,
-                       reply_type=reply_type)
+                       reply_type=reply_type, stats=self._caller.stats.method(method))
         return conn, fut, timeout
 
     def __repr__(self) -> str:

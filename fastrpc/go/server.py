@@ -34,6 +34,7 @@ from fastrpc.errors import RPCError
 from fastrpc.go.gobcodec import GobServerCodec
 from fastrpc.go.types import EMPTY_STRUCT, MISSING, converter, go_type, lookup_field, zero_for, zero_value
 from fastrpc.go.jsonrpc import JSONServerCodec
+from fastrpc.observability import prometheus, status
 from fastrpc.server import jsonrpc2
 from fastrpc.net.loop import feed_buffered
 from fastrpc.server.connection import FastConnection, Host, ServedConnection
@@ -50,6 +51,8 @@ CONNECTED = b"HTTP/1.0 200 Connected to Go RPC\n\n"
 MAX_HTTP_HEADER = 8192
 RPC_PATH = b"/rpc"                  # JSON-RPC 2.0 over HTTP POST (fastrpc.server.jsonrpc2)
 FASTRPC_PATH = b"/_fastrpc_"        # HTTP CONNECT, then fastrpc's own protocol
+METRICS_PATH = b"/metrics"          # Prometheus exposition text (fastrpc.observability.prometheus)
+STATUS_PATH = b"/status"            # the status page, HTML or ?format=json (fastrpc.observability.status)
 FASTRPC_CONNECTED = b"HTTP/1.0 200 Connected to fastrpc\n\n"
 
 
@@ -164,8 +167,9 @@ class GoConnection(ServedConnection, asyncio.Protocol):
     # that arrived runs; its reply is dropped if the client has gone.
     cancel_on_hangup = False
 
-    def __init__(self, server: Host, codec: str, http: bool) -> None:
+    def __init__(self, server: Host, codec: str, http: bool, observe_only: bool = False) -> None:
         super().__init__(server)
+        self.observe_only = observe_only        # a metrics_address listener: /metrics and /status only
         self.codec_name = codec
         # A GobServerCodec or JSONServerCodec; None until an HTTP listener's CONNECT is read.
         self.codec: Any = None if http else GO_CODECS[codec](server.max_frame_size, server.max_depth)
@@ -189,6 +193,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.server.loop.time()
+        self.server.connections.bytes_received += len(data)
         if self.http_body is not None:
             self.http_body[0].extend(data)
             self._body_arrived()
@@ -238,7 +243,13 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
             self._http_reply(b"400 Bad Request", b"text/plain", b"malformed request line\n")
             return b""
-        verb, path = parts[0], parts[1].split(b"?", 1)[0]
+        verb, (path, _, query) = parts[0], parts[1].partition(b"?")
+        if path in (METRICS_PATH, STATUS_PATH):
+            self._observe(verb, path, query)
+            return b""
+        if self.observe_only:
+            self._http_reply(b"404 Not Found", b"text/plain; charset=utf-8", b"404 page not found\n")
+            return b""
         if path == GO_RPC_PATH:
             if verb != b"CONNECT":
                 self._http_reply(b"405 Method Not Allowed", b"text/plain; charset=utf-8", b"405 must CONNECT\n")
@@ -263,6 +274,23 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         self._http_reply(b"404 Not Found", b"text/plain; charset=utf-8", b"404 page not found\n")
         return b""
 
+    def _observe(self, verb: bytes, path: bytes, query: bytes) -> None:
+        """GET /metrics (Prometheus text) or /status (HTML; JSON with ?format=json)."""
+        if verb not in (b"GET", b"HEAD"):
+            self._http_reply(b"405 Method Not Allowed", b"text/plain; charset=utf-8", b"405 must GET\n")
+            return
+        if path == METRICS_PATH:
+            try:
+                body, kind = prometheus.render(), prometheus.CONTENT_TYPE.encode()
+            except ImportError:
+                self._http_reply(b"501 Not Implemented", b"text/plain; charset=utf-8", prometheus.MISSING.encode())
+                return
+        elif b"format=json" in query.split(b"&"):
+            body, kind = status.status_json(), b"application/json"
+        else:
+            body, kind = status.status_html(), b"text/html; charset=utf-8"
+        self._http_reply(b"200 OK", kind, body if verb == b"GET" else b"", length=len(body))
+
     def _become_fastrpc(self, rest: bytes) -> None:
         """CONNECT /_fastrpc_: the rest of the stream is fastrpc's protocol, served
         by a FastConnection (with the server's secret, limits and hello) as if
@@ -270,6 +298,7 @@ class GoConnection(ServedConnection, asyncio.Protocol):
         transport = self.transport
         transport.write(FASTRPC_CONNECTED)
         self.server.connections.discard(self)      # the FastConnection counts itself
+        self.server.connections.accepted -= 1      # (one connection, accepted once)
         self.closing = True                        # this protocol object is done with it
         conn = FastConnection(self.server)
         transport.set_protocol(conn)

@@ -9,7 +9,7 @@ names here equal to theirs.
 from __future__ import annotations
 
 import ssl as _ssl
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, TypedDict, Union
 
 if TYPE_CHECKING:
     from fastrpc.balancer.plan import RetryBudget
@@ -40,6 +40,7 @@ class ClientOptions(TypedDict, total=False):
     default: Optional[Callable[[Any], Any]]
     ext_hook: Optional[Callable[[int, bytes], Any]]
     keep_tuples: bool
+    interceptors: Sequence[Callable[[Any, Callable[[Any], Any]], Any]]
 
 
 class BalancingOptions(TypedDict, total=False):

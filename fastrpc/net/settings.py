@@ -10,7 +10,7 @@ import random
 import socket
 import ssl as _ssl
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from fastrpc._core import codec as msgpack
 from fastrpc._core import frame as wire
@@ -66,6 +66,10 @@ class ClientSettings:
       ext code fastrpc does not know, in replies; ``keep_tuples`` (False):
       tuples in arguments arrive as tuples (the tuple ext), not lists.
       See "Values" in the README for the types fastrpc carries itself.
+    - ``interceptors`` (()): callables ``interceptor(call, proceed)`` run
+      around every call, the first outermost (fastrpc.interceptors: plain
+      ones for blocking clients and balancers, plain or ``async def`` for
+      asyncio ones).
     """
 
     def __init__(self, address: str, *, codec: str = "fastrpc", http: bool = False,
@@ -86,7 +90,8 @@ class ClientSettings:
                  reconnect_backoff: Tuple[float, float] = (0.05, 5.0),
                  default: Optional[Callable[[Any], Any]] = None,
                  ext_hook: Optional[Callable[[int, bytes], Any]] = None,
-                 keep_tuples: bool = False) -> None:
+                 keep_tuples: bool = False,
+                 interceptors: Sequence[Any] = ()) -> None:
         via_url = isinstance(address, str) and address.startswith("http://")
         if via_url:
             # An http:// listener: fastrpc's protocol (or gob, with codec="gob") after HTTP CONNECT.
@@ -127,6 +132,7 @@ class ClientSettings:
         if metadata is not None and not (callable(metadata) or isinstance(metadata, dict)):
             raise TypeError("metadata must be a dict or a callable returning one")
         self.metadata = metadata                # sent with every call (tokens, tracing)
+        self.interceptors = tuple(interceptors or ())   # run around each call (fastrpc.interceptors)
         self._packed_metadata = msgpack.packb(metadata) if isinstance(metadata, dict) else None
         #: The same, compiled for the call path.
         self.per_call = CallSettings(timeout, send_deadline, self._packed_metadata,

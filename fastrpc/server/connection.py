@@ -98,10 +98,14 @@ class ConnectionSet:
         self.refusals = RateLimitedLog()
         self.refusing: Set[Any] = set()          # connections over max_connections, until they close
         self.peak = 0                            # most connections at a time since memory was last trimmed
+        self.accepted = 0                        # connections opened since the server started
+        self.bytes_received = 0                  # by every connection, whatever its protocol
+        self.bytes_sent = 0
 
     def add(self, conn: Any) -> None:
         """A connection opened."""
         self._open.add(conn)
+        self.accepted += 1
         self.peak = max(self.peak, len(self._open) + len(self.refusing))
 
     def discard(self, conn: Any) -> None:
@@ -249,6 +253,7 @@ class ServedConnection:
 
     def _write(self, data: Any) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
+            self.server.connections.bytes_sent += len(data)
             self.transport.write(data)
 
     #: Whether the calls still running stop when the peer hangs up. fastrpc's
@@ -338,6 +343,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             return
         self._process(nbytes)
         server = self.server
+        server.connections.bytes_received += nbytes
         if (server.idle_timeout is not None or server.connections.closing) \
                 and self.core is not None and self.core.buffered == 0:
             # Activity is whole frames: a peer trickling out a frame that
@@ -425,6 +431,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             self.transport.abort()
             return
         if out is not None:
+            self.server.connections.bytes_sent += len(out)
             self.transport.write(out)
 
     def eof_received(self) -> Optional[bool]:

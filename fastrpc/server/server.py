@@ -17,6 +17,7 @@ import stat
 import ssl as _ssl
 import signal
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from fastrpc._core import codec
@@ -24,6 +25,8 @@ from fastrpc._core import frame as wire
 from fastrpc.discovery.base import Discovery, Registration
 from fastrpc.extensions import check_hooks
 from fastrpc.go.server import GO_CODECS, GoConnection
+from fastrpc.interceptors import Interceptor
+from fastrpc.observability import registry as observed
 from fastrpc.net.address import parse_address, tcp_url
 from fastrpc.net.auth import check_secret
 from fastrpc.net.endpoint import Endpoint
@@ -107,6 +110,17 @@ class Server:
       lists the services and describes their methods (``client.describe()``,
       ``fastrpc list``); it goes through TLS, the secret and ``authorize``
       like any call.
+    - ``interceptors`` (()): callables ``interceptor(call, proceed)`` run
+      around every handler, the first outermost: they see a
+      ``fastrpc.ServerCall`` (method, arguments, metadata, peer, deadline),
+      may change it, refuse the call by raising, time it, or change its
+      outcome (see fastrpc.interceptors).
+    - ``metrics_address`` (None): an ``http://host:port`` to serve only the
+      Prometheus ``/metrics`` and the ``/status`` page on, once the server
+      listens (every ``http://`` listener serves them too).
+
+    ``stats()`` gives the server's numbers: per method calls, errors by
+    type and a latency histogram; connections, calls in flight, bytes.
 
     A handler's exception reaches the caller under its class name, or the
     name given to ``fastrpc.register_error``; clients raise the common
@@ -136,7 +150,9 @@ class Server:
                  keep_tuples: bool = False,
                  reflection: bool = True,
                  reuse_port: bool = False,
-                 stall_warning: Optional[float] = 0.5) -> None:
+                 stall_warning: Optional[float] = 0.5,
+                 interceptors: Sequence[Interceptor] = (),
+                 metrics_address: Optional[str] = None) -> None:
         self.max_frame_size = max_frame_size
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
@@ -170,7 +186,11 @@ class Server:
         self.ext_hook = ext_hook                # values of ext codes it does not know
         self.keep_tuples = keep_tuples          # tuples in results travel as tuples
         #: The registered services and how their handlers run (shared by every connection).
-        self.dispatcher = Dispatcher(max_workers)
+        self.dispatcher = Dispatcher(max_workers, interceptors)
+        if metrics_address is not None and not metrics_address.startswith("http://"):
+            raise ValueError(f"metrics_address is an http://host:port address, not {metrics_address!r}")
+        self.metrics_address = metrics_address  # an HTTP listener of /metrics and /status only
+        self._started_at = time.time()
         self.reuse_port = reuse_port            # SO_REUSEPORT on TCP listeners (several processes, one port)
         if stall_warning is not None and stall_warning <= 0:
             raise ValueError("stall_warning must be > 0 seconds (or None: off)")
@@ -183,12 +203,14 @@ class Server:
         self._listeners: List[Listener] = []
         self._unix_paths: List[str] = []
         self._addresses: List[str] = []
+        self._metrics_listener: Optional[str] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._registrations: List[Registration] = []   # discovery entries, removed on close
         self._closed = threading.Event()
         self._close_started = False             # a close was started from the server's own loop
         self._lock = threading.Lock()
+        observed.servers.add(self)
 
     # registry -------------------------------------------------------------
     def register(self, obj: Any, name: Optional[str] = None) -> None:
@@ -384,7 +406,42 @@ class Server:
         self._listeners.append(listener)
         self._addresses.append(bound)
         log.info("listening on %s (%s)", bound, codec)
+        if self.metrics_address is not None and self._metrics_listener is None:
+            self._metrics_listener = await self._listen_metrics(self.metrics_address)
         return bound
+
+    async def _listen_metrics(self, address: str) -> str:
+        """The metrics_address listener: /metrics and /status, nothing else."""
+        addr = parse_address("tcp://" + address[len("http://"):])
+        sockets = bind_tcp(addr.host, addr.port, self.reuse_port)
+        listener = Listener(asyncio.get_running_loop(), sockets,
+                            functools.partial(GoConnection, self, "gob", True, True),
+                            handshake_timeout=self.handshake_timeout)
+        listener.start()
+        self._listeners.append(listener)
+        bound = tcp_url(addr.host, sockets[0].getsockname()[1], "http")
+        log.info("metrics and status on %s", bound)
+        return bound
+
+    @property
+    def closed(self) -> bool:
+        """The server has closed (its loop has ended)."""
+        return self._closed.is_set()
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """Where metrics_address listens (with its real port), once listening."""
+        return self._metrics_listener
+
+    def stats(self) -> Dict[str, Any]:
+        """The server's numbers now: addresses, connections (open, accepted),
+        calls in flight, bytes received and sent, and per method ("Service.Method")
+        calls, errors, errors by type, seconds (summed) and the latency
+        histogram (counts per fastrpc.LATENCY_BUCKETS bucket, then the rest)."""
+        c = self.connections
+        return {"addresses": list(self._addresses), "connections": len(c), "connections_total": c.accepted,
+                "in_flight": self.dispatcher.load.value, "bytes_received": c.bytes_received,
+                "bytes_sent": c.bytes_sent, "started": self._started_at, "methods": self.dispatcher.stats()}
 
     def _ensure_loop_thread(self) -> asyncio.AbstractEventLoop:
         with self._lock:
