@@ -79,7 +79,9 @@ class UnauthenticatedError(RemoteError):
 
 
 class PermissionDeniedError(RemoteError):
-    """The server's authorize hook refused the call (remote type ``PermissionDenied``)."""
+    """The server's authorize hook (or an interceptor) refused the call (remote
+    type ``PermissionDenied``). An interceptor refuses with
+    ``raise PermissionDeniedError("PermissionDenied", "why")``."""
 
 
 # Remote type names that map to a more specific RemoteError subclass.
@@ -140,6 +142,8 @@ def error_type_name(exc: BaseException) -> str:
             name = _NAMES.get(base)
             if name is not None:
                 break
+    if name is None and isinstance(exc, RemoteError):
+        return exc.type                         # relayed (or raised to refuse): the type it names
     return cls.__name__ if name is None else name
 
 

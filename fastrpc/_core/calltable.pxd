@@ -50,7 +50,7 @@ cdef class CallStats:
 cdef class ClientStats:
     """A client's or balancer's CallStats by method (created as methods are called)."""
     cdef readonly dict methods         # method name -> CallStats
-    cdef CallStats of(self, str method)
+    cdef CallStats of(self, str method)     # None while counting is off (set_metrics)
 
 
 cdef class CallFuture(Slot):

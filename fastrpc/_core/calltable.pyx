@@ -190,6 +190,21 @@ cdef class CallStats:
                 "seconds": self.seconds, "histogram": self.histogram()}
 
 
+# Per-call counting on (the default); off only to measure what it costs.
+cdef bint _metrics = True
+
+
+def set_metrics(bint enabled):
+    """Count calls per method (the default) or not (fastrpc.observability.set_metrics)."""
+    global _metrics
+    _metrics = enabled
+
+
+def metrics_enabled():
+    """Whether calls are counted (set_metrics)."""
+    return _metrics
+
+
 # Methods a client counts separately at most; past it, the rest share one
 # entry (a client calling ever new names must not grow without bound).
 MAX_METHODS = 1000
@@ -204,6 +219,8 @@ cdef class ClientStats:
         self.methods = {}
 
     cdef CallStats of(self, str method):
+        if not _metrics:
+            return None
         cdef object s = self.methods.get(method)
         if s is None:
             if len(self.methods) >= MAX_METHODS:
@@ -214,7 +231,7 @@ cdef class ClientStats:
         return <CallStats>s
 
     def method(self, str method):
-        """The CallStats of `method` (made on first use)."""
+        """The CallStats of `method` (made on first use); None while counting is off."""
         return self.of(method)
 
     def snapshot(self):

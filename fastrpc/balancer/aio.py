@@ -151,10 +151,12 @@ class AsyncBalancer(BalancerCore):
         except asyncio.CancelledError:
             if not future.done() or future.cancelled():
                 self.planner.withdraw(attempt)      # the caller's task was cancelled
-            stats.record(time.monotonic() - begun, "Cancelled")
+            if stats is not None:
+                stats.record(time.monotonic() - begun, "Cancelled")
             raise
         except BaseException as exc:
-            stats.record(time.monotonic() - begun, exc)
+            if stats is not None:
+                stats.record(time.monotonic() - begun, exc)
             error = exc
             raise
         finally:
@@ -163,7 +165,8 @@ class AsyncBalancer(BalancerCore):
                     timer.cancel()
             if call is not None:
                 tell_endpoint(call, attempt, error)
-        stats.record(time.monotonic() - begun, None)
+        if stats is not None:
+            stats.record(time.monotonic() - begun, None)
         return result
 
     def _expire(self, attempt: Attempt, future: asyncio.Future[Any]) -> None:

@@ -137,7 +137,8 @@ class MapJob:
         load = share.conn.table.last_load
         if batch.first_error is None:           # every item answered: the compiled path
             scatter(self.results, share.positions, batch.results)
-            self.stats.record_many(len(share.positions), rtt)
+            if self.stats is not None:
+                self.stats.record_many(len(share.positions), rtt)
             self.pool.release_answered_many(share.member, len(share.positions), 0, rtt,
                                             -1 if load is None else load)
             return
@@ -151,7 +152,8 @@ class MapJob:
         for p, value in zip(positions, values):
             if not isinstance(value, BaseException):
                 self.results[p] = value
-                self.stats.record(rtt, None)
+                if self.stats is not None:
+                    self.stats.record(rtt, None)
                 answered += 1
             elif is_answer(value):
                 answered += 1
@@ -187,8 +189,9 @@ class MapJob:
     def outcome(self, return_exceptions: bool) -> List[Any]:
         """The results in order; raise the first error unless `return_exceptions`."""
         elapsed = time.monotonic() - self.started
-        for exc in self.failed.values():        # each item that failed, counted once, at the end
-            self.stats.record(elapsed, exc)
+        if self.stats is not None:
+            for exc in self.failed.values():    # each item that failed, counted once, at the end
+                self.stats.record(elapsed, exc)
         if self.failed:
             if not return_exceptions:
                 raise self.failed[min(self.failed)]

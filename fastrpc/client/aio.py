@@ -407,7 +407,9 @@ class AsyncClient(ClientSettings, Proxying):
             self._ready_conn()                       # raises why there is no connection
             raise ConnectionClosedError(f"not connected to {self.address}")
         future: asyncio.Future[Any] = started[0]
-        future.add_done_callback(functools.partial(_observe, self._caller.stats.method(method), time.monotonic()))
+        stats = self._caller.stats.method(method)
+        if stats is not None:
+            future.add_done_callback(functools.partial(_observe, stats, time.monotonic()))
         return future
 
     async def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
@@ -439,12 +441,15 @@ class AsyncClient(ClientSettings, Proxying):
             result = await fut
         except asyncio.CancelledError:
             conn.withdraw(seq)                       # the caller's task was cancelled: tell the server
-            stats.record(time.monotonic() - begun, "Cancelled")
+            if stats is not None:
+                stats.record(time.monotonic() - begun, "Cancelled")
             raise
         except BaseException as exc:
-            stats.record(time.monotonic() - begun, exc)
+            if stats is not None:
+                stats.record(time.monotonic() - begun, exc)
             raise
-        stats.record(time.monotonic() - begun, None)
+        if stats is not None:
+            stats.record(time.monotonic() - begun, None)
         return result
 
     def _expire_later(self, table: Any, seq: int, fut: asyncio.Future[Any], method: str, timeout: float) -> None:

@@ -70,9 +70,9 @@ class Client(ClientSettings, Proxying):
         self.interceptors = check_interceptors(self.interceptors, allow_async=False)
         #: The interceptors around the call (None: none, the fast path).
         self._chain = client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
-        observed.clients.add(self)
         self._conn: Connection = self._dial()   # dial now, like net/rpc's Dial
         self._use(self._conn)
+        observed.clients.add(self)              # reported by /metrics and /status while open
         if self.heartbeat is not None:
             self._beat()
 

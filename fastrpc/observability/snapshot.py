@@ -8,6 +8,7 @@ status page are both made from it, so they always agree.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Dict, Iterable, List
@@ -18,6 +19,7 @@ from fastrpc.observability.histogram import add, quantile
 __all__ = ["process_snapshot", "merge", "with_percentiles"]
 
 STARTED = time.time()
+log = logging.getLogger("fastrpc.observability")
 
 
 def process_snapshot() -> Dict[str, Any]:
@@ -25,10 +27,20 @@ def process_snapshot() -> Dict[str, Any]:
     return {
         "pid": os.getpid(),
         "started": STARTED,
-        "servers": [s.stats() for s in registry.alive(registry.servers)],
-        "clients": [c.stats() for c in registry.alive(registry.clients)],
-        "balancers": [b.snapshot() for b in registry.alive(registry.balancers)],
+        "servers": _each(registry.servers, "stats"),
+        "clients": _each(registry.clients, "stats"),
+        "balancers": _each(registry.balancers, "snapshot"),
     }
+
+
+def _each(group: Any, what: str) -> List[Dict[str, Any]]:
+    out = []
+    for obj in registry.alive(group):
+        try:
+            out.append(getattr(obj, what)())
+        except Exception:               # one object half made or half closed must not hide the rest
+            log.debug("no %s from %r", what, obj, exc_info=True)
+    return out
 
 
 def _merge_methods(into: Dict[str, Any], methods: Dict[str, Any]) -> None:
