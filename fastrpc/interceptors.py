@@ -163,7 +163,7 @@ def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
         achain = async_client_chain(interceptors, innermost_async)
 
         @functools.wraps(func)
-        async def run(*args: Any, **kwargs: Any) -> Any:       # type: ignore[misc]
+        async def run(*args: Any, **kwargs: Any) -> Any:
             return await achain(_server_call(name, args, kwargs))
         mode = MODE_ASYNC
     wrapped = Handler(run, name, mode, handler.min_args, handler.max_args, handler.bind, handler.kw_required)
@@ -187,7 +187,7 @@ def _alink(ic: Interceptor, proceed: Callable[[Any], Awaitable[Any]]) -> Callabl
 
 
 # client ------------------------------------------------------------------------------------
-def client_chain(interceptors: Sequence[Interceptor], terminal: Callable[[ClientCall], Any]) -> Callable[[ClientCall], Any]:
+def client_chain(interceptors: Sequence[Interceptor], terminal: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """The blocking chain: interceptors around `terminal` (which makes the
     call or runs the handler)."""
     chain = terminal
@@ -197,7 +197,7 @@ def client_chain(interceptors: Sequence[Interceptor], terminal: Callable[[Client
 
 
 def async_client_chain(interceptors: Sequence[Interceptor],
-                       terminal: Callable[[ClientCall], Awaitable[Any]]) -> Callable[[ClientCall], Awaitable[Any]]:
+                       terminal: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
     """The asyncio chain: plain or async interceptors around `terminal`
     (server and client alike)."""
     chain = terminal

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -287,6 +288,45 @@ def test_a_worker_that_dies_is_started_again():
     finally:
         assert s.stop() == 0
     assert "exited with code -9; starting another" in s.proc.stderr.read()
+
+
+def test_workers_report_one_coherent_set_of_metrics():
+    from prometheus_client.parser import text_string_to_metric_families
+    s = Serving("cli_targets:Arith", "--listen", "tcp://127.0.0.1:0", "--workers", "2",
+                "--metrics", "http://127.0.0.1:0")
+    try:
+        metrics = next(a for a in s.addresses if a.startswith("metrics="))[len("metrics="):]
+        pids, calls = set(), 0
+        for _ in range(12):                             # connections land on both workers
+            with fastrpc.Client(s.address) as c:
+                pids.add(c.call("Arith.Pid"))
+                for i in range(5):
+                    assert c.call("Arith.Sum", i, 1) == i + 1
+                with pytest.raises(ValueError):
+                    c.call("Arith.Fail", "no")
+                calls += 1
+        assert len(pids) == 2
+        with urllib.request.urlopen(metrics + "/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        f = {m.name: m for m in text_string_to_metric_families(text)}
+
+        def total(name, suffix, **labels):
+            return sum(x.value for x in f[name].samples if x.name == name + suffix
+                       and all(x.labels.get(k) == v for k, v in labels.items()))
+        assert total("fastrpc_server_calls", "_total", method="Arith.Sum") == 5 * calls   # both workers, summed
+        assert total("fastrpc_server_calls", "_total", method="Arith.Pid") == calls
+        assert total("fastrpc_server_errors", "_total", method="Arith.Fail", error_type="ValueError") == calls
+        assert total("fastrpc_server_call_duration_seconds", "_count", method="Arith.Sum") == 5 * calls
+        assert total("fastrpc_server_accepted_connections", "_total") >= calls
+        with urllib.request.urlopen(metrics + "/status?format=json", timeout=10) as reply:
+            status = json.loads(reply.read())
+        assert status["workers"] == 2 and status["missing"] == []
+        (server,) = status["servers"]
+        assert {m["method"]: m["calls"] for m in server["methods"]}["Arith.Sum"] == 5 * calls
+        with urllib.request.urlopen(metrics + "/status", timeout=10) as reply:
+            assert "2 workers" in reply.read().decode()
+    finally:
+        assert s.stop() == 0
 
 
 def test_workers_register_once_in_etcd_and_leave_on_sigterm(tmp_path):

@@ -5,7 +5,6 @@ import inspect
 import json
 import os
 import random
-import sys
 import threading
 import time
 import urllib.error
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import fastrpc
 from fastrpc.observability import otel, set_metrics
-from support import ServerProcess, unused_address, wait_until
+from support import ServerProcess, unused_address
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OBSERVED = os.path.join(HERE, "observed.py")

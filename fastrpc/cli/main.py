@@ -292,7 +292,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--service", default=_env("SERVICE"), help="the name to register under")
     p.add_argument("--advertise", default=_env("ADVERTISE"), help="the address clients dial (default: the first served)")
     p.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (several processes, one port)")
+    p.add_argument("--metrics", default=_env("METRICS"),
+                   help="serve /metrics (Prometheus) and /status here, http://host:port; with --workers, "
+                   "the sum of every worker's")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-metrics", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=serve)
 
     p = sub.add_parser("call", help="call a method and print its result as JSON",

@@ -4,9 +4,11 @@ Owns loading ``pkg.module:obj`` targets, the settings a server takes from
 flags and FASTRPC_* variables, and the supervisor of ``--workers N``: it
 starts N worker processes that each bind the same port with SO_REUSEPORT
 (the kernel spreads connections over them), restarts one that dies (with
-backoff), registers the service once in etcd, and on SIGTERM or SIGINT has
-every worker drain (GOAWAY, calls in flight finish within --grace) before it
-exits 0.
+backoff), registers the service once in etcd, serves the sum of its
+workers' metrics and status (--metrics: each worker serves its own on a
+private port, which the supervisor reads at each scrape), and on SIGTERM or
+SIGINT has every worker drain (GOAWAY, calls in flight finish within
+--grace) before it exits 0.
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ import os
 import signal
 import socket
 import ssl
+import queue
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, List, Optional, Tuple
 
+from fastrpc.cli.metrics import MetricsServer
 from fastrpc.discovery.etcd import EtcdDiscovery
 from fastrpc.net.address import parse_address, tcp_url
 from fastrpc.server import Server
@@ -106,8 +111,12 @@ def serve(args: argparse.Namespace) -> int:
 def serve_here(args: argparse.Namespace) -> int:
     """Serve in this process until SIGTERM or SIGINT, then drain and return 0."""
     targets = [load_target(spec) for spec in args.target]
+    # A worker of a supervisor with --metrics serves its own on a private
+    # port the supervisor reads; a lone server serves them at --metrics.
+    metrics = "http://127.0.0.1:0" if args.worker_metrics else args.metrics
     server = Server(grace=args.grace, ssl=tls_context(args.tls_cert, args.tls_key, args.tls_ca),
-                    auth_secret=read_secret(args.auth_secret_file), reuse_port=args.worker or args.reuse_port)
+                    auth_secret=read_secret(args.auth_secret_file), reuse_port=args.worker or args.reuse_port,
+                    metrics_address=metrics)
     for name, obj in targets:
         server.register(obj, name)
     codec = None if args.codec == "fastrpc" else args.codec
@@ -115,6 +124,8 @@ def serve_here(args: argparse.Namespace) -> int:
     def ready(bound: List[str]) -> None:
         if args.etcd and not args.worker:
             register(server, args, bound)
+        if args.worker_metrics:
+            bound = bound + [f"metrics={server.metrics_url}"]
         print(" ".join(bound), flush=True)          # the first line: where it serves (and is registered)
         log.info("serving %s at %s (pid %d)", ", ".join(n for n, _ in targets), " ".join(bound), os.getpid())
 
@@ -140,6 +151,9 @@ class Supervisor:
         self.restarts: List[Tuple[float, float]] = []      # per worker: (next start time, delay)
         self.holders: List[socket.socket] = []             # reserve the ports picked for port 0
         self.registration: Any = None
+        self.first_lines: List[Optional["queue.Queue[str]"]] = []  # per worker: its first line, once printed
+        self.worker_metrics: List[Optional[str]] = []       # per worker: where it serves its metrics
+        self.metrics: Optional[MetricsServer] = None
 
     def concrete_addresses(self) -> List[str]:
         """The listen addresses with port 0 replaced by a port every worker binds."""
@@ -172,11 +186,32 @@ class Supervisor:
                             ("--auth-secret-file", a.auth_secret_file)):
             if value is not None:
                 cmd += [flag, value]
+        if a.metrics:
+            cmd.append("--worker-metrics")
         return cmd
 
     def start_worker(self, index: int, command: List[str]) -> None:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.workers[index] = proc
+        self.worker_metrics[index] = None
+        lines: "queue.Queue[str]" = queue.Queue()
+        self.first_lines[index] = lines
+        threading.Thread(target=self._read_first_line, args=(index, proc, lines), daemon=True,
+                         name=f"fastrpc-worker-{index}").start()
+
+    def _read_first_line(self, index: int, proc: "subprocess.Popen[str]", lines: "queue.Queue[str]") -> None:
+        """A worker's first line: its addresses (and where its metrics are)."""
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        for token in line.split():
+            if token.startswith("metrics="):
+                if self.workers[index] is proc:
+                    self.worker_metrics[index] = token[len("metrics="):]
+        lines.put(line)
+
+    def metrics_sources(self) -> List[str]:
+        """Where the live workers serve their metrics."""
+        return [url for url in self.worker_metrics if url]
 
     def run(self) -> int:
         args = self.args
@@ -186,18 +221,27 @@ class Supervisor:
             signal.signal(sig, self._stop)
         self.workers = [None] * args.workers
         self.restarts = [(0.0, RESTART_BASE)] * args.workers
+        self.first_lines = [None] * args.workers
+        self.worker_metrics = [None] * args.workers
         try:
             for i in range(args.workers):
                 self.start_worker(i, command)
-            for proc in self.workers:
-                assert proc is not None and proc.stdout is not None
-                if not proc.stdout.readline():                 # its addresses: it is serving
+            for proc, lines in zip(self.workers, self.first_lines):
+                assert proc is not None and lines is not None
+                try:
+                    line = lines.get(timeout=WORKER_START)
+                except queue.Empty:
+                    line = ""
+                if not line:                                   # its addresses: it is serving
                     raise RuntimeError(f"a worker (pid {proc.pid}) exited before serving")
+            if args.metrics:
+                self.metrics = MetricsServer(args.metrics, self.metrics_sources)
             if args.etcd:
                 if not args.service:
                     raise UsageError("--etcd needs --service, the name balancers look up")
                 self.registration = EtcdDiscovery(args.etcd).register(args.service, args.advertise or addresses[0])
-            print(" ".join(addresses), flush=True)          # serving (and registered)
+            print(" ".join(addresses + ([f"metrics={self.metrics.url}"] if self.metrics else [])),
+                  flush=True)                                # serving (and registered)
             log.info("serving at %s with %d workers (pids %s)", " ".join(addresses), args.workers,
                      ", ".join(str(p.pid) for p in self.workers if p is not None))
             while not self.stopping:
@@ -205,6 +249,8 @@ class Supervisor:
                 time.sleep(0.1)
             return self.drain()
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             for holder in self.holders:
                 holder.close()
             for proc in self.workers:
@@ -227,6 +273,7 @@ class Supervisor:
             log.warning("worker pid %d exited with code %s; starting another in %.1fs", proc.pid,
                         proc.returncode, delay)
             self.workers[i] = None
+            self.worker_metrics[i] = None
             self.restarts[i] = (now + delay, min(RESTART_CAP, delay * 2))
 
     def drain(self) -> int:

@@ -12,7 +12,7 @@ elsewhere.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, cast
 
 from fastrpc.observability.histogram import cumulative
 from fastrpc.observability.snapshot import process_snapshot
@@ -36,12 +36,13 @@ class FastrpcCollector:
     def collect(self) -> Iterator[Any]:
         """The metric families (prometheus_client calls this at each scrape)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-        from prometheus_client.utils import floatToGoString
+        from prometheus_client.utils import floatToGoString as _go_float
+        go_float = cast(Callable[[float], str], _go_float)     # the library's spelling of bounds ("+Inf")
 
         snap = self._snapshot if self._snapshot is not None else process_snapshot()
 
         def histogram(family: Any, labels: List[str], m: Dict[str, Any]) -> None:
-            buckets = [(floatToGoString(bound), count) for bound, count in cumulative(m["histogram"])]
+            buckets = [(go_float(bound), count) for bound, count in cumulative(m["histogram"])]
             family.add_metric(labels, buckets, m["seconds"])
 
         def methods(prefix: str, what: str, label_names: List[str], rows: List[Any]) -> Iterator[Any]:
@@ -122,6 +123,6 @@ def render(snapshot: Optional[Dict[str, Any]] = None) -> bytes:
     except ImportError:
         raise ImportError(MISSING.strip()) from None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FastrpcCollector(snapshot))     # type: ignore[arg-type]
+    registry.register(FastrpcCollector(snapshot))
     out: bytes = generate_latest(registry)
     return out
