@@ -84,6 +84,15 @@ class ClientCall:
     attempt: int = 0
     key: Any = None                         # a balanced call's key (consistent_hash)
     idempotent: Optional[bool] = None       # a balanced call's idempotent= (None: the balancer's)
+    balanced: bool = False                  # made through a Balancer or AsyncBalancer
+    #: Through a balancer, an interceptor may set an attempt observer: an
+    #: object whose ``sent(attempt)`` returns the encoded metadata of that
+    #: attempt (bytes) as it goes out and whose ``ended(attempt, error)`` is
+    #: told how it ended (None: answered; an exception; or "withdrawn": a
+    #: hedge that lost or a call taken back). ``attempt.number`` counts from 1,
+    #: ``attempt.member.endpoint.address`` is where it went. Called from the
+    #: threads that send and complete calls: keep it short and thread-safe.
+    attempts: Any = None
 
 
 #: An interceptor: interceptor(call, proceed) -> result (or an awaitable of it).

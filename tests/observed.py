@@ -7,6 +7,7 @@ Probe service hands to the tests. BACKEND, when given, is the server that
 Probe.Relay calls (a trace crossing two services).
 """
 import asyncio
+import os
 import sys
 
 from opentelemetry import trace
@@ -27,6 +28,7 @@ trace.set_tracer_provider(tracer_provider)
 reader = InMemoryMetricReader()
 meter_provider = MeterProvider(metric_readers=[reader])
 BACKEND = sys.argv[1] if len(sys.argv) > 1 else None
+LAG = float(os.environ.get("OBSERVED_LAG", "0"))        # Arith.Lagged's delay in this process
 
 
 def span_dict(s):
@@ -62,6 +64,10 @@ class Arith:
     @fastrpc.blocking
     def BCtx(self):
         return self.Ctx()
+
+    async def Lagged(self, value):
+        await asyncio.sleep(LAG)
+        return value
 
     async def Slow(self, seconds):
         await asyncio.sleep(seconds)

@@ -481,7 +481,7 @@ def test_a_trace_crosses_two_server_processes(sdk):
     assert by_method[("Probe.Relay", None)].count == 1 and by_method[("Arith.Div", "ZeroDivisionError")].count == 1
 
 
-def test_otel_through_a_balancer_and_an_async_client(sdk, observed):
+def test_otel_through_a_balancer_gives_each_attempt_its_own_span(sdk, observed):
     spans, tracer_provider, reader, meter_provider = sdk
     dead = unused_address()
     ic = otel.client_interceptor(tracer_provider, meter_provider)
@@ -489,16 +489,55 @@ def test_otel_through_a_balancer_and_an_async_client(sdk, observed):
                           eject_failures=100) as b:
         for i in range(4):
             assert b.call("Arith.Sum", i, 0) == i
-
-    async def main():
-        async with fastrpc.AsyncClient(observed.address, interceptors=[ic]) as c:
-            assert await c.call("Arith.Sum", 7, 0) == 7
-    asyncio.run(main())
     port = int(observed.address.rsplit(":", 1)[1])
-    sums = [s for s in spans.get_finished_spans() if s.name == "Arith.Sum"]
-    assert len(sums) == 5 and all(s.attributes["server.port"] == port for s in sums)
-    assert 2 in {s.attributes.get("fastrpc.attempt") for s in sums[:4]}
+    finished = spans.get_finished_spans()
+    calls = [s for s in finished if s.kind.name == "INTERNAL"]
+    attempts = [s for s in finished if s.kind.name == "CLIENT"]
+    assert len(calls) == 4 and all(c.attributes["server.port"] == port for c in calls)
+    failed_over = [c for c in calls if c.attributes["fastrpc.attempt"] == 2]
+    assert failed_over                                  # some calls went to the dead endpoint first
+    for call in failed_over:
+        mine = sorted((a for a in attempts if a.parent.span_id == call.context.span_id),
+                      key=lambda a: a.attributes["fastrpc.attempt"])
+        assert [a.attributes["fastrpc.attempt"] for a in mine] == [1, 2]
+        assert mine[0].attributes["server.port"] == int(dead.rsplit(":", 1)[1])
+        assert mine[0].status.status_code.name == "ERROR" and mine[0].attributes["error.type"]
+        assert mine[1].attributes["server.port"] == port and mine[1].status.status_code.name == "UNSET"
     with fastrpc.Client(observed.address) as c:
         served = [s for s in c.call("Probe.Spans") if s["name"] == "Arith.Sum"]
-    assert {s["trace_id"] for s in served} == {f"{s.context.trace_id:032x}" for s in sums}
-    assert sum(p.count for p in points(reader, "rpc.client.call.duration")) == 5
+    answered = {f"{a.context.span_id:016x}" for a in attempts if a.attributes["server.port"] == port}
+    assert len(served) == 4 and {s["parent_id"] for s in served} == answered   # each under its attempt's span
+    assert sum(p.count for p in points(reader, "rpc.client.call.duration")) == 4
+
+
+def test_otel_spans_of_a_hedged_call_and_of_an_async_client(sdk):
+    spans, tracer_provider, reader, meter_provider = sdk
+    ic = otel.client_interceptor(tracer_provider, meter_provider)
+    slow = Observed.__new__(Observed)
+    ServerProcess.__init__(slow, env={"OBSERVED_LAG": "2"}, argv=[OBSERVED])
+    slow.address, slow.http, slow.metrics = slow.address.split()
+    try:
+        with Observed() as fast:
+            with fastrpc.Balancer([slow.address, fast.address], strategy="round_robin", failure="backup",
+                                  backup_after=0.05, idempotent=True, interceptors=[ic]) as b:
+                assert [b.call("Arith.Lagged", i, timeout=10) for i in range(2)] == [0, 1]
+
+            async def main():
+                async with fastrpc.AsyncBalancer([fast.address], interceptors=[ic]) as ab:
+                    assert await ab.call("Arith.Sum", 1, 1) == 2
+                async with fastrpc.AsyncClient(fast.address, interceptors=[ic]) as c:
+                    assert await c.call("Arith.Sum", 7, 0) == 7
+            asyncio.run(main())
+            fast_port = int(fast.address.rsplit(":", 1)[1])
+            lagged = [s for s in spans.get_finished_spans() if s.name == "Arith.Lagged"]
+            attempts = [s for s in lagged if s.kind.name == "CLIENT"]
+            withdrawn = [a for a in attempts if a.attributes.get("fastrpc.attempt.outcome") == "withdrawn"]
+            assert withdrawn                            # the slow one lost its race and was taken back
+            assert {a.attributes["server.port"] for a in withdrawn} == {int(slow.address.rsplit(":", 1)[1])}
+            winner = [a for a in attempts if a.attributes["server.port"] == fast_port]
+            assert len(winner) == 2 and all(a.status.status_code.name == "UNSET" for a in winner)
+            sums = [s for s in spans.get_finished_spans() if s.name == "Arith.Sum"]
+            assert {s.kind.name for s in sums} == {"INTERNAL", "CLIENT"}      # balanced (with its attempt), direct
+            assert all(s.attributes["server.port"] == fast_port for s in sums)
+    finally:
+        slow.close()

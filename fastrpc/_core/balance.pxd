@@ -78,6 +78,7 @@ cdef class Attempt(Slot):
     cdef public list peers             # the call's attempts in flight together (hedging), or None
     cdef public Attempt head           # the call's first attempt (None: this is it)
     cdef public Attempt current        # on the first attempt: the latest one sent (withdraw)
+    cdef public object observer        # None, or told of each attempt: sent(a) -> its metadata, ended(a, error)
     cdef public Member answered_by     # on the first attempt: the endpoint that answered (None: none yet)
     cdef public Py_ssize_t answered_number   # ... and which attempt that was
     cpdef int end_call(self) except -1

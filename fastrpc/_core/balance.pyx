@@ -202,6 +202,8 @@ cdef class Pool:
         a.conn = conn
         a.started = frpc_monotonic()
         a.running = True
+        if a.observer is not None:
+            a.meta = a.observer.sent(a)           # this attempt's own metadata (its trace context)
         try:
             table = conn.table
             if type(table) is CallTable:
@@ -213,7 +215,7 @@ cdef class Pool:
             raise
 
     def go(self, CallSettings settings, str method, object args, object key, object timeout,
-           object idempotent, bytes meta=None):
+           object idempotent, bytes meta=None, object observer=None):
         """Start a blocking balanced call; return its future (Balancer.go).
 
         The first attempt goes out now on the picked endpoint's connection,
@@ -239,6 +241,7 @@ cdef class Pool:
             fut.deadline = a.deadline
             a.deadline_ms = settings.deadline_ms(t)
         a.meta = settings.metadata() if meta is None else meta
+        a.observer = observer
         a.idempotent = self.idempotent if idempotent is None else idempotent
         hedged = a.idempotent and self.hedge_after >= 0.0
         a.number = 1
@@ -254,7 +257,7 @@ cdef class Pool:
         return fut
 
     def go_async(self, object loop, CallSettings settings, str method, object args, object key,
-                 object timeout, object idempotent, object expire, bytes meta=None):
+                 object timeout, object idempotent, object expire, bytes meta=None, object observer=None):
         """Start an asyncio balanced call (AsyncBalancer.call): return (future,
         first attempt, sent, timers). When not sent, the picked endpoint needs
         a connection first (the driver connects, then sends the attempt).
@@ -274,6 +277,7 @@ cdef class Pool:
             a.deadline = frpc_monotonic() + t
             a.deadline_ms = settings.deadline_ms(t)
         a.meta = settings.metadata() if meta is None else meta
+        a.observer = observer
         a.idempotent = self.idempotent if idempotent is None else idempotent
         a.number = 1
         sent = self.start(a)
@@ -339,6 +343,8 @@ cdef class Attempt(Slot):
             return 0
         now = frpc_monotonic()
         pool.release(self.member, now - self.started, now, load, True, is_error)
+        if self.observer is not None:
+            self.observer.ended(self, value if is_error else None)
         head = self.head if self.head is not None else self
         head.answered_by = self.member            # for interceptors: who answered, which attempt
         head.answered_number = self.number
@@ -427,6 +433,7 @@ cdef class Attempt(Slot):
         a.meta = self.meta
         a.idempotent = self.idempotent
         a.number = self.number + 1
+        a.observer = self.observer
         a.tried = self.tried
         a.peers = self.peers
         a.head = self.head if self.head is not None else self

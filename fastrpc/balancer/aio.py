@@ -122,7 +122,7 @@ class AsyncBalancer(BalancerCore):
         what happens on failure); return the result or raise."""
         if self._chain is not None:
             return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata),
-                                                timeout, self.name, key=key, idempotent=idempotent))
+                                                timeout, self.name, key=key, idempotent=idempotent, balanced=True))
         return await self._balanced(method, args if not kwargs else call_args(args, kwargs), key, timeout,
                                     idempotent, None, None)
 
@@ -131,15 +131,17 @@ class AsyncBalancer(BalancerCore):
         interceptors left it; tells `call` which endpoint answered."""
         payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
         return await self._balanced(call.method, payload, call.key, call.timeout, call.idempotent,
-                                    packb(call.metadata) if call.metadata else None, call)
+                                    packb(call.metadata) if call.metadata else None, call, call.attempts)
 
     async def _balanced(self, method: str, payload: Any, key: Key, timeout: Optional[float],
-                        idempotent: Optional[bool], meta: Optional[bytes], call: Optional[ClientCall]) -> Any:
+                        idempotent: Optional[bool], meta: Optional[bytes], call: Optional[ClientCall],
+                        observer: Any = None) -> Any:
         """One balanced call: pick, send (connecting first if needed), wait, count."""
         if self._health_task is None:
             self._ensure_health()
         future, attempt, sent, timers = self.pool.go_async(
-            asyncio.get_running_loop(), self._per_call, method, payload, key, timeout, idempotent, self._expire, meta)
+            asyncio.get_running_loop(), self._per_call, method, payload, key, timeout, idempotent, self._expire, meta,
+            observer)
         if not sent:
             # Connect in a task: the call's timeout runs meanwhile.
             asyncio.get_running_loop().create_task(self._dial_and_send(attempt))

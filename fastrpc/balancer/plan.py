@@ -142,6 +142,7 @@ class Planner:
     def attempt_failed(self, attempt: Attempt, exc: BaseException) -> None:
         """An attempt failed (transport error, timeout, not sent): account, then
         retry, wait for a hedge still running, or give up."""
+        _ended(attempt, exc)
         self.core.count_failure(attempt.member, attempt.started, exc)
         tried = attempt.tried
         if tried is None:
@@ -235,6 +236,7 @@ class Planner:
             if peer.running:
                 peer.running = False
                 exc = TimeoutError(f"{attempt.method} did not complete in time")
+                _ended(peer, exc)
                 self.core.count_failure(peer.member, peer.started, exc)
                 _withdraw_seq(peer)
                 tried.append((peer.member, exc))
@@ -253,6 +255,7 @@ class Planner:
         """Take back one attempt in flight (not a failure of its endpoint)."""
         if attempt.running:
             attempt.running = False
+            _ended(attempt, WITHDRAWN)
             _withdraw_seq(attempt)
             self.core.pool.release_withdrawn(attempt.member)
 
@@ -271,6 +274,7 @@ class Planner:
         if not_sent(exc) or isinstance(exc, TimeoutError):
             self.attempt_failed(attempt, exc)
         else:                                   # e.g. an argument that cannot be encoded
+            _ended(attempt, exc)
             self.core.pool.release_withdrawn(attempt.member)
             attempt.fail(exc)
 
@@ -322,3 +326,15 @@ def _withdraw_seq(attempt: Attempt) -> None:
             conn.withdraw(attempt.seq)
         except Exception:                       # the connection is gone: nothing to withdraw
             pass
+
+
+#: What an attempt observer is told of an attempt taken back (a hedge that
+#: lost, a call the caller withdrew): no failure of its endpoint.
+WITHDRAWN = "withdrawn"
+
+
+def _ended(attempt: Attempt, error: Any) -> None:
+    """Tell the call's attempt observer (if any) that `attempt` ended."""
+    observer = attempt.observer
+    if observer is not None:
+        observer.ended(attempt, error)

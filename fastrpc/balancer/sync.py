@@ -151,7 +151,7 @@ class Balancer(BalancerCore):
         (failures as in go()). Raises the call's error, or TimeoutError."""
         if self._chain is not None:
             return self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
-                                          self.name, key=key, idempotent=idempotent))
+                                          self.name, key=key, idempotent=idempotent, balanced=True))
         payload = args if not kwargs else call_args(args, kwargs)
         return self._wait(self.pool.go(self.call_settings.per_call, method, payload, key, timeout, idempotent))
 
@@ -169,7 +169,7 @@ class Balancer(BalancerCore):
         interceptors left it; tells `call` which endpoint answered."""
         payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
         future = self.pool.go(self.call_settings.per_call, call.method, payload, call.key, call.timeout,
-                              call.idempotent, packb(call.metadata) if call.metadata else None)
+                              call.idempotent, packb(call.metadata) if call.metadata else None, call.attempts)
         head = future.source
         try:
             return self._wait(future)

@@ -8,14 +8,17 @@ SDK and exporters). Then::
     client = fastrpc.Client(address, interceptors=[otel.client_interceptor()])
 
 - Spans: a SERVER span around each handler and a CLIENT span around each
-  call (through a balancer: the call, with the endpoint that answered and
-  the attempt), named by the method, with the RPC semantic conventions'
-  attributes (``rpc.system.name`` = "fastrpc", ``rpc.method``,
-  ``server.address``/``server.port``, ``error.type`` on failure).
+  call, named by the method, with the RPC semantic conventions' attributes
+  (``rpc.system.name`` = "fastrpc", ``rpc.method``,
+  ``server.address``/``server.port``, ``error.type`` on failure). Through
+  a balancer, the call is an INTERNAL span (with the endpoint that
+  answered and its attempt number) and each attempt a CLIENT span of its
+  own under it, retries and hedges alike (``fastrpc.attempt``; a hedge
+  that lost ends with ``fastrpc.attempt.outcome`` = "withdrawn").
 - Propagation: the client injects the W3C ``traceparent`` (and
-  ``tracestate``) of its span into the call's metadata; the server continues
-  that trace, so a trace crosses services, balancers included. Calls a
-  handler makes run inside its span.
+  ``tracestate``) of its span (of the attempt's, through a balancer) into
+  the call's metadata; the server continues that trace, so a trace
+  crosses services. Calls a handler makes run inside its span.
 - Metrics: the ``rpc.server.call.duration`` and ``rpc.client.call.duration``
   histograms, in seconds, with the same attributes.
 
@@ -26,9 +29,11 @@ returns one that ends the span when the call ends.
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
+from fastrpc._core.codec import packb
 from fastrpc.interceptors import ClientCall, ServerCall
 from fastrpc.net.address import parse_address
 
@@ -144,6 +149,53 @@ def server_interceptor(tracer_provider: Any = None, meter_provider: Any = None) 
     return intercept
 
 
+class _AttemptSpans:
+    """A balanced call's attempt observer (ClientCall.attempts): a CLIENT
+    span per attempt, child of the call's span, whose trace context that
+    attempt carries, so each retry and hedge is its own span and the server
+    span of the attempt that ran hangs under it."""
+
+    def __init__(self, otel: Any, tracer: Any, parent: Any, call: ClientCall) -> None:
+        self.otel = otel
+        self.tracer = tracer
+        self.parent = parent                    # the call's span, as a context
+        self.call = call
+        self.spans: Dict[int, Any] = {}
+        self.lock = threading.Lock()
+
+    def sent(self, attempt: Any) -> bytes:
+        """`attempt` goes out now: open its span; return its metadata."""
+        attributes: Dict[str, Any] = {"rpc.system.name": SYSTEM, "rpc.method": self.call.method,
+                                      "fastrpc.attempt": attempt.number}
+        attributes.update(_server_attributes(attempt.member.endpoint.address))
+        span = self.tracer.start_span(self.call.method, context=self.parent, kind=self.otel.trace.SpanKind.CLIENT,
+                                      attributes=attributes)
+        with self.lock:
+            self.spans[id(attempt)] = span
+        carrier = dict(self.call.metadata)
+        self.otel.propagate.inject(carrier, context=self.otel.trace.set_span_in_context(span))
+        return packb(carrier)
+
+    def ended(self, attempt: Any, error: Any) -> None:
+        """`attempt` ended: answered (None), failed, or withdrawn."""
+        with self.lock:
+            span = self.spans.pop(id(attempt), None)
+        if span is None:                        # it never went out (no connection): a span of no length
+            attributes = {"rpc.system.name": SYSTEM, "rpc.method": self.call.method,
+                          "fastrpc.attempt": attempt.number}
+            if attempt.member is not None:
+                attributes.update(_server_attributes(attempt.member.endpoint.address))
+            span = self.tracer.start_span(self.call.method, context=self.parent,
+                                          kind=self.otel.trace.SpanKind.CLIENT, attributes=attributes)
+        trace = self.otel.trace
+        if isinstance(error, BaseException):
+            span.set_attribute("error.type", _error_type(error))
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
+        elif error is not None:                 # withdrawn: a hedge that lost, or a call taken back
+            span.set_attribute("fastrpc.attempt.outcome", str(error))
+        span.end()
+
+
 def client_interceptor(tracer_provider: Any = None, meter_provider: Any = None) -> Callable[[ClientCall, Any], Any]:
     """A client (or balancer) interceptor that makes a CLIENT span per call,
     sends its ``traceparent`` in the call's metadata, and records
@@ -160,9 +212,14 @@ def client_interceptor(tracer_provider: Any = None, meter_provider: Any = None) 
 
     def intercept(call: ClientCall, proceed: Callable[[ClientCall], Any]) -> Any:
         attributes: Dict[str, Any] = {"rpc.system.name": SYSTEM, "rpc.method": call.method}
-        attributes.update(_server_attributes(call.target if call.target.startswith(("tcp:", "unix:")) else None))
-        span = tracer.start_span(call.method, kind=kind, attributes=attributes)
-        inject(call.metadata, context=otel.trace.set_span_in_context(span))
+        if call.balanced:
+            # The logical call (INTERNAL), and a CLIENT span per attempt under it.
+            span = tracer.start_span(call.method, kind=otel.trace.SpanKind.INTERNAL, attributes=attributes)
+            call.attempts = _AttemptSpans(otel, tracer, otel.trace.set_span_in_context(span), call)
+        else:
+            attributes.update(_server_attributes(call.target))
+            span = tracer.start_span(call.method, kind=kind, attributes=attributes)
+            inject(call.metadata, context=otel.trace.set_span_in_context(span))
         timing = _Timing(otel, span, histogram, attributes)
 
         def name_endpoint() -> None:
