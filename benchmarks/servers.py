@@ -1,8 +1,11 @@
-"""The fastrpc server process the end-to-end benchmarks call: `python servers.py ADDRESS [CODEC [bytes_views]]`.
+"""The fastrpc server process the end-to-end benchmarks call: `python servers.py ADDRESS [CODEC [FLAG...]]`.
 
-CODEC is fastrpc (the default), gob or jsonrpc (for Go clients); a third
-argument `bytes_views` hands bytes arguments over as views of the receive
-buffer. Prints the bound address, serves until stdin closes.
+CODEC is fastrpc (the default), gob or jsonrpc (for Go clients). Flags:
+`bytes_views` hands bytes arguments over as views of the receive buffer;
+`metrics_off` stops per-call counting (to measure what it costs);
+`noop_interceptor` installs an interceptor that only proceeds; `otel`
+installs the OpenTelemetry server interceptor (an SDK with no exporter).
+Prints the bound address, serves until stdin closes.
 """
 import asyncio
 import sys
@@ -22,13 +25,40 @@ class Arith:
     def Fail(self, message: str) -> None:
         raise ValueError(message)
 
+    def SumContext(self, a: int, b: int) -> int:
+        """Sum, reading fastrpc.current_call() as a handler that logs its caller would."""
+        call = fastrpc.current_call()
+        assert call is not None and call.method == "Arith.SumContext"
+        return a + b
+
     async def Slow(self, seconds: float) -> float:
         await asyncio.sleep(seconds)
         return seconds
 
 
+def noop(call, proceed):
+    """An interceptor that does nothing but proceed."""
+    return proceed(call)
+
+
+def interceptors(flags):
+    out = []
+    if "noop_interceptor" in flags:
+        out.append(noop)
+    if "otel" in flags:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.metrics import MeterProvider
+        from fastrpc.observability import otel
+        out.append(otel.server_interceptor(TracerProvider(), MeterProvider()))
+    return out
+
+
 if __name__ == "__main__":
-    server = fastrpc.Server(bytes_views=sys.argv[3:4] == ["bytes_views"])
+    flags = set(sys.argv[3:])
+    if "metrics_off" in flags:
+        from fastrpc.observability import set_metrics
+        set_metrics(False)
+    server = fastrpc.Server(bytes_views="bytes_views" in flags, interceptors=interceptors(flags))
     server.register(Arith())
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
     codec = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "fastrpc" else None

@@ -50,6 +50,8 @@ cdef class CallStats:
 cdef class ClientStats:
     """A client's or balancer's CallStats by method (created as methods are called)."""
     cdef readonly dict methods         # method name -> CallStats
+    cdef str last_method               # one-entry cache in front of methods
+    cdef CallStats last_stats
     cdef CallStats of(self, str method)     # None while counting is off (set_metrics)
 
 
@@ -158,6 +160,7 @@ cdef class CallTable:
                                      object deadline_ms=*, bytes meta=*) except? 0
     cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,
                         bint flush=*, CallStats stats=*)
+    cdef Py_ssize_t _complete_frames(self) except -1
     cdef object _remote_error(self, FrameView *f)
     cdef int _oversized(self, FrameView *f) except -1
     cdef int _hello(self, FrameView *f) except -1
