@@ -147,6 +147,14 @@ def error_type_name(exc: BaseException) -> str:
     return cls.__name__ if name is None else name
 
 
+def error_message(exc: BaseException) -> str:
+    """The text an exception travels with in an error reply: a RemoteError's
+    own message (its type travels apart), else ``str(exc)``."""
+    if isinstance(exc, RemoteError):
+        return exc.message
+    return str(exc)
+
+
 class RemoteTraceback(RPCError):
     """The remote traceback of a RemoteError, when the server sends them
     (``Server(send_tracebacks=True)``); set as the error's ``__cause__``, so

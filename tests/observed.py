@@ -107,7 +107,7 @@ server.register(Probe())
 
 
 def ready(bound):
-    print(" ".join(bound + [server.metrics_url]), flush=True)
+    print(" ".join(bound + [server.metrics_url.rsplit("/", 1)[0]]), flush=True)
 
 
 server.serve_forever(["tcp://127.0.0.1:0", "http://127.0.0.1:0"], ready=ready)

@@ -52,6 +52,10 @@ class Arith:
 
     def Raise(self, kind, message):
         """Raise the exception named `kind` (the typed remote errors tests)."""
+        if kind == "PermissionDenied":                  # a typed refusal, as a handler raises one
+            raise fastrpc.errors.PermissionDeniedError("PermissionDenied", message)
+        if kind == "Relayed":                           # a RemoteError from another server, raised on
+            raise fastrpc.errors.RemoteError("Quota", message)
         raise {"KeyError": KeyError, "ZeroDivisionError": ZeroDivisionError, "NotFound": NotFound,
                "Unregistered": Unregistered, "AttributeError": AttributeError}[kind](message)
 

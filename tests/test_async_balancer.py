@@ -8,7 +8,7 @@ import pytest
 import fastrpc
 from fastrpc import AsyncBalancer, Endpoint
 from fastrpc.errors import ConnectError, NoEndpointError, RemoteError, TimeoutError
-from support import server_process, server_processes, unused_address, wait_until
+from support import server_process, server_processes, unused_address
 
 STRATEGY_OPTIONS = {"geo": {"origin": (48.86, 2.35)}}
 

@@ -7,7 +7,6 @@ import pytest
 import fastrpc
 from fastrpc import AsyncClient
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, MethodNotFoundError, RemoteError, TimeoutError
-from support import wait_until
 
 
 def run(coro):

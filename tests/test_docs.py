@@ -123,3 +123,18 @@ def test_the_readme_typed_example_runs(tmp_path):
     script.write_text(example)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_readme_observability_example_runs(tmp_path):
+    readme = (DOCS.parent / "README.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "def guard" in block)
+    script = tmp_path / "readme_observability_example.py"
+    script.write_text(example)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1] == "1"                                              # the client counted its call
+    assert "PermissionDenied: Tenants.Whoami: no tenant" in lines       # refused by the server's guard
+    assert "1 1" in lines                                               # the balancer counted the refusal
+    assert "{'PermissionDenied': 1}" in lines                           # and so did the server
+    assert all("Tenants.Whoami tcp://127.0.0.1:" in line for line in lines if line.startswith("Tenants."))

@@ -4,9 +4,7 @@ import asyncio
 import concurrent.futures
 import os
 import random
-import signal
 import threading
-import time
 
 import pytest
 

@@ -77,6 +77,16 @@ def test_registered_application_errors_are_raised_by_name(plain, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", ["Arith.Raise", "Arith.RaiseLater"])
+def test_a_remote_error_raised_by_a_handler_keeps_its_type_and_message(plain, kind, method):
+    exc = raise_through(kind, plain.address, method, "PermissionDenied", "not yours")
+    assert isinstance(exc, fastrpc.errors.PermissionDeniedError)
+    assert exc.message == "not yours" and str(exc) == "PermissionDenied: not yours"     # not named twice
+    exc = raise_through(kind, plain.address, method, "Relayed", "over quota")
+    assert type(exc) is RemoteError and exc.type == "Quota" and exc.message == "over quota"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_unencodable_result_is_an_encode_error(plain, kind):
     exc = raise_through(kind, plain.address, "Arith.Unencodable")
     assert isinstance(exc, EncodeError) and isinstance(exc, RemoteError) and exc.type == "EncodeError"

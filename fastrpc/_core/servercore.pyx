@@ -21,7 +21,7 @@ from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame
                             KIND_PONG, KIND_CANCEL, KIND_GOAWAY, KIND_OVERSIZED,
                             FLAG_DEADLINE, FLAG_LOAD)
 
-from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError, error_type_name
+from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError, error_message, error_type_name
 
 import traceback
 import types
@@ -377,7 +377,7 @@ cdef class ServerCore:
             if notify:
                 self.conn.log_notify_error(h.name, exc)
             else:
-                self._error(f.seq, _error_type(exc), str(exc),
+                self._error(f.seq, _error_type(exc), error_message(exc),
                             format_traceback(exc) if self.send_tracebacks else None)
                 self.conn.log_handler_error(h.name, exc)
             return 0

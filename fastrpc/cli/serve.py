@@ -125,7 +125,7 @@ def serve_here(args: argparse.Namespace) -> int:
         if args.etcd and not args.worker:
             register(server, args, bound)
         if args.worker_metrics:
-            bound = bound + [f"metrics={server.metrics_url}"]
+            bound = bound + [f"metrics={(server.metrics_url or '').rsplit('/', 1)[0]}"]
         print(" ".join(bound), flush=True)          # the first line: where it serves (and is registered)
         log.info("serving %s at %s (pid %d)", ", ".join(n for n, _ in targets), " ".join(bound), os.getpid())
 

@@ -22,7 +22,7 @@ from fastrpc._core import frame as wire
 from fastrpc._core.servercore import Handler, ServerCore, format_traceback
 from fastrpc.server.accept import RateLimitedLog
 from fastrpc.server.memory import TRIM_AFTER, trim_memory_soon
-from fastrpc.errors import DeadlineExceeded, RPCError, error_type_name
+from fastrpc.errors import DeadlineExceeded, RPCError, error_message, error_type_name
 from fastrpc.net.auth import ServerHandshake, rejection
 from fastrpc.net.loop import feed_buffered
 
@@ -501,7 +501,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         elif isinstance(exc, DeadlineExceeded):
             self.core.reply_error(seq, exc.type, exc.message)
         else:
-            self.core.reply_error(seq, error_type_name(exc), str(exc),
+            self.core.reply_error(seq, error_type_name(exc), error_message(exc),
                                   format_traceback(exc) if self.server.send_tracebacks else None)
             self.log_handler_error(name, exc)
         self._schedule_flush()

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from fastrpc._core.servercore import MODE_ASYNC, Handler, LoadGauge, not_found_message
 from fastrpc.context import serving
-from fastrpc.errors import DeadlineExceeded, error_type_name
+from fastrpc.errors import DeadlineExceeded, RemoteError, error_type_name
 from fastrpc.interceptors import Interceptor, check_interceptors, intercept_handler
 from fastrpc.server.accept import RateLimitedLog
 from fastrpc.server.handlers import build_handler, public_methods, service_name
@@ -130,8 +130,11 @@ class Dispatcher:
             if len(self._failure_logs) >= 10_000:        # bounded, whatever names peers send
                 self._failure_logs.clear()
             entry = self._failure_logs[name] = RateLimitedLog()
+        # A RemoteError is an answer the code chose to give (a refusal, a relayed
+        # error): its message says it all, a traceback would only repeat it.
+        trace = exc.__traceback__ is not None and not isinstance(exc, RemoteError)
         entry.warning("%s %s failed: %s: %s", "notification" if notify else "call", name,
-                      type(exc).__name__, exc, exc_info=exc if exc.__traceback__ is not None else None)
+                      type(exc).__name__, exc, exc_info=exc if trace else None)
 
     @property
     def methods(self) -> List[str]:

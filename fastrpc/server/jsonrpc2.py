@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from fastrpc._core.servercore import MODE_INLINE, Handler
 from fastrpc.context import CURRENT, CallContext
-from fastrpc.errors import DeadlineExceeded, error_type_name
+from fastrpc.errors import DeadlineExceeded, error_message, error_type_name
 from fastrpc.extensions import json_form
 
 __all__ = ["answer", "PARSE_ERROR", "INVALID_REQUEST", "METHOD_NOT_FOUND", "INVALID_PARAMS",
@@ -142,6 +142,6 @@ async def _run(server: Any, method: str, params: Any, headers: Dict[str, str], p
         dispatcher.finished(handler, started, exc)
         dispatcher.log_failure(method, exc, False)
         data = {"type": exc.type if isinstance(exc, DeadlineExceeded) else error_type_name(exc)}
-        raise _CallError(SERVER_ERROR, str(exc) or type(exc).__name__, data) from None
+        raise _CallError(SERVER_ERROR, error_message(exc) or type(exc).__name__, data) from None
     dispatcher.finished(handler, started, None)
     return result

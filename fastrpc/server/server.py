@@ -430,8 +430,15 @@ class Server:
 
     @property
     def metrics_url(self) -> Optional[str]:
-        """Where metrics_address listens (with its real port), once listening."""
-        return self._metrics_listener
+        """The URL of the Prometheus page on metrics_address (with its real
+        port, ``http://host:port/metrics``) once listening; else None."""
+        return None if self._metrics_listener is None else self._metrics_listener + "/metrics"
+
+    @property
+    def status_url(self) -> Optional[str]:
+        """The URL of the status page on metrics_address (``/status``; add
+        ``?format=json`` for JSON) once listening; else None."""
+        return None if self._metrics_listener is None else self._metrics_listener + "/status"
 
     def stats(self) -> Dict[str, Any]:
         """The server's numbers now: addresses, connections (open, accepted),
