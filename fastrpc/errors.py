@@ -21,6 +21,7 @@ __all__ = [
     "ConnectTimeoutError",
     "UnavailableError",
     "NoEndpointError",
+    "FleetCallError",
     "ConnectionLostError",
     "ConnectionClosedError",
     "ProtocolError",
@@ -245,6 +246,24 @@ class AuthenticationError(ConnectError):
 
 class NoEndpointError(ConnectionError):
     """A balancer has no endpoint left to try for a call."""
+
+
+class FleetCallError(RPCError):
+    """A call made on every endpoint (Balancer.broadcast, Balancer.fork) failed.
+
+    broadcast raises it when any endpoint failed, fork when none succeeded.
+    ``results`` maps each endpoint's address to its result or exception,
+    ``errors`` holds the failed ones, and ``endpoints`` names them.
+    """
+
+    def __init__(self, message: str, results: Dict[str, Any]) -> None:
+        super().__init__(message)
+        self.results = results
+        self.errors = {address: r for address, r in results.items() if isinstance(r, BaseException)}
+        self.endpoints = tuple(self.errors)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (self.__class__, (self.args[0], self.results))
 
 
 class ConnectionLostError(ConnectionError):

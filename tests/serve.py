@@ -34,6 +34,7 @@ class Arith:
         self.notified = []
         self.count = 0
         self.hanging = 0
+        self.lagging = 0
 
     def Sum(self, a, b):
         return a + b
@@ -101,8 +102,16 @@ class Arith:
     async def Lag(self, value):
         """[value, pid] after this server's lag (FASTRPC_TEST_LAG seconds)."""
         self.count += 1
-        await asyncio.sleep(LAG)
+        self.lagging += 1
+        try:
+            await asyncio.sleep(LAG)
+        finally:
+            self.lagging -= 1
         return [value, os.getpid()]
+
+    def Lagging(self):
+        """Calls of Lag still running (cancelled ones are not)."""
+        return self.lagging
 
     def Count(self):
         """Calls of Lag and Tally this process has seen."""

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
 
 from fastrpc._core.calltable import call_args
 from fastrpc._core.codec import packb
 from fastrpc._core.balance import Attempt, Member
+from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.batching import give_up
@@ -246,6 +247,62 @@ class AsyncBalancer(BalancerCore):
             return
 
     # health --------------------------------------------------------------------------
+    # fleet-wide calls ------------------------------------------------------------------
+    async def broadcast(self, method: str, *args: Any, timeout: Optional[float] = None,
+                        return_exceptions: bool = False, **kwargs: Any) -> Dict[str, Any]:
+        """Call `method` on every endpoint at once; return each one's result by
+        address. As Balancer.broadcast: FleetCallError unless every endpoint
+        succeeded (or ``return_exceptions=True``), bounded by `timeout`."""
+        deadline = fleet.deadline_for(self, timeout)
+        tasks = self._fan_out(method, args, kwargs, deadline)
+        try:
+            await asyncio.wait(tasks.values(), timeout=fleet.remaining(deadline))
+            results = {address: _outcome(method, address, task) for address, task in tasks.items()}
+        finally:
+            await _withdraw(tasks.values())
+        return fleet.broadcast_outcome(method, results, return_exceptions)
+
+    async def fork(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Call `method` on every endpoint at once; return the first success and
+        cancel the other calls. As Balancer.fork: FleetCallError when every
+        endpoint failed or `timeout` passed first."""
+        deadline = fleet.deadline_for(self, timeout)
+        tasks = self._fan_out(method, args, kwargs, deadline)
+        address_of = {task: address for address, task in tasks.items()}
+        results: Dict[str, Any] = {}
+        pending = set(tasks.values())
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=fleet.remaining(deadline),
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+                for task in done:
+                    outcome = _outcome(method, address_of[task], task)
+                    if not isinstance(outcome, BaseException):
+                        return outcome
+                    results[address_of[task]] = outcome
+        finally:
+            await _withdraw(tasks.values())
+        for address in tasks:
+            results.setdefault(address, fleet.timed_out(method, address))
+        raise fleet.fork_failure(method, results)
+
+    def _fan_out(self, method: str, args: tuple[Any, ...], kwargs: Dict[str, Any],
+                 deadline: Optional[float]) -> Dict[str, asyncio.Task[Any]]:
+        """A task per endpoint, each connecting if needed and making the call."""
+        loop = asyncio.get_running_loop()
+        tasks = {}
+        for member in fleet.members_for(self):
+            task = loop.create_task(self._call_one(member, method, args, kwargs, deadline))
+            task.add_done_callback(_retrieve)
+            tasks[member.endpoint.address] = task
+        return tasks
+
+    async def _call_one(self, member: Member, method: str, args: tuple[Any, ...], kwargs: Dict[str, Any],
+                        deadline: Optional[float]) -> Any:
+        return await self._client(member).call(method, *args, timeout=fleet.remaining(deadline), **kwargs)
+
     async def check_health(self) -> None:
         """Ping every endpoint once now (what the health task does every health_interval)."""
         await asyncio.gather(*(self._check(m) for m in list(self._members)))
@@ -280,6 +337,32 @@ class AsyncBalancer(BalancerCore):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+def _outcome(method: str, address: str, task: asyncio.Task[Any]) -> Any:
+    """A fleet call's task: its result, its exception, or TimeoutError if it
+    had not finished by the deadline."""
+    if not task.done() or task.cancelled():
+        return fleet.timed_out(method, address)
+    exc = task.exception()
+    return exc if exc is not None else task.result()
+
+
+async def _withdraw(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the fleet tasks still running and let them withdraw their calls
+    (the servers are told to cancel) before the fleet call returns."""
+    running = [task for task in tasks if not task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a fleet task's exception as seen (it is reported in the outcome,
+    or the task was cancelled after a fork's first success)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _resolver(waiter: asyncio.Future[Any]) -> Callable[[], None]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
+import queue
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union, cast
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc._core.calltable import CallFuture, call_args
 from fastrpc._core.codec import packb
+from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.plan import RetryBudget
 from fastrpc.client import engine as engines
@@ -60,6 +62,7 @@ class Balancer(BalancerCore):
         self._health_stop = threading.Event()
         self._health_thread: Optional[threading.Thread] = None
         self._pool_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._fleet_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._start_health()
         engines.reset_after_fork(self)
 
@@ -234,6 +237,107 @@ class Balancer(BalancerCore):
                 pass
             return
 
+    # fleet-wide calls --------------------------------------------------------------------
+    def broadcast(self, method: str, *args: Any, timeout: Optional[float] = None,
+                  return_exceptions: bool = False, **kwargs: Any) -> Dict[str, Any]:
+        """Call `method` on every endpoint at once; return each one's result by address.
+
+        Every endpoint the balancer knows is called, ejected ones included
+        (they answer with their error). The call succeeds only if every
+        endpoint's does: otherwise FleetCallError, whose ``results`` hold
+        every result and exception (``return_exceptions=True`` returns that
+        dict instead). `timeout` (default: the balancer's) bounds the whole
+        call, connecting included; an endpoint that has not answered by then
+        has a TimeoutError and its call is cancelled. Nothing is retried.
+        """
+        deadline = fleet.deadline_for(self, timeout)
+        calls = self._fan_out(method, args, kwargs, deadline)
+        try:
+            results = {address: self._settle(method, address, started, deadline)
+                       for address, started in calls.items()}
+        finally:
+            for started in calls.values():
+                _cancel(started)            # only those still running (interrupted, timed out)
+        return fleet.broadcast_outcome(method, results, return_exceptions)
+
+    def fork(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Call `method` on every endpoint at once; return the first success and
+        cancel the other calls.
+
+        Raises FleetCallError (``results``: each endpoint's exception) when
+        every endpoint failed or `timeout` (default: the balancer's) passed
+        first. A RemoteError from one endpoint does not end the call while
+        another may still succeed.
+        """
+        deadline = fleet.deadline_for(self, timeout)
+        calls = self._fan_out(method, args, kwargs, deadline)
+        finished: "queue.SimpleQueue[str]" = queue.SimpleQueue()
+        for address, started in calls.items():
+            _when_done(started, functools.partial(finished.put, address))
+        results: Dict[str, Any] = {}
+        try:
+            while len(results) < len(calls):
+                try:
+                    address = finished.get(timeout=fleet.remaining(deadline))
+                except queue.Empty:
+                    break
+                outcome = self._settle(method, address, calls[address], deadline)
+                if not isinstance(outcome, BaseException):
+                    return outcome
+                results[address] = outcome
+        finally:
+            for started in calls.values():
+                _cancel(started)
+        for address in calls:
+            results.setdefault(address, fleet.timed_out(method, address))
+        raise fleet.fork_failure(method, results)
+
+    def _fan_out(self, method: str, args: tuple[Any, ...], kwargs: Dict[str, Any],
+                 deadline: Optional[float]) -> Dict[str, Any]:
+        """Start the call on every endpoint: at once where a connection is up,
+        on the fleet threads where one must be dialled (so a slow dial does not
+        hold up the others). Each value is the CallFuture, or a Future of it."""
+        calls: Dict[str, Any] = {}
+        for member in fleet.members_for(self):
+            conn = member.conn
+            if conn is not None and conn.usable:
+                calls[member.endpoint.address] = self._start_one(member, method, args, kwargs, deadline)
+            else:
+                calls[member.endpoint.address] = self._fleet_pool().submit(
+                    self._start_one, member, method, args, kwargs, deadline)
+        return calls
+
+    def _start_one(self, member: Member, method: str, args: tuple[Any, ...], kwargs: Dict[str, Any],
+                   deadline: Optional[float]) -> Any:
+        try:
+            return self._client(member).go(method, *args, timeout=fleet.remaining(deadline), **kwargs)
+        except Exception as exc:
+            failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            failed.set_exception(exc)
+            return failed
+
+    @staticmethod
+    def _settle(method: str, address: str, started: Any, deadline: Optional[float]) -> Any:
+        """One endpoint's result or exception, waiting until `deadline` at most."""
+        try:
+            call = started if isinstance(started, CallFuture) else started.result(fleet.remaining(deadline))
+            return call.result(fleet.remaining(deadline))
+        except (concurrent.futures.TimeoutError, TimeoutError) as exc:
+            if isinstance(exc, RPCError):
+                return exc                  # the call's own timeout (it carries the deadline)
+            return fleet.timed_out(method, address)
+        except concurrent.futures.CancelledError:
+            return fleet.timed_out(method, address)
+        except Exception as exc:
+            return exc
+
+    def _fleet_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._fleet_executor is None:
+                self._fleet_executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=16, thread_name_prefix="fastrpc-fleet")
+            return self._fleet_executor
+
     # health ----------------------------------------------------------------------------
     def _start_health(self) -> None:
         if self.health_interval > 0:
@@ -273,6 +377,7 @@ class Balancer(BalancerCore):
         """In a forked child: the health thread stayed with the parent; start ours.
         (Connections are abandoned by the engine and dialled anew.)"""
         self._pool_executor = None
+        self._fleet_executor = None
         self.pool.engine = engines.engine()
         for member in list(self._members):
             member.conn = None
@@ -286,14 +391,40 @@ class Balancer(BalancerCore):
         self._health_stop.set()
         for member in members:
             self.close_member(member)
-        if self._pool_executor is not None:
-            self._pool_executor.shutdown(wait=False)
+        for executor in (self._pool_executor, self._fleet_executor):
+            if executor is not None:
+                executor.shutdown(wait=False)
 
     def __enter__(self) -> "Balancer":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _when_done(started: Any, fn: Callable[[], Any]) -> None:
+    """Run fn() once the call behind `started` (a CallFuture, or a Future of
+    one while it dials) has completed."""
+    def dialled(future: Any) -> None:
+        try:
+            call = future.result()
+        except BaseException:
+            fn()
+            return
+        call.add_done_callback(lambda _: fn())
+    if isinstance(started, CallFuture):
+        started.add_done_callback(lambda _: fn())
+    else:
+        started.add_done_callback(dialled)
+
+
+def _cancel(started: Any) -> None:
+    """Withdraw the call behind `started` if it is still running (a call still
+    dialling is cancelled as soon as it has been sent)."""
+    if isinstance(started, CallFuture):
+        started.cancel()
+    else:
+        started.add_done_callback(lambda future: _cancel(future.result()) if future.exception() is None else None)
 
 
 def _health_loop(ref: Any, stop: threading.Event, interval: float) -> None:
