@@ -8,6 +8,7 @@
 # extensions were not built. There is no silent pure-Python fallback.
 from fastrpc._core.codec import ExtType, packb, unpackb
 from fastrpc.balancer import STRATEGIES, AsyncBalancer, Balancer, RetryBudget, Strategy
+from fastrpc.balancer.subset import Aperture
 from fastrpc.client import AsyncClient, CallFuture, Client
 from fastrpc.context import CallContext, current_call
 from fastrpc.discovery import (Discovery, EtcdDiscovery, FileDiscovery, Registration,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 # they are attributes (fastrpc.TimeoutError) but not in __all__, so that
 # `from fastrpc import *` does not shadow the builtins.
 __all__ = [
+    "Aperture",
     "Arguments",
     "AsyncBalancer",
     "AsyncClient",

@@ -22,6 +22,7 @@ from fastrpc._core.select import EndpointTable
 from fastrpc.balancer.map import MapJob
 from fastrpc.balancer.plan import Planner, RetryBudget
 from fastrpc.balancer.strategies import Strategy, hash_key, make_strategy
+from fastrpc.balancer.subset import Aperture
 from fastrpc.client.proxy import Proxying
 from fastrpc.context import bound_timeout
 from fastrpc.discovery.base import Discovery, Watch
@@ -67,6 +68,9 @@ class BalancerCore(Proxying):
       random seed (default: random).
     - discovery, service: take the endpoints of `service` from a registry
       (fastrpc.discovery) instead of a list, and follow its changes.
+    - subset (None): an Aperture; this client then uses only its share of
+      the endpoints (deterministic subsetting, fastrpc.balancer.subset),
+      recomputed whenever the endpoints change.
 
     Any other keyword argument configures the client of each endpoint
     (timeout, connect_timeout, ssl, auth_secret, metadata, limits...).
@@ -85,12 +89,18 @@ class BalancerCore(Proxying):
         self.interceptors: Tuple[Any, ...] = tuple(settings.pop("interceptors", None) or ())
         self.client_settings = settings
         self._configure(**balancing)
-        seen = set()
+        seen: Dict[str, Endpoint] = {}
         for item in endpoints:
             endpoint = as_endpoint(item)
             if endpoint.address in seen:
                 raise ValueError(f"endpoint {endpoint.address} is listed twice")
-            seen.add(endpoint.address)
+            seen[endpoint.address] = endpoint
+        if self.subset is not None:
+            self._known.update(seen)
+            seen_members = self.subset.choose(seen.values())
+        else:
+            seen_members = list(seen.values())
+        for endpoint in seen_members:
             self._add_member(Member(endpoint, None))
         with self._lock:
             self._rebuild_locked(time.monotonic())
@@ -116,7 +126,7 @@ class BalancerCore(Proxying):
                    eject_failures: int = 5, eject_base: float = 30.0, eject_max: float = 300.0,
                    max_ejected: float = 0.5, slow_start: float = 0.0, ewma_tau: float = 10.0,
                    seed: Optional[int] = None, discovery: Optional[Discovery] = None,
-                   service: Optional[str] = None) -> None:
+                   service: Optional[str] = None, subset: Optional[Aperture] = None) -> None:
         options = {}
         if origin is not None or origin_zone is not None:
             if strategy != "geo":
@@ -150,6 +160,12 @@ class BalancerCore(Proxying):
         self.ewma_tau = ewma_tau
         self.discovery = discovery
         self.service = service
+        if subset is not None and not isinstance(subset, Aperture):
+            raise TypeError(f"subset= takes an Aperture, not {type(subset).__name__}")
+        self.subset = subset
+        #: Every endpoint of the service, when subset= chooses among them.
+        self._known: Dict[str, Endpoint] = {}
+        self._subset_lock = threading.Lock()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         self._members: List[Member] = []
         self._by_address: Dict[str, Member] = {}
@@ -178,6 +194,14 @@ class BalancerCore(Proxying):
     def add(self, endpoint: Union[str, Endpoint]) -> None:
         """Add an endpoint (or replace the one with the same address); no call is dropped."""
         endpoint = as_endpoint(endpoint)
+        if self.subset is not None:
+            with self._subset_lock:
+                self._known[endpoint.address] = endpoint
+                self._apply_subset()
+            return
+        self._put(endpoint)
+
+    def _put(self, endpoint: Endpoint) -> None:
         with self._lock:
             old = self._by_address.get(endpoint.address)
             if old is not None:
@@ -190,6 +214,15 @@ class BalancerCore(Proxying):
 
     def remove(self, address: str) -> None:
         """Remove an endpoint: no new calls go to it; its calls in flight finish."""
+        if self.subset is not None:
+            with self._subset_lock:
+                if self._known.pop(address, None) is None:
+                    raise KeyError(f"no endpoint {address} in this balancer")
+                self._apply_subset()
+            return
+        self._drop(address)
+
+    def _drop(self, address: str) -> None:
         with self._lock:
             member = self._by_address.pop(address, None)
             if member is None:
@@ -205,6 +238,14 @@ class BalancerCore(Proxying):
     def set_weight(self, address: str, weight: float) -> None:
         """Change an endpoint's weight at runtime."""
         weight = check_weight(weight)
+        if self.subset is not None:
+            with self._subset_lock:
+                known = self._known.get(address)
+                if known is None:
+                    raise KeyError(f"no endpoint {address} in this balancer")
+                self._known[address] = known.replace(weight=weight)
+                self._apply_subset()
+            return
         with self._lock:
             member = self._by_address.get(address)
             if member is None:
@@ -215,15 +256,37 @@ class BalancerCore(Proxying):
     def set_endpoints(self, endpoints: Iterable[Union[str, Endpoint]]) -> None:
         """Make the endpoint set exactly `endpoints` (adds, removes, updates)."""
         wanted = {e.address: e for e in map(as_endpoint, endpoints)}
+        if self.subset is not None:
+            with self._subset_lock:
+                self._known = wanted
+                self._apply_subset()
+            return
+        self._sync(wanted)
+
+    def _apply_subset(self) -> None:
+        """Make the members this client's subset of every known endpoint."""
+        assert self.subset is not None
+        self._sync({e.address: e for e in self.subset.choose(self._known.values())})
+
+    def _sync(self, wanted: Dict[str, Endpoint]) -> None:
         for address in [m.endpoint.address for m in self._members if m.endpoint.address not in wanted]:
-            self.remove(address)
+            self._drop(address)
         for endpoint in wanted.values():
-            self.add(endpoint)
+            self._put(endpoint)
 
     @property
     def endpoints(self) -> List[Endpoint]:
-        """The current endpoints, in the order they were added."""
+        """The current endpoints, in the order they were added (with subset=,
+        this client's subset, weighted by its share of each)."""
         return [m.endpoint for m in self._members]
+
+    @property
+    def known_endpoints(self) -> List[Endpoint]:
+        """Every endpoint of the service: with subset=, those it chose among;
+        otherwise the same as ``endpoints``."""
+        if self.subset is not None:
+            return list(self._known.values())
+        return self.endpoints
 
     def _rebuild_locked(self, now: float) -> None:
         """New table and picker for the current membership; state carries over."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 if TYPE_CHECKING:
     from fastrpc.balancer.plan import RetryBudget
     from fastrpc.balancer.strategies import Strategy
+    from fastrpc.balancer.subset import Aperture
     from fastrpc.discovery.base import Discovery
 
 __all__ = ["ClientOptions", "BalancingOptions", "BalancerOptions"]
@@ -67,6 +68,7 @@ class BalancingOptions(TypedDict, total=False):
     seed: Optional[int]
     discovery: Optional["Discovery"]
     service: Optional[str]
+    subset: Optional["Aperture"]
 
 
 class BalancerOptions(ClientOptions, BalancingOptions, total=False):
