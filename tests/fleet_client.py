@@ -1,0 +1,46 @@
+"""A client for the multi-host scenarios, run inside a fleet host:
+``python fleet_client.py SECONDS ADDRESS...`` makes idempotent balanced calls
+of Arith.Pid from 4 threads for SECONDS and prints one JSON line: every
+call's start (monotonic), duration, and the pid that answered or the error.
+The clock is the machine's, shared with the test that moves the links."""
+import json
+import sys
+import threading
+import time
+
+import fastrpc
+
+
+def main():
+    seconds = float(sys.argv[1])
+    addresses = sys.argv[2:]
+    calls = []
+    lock = threading.Lock()
+    with fastrpc.Balancer(addresses, strategy="round_robin", idempotent=True, timeout=0.6,
+                          connect_timeout=0.3, heartbeat=0.2, heartbeat_timeout=0.3,
+                          health_interval=0.2, health_timeout=0.3, health_misses=2,
+                          eject_failures=2, eject_base=0.5, eject_max=1.0, max_attempts=3) as b:
+        b.call("Arith.Pid")                      # connected before the clock starts
+        end = time.monotonic() + seconds
+
+        def work():
+            while time.monotonic() < end:
+                started = time.monotonic()
+                try:
+                    outcome = b.call("Arith.Pid")
+                except fastrpc.RPCError as exc:
+                    outcome = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    calls.append((started, time.monotonic() - started, outcome))
+                time.sleep(0.002)                # a steady, bounded load
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    print(json.dumps({"calls": calls}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
