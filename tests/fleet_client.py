@@ -1,8 +1,11 @@
 """A client for the multi-host scenarios, run inside a fleet host:
-``python fleet_client.py SECONDS ADDRESS...`` makes idempotent balanced calls
-of Arith.Pid from 4 threads for SECONDS and prints one JSON line: every
-call's start (monotonic), duration, and the pid that answered or the error.
-The clock is the machine's, shared with the test that moves the links."""
+``python fleet_client.py SECONDS SPEC`` makes idempotent balanced calls of
+Arith.Pid from 4 threads for SECONDS and prints one JSON line: every call's
+start (monotonic), duration, and the pid that answered or the error. SPEC is
+JSON: {"endpoints": [address or {"address", "lat", "lon"}...], and
+optionally "strategy", "origin": [lat, lon] and "options" (more
+Balancer settings)}. The clock is the
+machine's, shared with the test that moves the links."""
 import json
 import sys
 import threading
@@ -13,10 +16,15 @@ import fastrpc
 
 def main():
     seconds = float(sys.argv[1])
-    addresses = sys.argv[2:]
+    spec = json.loads(sys.argv[2])
+    endpoints = [e if isinstance(e, str) else fastrpc.Endpoint(**e) for e in spec["endpoints"]]
+    options = {"strategy": spec.get("strategy", "round_robin")}
+    if "origin" in spec:
+        options["origin"] = tuple(spec["origin"])
+    options.update(spec.get("options", {}))
     calls = []
     lock = threading.Lock()
-    with fastrpc.Balancer(addresses, strategy="round_robin", idempotent=True, timeout=0.6,
+    with fastrpc.Balancer(endpoints, **options, idempotent=True, timeout=0.6,
                           connect_timeout=0.3, heartbeat=0.2, heartbeat_timeout=0.3,
                           health_interval=0.2, health_timeout=0.3, health_misses=2,
                           eject_failures=2, eject_base=0.5, eject_max=1.0, max_attempts=3) as b:

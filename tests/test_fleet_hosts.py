@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fleetbed import Fleet
+from fleetbed import Fleet, LinkProxy
 from support import SERVE
 
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fleet_client.py")
@@ -24,14 +24,18 @@ def start_server(host, port=7000):
 
 
 
+def run_client(host, seconds, spec):
+    """Start tests/fleet_client.py in `host`; its output is read when it ends."""
+    return host.popen([sys.executable, CLIENT, str(seconds), json.dumps(spec)], stdout=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("fault", ["partition", "freeze"])
 def test_a_partitioned_or_frozen_server_costs_no_idempotent_call_and_comes_back(fault):
     with Fleet(["client", "s1", "s2", "s3"]) as fleet:
         servers = {name: start_server(fleet[name]) for name in ("s1", "s2", "s3")}
         addresses = [fleet[name].address(7000) for name in servers]
         seconds = 7.0
-        client = fleet["client"].popen([sys.executable, CLIENT, str(seconds), *addresses],
-                                       stdout=subprocess.PIPE, text=True)
+        client = run_client(fleet["client"], seconds, {"endpoints": addresses})
         time.sleep(2.5)                                   # the client is up and calling
         victim = fleet["s2"]
         if fault == "partition":
@@ -67,3 +71,97 @@ def test_a_partitioned_or_frozen_server_costs_no_idempotent_call_and_comes_back(
     print(f"\n{fault}: {len(calls)} calls, 0 failed, {len(delayed)} delayed, "
           f"detected within {detected_after:.2f} s, back {recovered_after:.2f} s after healing")
     assert detected_after < 2.0                           # well before the partition ends
+
+
+CITIES = {                     # (lat, lon), and the one-way delay from Paris in seconds (real RTTs / 4)
+    "frankfurt": ((50.11, 8.68), 0.0013),
+    "virginia": ((38.90, -77.04), 0.010),
+    "tokyo": ((35.68, 139.69), 0.028),
+}
+PARIS = (48.86, 2.35)
+
+
+def test_geo_sends_calls_to_the_nearest_city_and_moves_to_the_next_when_it_is_cut_off():
+    with Fleet(["paris", *CITIES]) as fleet:
+        paris = fleet["paris"]
+        servers = {city: start_server(fleet[city]) for city in CITIES}
+        endpoints = []
+        for i, (city, ((lat, lon), delay)) in enumerate(CITIES.items()):
+            # The link from Paris to each city: a proxy in Paris with the city's delay.
+            link = LinkProxy(f"{paris.ip}:{8001 + i}", f"{fleet[city].ip}:7000", host=paris)
+            link.set(delay=delay, jitter=delay / 10)
+            endpoints.append({"address": link.address, "lat": lat, "lon": lon})
+        seconds = 8.0
+        client = run_client(paris, seconds, {"endpoints": endpoints, "strategy": "geo", "origin": PARIS})
+        time.sleep(3.0)
+        fleet["frankfurt"].down()                         # the nearest city is cut off
+        t_down = time.monotonic()
+        time.sleep(2.5)
+        t_up = time.monotonic()
+        fleet["frankfurt"].up()
+        out, _ = client.communicate(timeout=60)
+        calls = json.loads(out)["calls"]
+
+    city_of = {proc.pid: city for city, proc in servers.items()}
+    failed = [c for c in calls if isinstance(c[2], str)]
+    assert not failed, failed[:5]
+    before = [city_of[pid] for start, duration, pid in calls if start + duration < t_down]
+    nearest_share = before.count("frankfurt") / len(before)
+    delayed = [(start, duration) for start, duration, pid in calls if t_down <= start < t_up and duration > 0.15]
+    shifted_after = max((start + duration for start, duration in delayed), default=t_down) - t_down
+    during = [city_of[pid] for start, duration, pid in calls if t_down + shifted_after <= start and start + duration < t_up]
+    next_share = during.count("virginia") / len(during)
+    back = [start for start, _, pid in calls if start >= t_up and city_of[pid] == "frankfurt"]
+    print(f"\ngeo: {len(calls)} calls, 0 failed; nearest tier {nearest_share:.1%} before the partition; "
+          f"moved within {shifted_after:.2f} s; next tier {next_share:.1%} while cut off; "
+          f"back {min(back) - t_up if back else float('nan'):.2f} s after healing")
+    assert nearest_share >= 0.95
+    assert shifted_after < 3.0
+    assert next_share >= 0.95
+    assert back, "the nearest city never got calls again"
+
+
+def shares(calls, pid, start, end, step=0.5):
+    """(window end, share of calls answered by `pid`) for windows of 1 s every `step` s."""
+    out = []
+    t = start + 1.0
+    while t <= end:
+        window = [p for s, d, p in calls if t - 1.0 <= s + d < t]
+        if window:
+            out.append((t, window.count(pid) / len(window)))
+        t += step
+    return out
+
+
+def test_p2c_ewma_moves_load_off_a_host_that_slows_down_and_back_when_it_recovers():
+    with Fleet(["client", "a", "b", "c"]) as fleet:
+        here = fleet["client"]
+        servers = {name: start_server(fleet[name]) for name in "abc"}
+        links = {}
+        for i, name in enumerate("abc"):
+            links[name] = LinkProxy(f"{here.ip}:{8001 + i}", f"{fleet[name].ip}:7000", host=here)
+            links[name].set(delay=0.002)
+        seconds = 14.0
+        client = run_client(here, seconds, {"endpoints": [link.address for link in links.values()],
+                                            "strategy": "p2c_ewma", "options": {"ewma_tau": 1.0}})
+        time.sleep(3.0)
+        links["b"].set(delay=0.020)                       # host b is 10x slower
+        t_slow = time.monotonic()
+        time.sleep(5.0)
+        links["b"].set(delay=0.002)
+        t_fast = time.monotonic()
+        out, _ = client.communicate(timeout=60)
+        calls = json.loads(out)["calls"]
+
+    assert not [c for c in calls if isinstance(c[2], str)]
+    b = servers["b"].pid
+    first = min(s for s, _, _ in calls)
+    before = shares(calls, b, first, t_slow)
+    slow = shares(calls, b, t_slow, t_fast)
+    fast = shares(calls, b, t_fast, max(s + d for s, d, _ in calls))
+    dropped = next((t - t_slow for t, share in slow if share < 0.10), None)
+    recovered = next((t - t_fast for t, share in fast if share >= 0.2), None)
+    print(f"\np2c_ewma: b's share {before[-1][1]:.0%} before; below 10% {dropped} s after slowing "
+          f"(lowest {min(s for _, s in slow):.1%}); back above 20% {recovered} s after recovering")
+    assert dropped is not None and dropped <= 5.0
+    assert recovered is not None
