@@ -11,9 +11,11 @@ import time
 import pytest
 
 from fleetbed import Fleet, LinkProxy
-from support import SERVE
+from support import SERVE, wait_until
 
-CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fleet_client.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLIENT = os.path.join(HERE, "fleet_client.py")
+REGISTERED = os.path.join(HERE, "fleet_registered.py")
 
 
 def start_server(host, port=7000):
@@ -165,3 +167,111 @@ def test_p2c_ewma_moves_load_off_a_host_that_slows_down_and_back_when_it_recover
           f"(lowest {min(s for _, s in slow):.1%}); back above 20% {recovered} s after recovering")
     assert dropped is not None and dropped <= 5.0
     assert recovered is not None
+
+
+STATUS = """
+import json, sys, urllib.request
+out = {}
+for url in sys.argv[1:]:
+    try:
+        req = urllib.request.Request(url + "/v3/maintenance/status", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=1) as r:
+            out[url] = json.load(r)
+    except Exception as exc:
+        out[url] = {"error": str(exc)}
+print(json.dumps(out))
+"""
+
+
+def etcd_status(host, urls):
+    """Each member's /v3/maintenance/status, asked from inside `host`."""
+    return json.loads(host.run([sys.executable, "-c", STATUS, *urls], timeout=30).stdout)
+
+
+def leader_of(host, urls):
+    """The url of the member that leads now, or None."""
+    for url, status in etcd_status(host, urls).items():
+        if "error" not in status and status.get("leader") == status["header"]["member_id"]:
+            return url
+    return None
+
+
+def start_etcd_cluster(fleet, names, data_dir):
+    peers = ",".join(f"{n}=http://{fleet[n].ip}:2380" for n in names)
+    procs = {}
+    for n in names:
+        ip = fleet[n].ip
+        log = open(data_dir / f"{n}.log", "wb")
+        procs[n] = fleet[n].popen(
+            ["etcd", "--name", n, "--data-dir", str(data_dir / n),
+             "--listen-client-urls", f"http://{ip}:2379", "--advertise-client-urls", f"http://{ip}:2379",
+             "--listen-peer-urls", f"http://{ip}:2380", "--initial-advertise-peer-urls", f"http://{ip}:2380",
+             "--initial-cluster", peers, "--initial-cluster-state", "new",
+             "--initial-cluster-token", fleet.tag, "--log-level", "error"],
+            stdout=log, stderr=subprocess.STDOUT)
+    return procs
+
+
+def read_line(proc, want, timeout):
+    """Wait for `want` on a process's stdout (a line), at most `timeout` s; when it came."""
+    import select
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                return None
+            if line.strip() == want:
+                return time.monotonic()
+    return None
+
+
+def test_discovery_survives_losing_the_etcd_leader_and_quorum(tmp_path):
+    members = ["e1", "e2", "e3"]
+    with Fleet([*members, "s1", "s2", "client"]) as fleet:
+        urls = [f"http://{fleet[n].ip}:2379" for n in members]
+        etcd = start_etcd_cluster(fleet, members, tmp_path)
+        assert wait_until(lambda: leader_of(fleet["client"], urls) is not None, timeout=30), \
+            f"the etcd cluster did not elect a leader (logs in {tmp_path})"
+
+        def registered_server(name):
+            proc = fleet[name].popen([sys.executable, REGISTERED, fleet[name].address(7000), "arith", *urls],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert proc.stdout.readline().strip() == fleet[name].address(7000)
+            return proc
+
+        s1 = registered_server("s1")
+        assert read_line(s1, "registered", 20)
+        seconds = 16.0
+        client = run_client(fleet["client"], seconds, {"etcd": urls, "service": "arith"})
+        time.sleep(2.5)
+        leader = leader_of(fleet["client"], urls)
+        killed = members[urls.index(leader)]
+        etcd[killed].kill()                               # the leader dies
+        time.sleep(1.5)
+        cut = next(n for n in members if n != killed)
+        fleet[cut].down()                                 # and another member is cut off: no quorum
+        t_no_quorum = time.monotonic()
+        s2 = registered_server("s2")                      # a server starts during the outage
+        assert read_line(s2, "registered", 3.0) is None   # it cannot register without quorum
+        time.sleep(1.0)
+        fleet[cut].up()
+        t_quorum = time.monotonic()
+        t_registered = read_line(s2, "registered", 30)
+        assert t_registered, "the new server never got registered once quorum returned"
+        out, _ = client.communicate(timeout=60)
+        result = json.loads(out)
+
+    calls, seen = result["calls"], result["endpoints"]
+    assert not [c for c in calls if isinstance(c[2], str)]
+    s1_address, s2_address = fleet["s1"].address(7000), fleet["s2"].address(7000)
+    assert all(s1_address in addresses for _, addresses in seen)      # s1 never dropped out
+    appeared = [t for t, addresses in seen if s2_address in addresses]
+    assert appeared, f"the balancer never saw the new server: {seen}"
+    assert min(appeared) > t_no_quorum
+    pids = {pid for start, _, pid in calls if start > min(appeared)}
+    assert s2.pid in pids and s1.pid in pids                           # both serve calls afterwards
+    print(f"\netcd: leader {killed} killed, {cut} cut off; {len(calls)} calls, 0 failed; the server started "
+          f"during the outage registered {t_registered - t_quorum:.2f} s after quorum returned and was "
+          f"seen by the balancer {min(appeared) - t_quorum:.2f} s after")
