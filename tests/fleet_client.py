@@ -6,7 +6,8 @@ JSON: {"endpoints": [address or {"address", "lat", "lon"}...], or
 "etcd": [url...] and "service"; optionally "strategy", "origin": [lat,
 lon] and "options" (more Balancer settings)}. The output also lists each
 change of the balancer's endpoint set. The clock is the
-machine's, shared with the test that moves the links."""
+machine's, shared with the test that moves the links. A line "stop" on
+stdin ends the run early."""
 import json
 import sys
 import threading
@@ -32,12 +33,20 @@ def main():
                           health_interval=0.2, health_timeout=0.3, health_misses=2,
                           eject_failures=2, eject_base=0.5, eject_max=1.0, max_attempts=3) as b:
         b.call("Arith.Pid")                      # connected before the clock starts
-        end = time.monotonic() + seconds
+        deadline = [time.monotonic() + seconds]
+
+        def stop_on_request():
+            for line in sys.stdin:               # "stop" ends the run early
+                if line.strip() == "stop":
+                    deadline[0] = time.monotonic()
+                    return
+
+        threading.Thread(target=stop_on_request, daemon=True).start()
         seen = []                                # (when, addresses) each time the set changed
 
         def watch():
             last = None
-            while time.monotonic() < end:
+            while time.monotonic() < deadline[0]:
                 now = sorted(e.address for e in b.endpoints)
                 if now != last:
                     seen.append((time.monotonic(), now))
@@ -45,7 +54,7 @@ def main():
                 time.sleep(0.02)
 
         def work():
-            while time.monotonic() < end:
+            while time.monotonic() < deadline[0]:
                 started = time.monotonic()
                 try:
                     outcome = b.call("Arith.Pid")

@@ -11,6 +11,7 @@ fleet raises FleetBedError saying what is missing (tests fail, not skip).
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -61,8 +62,9 @@ class Host:
         return ["ip", "netns", "exec", self.netns, *argv]
 
     def popen(self, argv, **kwargs):
-        """Start `argv` in this host (a subprocess.Popen, stopped when the fleet closes)."""
-        proc = subprocess.Popen(self.command(argv), **kwargs)
+        """Start `argv` in this host (a subprocess.Popen, stopped with every
+        process it started when the fleet closes: it leads a session of its own)."""
+        proc = subprocess.Popen(self.command(argv), start_new_session=True, **kwargs)
         self.processes.append(proc)
         return proc
 
@@ -80,8 +82,10 @@ class Host:
 
     def stop_processes(self):
         for proc in self.processes:
-            if proc.poll() is None:
-                proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)       # its children too (workers of a supervisor)
+            except ProcessLookupError:
+                pass
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

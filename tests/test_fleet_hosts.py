@@ -3,6 +3,7 @@ server processes and a client in hosts of their own, partitions made by taking a
 host's link down. Needs root and iproute2: without them these tests fail."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,16 @@ def start_server(host, port=7000):
 
 def run_client(host, seconds, spec):
     """Start tests/fleet_client.py in `host`; its output is read when it ends."""
-    return host.popen([sys.executable, CLIENT, str(seconds), json.dumps(spec)], stdout=subprocess.PIPE, text=True)
+    return host.popen([sys.executable, CLIENT, str(seconds), json.dumps(spec)], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, text=True)
+
+
+def stop_client(client):
+    """End a client's run now and read what it measured."""
+    client.stdin.write("stop\n")
+    client.stdin.flush()
+    out, _ = client.communicate(timeout=60)
+    return json.loads(out)
 
 
 @pytest.mark.parametrize("fault", ["partition", "freeze"])
@@ -227,9 +237,9 @@ def read_line(proc, want, timeout):
     return None
 
 
-def test_discovery_survives_losing_the_etcd_leader_and_quorum(tmp_path):
+def test_discovery_survives_a_cut_off_member_the_leaders_death_and_lost_quorum(tmp_path):
     members = ["e1", "e2", "e3"]
-    with Fleet([*members, "s1", "s2", "client"]) as fleet:
+    with Fleet([*members, "s1", "s2", "s3", "client"]) as fleet:
         urls = [f"http://{fleet[n].ip}:2379" for n in members]
         etcd = start_etcd_cluster(fleet, members, tmp_path)
         assert wait_until(lambda: leader_of(fleet["client"], urls) is not None, timeout=30), \
@@ -243,35 +253,99 @@ def test_discovery_survives_losing_the_etcd_leader_and_quorum(tmp_path):
 
         s1 = registered_server("s1")
         assert read_line(s1, "registered", 20)
-        seconds = 16.0
-        client = run_client(fleet["client"], seconds, {"etcd": urls, "service": "arith"})
+        leader = leader_of(fleet["client"], urls)
+        watched = next(n for n in members if urls[members.index(n)] != leader)
+        # The client's watch starts on `watched` (the first URL it is given), a follower.
+        first = urls[members.index(watched)]
+        client = run_client(fleet["client"], 120.0, {"etcd": [first] + [u for u in urls if u != first],
+                                                     "service": "arith"})
         time.sleep(2.5)
+
+        # 1. The watched member is cut off; the other two keep quorum. A server
+        #    registers meanwhile: the balancer must see it while the cut lasts
+        #    (its watch leaves the silent member: keep-alive probes, no leader).
+        fleet[watched].down()
+        t_cut = time.monotonic()
+        s2 = registered_server("s2")
+        assert read_line(s2, "registered", 20)
+        time.sleep(10.0)
+        t_healed = time.monotonic()
+        fleet[watched].up()
+        time.sleep(2.0)
+        # (The member back from its cut may call an election: wait for its outcome.)
+        assert wait_until(lambda: leader_of(fleet["client"], urls) is not None, timeout=20)
+
+        # 2. The leader dies, then another member is cut off: no quorum. A
+        #    server started now registers once quorum returns.
         leader = leader_of(fleet["client"], urls)
         killed = members[urls.index(leader)]
-        etcd[killed].kill()                               # the leader dies
+        etcd[killed].kill()
         time.sleep(1.5)
         cut = next(n for n in members if n != killed)
-        fleet[cut].down()                                 # and another member is cut off: no quorum
+        fleet[cut].down()
         t_no_quorum = time.monotonic()
-        s2 = registered_server("s2")                      # a server starts during the outage
-        assert read_line(s2, "registered", 3.0) is None   # it cannot register without quorum
+        s3 = registered_server("s3")
+        assert read_line(s3, "registered", 3.0) is None   # it cannot register without quorum
         time.sleep(1.0)
         fleet[cut].up()
         t_quorum = time.monotonic()
-        t_registered = read_line(s2, "registered", 30)
+        t_registered = read_line(s3, "registered", 30)
         assert t_registered, "the new server never got registered once quorum returned"
-        out, _ = client.communicate(timeout=60)
-        result = json.loads(out)
+        time.sleep(9.0)
+        result = stop_client(client)
 
     calls, seen = result["calls"], result["endpoints"]
     assert not [c for c in calls if isinstance(c[2], str)]
-    s1_address, s2_address = fleet["s1"].address(7000), fleet["s2"].address(7000)
+    s1_address, s2_address, s3_address = (fleet[n].address(7000) for n in ("s1", "s2", "s3"))
     assert all(s1_address in addresses for _, addresses in seen)      # s1 never dropped out
-    appeared = [t for t, addresses in seen if s2_address in addresses]
-    assert appeared, f"the balancer never saw the new server: {seen}"
-    assert min(appeared) > t_no_quorum
-    pids = {pid for start, _, pid in calls if start > min(appeared)}
-    assert s2.pid in pids and s1.pid in pids                           # both serve calls afterwards
-    print(f"\netcd: leader {killed} killed, {cut} cut off; {len(calls)} calls, 0 failed; the server started "
-          f"during the outage registered {t_registered - t_quorum:.2f} s after quorum returned and was "
-          f"seen by the balancer {min(appeared) - t_quorum:.2f} s after")
+    s2_seen = min((t for t, addresses in seen if s2_address in addresses), default=None)
+    assert s2_seen is not None and t_cut < s2_seen < t_healed, (t_cut, t_healed, seen)
+    s3_seen = min((t for t, addresses in seen if s3_address in addresses), default=None)
+    assert s3_seen is not None and s3_seen > t_no_quorum, seen
+    pids = {pid for start, _, pid in calls if start > s3_seen}
+    assert {s1.pid, s2.pid, s3.pid} <= pids                            # all serve calls afterwards
+    print(f"\netcd: {watched} (watched) cut off: a new server seen {s2_seen - t_cut:.2f} s after the cut; "
+          f"leader {killed} killed and {cut} cut off (no quorum): a server started meanwhile registered "
+          f"{t_registered - t_quorum:.2f} s after quorum returned, seen {s3_seen - t_quorum:.2f} s after; "
+          f"{len(calls)} calls, 0 failed")
+
+
+def serve_workers(host):
+    """`fastrpc serve --workers 2` in `host`; returns the supervisor once it serves."""
+    command = shutil.which("fastrpc")
+    assert command is not None, "the fastrpc console script is not installed (pip install .)"
+    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = host.popen([command, "--log-level", "WARNING", "serve", "cli_targets:Arith", "--listen",
+                       host.address(7000), "--workers", "2", "--grace", "5"],
+                      stdout=subprocess.PIPE, text=True, env=env, cwd=HERE)
+    first = proc.stdout.readline().split()
+    assert first and first[0] == host.address(7000), f"fastrpc serve in {host.name} did not start: {first}"
+    return proc
+
+
+def test_a_rolling_restart_of_every_host_under_load_loses_no_call():
+    names = ["s1", "s2", "s3"]
+    with Fleet([*names, "client"]) as fleet:
+        supervisors = {n: serve_workers(fleet[n]) for n in names}
+        client = run_client(fleet["client"], 120.0, {"endpoints": [fleet[n].address(7000) for n in names]})
+        time.sleep(2.0)
+        restarts = []
+        for n in names:                                   # one host at a time
+            supervisors[n].send_signal(signal.SIGTERM)    # drain: GOAWAY, calls in flight finish
+            assert supervisors[n].wait(30) == 0
+            down = time.monotonic()
+            supervisors[n] = serve_workers(fleet[n])
+            restarts.append((n, down, time.monotonic()))
+            time.sleep(1.5)
+        time.sleep(1.5)
+        calls = stop_client(client)["calls"]
+
+    failed = [c for c in calls if isinstance(c[2], str)]
+    assert not failed, failed[:5]
+    last_back = restarts[-1][2]
+    after = {pid for start, _, pid in calls if start > last_back + 1.0}
+    before = {pid for start, _, pid in calls if start < restarts[0][1]}
+    assert len(after) >= 3 and not (after & before)       # every host serves again, from new workers
+    gaps = ", ".join(f"{n} {up - down:.2f} s" for n, down, up in restarts)
+    print(f"\nrolling restart: {len(calls)} calls, 0 failed; each host down for {gaps}; "
+          f"{len(after)} new workers answering afterwards")

@@ -109,11 +109,16 @@ class _Gateway:
         conn, response = self.open_stream(path, body, self.timeout if timeout is None else timeout)
         return _decode(self._read(conn, response, path))
 
-    def open_stream(self, path: str, body: Dict[str, Any], timeout: float) -> Any:
+    def open_stream(self, path: str, body: Dict[str, Any], timeout: float,
+                    require_leader: bool = False) -> Any:
         """POST `body` and return (connection, response) with status 200 (a watch reads it
-        line by line); an expired token is renewed once."""
+        line by line); an expired token is renewed once. `require_leader`: the
+        member ends the stream when it loses its leader (etcd's "hasleader"
+        metadata, which its gateway takes as a Grpc-Metadata- header), so a
+        watch does not stay on a member cut off from the cluster."""
+        extra = {"Grpc-Metadata-hasleader": "true"} if require_leader else None
         for attempt in (0, 1):
-            conn, response = self._request(path, body, timeout)
+            conn, response = self._request(path, body, timeout, extra=extra)
             if response.status == 200:
                 return conn, response
             reply = _decode(self._read(conn, response, path))
@@ -123,9 +128,11 @@ class _Gateway:
             raise EtcdError(f"etcd {path}: {reply.get('error') or reply.get('message') or response.status}")
         raise AssertionError("unreachable")
 
-    def _request(self, path: str, body: Dict[str, Any], timeout: float,
-                 authenticated: bool = True) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _request(self, path: str, body: Dict[str, Any], timeout: float, authenticated: bool = True,
+                 extra: Optional[Dict[str, str]] = None) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         headers = self._headers() if authenticated else {"Content-Type": "application/json"}
+        if extra:
+            headers.update(extra)
         conn, where = self.connect(timeout)
         try:
             conn.request("POST", path, json.dumps(body), headers)
@@ -165,6 +172,23 @@ class _Gateway:
         return reply.get("code") == _UNAUTHENTICATED or any(t in message for t in _TOKEN_ERRORS)
 
 
+def _probe_when_silent(sock: Any, idle: float) -> None:
+    """TCP keep-alive on a watch's socket: probes after `idle` seconds of
+    silence, every second, and the connection fails after 3 unanswered
+    (where the platform has the options; elsewhere the watch_timeout resync
+    bounds a dead watch)."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(round(idle))))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError:
+        pass                                     # best effort: the resync still bounds it
+
+
 def _decode(data: bytes) -> Dict[str, Any]:
     try:
         value = json.loads(data.decode("utf-8")) if data else {}
@@ -181,7 +205,11 @@ class EtcdDiscovery(Discovery):
     ``cert_file`` and ``key_file`` to build the TLS context (mutual TLS when
     a client certificate is given). `endpoints` are etcd's client URLs,
     tried in turn; `timeout` bounds each request; a watch request is
-    renewed every `watch_timeout` seconds.
+    renewed every `watch_timeout` seconds. A watch's connection is probed
+    (TCP keep-alive) after `keepalive` seconds of silence, so a member that
+    falls silent (a partition sends no reset) is left for another within
+    about keepalive + 3 seconds; a member that loses its leader ends the
+    watch itself.
 
     A watch keeps the last known set while etcd is unreachable (logged once)
     and resynchronises when it returns; a registration's keep-alive renews
@@ -193,7 +221,7 @@ class EtcdDiscovery(Discovery):
                  password: Optional[str] = None, ssl_context: Optional[ssl.SSLContext] = None,
                  ca_file: Optional[str] = None, cert_file: Optional[str] = None,
                  key_file: Optional[str] = None, timeout: float = 5.0,
-                 watch_timeout: float = 30.0) -> None:
+                 watch_timeout: float = 30.0, keepalive: float = 3.0) -> None:
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if ssl_context is None and (ca_file or cert_file):
             ssl_context = ssl.create_default_context(cafile=ca_file)
@@ -201,10 +229,11 @@ class EtcdDiscovery(Discovery):
                 ssl_context.load_cert_chain(cert_file, key_file)
         if not prefix.endswith("/"):
             raise ValueError("prefix must end with '/'")
-        if timeout <= 0 or watch_timeout <= 0:
+        if timeout <= 0 or watch_timeout <= 0 or keepalive <= 0:
             raise ValueError("timeouts must be > 0")
         self.prefix = prefix
         self.watch_timeout = watch_timeout
+        self.keepalive = keepalive
         self.gateway = _Gateway(urls, username, password, ssl_context, timeout)
         self._closing = threading.Event()
         self._watches: List[_EtcdWatch] = []
@@ -334,8 +363,9 @@ class _EtcdWatch:
         request = {"create_request": {"key": _b64(start), "range_end": _b64(_prefix_end(start)),
                                       "start_revision": str(revision + 1)}}
         conn, response = self.discovery.gateway.open_stream("/v3/watch", request,
-                                                            self.discovery.watch_timeout)
+                                                            self.discovery.watch_timeout, require_leader=True)
         self.conn = conn
+        _probe_when_silent(conn.sock, self.discovery.keepalive)
         try:
             if self.stopped.is_set():
                 return
