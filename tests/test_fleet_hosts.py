@@ -41,28 +41,37 @@ def stop_client(client):
     return json.loads(out)
 
 
-@pytest.mark.parametrize("fault", ["partition", "freeze"])
+@pytest.mark.parametrize("fault", ["partition", "freeze", "blackhole"])
 def test_a_partitioned_or_frozen_server_costs_no_idempotent_call_and_comes_back(fault):
+    """partition: s2's link goes down; freeze: its process stops (TCP stays up);
+    blackhole: the link to it (a proxy in the client's host) swallows everything."""
     with Fleet(["client", "s1", "s2", "s3"]) as fleet:
         servers = {name: start_server(fleet[name]) for name in ("s1", "s2", "s3")}
         addresses = [fleet[name].address(7000) for name in servers]
-        seconds = 7.0
-        client = run_client(fleet["client"], seconds, {"endpoints": addresses})
+        link = None
+        if fault == "blackhole":
+            here = fleet["client"]
+            link = LinkProxy(f"{here.ip}:8002", f"{fleet['s2'].ip}:7000", host=here)
+            addresses[1] = link.address
+        client = run_client(fleet["client"], 120.0, {"endpoints": addresses})
         time.sleep(2.5)                                   # the client is up and calling
-        victim = fleet["s2"]
         if fault == "partition":
-            victim.down()
+            fleet["s2"].down()
+        elif fault == "freeze":
+            os.kill(servers["s2"].pid, signal.SIGSTOP)
         else:
-            os.kill(servers["s2"].pid, signal.SIGSTOP)    # the process freezes; TCP stays up, silent
+            link.set(blackhole=True)
         t_down = time.monotonic()                         # (calls answered before this may end after)
         time.sleep(2.0)
         t_up = time.monotonic()
         if fault == "partition":
-            victim.up()
-        else:
+            fleet["s2"].up()
+        elif fault == "freeze":
             os.kill(servers["s2"].pid, signal.SIGCONT)
-        out, _ = client.communicate(timeout=60)
-        calls = json.loads(out)["calls"]
+        else:
+            link.set(blackhole=False)
+        time.sleep(2.5)
+        calls = stop_client(client)["calls"]
 
     failed = [c for c in calls if isinstance(c[2], str)]
     assert not failed, failed[:5]                         # idempotent calls fail over: none lost
