@@ -54,22 +54,18 @@ def test_a_partitioned_or_frozen_server_costs_no_idempotent_call_and_comes_back(
             link = LinkProxy(f"{here.ip}:8002", f"{fleet['s2'].ip}:7000", host=here)
             addresses[1] = link.address
         client = run_client(fleet["client"], 120.0, {"endpoints": addresses})
+        pid = servers["s2"].pid
+        cut, heal = {
+            "partition": (fleet["s2"].down, fleet["s2"].up),
+            "freeze": (lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGCONT)),
+            "blackhole": (lambda: link.set(blackhole=True), lambda: link.set(blackhole=False)),
+        }[fault]
         time.sleep(2.5)                                   # the client is up and calling
-        if fault == "partition":
-            fleet["s2"].down()
-        elif fault == "freeze":
-            os.kill(servers["s2"].pid, signal.SIGSTOP)
-        else:
-            link.set(blackhole=True)
+        cut()
         t_down = time.monotonic()                         # (calls answered before this may end after)
         time.sleep(2.0)
         t_up = time.monotonic()
-        if fault == "partition":
-            fleet["s2"].up()
-        elif fault == "freeze":
-            os.kill(servers["s2"].pid, signal.SIGCONT)
-        else:
-            link.set(blackhole=False)
+        heal()
         time.sleep(2.5)
         calls = stop_client(client)["calls"]
 
