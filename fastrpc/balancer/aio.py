@@ -246,7 +246,6 @@ class AsyncBalancer(BalancerCore):
                 pass
             return
 
-    # health --------------------------------------------------------------------------
     # fleet-wide calls ------------------------------------------------------------------
     async def broadcast(self, method: str, *args: Any, timeout: Optional[float] = None,
                         return_exceptions: bool = False, **kwargs: Any) -> Dict[str, Any]:
@@ -303,6 +302,7 @@ class AsyncBalancer(BalancerCore):
                         deadline: Optional[float]) -> Any:
         return await self._client(member).call(method, *args, timeout=fleet.remaining(deadline), **kwargs)
 
+    # health --------------------------------------------------------------------------
     async def check_health(self) -> None:
         """Ping every endpoint once now (what the health task does every health_interval)."""
         await asyncio.gather(*(self._check(m) for m in list(self._members)))

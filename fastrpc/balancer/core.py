@@ -95,12 +95,8 @@ class BalancerCore(Proxying):
             if endpoint.address in seen:
                 raise ValueError(f"endpoint {endpoint.address} is listed twice")
             seen[endpoint.address] = endpoint
-        if self.subset is not None:
-            self._known.update(seen)
-            seen_members = self.subset.choose(seen.values())
-        else:
-            seen_members = list(seen.values())
-        for endpoint in seen_members:
+        self._known.update(seen)
+        for endpoint in self._chosen():
             self._add_member(Member(endpoint, None))
         with self._lock:
             self._rebuild_locked(time.monotonic())
@@ -163,9 +159,10 @@ class BalancerCore(Proxying):
         if subset is not None and not isinstance(subset, Aperture):
             raise TypeError(f"subset= takes an Aperture, not {type(subset).__name__}")
         self.subset = subset
-        #: Every endpoint of the service, when subset= chooses among them.
+        #: Every endpoint of the service; the members are derived from it
+        #: (all of them, or this client's subset).
         self._known: Dict[str, Endpoint] = {}
-        self._subset_lock = threading.Lock()
+        self._membership_lock = threading.Lock()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         self._members: List[Member] = []
         self._by_address: Dict[str, Member] = {}
@@ -194,12 +191,9 @@ class BalancerCore(Proxying):
     def add(self, endpoint: Union[str, Endpoint]) -> None:
         """Add an endpoint (or replace the one with the same address); no call is dropped."""
         endpoint = as_endpoint(endpoint)
-        if self.subset is not None:
-            with self._subset_lock:
-                self._known[endpoint.address] = endpoint
-                self._apply_subset()
-            return
-        self._put(endpoint)
+        with self._membership_lock:
+            self._known[endpoint.address] = endpoint
+            self._apply_known()
 
     def _put(self, endpoint: Endpoint) -> None:
         with self._lock:
@@ -214,13 +208,10 @@ class BalancerCore(Proxying):
 
     def remove(self, address: str) -> None:
         """Remove an endpoint: no new calls go to it; its calls in flight finish."""
-        if self.subset is not None:
-            with self._subset_lock:
-                if self._known.pop(address, None) is None:
-                    raise KeyError(f"no endpoint {address} in this balancer")
-                self._apply_subset()
-            return
-        self._drop(address)
+        with self._membership_lock:
+            if self._known.pop(address, None) is None:
+                raise KeyError(f"no endpoint {address} in this balancer")
+            self._apply_known()
 
     def _drop(self, address: str) -> None:
         with self._lock:
@@ -238,37 +229,30 @@ class BalancerCore(Proxying):
     def set_weight(self, address: str, weight: float) -> None:
         """Change an endpoint's weight at runtime."""
         weight = check_weight(weight)
-        if self.subset is not None:
-            with self._subset_lock:
-                known = self._known.get(address)
-                if known is None:
-                    raise KeyError(f"no endpoint {address} in this balancer")
-                self._known[address] = known.replace(weight=weight)
-                self._apply_subset()
-            return
-        with self._lock:
-            member = self._by_address.get(address)
-            if member is None:
+        with self._membership_lock:
+            known = self._known.get(address)
+            if known is None:
                 raise KeyError(f"no endpoint {address} in this balancer")
-            member.endpoint = member.endpoint.replace(weight=weight)
-            self._rebuild_locked(time.monotonic())
+            self._known[address] = known.replace(weight=weight)
+            self._apply_known()
 
     def set_endpoints(self, endpoints: Iterable[Union[str, Endpoint]]) -> None:
         """Make the endpoint set exactly `endpoints` (adds, removes, updates)."""
         wanted = {e.address: e for e in map(as_endpoint, endpoints)}
+        with self._membership_lock:
+            self._known = wanted
+            self._apply_known()
+
+    def _chosen(self) -> List[Endpoint]:
+        """The endpoints to be members: every known one, or this client's subset."""
         if self.subset is not None:
-            with self._subset_lock:
-                self._known = wanted
-                self._apply_subset()
-            return
-        self._sync(wanted)
+            return self.subset.choose(self._known.values())
+        return list(self._known.values())
 
-    def _apply_subset(self) -> None:
-        """Make the members this client's subset of every known endpoint."""
-        assert self.subset is not None
-        self._sync({e.address: e for e in self.subset.choose(self._known.values())})
-
-    def _sync(self, wanted: Dict[str, Endpoint]) -> None:
+    def _apply_known(self) -> None:
+        """Make the members match _chosen(): drop those no longer chosen, add or
+        update the others (a member kept keeps its connection and state)."""
+        wanted = {e.address: e for e in self._chosen()}
         for address in [m.endpoint.address for m in self._members if m.endpoint.address not in wanted]:
             self._drop(address)
         for endpoint in wanted.values():
@@ -283,10 +267,8 @@ class BalancerCore(Proxying):
     @property
     def known_endpoints(self) -> List[Endpoint]:
         """Every endpoint of the service: with subset=, those it chose among;
-        otherwise the same as ``endpoints``."""
-        if self.subset is not None:
-            return list(self._known.values())
-        return self.endpoints
+        otherwise the same endpoints as ``endpoints``."""
+        return list(self._known.values())
 
     def _rebuild_locked(self, now: float) -> None:
         """New table and picker for the current membership; state carries over."""
