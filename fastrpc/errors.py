@@ -22,6 +22,8 @@ __all__ = [
     "UnavailableError",
     "NoEndpointError",
     "FleetCallError",
+    "StreamMismatchError",
+    "StreamClosedError",
     "ConnectionLostError",
     "ConnectionClosedError",
     "ProtocolError",
@@ -85,12 +87,19 @@ class PermissionDeniedError(RemoteError):
     ``raise PermissionDeniedError("PermissionDenied", "why")``."""
 
 
+class StreamMismatchError(RemoteError):
+    """A stream was opened on a unary method, or a streaming method was called
+    as a unary one (remote type ``StreamMismatch``): use ``stream()`` for
+    generator methods and methods taking an iterator, ``call()`` for the rest."""
+
+
 # Remote type names that map to a more specific RemoteError subclass.
 REMOTE_ERROR_CLASSES: Dict[str, Type[Any]] = {
     "MethodNotFound": MethodNotFoundError,
     "InvalidArguments": InvalidArgumentsError,
     "Unauthenticated": UnauthenticatedError,
     "PermissionDenied": PermissionDeniedError,
+    "StreamMismatch": StreamMismatchError,
 }
 
 
@@ -272,6 +281,12 @@ class ConnectionLostError(ConnectionError):
 
 class ConnectionClosedError(ConnectionError):
     """The client (or the server, via GOAWAY) closed the connection before the call was sent."""
+
+
+class StreamClosedError(RPCError):
+    """An item was sent on a stream that no longer takes any: the caller
+    called done_writing(), or the stream ended (its result or error is the
+    stream's own)."""
 
 
 class UnsupportedError(RPCError, TypeError):

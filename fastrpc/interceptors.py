@@ -134,7 +134,11 @@ def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
                       executor: Callable[[], Any]) -> Handler:
     """`handler` with `interceptors` around it: a new Handler of the same
     name and arity (its counts carried over). `executor()` gives the pool
-    a @blocking handler runs in when an async interceptor makes it a task."""
+    a @blocking handler runs in when an async interceptor makes it a task.
+    Streaming handlers are returned as they are: interceptors see unary
+    calls only (the server's authorize hook covers streams too)."""
+    if handler.stream:
+        return handler
     func = handler.func
     name = handler.name
     any_async = any(_is_async(ic) for ic in interceptors)

@@ -102,6 +102,28 @@ cdef class Batch(Slot):
     cdef int settle(self, Py_ssize_t position, object value, bint is_error) except -1
 
 
+cdef class StreamSlot(Slot):
+    """A stream call's state on the client: items received and not yet taken,
+    the end (result or error), the credit each side has left."""
+    cdef object items                  # deque of (item, payload bytes) received, in order
+    cdef readonly int state            # SlotState: PENDING until the RESPONSE or ERROR (or a failure)
+    cdef readonly object value         # the handler's return value, once FINISHED without error
+    cdef readonly object error         # the exception, once FINISHED with one
+    cdef readonly long long received   # items received so far
+    cdef public unsigned long long seq
+    cdef public object source          # the connection the stream is on
+    cdef public long long send_items   # credit the server granted: items we may still send
+    cdef public long long send_bytes   # and bytes (an item may be sent while this is > 0)
+    cdef public object credit_waiter   # released (once) when credit arrives or the stream ends
+    cdef long long window_items        # what we granted the server: items
+    cdef long long window_bytes        # and bytes
+    cdef readonly long long owed_items # taken since the last CREDIT we sent back
+    cdef readonly long long owed_bytes
+    cdef int push(self, object value, Py_ssize_t nbytes) except -1
+    cdef int grant(self, long long items, long long nbytes) except -1
+    cdef int _wake_sender(self) except -1
+
+
 cdef class CallSettings:
     """What every call of one client carries, read once for the call path."""
     cdef public object default_timeout  # seconds, or None: no timeout
@@ -154,8 +176,11 @@ cdef class CallTable:
     cdef bytes _method(self, str method)
     cdef int _encoded(self, bint was_empty) except -1
     cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
-                             object args, object deadline_ms, bytes meta) except -1
+                             object args, object deadline_ms, bytes meta, int flags=*) except -1
     cdef int _encode_other_args(self, bytes method, object args) except -1
+    cdef int _stream_item(self, FrameView *f) except -1
+    cdef int _stream_credit(self, FrameView *f) except -1
+    cdef int _fail_stream(self, StreamSlot slot, object error) except -1
     cpdef unsigned long long request(self, str method, object args, object slot,
                                      object deadline_ms=*, bytes meta=*) except? 0
     cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,

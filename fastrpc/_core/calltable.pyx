@@ -24,9 +24,11 @@ from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
                                   KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
-                                  KIND_PONG, KIND_OVERSIZED, FLAG_DEADLINE, FLAG_LOAD, FLAG_META,
-                                  LENGTH_FIELD)
+                                  KIND_PONG, KIND_OVERSIZED, KIND_ITEM, KIND_END, KIND_CREDIT,
+                                  KIND_CANCEL, FLAG_DEADLINE, FLAG_LOAD, FLAG_META, FLAG_STREAM,
+                                  LENGTH_FIELD, HEADER_SIZE)
 
+import collections
 import concurrent.futures
 import logging
 from collections.abc import Mapping as _Mapping
@@ -662,6 +664,136 @@ cdef class Batch(Slot):
         self.wake()
 
 
+@cython.final
+cdef class StreamSlot(Slot):
+    """What a connection's call table holds for a stream (see
+    fastrpc.client.stream): the items received and not yet taken, its end,
+    and the flow-control credit of both directions.
+
+    The reading thread pushes items and credit; the consumer takes them with
+    pop(). A waiter registered with set_waiter() (a thread's lock, or an
+    object whose release() wakes a task) is released once something can be
+    taken or the stream ended.
+    """
+
+    def __cinit__(self):
+        self.items = collections.deque()
+        self.state = PENDING
+
+    def __init__(self, long long window_items, long long window_bytes):
+        self.window_items = window_items
+        self.window_bytes = window_bytes
+
+    cdef bint ready(self):
+        return self.state != PENDING or len(self.items) != 0
+
+    cdef int push(self, object value, Py_ssize_t nbytes) except -1:
+        if self.state != PENDING:
+            return 0
+        self.items.append((value, nbytes))
+        self.received += 1
+        return self.wake()
+
+    cdef int grant(self, long long items, long long nbytes) except -1:
+        self.send_items += items
+        self.send_bytes += nbytes
+        return self._wake_sender()
+
+    cdef int _wake_sender(self) except -1:
+        cdef object w = self.credit_waiter
+        if w is not None:
+            self.credit_waiter = None
+            w.release()
+        return 0
+
+    cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
+        if self.state != PENDING:
+            return 0
+        self.state = FINISHED
+        if is_error:
+            self.error = value
+        else:
+            self.value = value
+        self.source = None
+        self.wake()
+        return self._wake_sender()
+
+    def pop(self):
+        """Take the next item received; IndexError when none is buffered.
+        Counts it towards the credit to give back (credit_due)."""
+        value, nbytes = self.items.popleft()
+        self.owed_items += 1
+        self.owed_bytes += nbytes
+        return value
+
+    def take(self):
+        """Take every item received so far: a list, empty when none is buffered
+        (counted towards the credit to give back, as pop() does)."""
+        cdef list out = []
+        cdef object items = self.items
+        cdef tuple entry
+        cdef Py_ssize_t n = len(items)
+        while n > 0:
+            entry = <tuple>items.popleft()
+            out.append(entry[0])
+            self.owed_bytes += <Py_ssize_t>entry[1]
+            n -= 1
+        self.owed_items += len(out)
+        return out
+
+    @property
+    def buffered(self):
+        """Items received and not taken yet."""
+        return len(self.items)
+
+    @property
+    def credit_due(self):
+        """Half the window was taken since credit was last given back: give it now."""
+        return self.state == PENDING and (self.owed_items * 2 >= self.window_items
+                                          or self.owed_bytes * 2 >= self.window_bytes)
+
+    def take_owed(self):
+        """The credit to give back, (items, bytes), counted as given."""
+        owed = (self.owed_items, self.owed_bytes)
+        self.owed_items = self.owed_bytes = 0
+        return owed
+
+    def spend(self, Py_ssize_t nbytes):
+        """One item of `nbytes` was sent on the server's credit."""
+        self.send_items -= 1
+        self.send_bytes -= nbytes
+
+    @property
+    def can_send(self):
+        """The server's credit allows one more item now."""
+        return self.send_items > 0 and self.send_bytes > 0
+
+    def set_credit_waiter(self, lock):
+        """Register a waiter released when credit arrives or the stream ends;
+        False (nothing registered) when one of them holds already."""
+        if self.state != PENDING or (self.send_items > 0 and self.send_bytes > 0):
+            return False
+        self.credit_waiter = lock
+        return True
+
+    def take_credit_waiter(self):
+        """Remove and return the registered credit waiter (None if released)."""
+        cdef object w = self.credit_waiter
+        self.credit_waiter = None
+        return w
+
+    def finish(self, error):
+        """End the stream here with `error` (cancelled, timed out); False if it had ended."""
+        if self.state != PENDING:
+            return False
+        self.complete(self.seq, error, True, -1)
+        return True
+
+    def unwritten(self):
+        """The connection to write before waiting (its frames may be what the server waits for)."""
+        return self.source
+
+
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1:
     """Settle whatever waits for `seq`: a Slot, or a future (asyncio, concurrent.futures)."""
     if isinstance(slot, Slot):
@@ -804,9 +936,10 @@ cdef class CallTable:
         return <bytes>m
 
     cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
-                             object args, object deadline_ms, bytes meta) except -1:
+                             object args, object deadline_ms, bytes meta, int flags=0) except -1:
         """Append one REQUEST/NOTIFY frame (caller holds out_lock); nothing on error."""
-        cdef int flags = 0 if deadline_ms is None else FLAG_DEADLINE
+        if deadline_ms is not None:
+            flags |= FLAG_DEADLINE
         cdef char ext[4]
         cdef Py_ssize_t start, length
         if meta is not None:
@@ -979,6 +1112,61 @@ cdef class CallTable:
         self._encoded(was_empty)
         return n
 
+    def open_stream(self, str method, object args, StreamSlot slot, object deadline_ms=None,
+                    bytes meta=None):
+        """Encode a REQUEST that opens a stream (flag STREAM) and the CREDIT that
+        grants the server the slot's window; register `slot` for its frames;
+        return its seq."""
+        cdef bytes m = self._method(method)
+        cdef unsigned long long seq
+        cdef bint was_empty
+        cdef Py_ssize_t start
+        if self.closed:
+            raise ConnectionClosedError("the connection is closed")
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            seq = self.next_seq
+            self._encode_request(KIND_REQUEST, seq, m, args, deadline_ms, meta, FLAG_STREAM)
+            start = begin_frame(self.out, KIND_CREDIT, 0, seq, NULL, 0)
+            pack_args(self.out, (slot.window_items, slot.window_bytes))
+            end_frame(self.out, start)
+            self.next_seq = seq + 1
+            self.pending[seq] = slot
+        finally:
+            self.unlock_out()
+        slot.seq = seq
+        slot.source = self.owner
+        self._encoded(was_empty)
+        return seq
+
+    def send_item(self, unsigned long long seq, object value):
+        """Encode one ITEM of a client stream; return its payload's size in bytes.
+        An unencodable value writes nothing and raises."""
+        cdef Py_ssize_t start, size
+        cdef bint was_empty
+        if self.closed:
+            raise ConnectionClosedError("the connection is closed")
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            start = begin_frame(self.out, KIND_ITEM, 0, seq, NULL, 0)
+            try:
+                pack(self.out, value, 0)
+            except BaseException:
+                self.out.size = start
+                raise
+            size = self.out.size - start - HEADER_SIZE
+            if self.peer_max_frame and size + HEADER_SIZE - LENGTH_FIELD > self.peer_max_frame:
+                self.out.size = start
+                raise FrameTooLargeError(
+                    f"stream item of {size} bytes is above the server's max_frame_size={self.peer_max_frame}")
+            end_frame(self.out, start)
+        finally:
+            self.unlock_out()
+        self._encoded(was_empty)
+        return size
+
     def control(self, int kind, unsigned long long seq, bytes payload=b""):
         """Encode a PING, PONG, CANCEL or GOAWAY frame."""
         cdef Py_ssize_t start
@@ -1112,6 +1300,10 @@ cdef class CallTable:
                 if slot is not None:
                     complete(slot, f.seq, None, False, f.load if f.flags & FLAG_LOAD else -1)
                     completed += 1
+            elif f.kind == KIND_ITEM:
+                self._stream_item(&f)
+            elif f.kind == KIND_CREDIT:
+                self._stream_credit(&f)
             elif f.kind == KIND_OVERSIZED:
                 completed += self._oversized(&f)
             elif f.kind == KIND_REQUEST or f.kind == KIND_NOTIFY:
@@ -1119,6 +1311,52 @@ cdef class CallTable:
             elif self.on_control is not None:
                 self.on_control(f.kind, f.seq, PyBytes_FromStringAndSize(f.payload, f.payload_len))
         return completed
+
+    cdef int _stream_item(self, FrameView *f) except -1:
+        """An ITEM of a server stream: decoded (arrays as views of the receive
+        buffer) and pushed to its slot. Beyond the credit we granted, or not
+        decodable, it fails its stream alone (and the server is told to stop)."""
+        cdef PyObject *found = PyDict_GetItem(self.pending, f.seq)
+        cdef StreamSlot slot
+        if found == NULL or type(<object>found) is not StreamSlot:
+            return 0                        # a stream that ended here (cancelled, timed out)
+        slot = <StreamSlot>found
+        if len(slot.items) >= slot.window_items:
+            return self._fail_stream(slot, ProtocolError(
+                f"the server sent more than the {slot.window_items} items of credit it had"))
+        try:
+            value = unpack(f.payload, f.payload_len, self.reader.buf, self.reader.data, &self.limits)
+        except Exception as exc:
+            return self._fail_stream(slot, _decode_error(exc))
+        return slot.push(value, f.payload_len)
+
+    cdef int _stream_credit(self, FrameView *f) except -1:
+        cdef PyObject *found = PyDict_GetItem(self.pending, f.seq)
+        if found == NULL or type(<object>found) is not StreamSlot:
+            return 0
+        try:
+            grant = unpack(f.payload, f.payload_len, None, NULL, &self.limits)
+            if type(grant) is not list or len(grant) != 2 or type(grant[0]) is not int \
+                    or type(grant[1]) is not int or grant[0] < 0 or grant[1] < 0:
+                raise DecodeError("CREDIT is [items, bytes]")
+        except Exception as exc:
+            return self._fail_stream(<StreamSlot>found, _decode_error(exc))
+        return (<StreamSlot>found).grant(grant[0], grant[1])
+
+    cdef int _fail_stream(self, StreamSlot slot, object error) except -1:
+        """End a stream here with `error` and tell the server (CANCEL)."""
+        cdef Py_ssize_t start
+        cdef bint was_empty
+        self.pending.pop(slot.seq, None)
+        slot.complete(slot.seq, error, True, -1)
+        self.lock_out()
+        try:
+            was_empty = self.out.frames == 0
+            start = begin_frame(self.out, KIND_CANCEL, 0, slot.seq, NULL, 0)
+            end_frame(self.out, start)
+        finally:
+            self.unlock_out()
+        return self._encoded(was_empty)
 
     cdef int _oversized(self, FrameView *f) except -1:
         """A frame above our max_frame_size (skipped): a reply fails its call

@@ -15,13 +15,17 @@ cdef enum FrameKind:
     KIND_PONG = 6
     KIND_CANCEL = 7
     KIND_GOAWAY = 8
+    KIND_ITEM = 9             # one item of a stream, either direction
+    KIND_END = 10             # the client sends no more items on a stream
+    KIND_CREDIT = 11          # the receiver of a stream takes this many more items and bytes
     KIND_OVERSIZED = 0        # not on the wire: a frame above max_frame_size, skipped (see FrameReader)
 
 cdef enum FrameFlag:
     FLAG_DEADLINE = 0x01      # u32 deadline budget in ms follows the method
     FLAG_LOAD = 0x02          # u32 server in-flight count follows (after the deadline)
     FLAG_META = 0x04          # u32 length + msgpack map of call metadata follows
-    KNOWN_FLAGS = 0x07
+    FLAG_STREAM = 0x08        # the REQUEST opens a stream (no extension field)
+    KNOWN_FLAGS = 0x0F
 
 
 cdef struct FrameView:

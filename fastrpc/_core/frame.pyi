@@ -13,14 +13,18 @@ PING: int
 PONG: int
 CANCEL: int
 GOAWAY: int
+ITEM: int
+END: int
+CREDIT: int
 KIND_NAMES: Dict[int, str]
 DEADLINE: int
 LOAD: int
 META: int
+STREAM: int
 
 def encode_frame(kind: int, seq: int, method: str = "", payload: bytes = b"", *,
                  deadline_ms: Optional[int] = None, load: Optional[int] = None,
-                 meta: Optional[bytes] = None) -> bytes: ...
+                 meta: Optional[bytes] = None, stream: bool = False) -> bytes: ...
 
 class Frame:
     @property

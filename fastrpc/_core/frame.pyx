@@ -33,11 +33,15 @@ PING = KIND_PING
 PONG = KIND_PONG
 CANCEL = KIND_CANCEL
 GOAWAY = KIND_GOAWAY
+ITEM = KIND_ITEM
+END = KIND_END
+CREDIT = KIND_CREDIT
 KIND_NAMES = {1: "REQUEST", 2: "RESPONSE", 3: "ERROR", 4: "NOTIFY", 5: "PING",
-              6: "PONG", 7: "CANCEL", 8: "GOAWAY"}
+              6: "PONG", 7: "CANCEL", 8: "GOAWAY", 9: "ITEM", 10: "END", 11: "CREDIT"}
 DEADLINE = FLAG_DEADLINE
 LOAD = FLAG_LOAD
 META = FLAG_META
+STREAM = FLAG_STREAM
 
 
 # --------------------------------------------------------------------------
@@ -80,7 +84,7 @@ cdef int write_empty_frame(WriteBuffer b, int kind, unsigned long long seq) exce
 
 
 def encode_frame(int kind, unsigned long long seq, str method="", payload=b"", *,
-                 deadline_ms=None, load=None, meta=None) -> bytes:
+                 deadline_ms=None, load=None, meta=None, bint stream=False) -> bytes:
     """Build one frame from raw parts; `payload` and `meta` are encoded bytes.
 
     Used for test vectors, tools and peers that speak the wire directly; the
@@ -96,6 +100,8 @@ def encode_frame(int kind, unsigned long long seq, str method="", payload=b"", *
         flags |= FLAG_LOAD
     if meta is not None:
         flags |= FLAG_META
+    if stream:
+        flags |= FLAG_STREAM
     cdef Py_ssize_t start = begin_frame(b, kind, flags, seq, m, len(m))
     if deadline_ms is not None:
         frpc_store_u32(<char *>ext, <unsigned int>deadline_ms)
@@ -239,7 +245,7 @@ cdef class FrameReader:
         f.flags = <unsigned char>p[5]
         f.method_len = frpc_load_u16(p + 6)
         f.seq = frpc_load_u64(p + 8)
-        if f.kind < KIND_REQUEST or f.kind > KIND_GOAWAY:
+        if f.kind < KIND_REQUEST or f.kind > KIND_CREDIT:
             raise ProtocolError(f"unknown frame kind {f.kind}")
         if self._check_length(length, True):
             f.flags = f.kind

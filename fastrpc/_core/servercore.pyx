@@ -4,7 +4,8 @@
 Owns: turning received bytes into calls and replies. Synchronous handlers run
 inline here and their replies are encoded straight into the connection's
 output buffer; async and blocking handlers, cancels, pings and GOAWAY are
-handed to the Python connection object (fastrpc.server), which owns policy.
+handed to the Python connection object (fastrpc.server), which owns policy;
+so are streams (their frames are decoded here, their handlers driven there).
 One bad frame payload costs one error reply; only lost framing raises.
 """
 cimport cython
@@ -19,9 +20,11 @@ from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack, unpack_a
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
                             KIND_PONG, KIND_CANCEL, KIND_GOAWAY, KIND_OVERSIZED,
-                            FLAG_DEADLINE, FLAG_LOAD)
+                            KIND_ITEM, KIND_END, KIND_CREDIT, FLAG_DEADLINE, FLAG_LOAD,
+                            FLAG_STREAM, HEADER_SIZE)
 
-from fastrpc.errors import ProtocolError, DecodeError, FrameTooLargeError, error_message, error_type_name
+from fastrpc.errors import (ProtocolError, DecodeError, EncodeError, FrameTooLargeError, error_message,
+                            error_type_name)
 
 import traceback
 import types
@@ -59,6 +62,13 @@ MODE_INLINE = INLINE
 MODE_ASYNC = ASYNC
 MODE_BLOCKING = BLOCKING
 
+cdef enum StreamBits:
+    STREAM_OUT_BIT = 1    # a generator: the server sends items
+    STREAM_IN_BIT = 2     # takes an iterator of the client's items
+
+STREAM_OUT = STREAM_OUT_BIT
+STREAM_IN = STREAM_IN_BIT
+
 
 @cython.final
 cdef class Handler:
@@ -70,6 +80,8 @@ cdef class Handler:
     cdef readonly Py_ssize_t max_args     # -1: any number (*args)
     cdef readonly object bind             # None, or bind(args, kwargs) -> (args, kwargs); TypeError: they do not fit
     cdef readonly bint kw_required        # it has a keyword-only parameter without a default
+    cdef readonly int stream              # STREAM_OUT | STREAM_IN bits: what of it streams (0: unary)
+    cdef readonly Py_ssize_t input_at     # STREAM_IN: the position of the parameter the client's items go to
     cdef public long long calls           # calls it was asked to serve, over every protocol
     cdef public long long errors          # of those, the ones answered (or ended, notifications) with an error
     cdef public dict error_types          # error type name -> count (touched only on errors)
@@ -77,8 +89,10 @@ cdef class Handler:
     cdef long long hist[FRPC_NBUCKETS]    # finished calls by duration, LATENCY_BUCKETS (+ the rest)
 
     def __init__(self, func, str name, int mode, Py_ssize_t min_args, Py_ssize_t max_args,
-                 bind=None, bint kw_required=False):
+                 bind=None, bint kw_required=False, int stream=0, Py_ssize_t input_at=-1):
         self.func = func
+        self.stream = stream
+        self.input_at = input_at
         self.name = name
         self.mode = mode
         self.min_args = min_args
@@ -263,6 +277,12 @@ cdef class ServerCore:
                 self.conn.on_goaway()
             elif f.kind == KIND_PONG:
                 self.conn.on_pong(f.seq)
+            elif f.kind == KIND_ITEM:
+                self._stream_item(&f)
+            elif f.kind == KIND_CREDIT:
+                self._stream_credit(&f)
+            elif f.kind == KIND_END:
+                self.conn.stream_end(f.seq)
             elif f.kind == KIND_OVERSIZED:
                 self._oversized(&f)
             else:
@@ -310,6 +330,9 @@ cdef class ServerCore:
             self._not_found(f, notify)
             return 0
         h.calls += 1
+        if h.stream or f.flags & FLAG_STREAM:
+            if self._stream_mismatch(f, h, notify):
+                return 0
         try:
             args = unpack_args(f.payload, f.payload_len, self.reader.buf, self.reader.data,
                                &self.limits, &used)
@@ -319,7 +342,7 @@ cdef class ServerCore:
                                 self.reader.data, &self.limits)
                 if type(kwargs) is not dict:
                     raise DecodeError(f"keyword arguments are a map, not {type(kwargs).__name__}")
-            if f.meta_len and (h.mode != INLINE or self.authorize is not None):
+            if f.meta_len and (h.mode != INLINE or h.stream or self.authorize is not None):
                 meta = unpack(f.meta, f.meta_len, None, NULL, &self.limits)
         except Exception as exc:
             # Any failure to decode (a malformed payload, a limit, whatever the
@@ -354,6 +377,10 @@ cdef class ServerCore:
                 else:
                     self._error(f.seq, "PermissionDenied", str(exc) or type(exc).__name__)
                 return 0
+        if h.stream:
+            self.conn.open_stream(h, f.seq, args, kwargs,
+                                  f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta)
+            return 0
         if h.mode != INLINE:
             self.conn.spawn(h, f.seq, args, notify,
                             f.deadline_ms if f.flags & FLAG_DEADLINE else None, meta, kwargs)
@@ -395,6 +422,89 @@ cdef class ServerCore:
         self.clock = end = frpc_monotonic()
         h.record(end - start, None)
         return 0
+
+    cdef bint _stream_mismatch(self, FrameView *f, Handler h, bint notify) except -1:
+        """A stream opened on a unary method, or a streaming method called
+        without a stream: answer a clear error (True). False: they match."""
+        cdef str why
+        if notify:
+            why = "a streaming method cannot be notified" if h.stream else ""
+        elif not h.stream:
+            why = f"{h.name} is not a streaming method: call it with call()"
+        elif not (f.flags & FLAG_STREAM):
+            why = f"{h.name} is a streaming method: call it with stream()"
+        else:
+            return False
+        if not why:
+            return False
+        h.record(0.0, "StreamMismatch")
+        if notify:
+            self.conn.log_notify_error(h.name, TypeError(why))
+        else:
+            self._error(f.seq, "StreamMismatch", why)
+        return True
+
+    cdef int _stream_item(self, FrameView *f) except -1:
+        """An ITEM of a client's stream: decoded (numpy arrays as views of the
+        receive buffer) and handed to the connection; a bad one fails its stream."""
+        try:
+            value = unpack(f.payload, f.payload_len, self.reader.buf, self.reader.data, &self.limits)
+        except Exception as exc:
+            self.conn.stream_failed(f.seq, "DecodeError", f"a stream item cannot be decoded: {exc}")
+            return 0
+        self.conn.stream_item(f.seq, value, f.payload_len)
+        return 0
+
+    cdef int _stream_credit(self, FrameView *f) except -1:
+        try:
+            grant = unpack(f.payload, f.payload_len, None, NULL, &self.limits)
+            if type(grant) is not list or len(grant) != 2 or type(grant[0]) is not int \
+                    or type(grant[1]) is not int or grant[0] < 0 or grant[1] < 0:
+                raise DecodeError("CREDIT is [items, bytes]")
+        except Exception as exc:
+            self.conn.stream_failed(f.seq, "DecodeError", f"bad CREDIT frame: {exc}")
+            return 0
+        self.conn.stream_credit(f.seq, grant[0], grant[1])
+        return 0
+
+    cpdef Py_ssize_t stream_item(self, unsigned long long seq, object value) except -1:
+        """Encode one ITEM of a server stream; return its payload's size in
+        bytes (what it costs of the client's byte credit). An unencodable
+        value writes nothing and raises."""
+        cdef Py_ssize_t start = begin_frame(self.out, KIND_ITEM, 0, seq, NULL, 0)
+        try:
+            pack(self.out, value, 0)
+        except BaseException:
+            self.out.size = start
+            raise
+        end_frame(self.out, start)
+        return self.out.size - start - HEADER_SIZE
+
+    def stream_items(self, unsigned long long seq, iterator, Py_ssize_t max_items, Py_ssize_t max_bytes):
+        """Encode ITEMs of a server stream from a plain iterator (a sync
+        generator), up to `max_items` items and until `max_bytes` bytes were
+        encoded; return (items, bytes, finished, returned). `finished`: the
+        iterator ended, `returned` its return value (StopIteration.value).
+        What next() raises propagates, after the items encoded before it."""
+        cdef Py_ssize_t n = 0, size = 0
+        while n < max_items and size < max_bytes:
+            try:
+                value = next(iterator)
+            except StopIteration as stop:
+                return n, size, True, stop.value
+            try:
+                size += self.stream_item(seq, value)
+            except Exception as exc:
+                raise EncodeError(f"stream item cannot be encoded: {exc}") from exc
+            n += 1
+        return n, size, False, None
+
+    cpdef int credit(self, unsigned long long seq, long long items, long long nbytes) except -1:
+        """Encode a CREDIT frame: the client may send `items` more items and
+        `nbytes` more bytes on stream `seq`."""
+        cdef Py_ssize_t start = begin_frame(self.out, KIND_CREDIT, 0, seq, NULL, 0)
+        pack_args(self.out, (items, nbytes))
+        return end_frame(self.out, start)
 
     cdef object _describe(self, FrameView *f, Handler h, double start):
         meta = None

@@ -20,6 +20,7 @@ from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import TableCalls, fail_undelivered, stream_acknowledged
+from fastrpc.client.stream import AsyncClientRoute, AsyncStream
 from fastrpc.net.address import parse_address
 from fastrpc.net.auth import DIGEST, NONCE, REJECTED, ClientHandshake
 from fastrpc.net.dial import MAX_HTTP_REPLY, connect_request, connected_reply, tls_hostname
@@ -29,7 +30,7 @@ from fastrpc.context import bound_timeout
 from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors
 from fastrpc.observability import registry as observed
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
-                            ConnectTimeoutError, RPCError, TimeoutError)
+                            ConnectTimeoutError, RPCError, TimeoutError, UnsupportedError)
 from fastrpc.net.loop import feed_buffered
 
 if TYPE_CHECKING:
@@ -462,6 +463,17 @@ class AsyncClient(ClientSettings, Proxying):
         if not fut.done():
             conn.withdraw(seq)
             fut.set_exception(TimeoutError(f"{method} did not complete within {timeout}s"))
+
+    def stream(self, method: str, *args: Any, timeout: Optional[float] = None, send: Any = None,
+               window: Optional[Tuple[int, int]] = None, **kwargs: Any) -> AsyncStream:
+        """Open a stream on a streaming method; return an AsyncStream (it
+        connects and opens on first use). ``async for item in
+        client.stream(...)``; `send`: an iterable or async iterable sent
+        by a task; see Client.stream for `timeout` and `window`."""
+        if self.codec != "fastrpc":
+            raise UnsupportedError(f"streams need the fastrpc protocol; {self.codec} has none")
+        return AsyncStream(AsyncClientRoute(self), method, args if not kwargs else call_args(args, kwargs),
+                           timeout=timeout, window=window or (None, None), settings=self, send=send)
 
     async def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""

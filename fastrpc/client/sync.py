@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from fastrpc._core.calltable import Batch, Caller, CallFuture, CallTable, call_args
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
 from fastrpc.client.connection import Connection
+from fastrpc.client.stream import ClientRoute, Stream
 from fastrpc._core.codec import packb
 from fastrpc.context import bound_timeout
 from fastrpc.interceptors import (ClientCall, base_metadata, chain_pool, check_interceptors, client_chain,
                                   map_through)
 from fastrpc.observability import registry as observed
-from fastrpc.errors import ConnectError, ConnectionClosedError, TimeoutError
+from fastrpc.errors import ConnectError, ConnectionClosedError, TimeoutError, UnsupportedError
 from fastrpc.net.settings import ClientSettings
 
 if TYPE_CHECKING:
@@ -179,6 +180,25 @@ class Client(ClientSettings, Proxying):
         payload = args if not kwargs else call_args(args, kwargs)
         conn.submit(method, payload, None, None, self.call_metadata())
         conn.flush()
+
+    def stream(self, method: str, *args: Any, timeout: Optional[float] = None,
+               send: Optional[Iterable[Any]] = None, window: Optional[Tuple[int, int]] = None,
+               **kwargs: Any) -> Stream:
+        """Open a stream on a streaming method (a generator, or a handler taking
+        an iterator of the client's items); return a Stream at once.
+
+        ``for item in client.stream("Svc.Items", n)`` iterates the server's
+        items; `send` (an iterable) is sent to the handler's iterator by a
+        thread, or send items yourself with ``stream.send()`` and
+        ``stream.done_writing()``. `timeout` bounds the whole stream (the
+        client's default timeout does not: streams are long). `window`:
+        the (items, bytes) this client buffers at most before the server
+        waits for it to take some (default 1024 items, 4 MiB).
+        """
+        if self.codec != "fastrpc":
+            raise UnsupportedError(f"streams need the fastrpc protocol; {self.codec} has none")
+        return Stream(ClientRoute(self), method, args if not kwargs else call_args(args, kwargs),
+                      timeout=timeout, window=window or (None, None), settings=self, send=send)
 
     def map(self, method: str, args_iterable: Iterable[Any], *, timeout: Optional[float] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:

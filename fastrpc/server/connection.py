@@ -22,7 +22,8 @@ from fastrpc._core import frame as wire
 from fastrpc._core.servercore import Handler, ServerCore, format_traceback
 from fastrpc.server.accept import RateLimitedLog
 from fastrpc.server.memory import TRIM_AFTER, trim_memory_soon
-from fastrpc.errors import DeadlineExceeded, RPCError, error_message, error_type_name
+from fastrpc.server.streams import ServerStream
+from fastrpc.errors import DeadlineExceeded, RemoteError, RPCError, error_message, error_type_name
 from fastrpc.net.auth import ServerHandshake, rejection
 from fastrpc.net.loop import feed_buffered
 
@@ -86,6 +87,7 @@ class Host(Protocol):
     default: Optional[Callable[[Any], Any]]
     ext_hook: Optional[Callable[[int, bytes], Any]]
     keep_tuples: bool
+    stream_window: tuple[int, int]
 
 
 class ConnectionSet:
@@ -162,6 +164,7 @@ class ServedConnection:
         self.over_limit = False
         self.write_blocked = False
         self.reading_paused = False
+        self.writable_waiters: list[asyncio.Future[Any]] = []   # streams waiting for the transport to drain
 
     # hooks ----------------------------------------------------------------
     def _take_output(self) -> Optional[bytes]:
@@ -210,6 +213,21 @@ class ServedConnection:
     def resume_writing(self) -> None:
         self.write_blocked = False
         self._update_reading()
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self.writable_waiters = self.writable_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def writable(self) -> None:
+        """Return once the transport takes more output (a stream waits here
+        while the peer does not read)."""
+        if self.write_blocked and not self.closing:
+            waiter = self.server.loop.create_future()
+            self.writable_waiters.append(waiter)
+            await waiter
 
     def _update_reading(self) -> None:
         transport = self.transport
@@ -265,6 +283,7 @@ class ServedConnection:
     # closing ------------------------------------------------------------------
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closing = True
+        self._wake_writers()
         self.server.connections.discard(self)
         if self.cancel_on_hangup:
             for task in list(self.tasks.values()):
@@ -288,6 +307,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
         self.handshake_timer: Optional[asyncio.TimerHandle] = None
         self.refused_timer: Optional[asyncio.TimerHandle] = None   # closes a refused connection
         self.unauthenticated: wire.FrameReader = None  # type: ignore[assignment]  # set once refused
+        self.streams: Dict[int, ServerStream] = {}         # streams open on this connection, by seq
 
     # asyncio protocol -------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -505,6 +525,57 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
                                   format_traceback(exc) if self.server.send_tracebacks else None)
             self.log_handler_error(name, exc)
         self._schedule_flush()
+
+    # streams -------------------------------------------------------------
+    def open_stream(self, handler: Handler, seq: int, args: tuple[Any, ...], kwargs: Optional[dict[Any, Any]],
+                    deadline_ms: Optional[int], meta: Any) -> None:
+        """A client opened a stream on a streaming method: run it (see fastrpc.server.streams)."""
+        started = time.monotonic()
+        deadline = None if deadline_ms is None else started + deadline_ms / 1000.0
+        stream = ServerStream(self, handler, seq, self.server.stream_window)
+        self.streams[seq] = stream
+        fut = self.server.dispatcher.start_stream(self.server.loop, handler.name, stream.run(args, kwargs),
+                                                  deadline, meta, self.peer)
+        self._start_task(seq, fut, functools.partial(self._stream_finished, stream, deadline, started))
+
+    def _stream_finished(self, stream: ServerStream, deadline: Optional[float], started: float,
+                         fut: asyncio.Future[Any]) -> None:
+        seq = stream.seq
+        self._end_task(seq, fut)
+        if self.streams.get(seq) is stream:
+            del self.streams[seq]
+        stream.ended()
+        dispatcher = self.server.dispatcher
+        result, exc = dispatcher.outcome(stream.handler.name, deadline, fut)
+        if stream.failure is not None:
+            exc = RemoteError(*stream.failure)
+        dispatcher.finished(stream.handler, started, exc)
+        self._done(seq, stream.handler.name, False, result, exc)
+        self._calls_eased()
+
+    def stream_item(self, seq: int, value: Any, nbytes: int) -> None:
+        """An ITEM of a client stream (dropped once the stream ended)."""
+        stream = self.streams.get(seq)
+        if stream is not None:
+            stream.on_item(value, nbytes)
+
+    def stream_end(self, seq: int) -> None:
+        """The client sends no more items on stream `seq`."""
+        stream = self.streams.get(seq)
+        if stream is not None:
+            stream.on_end()
+
+    def stream_credit(self, seq: int, items: int, nbytes: int) -> None:
+        """The client takes `items` more items and `nbytes` more bytes on stream `seq`."""
+        stream = self.streams.get(seq)
+        if stream is not None:
+            stream.on_credit(items, nbytes)
+
+    def stream_failed(self, seq: int, type_name: str, message: str) -> None:
+        """A frame of stream `seq` was malformed: end the stream with that error."""
+        stream = self.streams.get(seq)
+        if stream is not None:
+            stream.fail(type_name, message)
 
     def cancel(self, seq: int) -> None:
         """The client withdrew call `seq`: cancel its handler."""

@@ -191,18 +191,28 @@ class Dispatcher:
         ctx = serving(handler.name, deadline, meta, peer)
         if handler.mode == MODE_ASYNC:
             coro = handler.func(*args) if kwargs is None else handler.func(*args, **kwargs)
-            fut = ctx.run(loop.create_task, coro)
-            if deadline is not None:
-                # The caller stops waiting at its deadline: stop the work too.
-                self.deadline_timers[fut] = loop.call_later(max(0.0, deadline - time.monotonic()), _cancel, fut)
-                fut.add_done_callback(self._end_timer)
-            return fut
+            return self._task(loop, ctx, coro, deadline)
         call = functools.partial(handler.func, *args, **(kwargs or {}))
         if deadline is not None:
             # A call that waited in the pool's queue past its caller's
             # timeout is not started: nobody wants its result.
             call = functools.partial(_unless_late, deadline, handler.name, call)
         return loop.run_in_executor(self.executor(), functools.partial(ctx.run, call))
+
+    def start_stream(self, loop: asyncio.AbstractEventLoop, name: str, coro: Any,
+                     deadline: Optional[float], meta: Any, peer: Any = None) -> asyncio.Future[Any]:
+        """Run the coroutine driving a stream as a task, seen by
+        ``fastrpc.current_call()`` as a call of `name`, cancelled at `deadline`."""
+        return self._task(loop, serving(name, deadline, meta, peer), coro, deadline)
+
+    def _task(self, loop: asyncio.AbstractEventLoop, ctx: Any, coro: Any,
+              deadline: Optional[float]) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = ctx.run(loop.create_task, coro)
+        if deadline is not None:
+            # The caller stops waiting at its deadline: stop the work too.
+            self.deadline_timers[fut] = loop.call_later(max(0.0, deadline - time.monotonic()), _cancel, fut)
+            fut.add_done_callback(self._end_timer)
+        return fut
 
     def _end_timer(self, fut: asyncio.Future[Any]) -> None:
         timer = self.deadline_timers.pop(fut, None)

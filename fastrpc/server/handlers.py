@@ -1,18 +1,22 @@
 """Turning registered objects into a dispatch table of Handlers.
 
 Public methods (names not starting with "_") of a registered object become
-"Service.Method"; how each runs (inline, as a task, in the thread pool), how
+"Service.Method"; how each runs (inline, as a task, in the thread pool),
+whether it streams (a generator sends items; a parameter annotated as an
+iterator receives the client's), how
 many positional arguments it takes and how keyword arguments bind to its
 parameters are decided here, once.
 """
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import typing
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, MODE_INLINE, Handler
+from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, MODE_INLINE, STREAM_IN, STREAM_OUT, Handler
 
-__all__ = ["blocking", "build_handler", "public_methods"]
+__all__ = ["blocking", "build_handler", "input_parameter_name", "public_methods"]
 
 _BLOCKING_ATTR = "__fastrpc_blocking__"
 
@@ -76,21 +80,73 @@ def _binder(sig: inspect.Signature) -> Callable[[tuple[Any, ...], Optional[dict[
     return bind
 
 
+# Annotations that make a parameter the client's stream of items.
+_STREAM_TYPES = (collections.abc.Iterator, collections.abc.Iterable,
+                 collections.abc.AsyncIterator, collections.abc.AsyncIterable)
+
+
+def _input_parameter(func: Callable[..., Any], sig: Optional[inspect.Signature]) -> Optional[inspect.Parameter]:
+    """The parameter annotated as an (async) iterator or iterable, if any: the
+    client's items arrive through it (a client or bidirectional stream)."""
+    if sig is None:
+        return None
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:                       # unresolvable string annotations: read them as written
+        hints = {}
+    for param in sig.parameters.values():
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            continue
+        hint = hints.get(param.name, param.annotation)
+        origin = typing.get_origin(hint) or hint
+        if isinstance(origin, type) and origin in _STREAM_TYPES:
+            return param
+        if isinstance(hint, str) and hint.split("[", 1)[0].rsplit(".", 1)[-1] in (
+                "Iterator", "Iterable", "AsyncIterator", "AsyncIterable"):
+            return param
+    return None
+
+
+def input_parameter_name(handler: Handler) -> Optional[str]:
+    """The name of the parameter a streaming handler receives the client's items through."""
+    param = _input_parameter(handler.func, _signature(handler.func))
+    return None if param is None else param.name
+
+
 def build_handler(func: Callable[..., Any], name: str) -> Handler:
-    """Describe one callable as a Handler named `name`."""
+    """Describe one callable as a Handler named `name`.
+
+    A generator function (or async generator function) streams its items
+    to the client; a parameter annotated ``Iterator[...]``/``Iterable[...]``
+    (or their async twins) receives the client's items, and is not sent
+    by the client. Both at once: a bidirectional stream.
+    """
     if not callable(func):
         raise TypeError(f"{name} is not callable")
     target = inspect.unwrap(func)
-    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(target):
+    stream = 0
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        stream |= STREAM_OUT
+    sig = _signature(func)
+    input_param = _input_parameter(func, sig)
+    if input_param is not None:
+        stream |= STREAM_IN
+    if inspect.isasyncgenfunction(target):
+        mode = MODE_ASYNC
+    elif inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(target):
         mode = MODE_ASYNC
     elif getattr(func, _BLOCKING_ATTR, False) or getattr(target, _BLOCKING_ATTR, False):
         mode = MODE_BLOCKING
     else:
         mode = MODE_INLINE
-    sig = _signature(func)
+    input_at = -1
+    if input_param is not None and sig is not None:
+        # The client sends the other arguments: arity and keyword binding are theirs.
+        input_at = list(sig.parameters).index(input_param.name)
+        sig = sig.replace(parameters=[p for p in sig.parameters.values() if p is not input_param])
     min_args, max_args, kw_required = _arity(sig)
     return Handler(func, name, mode, min_args, max_args,
-                   None if sig is None else _binder(sig), kw_required)
+                   None if sig is None else _binder(sig), kw_required, stream, input_at)
 
 
 def public_methods(obj: Any) -> Dict[str, Callable[..., Any]]:

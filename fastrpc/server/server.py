@@ -18,7 +18,7 @@ import ssl as _ssl
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from fastrpc._core import codec
 from fastrpc._core import frame as wire
@@ -29,6 +29,7 @@ from fastrpc.interceptors import Interceptor
 from fastrpc.observability import registry as observed
 from fastrpc.net.address import parse_address, tcp_url
 from fastrpc.net.auth import check_secret
+from fastrpc.net import flow
 from fastrpc.net.endpoint import Endpoint
 from fastrpc.net.loop import new_event_loop
 from fastrpc.server.accept import BACKLOG, Listener, bind_tcp, bind_unix
@@ -118,6 +119,9 @@ class Server:
     - ``metrics_address`` (None): an ``http://host:port`` to serve only the
       Prometheus ``/metrics`` and the ``/status`` page on, once the server
       listens (every ``http://`` listener serves them too).
+    - ``stream_window`` ((1024, 4 MiB)): the credit a stream's client gets for
+      the items it sends, as (items, bytes): what one stream can hold in
+      the server's memory (see "Streams" in the README).
 
     ``stats()`` gives the server's numbers: per method calls, errors by
     type and a latency histogram; connections, calls in flight, bytes.
@@ -152,8 +156,11 @@ class Server:
                  reuse_port: bool = False,
                  stall_warning: Optional[float] = 0.5,
                  interceptors: Sequence[Interceptor] = (),
-                 metrics_address: Optional[str] = None) -> None:
+                 metrics_address: Optional[str] = None,
+                 stream_window: Tuple[int, int] = (flow.DEFAULT_WINDOW_ITEMS, flow.DEFAULT_WINDOW_BYTES)) -> None:
         self.max_frame_size = max_frame_size
+        #: The credit a stream's client gets for its items: (items, bytes) in flight at most.
+        self.stream_window = flow.window(*stream_window)
         self.max_depth = codec.check_max_depth(max_depth)
         self.max_len = max_len
         self.max_bytes = max_bytes

@@ -1,0 +1,570 @@
+"""Streams on the client: Stream (blocking) and AsyncStream (asyncio).
+
+Owns a stream call as its caller sees it: iterating the server's items,
+sending the caller's (from an iterable, or with send() / done_writing()),
+its final result, cancellation (cancel(), leaving a ``with`` block, or
+dropping the stream), its timeout, flow control (credit given back as the
+caller takes items, sends held while the server's credit is out), and
+re-opening a stream elsewhere when a balancer may (a route decides).
+
+The frames are the compiled call table's business (CallTable.open_stream,
+send_item; a StreamSlot holds what arrived). A *route* opens the stream on
+a connection and is told how it ended: a client's route always uses the
+client's connection; a balancer's picks an endpoint, counts the stream
+there and may pick another one for a stream that failed before anything
+was received or sent (see fastrpc.balancer.streams).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Tuple
+
+from fastrpc._core import frame as wire
+from fastrpc._core.calltable import StreamSlot
+from fastrpc._core.codec import packb
+from fastrpc.context import bound_timeout
+from fastrpc.errors import StreamClosedError, TimeoutError
+from fastrpc.net import flow
+
+__all__ = ["Stream", "AsyncStream", "ClientRoute", "AsyncClientRoute"]
+
+_PENDING = 0
+
+
+class _CreditWait:
+    """What a thread waiting for the server's credit hands the engine: the
+    slot-like view of a stream's send side."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: StreamSlot) -> None:
+        self.slot = slot
+
+    @property
+    def is_ready(self) -> bool:
+        slot = self.slot
+        return bool(slot.can_send or slot.state != _PENDING)
+
+    def set_waiter(self, lock: Any) -> bool:
+        return bool(self.slot.set_credit_waiter(lock))
+
+    def take_waiter(self) -> Any:
+        return self.slot.take_credit_waiter()
+
+    def unwritten(self) -> Any:
+        return self.slot.source
+
+
+class _FutureWaiter:
+    """A slot waiter that wakes an asyncio task (released on the loop's thread)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: "asyncio.Future[Any]") -> None:
+        self.future = future
+
+    def release(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class ClientRoute:
+    """A blocking client's streams: always on its connection."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+        """Open the stream on a connection; return that connection."""
+        conn = self.client.connection()
+        conn.table.open_stream(method, args, slot, deadline_ms, self.client.call_metadata())
+        conn.flush()
+        return conn
+
+    def ended(self, slot: StreamSlot, error: Optional[BaseException], withdrawn: bool) -> None:
+        """The stream ended (`withdrawn`: cancelled or timed out here)."""
+
+    def may_reopen(self, error: BaseException, opened: int) -> bool:
+        """Whether a stream that failed before anything went either way opens again."""
+        return False
+
+
+class AsyncClientRoute(ClientRoute):
+    """An AsyncClient's streams: on its connection (connecting when needed)."""
+
+    async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+        conn = await self.client.connection()
+        conn.table.open_stream(method, args, slot, deadline_ms, self.client.call_metadata())
+        conn.flush()
+        return conn
+
+
+class _StreamState:
+    """What the blocking and asyncio streams share: the call, its window and
+    deadline, the slot of the current attempt, and the bookkeeping of its end."""
+
+    def __init__(self, route: Any, method: str, args: Any, timeout: Optional[float],
+                 window: Tuple[Optional[int], Optional[int]], settings: Any) -> None:
+        self._route = route
+        self.method = method
+        self._args = args
+        self._window = flow.window(*window)
+        timeout = bound_timeout(timeout)
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._deadline_ms = settings.deadline_ms(timeout)
+        self._slot: StreamSlot = StreamSlot(*self._window)
+        self._conn: Any = None
+        self._opened = 0                       # attempts made
+        self._sent = 0                         # items sent
+        self._writing_done = False
+        self._reported = False                 # the route was told how it ended
+        self._feeder_error: Optional[BaseException] = None
+
+    # state ---------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """The stream ended (its result or error is known); items may still be buffered."""
+        return bool(self._slot.state != _PENDING)
+
+    @property
+    def received(self) -> int:
+        """Items received so far (taken or not)."""
+        return int(self._slot.received)
+
+    @property
+    def sent(self) -> int:
+        """Items sent so far."""
+        return self._sent
+
+    def _new_slot(self) -> StreamSlot:
+        self._slot = StreamSlot(*self._window)
+        self._opened += 1
+        return self._slot
+
+    def _may_reopen(self, slot: StreamSlot) -> bool:
+        """The attempt failed before any item went either way, and the route may retry."""
+        return (slot.error is not None and slot.received == 0 and self._sent == 0
+                and not self._writing_done and self._route.may_reopen(slot.error, self._opened))
+
+    def _report(self, withdrawn: bool = False) -> None:
+        if not self._reported:
+            self._reported = True
+            self._route.ended(self._slot, self._slot.error, withdrawn)
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"stream {self.method} did not complete within {self.timeout}s")
+
+    def _credit_payload(self) -> bytes:
+        items, nbytes = self._slot.take_owed()
+        return bytes(packb([items, nbytes]))
+
+    def _check_sendable(self) -> None:
+        if self._writing_done:
+            raise StreamClosedError(f"stream {self.method}: done_writing() was called, no more items")
+
+    def _send_blocked(self, slot: StreamSlot) -> BaseException:
+        """Why an item cannot go: the stream ended."""
+        if slot.error is not None:
+            return slot.error
+        return StreamClosedError(f"stream {self.method} has ended: it takes no more items")
+
+    def _end_error(self, slot: StreamSlot) -> BaseException:
+        error: BaseException = slot.error
+        return error
+
+
+class Stream(_StreamState):
+    """A stream call on a blocking client or balancer (``client.stream(...)``).
+
+    Iterate it for the server's items; ``send(item)`` and ``done_writing()``
+    send the caller's (or pass ``send=iterable`` to stream() and a thread
+    sends them); ``result()`` waits for the end and returns the handler's
+    return value. ``recv()`` returns one item, raising EOFError at the end.
+    Errors raised by the handler mid-stream are raised here, typed as for
+    unary calls, once the items before them were taken. ``cancel()`` (or
+    leaving a ``with`` block, or dropping the stream) ends it on both sides.
+    One thread may iterate while another sends.
+    """
+
+    def __init__(self, route: Any, method: str, args: Any, *, timeout: Optional[float] = None,
+                 window: Tuple[Optional[int], Optional[int]] = (None, None), settings: Any,
+                 send: Optional[Iterable[Any]] = None) -> None:
+        super().__init__(route, method, args, timeout, window, settings)
+        self._open()
+        self._feeder: Optional[threading.Thread] = None
+        if send is not None:
+            self._feeder = threading.Thread(target=self._feed, args=(iter(send),),
+                                            name=f"fastrpc-stream-{method}", daemon=True)
+            self._feeder.start()
+
+    def _open(self) -> None:
+        while True:
+            slot = self._new_slot()
+            try:
+                self._conn = self._route.open(self.method, self._args, slot, self._deadline_ms)
+                return
+            except Exception as exc:
+                slot.finish(exc)
+                if not self._may_reopen(slot):
+                    self._report()
+                    raise
+
+    # receiving --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        # Items are taken in batches (all that arrived), then handed out one
+        # by one: a generator's resume costs less than a call per item.
+        while True:
+            slot = self._slot
+            batch = slot.take()
+            if batch:
+                if slot.credit_due:
+                    self._give_credit(slot)
+                yield from batch
+                continue
+            try:
+                yield self.__next__()
+            except StopIteration:
+                return
+
+    def __next__(self) -> Any:
+        slot = self._slot
+        while True:
+            if slot.buffered:
+                value = slot.pop()
+                if slot.credit_due:
+                    self._give_credit(slot)
+                return value
+            if slot.state != _PENDING:
+                if slot.error is not None and self._may_reopen(slot):
+                    self._report()
+                    self._reported = False
+                    self._open()
+                    slot = self._slot
+                    continue
+                self._report()
+                if slot.error is not None:
+                    raise self._end_error(slot)
+                raise StopIteration
+            self._wait(slot)
+
+    def recv(self) -> Any:
+        """The next item; EOFError once the stream ended without more (its error, if it failed)."""
+        try:
+            return next(self)
+        except StopIteration:
+            raise EOFError(f"stream {self.method} has ended") from None
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Wait for the end of the stream and return the handler's return value
+        (items not taken yet are dropped); raise its error."""
+        if timeout is not None:
+            give_up = time.monotonic() + timeout
+        for _ in self:
+            if timeout is not None and time.monotonic() >= give_up:
+                raise TimeoutError(f"stream {self.method} did not end within {timeout}s")
+        return self._slot.value
+
+    def _give_credit(self, slot: StreamSlot) -> None:
+        conn = self._conn
+        if conn is not None and conn.error is None:
+            conn.table.control(wire.CREDIT, slot.seq, self._credit_payload())
+            conn.flush()
+
+    def _wait(self, waitable: Any) -> None:
+        conn = self._conn
+        conn.engine.wait(waitable, self._deadline)
+        if self._deadline is not None and time.monotonic() >= self._deadline and not waitable.is_ready:
+            self._abort(self._timed_out())
+
+    # sending ------------------------------------------------------------------------------
+    def send(self, item: Any) -> None:
+        """Send one item to the handler, waiting while the server's credit is out.
+        Raises the stream's error (or StreamClosedError) once it ended."""
+        self._check_sendable()
+        slot = self._slot
+        while not slot.can_send:
+            if slot.state != _PENDING:
+                raise self._send_blocked(slot)
+            self._wait(_CreditWait(slot))
+        size = self._conn.table.send_item(slot.seq, item)
+        slot.spend(size)
+        self._sent += 1
+
+    def done_writing(self) -> None:
+        """Tell the handler no more items come (its iterator ends)."""
+        if self._writing_done:
+            return
+        self._writing_done = True
+        conn = self._conn
+        if self._slot.state == _PENDING and conn is not None and conn.error is None:
+            conn.table.control(wire.END, self._slot.seq)
+            conn.flush()
+
+    def _feed(self, items: Iterator[Any]) -> None:
+        slot = self._slot
+        try:
+            for item in items:
+                if slot.state != _PENDING:
+                    return
+                self.send(item)
+            self.done_writing()
+        except Exception as exc:
+            if slot.state == _PENDING:
+                # The caller's iterable failed: the stream fails with its error.
+                self._abort(exc)
+
+    # ending -------------------------------------------------------------------------------
+    def _abort(self, error: BaseException) -> None:
+        slot = self._slot
+        if slot.finish(error):
+            conn = self._conn
+            if conn is not None:
+                conn.withdraw(slot.seq)
+            self._report(withdrawn=True)
+
+    def cancel(self) -> bool:
+        """End the stream on both sides (the handler is cancelled); False if it had ended."""
+        if self._slot.state != _PENDING:
+            return False
+        self._abort(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
+        return True
+
+    def close(self) -> None:
+        """cancel() unless the stream ended."""
+        self.cancel()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        try:
+            if self._slot.state == _PENDING and self._conn is not None:
+                self.cancel()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "open" if self._slot.state == _PENDING else "ended"
+        return f"<Stream {self.method} {state} received={self._slot.received} sent={self._sent}>"
+
+
+class AsyncStream(_StreamState):
+    """A stream call on an AsyncClient or AsyncBalancer (``client.stream(...)``).
+
+    ``async for`` its items; ``await send(item)`` / ``await done_writing()``
+    (or ``send=`` an iterable or async iterable, sent by a task); ``await
+    result()``; ``await recv()`` (EOFError at the end); ``cancel()``. The
+    stream opens on first use (or ``await stream.open()``).
+    """
+
+    def __init__(self, route: Any, method: str, args: Any, *, timeout: Optional[float] = None,
+                 window: Tuple[Optional[int], Optional[int]] = (None, None), settings: Any,
+                 send: Any = None) -> None:
+        super().__init__(route, method, args, timeout, window, settings)
+        self._send_source = send
+        self._feeder: Optional[asyncio.Task[Any]] = None
+        self._opening: Optional[asyncio.Future[Any]] = None
+
+    async def open(self) -> "AsyncStream":
+        """Open the stream now (it opens on first use otherwise)."""
+        if self._conn is None and not (self._opened and self.done):
+            if self._opening is None:
+                self._opening = asyncio.ensure_future(self._open())
+            await asyncio.shield(self._opening)
+        return self
+
+    async def _open(self) -> None:
+        while True:
+            slot = self._new_slot()
+            try:
+                self._conn = await self._route.open_async(self.method, self._args, slot, self._deadline_ms)
+                break
+            except Exception as exc:
+                slot.finish(exc)
+                if not self._may_reopen(slot):
+                    self._report()
+                    raise
+        if self._send_source is not None and self._feeder is None:
+            self._feeder = asyncio.get_running_loop().create_task(self._feed(self._send_source))
+
+    # receiving ----------------------------------------------------------------------------
+    async def __aiter__(self) -> AsyncIterator[Any]:   # type: ignore[override]
+        # Batches of what arrived, handed out one by one (see Stream.__iter__).
+        while True:
+            slot = self._slot
+            batch = slot.take()
+            if batch:
+                if slot.credit_due:
+                    self._give_credit(slot)
+                for item in batch:
+                    yield item
+                continue
+            try:
+                item = await self.__anext__()
+            except StopAsyncIteration:
+                return
+            yield item
+
+    async def __anext__(self) -> Any:
+        if self._conn is None:
+            await self.open()
+        slot = self._slot
+        while True:
+            if slot.buffered:
+                value = slot.pop()
+                if slot.credit_due:
+                    self._give_credit(slot)
+                return value
+            if slot.state != _PENDING:
+                if slot.error is not None and self._may_reopen(slot):
+                    self._report()
+                    self._reported = False
+                    self._conn = None
+                    self._opening = None
+                    await self.open()
+                    slot = self._slot
+                    continue
+                self._report()
+                if slot.error is not None:
+                    raise self._end_error(slot)
+                raise StopAsyncIteration
+            await self._wait(slot, slot.set_waiter, slot.take_waiter)
+
+    async def recv(self) -> Any:
+        """The next item; EOFError once the stream ended without more."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise EOFError(f"stream {self.method} has ended") from None
+
+    async def result(self) -> Any:
+        """Wait for the end; return the handler's return value (items not taken are dropped)."""
+        async for _ in self:
+            pass
+        return self._slot.value
+
+    def _give_credit(self, slot: StreamSlot) -> None:
+        conn = self._conn
+        if conn is not None and conn.error is None:
+            conn.table.control(wire.CREDIT, slot.seq, self._credit_payload())
+
+    async def _wait(self, slot: StreamSlot, set_waiter: Any, take_waiter: Any) -> None:
+        future = asyncio.get_running_loop().create_future()
+        if not set_waiter(_FutureWaiter(future)):
+            return
+        timeout = None if self._deadline is None else self._deadline - time.monotonic()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            take_waiter()
+            self._abort(self._timed_out())
+        except asyncio.CancelledError:
+            take_waiter()
+            self.cancel()                      # the awaiting task was cancelled: so is the stream
+            raise
+
+    # sending -------------------------------------------------------------------------------
+    async def send(self, item: Any) -> None:
+        """Send one item, waiting while the server's credit is out."""
+        self._check_sendable()
+        if self._conn is None:
+            await self.open()
+        slot = self._slot
+        while not slot.can_send:
+            if slot.state != _PENDING:
+                raise self._send_blocked(slot)
+            await self._wait(slot, slot.set_credit_waiter, slot.take_credit_waiter)
+        size = self._conn.table.send_item(slot.seq, item)
+        slot.spend(size)
+        self._sent += 1
+        conn = self._conn
+        if conn.paused is not None:
+            await conn.paused                  # the transport's buffer is full: let it drain
+
+    async def done_writing(self) -> None:
+        """Tell the handler no more items come."""
+        if self._writing_done:
+            return
+        if self._conn is None:
+            await self.open()
+        self._writing_done = True
+        conn = self._conn
+        if self._slot.state == _PENDING and conn.error is None:
+            conn.table.control(wire.END, self._slot.seq)
+
+    async def _feed(self, items: Any) -> None:
+        slot = self._slot
+        try:
+            if hasattr(items, "__aiter__"):
+                async for item in items:
+                    if slot.state != _PENDING:
+                        return
+                    await self.send(item)
+            else:
+                for item in items:
+                    if slot.state != _PENDING:
+                        return
+                    await self.send(item)
+            await self.done_writing()
+        except Exception as exc:
+            if slot.state == _PENDING:
+                self._abort(exc)
+
+    # ending ---------------------------------------------------------------------------------
+    def _abort(self, error: BaseException) -> None:
+        slot = self._slot
+        if slot.finish(error):
+            conn = self._conn
+            if conn is not None:
+                conn.withdraw(slot.seq)
+                conn.flush()
+            self._report(withdrawn=True)
+        feeder = self._feeder
+        if feeder is not None and not feeder.done() and feeder is not _current_task():
+            feeder.cancel()
+
+    def cancel(self) -> bool:
+        """End the stream on both sides; False if it had ended."""
+        if self._slot.state != _PENDING or self._conn is None:
+            if self._conn is None and not self.done:
+                self._slot.finish(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
+                self._report(withdrawn=True)
+                return True
+            return False
+        self._abort(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
+        return True
+
+    async def aclose(self) -> None:
+        """cancel() unless the stream ended."""
+        self.cancel()
+
+    async def __aenter__(self) -> "AsyncStream":
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        try:
+            if self._slot.state == _PENDING and self._conn is not None:
+                self.cancel()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "open" if self._slot.state == _PENDING else "ended"
+        return f"<AsyncStream {self.method} {state} received={self._slot.received} sent={self._sent}>"
+
+
+def _current_task() -> Optional["asyncio.Task[Any]"]:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
