@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any, AsyncIterator, Iterator  # noqa: F401  (the Streams handlers' annotations)
 
 import numpy as np
 
@@ -211,6 +212,122 @@ class KV:
         return Money(money.amount * 2, money.currency)
 
 
+class Streams:
+    """Streaming handlers of every kind, and counters of how they ended."""
+
+    def __init__(self):
+        self.produced = 0           # items Forever/AForever produced (flow control)
+        self.ended = {}             # name -> how its last run ended: "finished", "GeneratorExit", "CancelledError"
+        self.taken = 0              # items Stall took (flow control of the client's items)
+
+    def _end(self, name, how):
+        self.ended[name] = how
+
+    def Count(self, n, start=0):
+        for i in range(start, start + n):
+            yield i
+        return f"counted {n}"
+
+    async def ACount(self, n, delay=0.0):
+        for i in range(n):
+            if delay:
+                await asyncio.sleep(delay)
+            yield i
+
+    @fastrpc.blocking
+    def SlowCount(self, n, delay):
+        for i in range(n):
+            time.sleep(delay)
+            yield i
+
+    def Pids(self, n):
+        pid = os.getpid()
+        for i in range(n):
+            yield [pid, i]
+
+    def Chunks(self, n, nbytes):
+        for i in range(n):
+            yield np.full(nbytes // 8, i, dtype=np.float64)
+
+    def Forever(self, delay=0.0):
+        """Items until cancelled; remembers how it ended."""
+        try:
+            while True:
+                if delay:
+                    time.sleep(delay)
+                self.produced += 1
+                yield self.produced
+        except GeneratorExit:
+            self._end("Forever", "GeneratorExit")
+            raise
+
+    async def AForever(self, delay=0.001):
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                self.produced += 1
+                yield self.produced
+        except asyncio.CancelledError:
+            self._end("AForever", "CancelledError")
+            raise
+        except GeneratorExit:
+            self._end("AForever", "GeneratorExit")
+            raise
+
+    def Produced(self):
+        return self.produced
+
+    def Reset(self):
+        self.produced = 0
+        self.taken = 0
+        self.ended = {}
+
+    def Ended(self, name):
+        return self.ended.get(name)
+
+    def Fail(self, n, kind="ValueError"):
+        for i in range(n):
+            yield i
+        if kind == "NotFound":
+            raise NotFound(f"gone after {n}")
+        raise ValueError(f"failed after {n}")
+
+    def Total(self, items: "Iterator[int]", scale=1):
+        return sum(items) * scale
+
+    async def ATotal(self, items: "AsyncIterator[int]"):
+        total = 0
+        async for x in items:
+            total += x
+        return total
+
+    def Echo(self, items: "Iterator[Any]"):
+        for x in items:
+            yield x
+
+    async def AEcho(self, items: "AsyncIterator[Any]", times=1):
+        async for x in items:
+            yield x if times == 1 else x * times
+
+    async def Stall(self, items: "AsyncIterator[int]", take):
+        """Take `take` items, then stop reading until cancelled."""
+        for _ in range(take):
+            await items.__anext__()
+            self.taken += 1
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self._end("Stall", "CancelledError")
+            raise
+        return self.taken
+
+    def Taken(self):
+        return self.taken
+
+    def ArraySum(self, arrays: "Iterator[Any]"):
+        return float(sum(float(a.sum()) for a in arrays))
+
+
 def main():
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
     # FASTRPC_TEST_SERVER: more Server() keyword arguments, as JSON.
@@ -225,6 +342,7 @@ def main():
     server = fastrpc.Server(grace=float(os.environ.get("FASTRPC_TEST_GRACE", "5")), **settings)
     server.register(Arith())
     server.register(KV())
+    server.register(Streams())
     bound = server.start(address, codec=os.environ.get("FASTRPC_TEST_CODEC"))   # "gob", "jsonrpc"...
     etcd = os.environ.get("FASTRPC_TEST_ETCD")
     if etcd:        # register in etcd under FASTRPC_TEST_SERVICE with a short lease

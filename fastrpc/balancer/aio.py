@@ -12,14 +12,17 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from fastrpc._core.calltable import call_args
 from fastrpc._core.codec import packb
 from fastrpc._core.balance import Attempt, Member
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
+from fastrpc.balancer.streams import AsyncBalancedRoute
 from fastrpc.client.aio import AsyncClient
+from fastrpc.client.stream import AsyncStream
+from fastrpc.context import bound_timeout
 from fastrpc.client.batching import give_up
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors, \
@@ -175,6 +178,18 @@ class AsyncBalancer(BalancerCore):
     def _expire(self, attempt: Attempt, future: asyncio.Future[Any]) -> None:
         if not future.done():
             self.planner.expire(attempt)
+
+    def stream(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
+               idempotent: Optional[bool] = None, send: Any = None,
+               window: Optional[Tuple[int, int]] = None, **kwargs: Any) -> AsyncStream:
+        """Open a stream on the endpoint the strategy picks (see Balancer.stream);
+        it opens on first use."""
+        route = AsyncBalancedRoute(self, key, idempotent)
+        timeout = bound_timeout(timeout)
+        if timeout is not None:
+            route.deadline = time.monotonic() + timeout
+        return AsyncStream(route, method, args if not kwargs else call_args(args, kwargs), timeout=timeout,
+                           window=window or (None, None), settings=self.call_settings, send=send)
 
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
            idempotent: Optional[bool] = None, **kwargs: Any) -> asyncio.Task[Any]:

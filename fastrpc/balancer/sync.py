@@ -13,8 +13,9 @@ import functools
 import logging
 import queue
 import threading
+import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 from fastrpc._core.balance import Attempt, Member
 from fastrpc._core.calltable import CallFuture, call_args
@@ -22,9 +23,12 @@ from fastrpc._core.codec import packb
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.plan import RetryBudget
+from fastrpc.balancer.streams import BalancedRoute
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up
+from fastrpc.client.stream import Stream
 from fastrpc.client.sync import Client
+from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.interceptors import (ClientCall, base_metadata, chain_pool, check_interceptors, client_chain,
                                   map_through, tell_endpoint)
@@ -147,6 +151,20 @@ class Balancer(BalancerCore):
         payload = args if not kwargs else call_args(args, kwargs)
         return self.pool.go(self.call_settings.per_call, method, payload, key, timeout,
                             idempotent)
+
+    def stream(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
+               idempotent: Optional[bool] = None, send: Optional[Iterable[Any]] = None,
+               window: Optional[Tuple[int, int]] = None, **kwargs: Any) -> Stream:
+        """Open a stream on the endpoint the strategy picks (see Client.stream);
+        it stays there for its life. One that fails before anything was
+        received or sent is opened again elsewhere, by the rules for a call
+        (fastrpc.balancer.streams)."""
+        route = BalancedRoute(self, key, idempotent)
+        timeout = bound_timeout(timeout)
+        if timeout is not None:
+            route.deadline = time.monotonic() + timeout
+        return Stream(route, method, args if not kwargs else call_args(args, kwargs), timeout=timeout,
+                      window=window or (None, None), settings=self.call_settings, send=send)
 
     def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
              idempotent: Optional[bool] = None, **kwargs: Any) -> Any:

@@ -173,7 +173,8 @@ class _StreamState:
         return StreamClosedError(f"stream {self.method} has ended: it takes no more items")
 
     def _end_error(self, slot: StreamSlot) -> BaseException:
-        error: BaseException = slot.error
+        error = slot.error
+        assert error is not None
         return error
 
 
@@ -395,7 +396,7 @@ class AsyncStream(_StreamState):
             self._feeder = asyncio.get_running_loop().create_task(self._feed(self._send_source))
 
     # receiving ----------------------------------------------------------------------------
-    async def __aiter__(self) -> AsyncIterator[Any]:   # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[Any]:
         # Batches of what arrived, handed out one by one (see Stream.__iter__).
         while True:
             slot = self._slot

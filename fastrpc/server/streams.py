@@ -170,6 +170,16 @@ class ServerStream:
         self.failure: Optional[Tuple[str, str]] = None   # why the server ended it (answered instead)
         self.pool_call: Optional[asyncio.Future[Any]] = None   # a generator step running in the pool
         self.sent_items = 0
+        self.ended_ = False                   # its task finished (no more credit is given)
+        # A plain handler that reads the client's items blocks while it waits
+        # for them: it runs in the pool, as @blocking handlers do.
+        self.in_pool = handler.mode == MODE_BLOCKING or (
+            bool(handler.stream & STREAM_IN) and not _is_async(handler.func))
+        if handler.stream & STREAM_IN:
+            # Made now, not when the task first runs: the client's first items
+            # (and its END) may be in the same read as the request.
+            self.input = ThreadInput(self, conn.server.loop) if self.in_pool else AsyncInput(self)
+            self.give_credit(self.window_items, self.window_bytes)
 
     # frames from the client ---------------------------------------------------------
     def on_credit(self, items: int, nbytes: int) -> None:
@@ -216,7 +226,7 @@ class ServerStream:
 
     def give_credit(self, items: int, nbytes: int) -> None:
         core = self.conn.core
-        if core is not None and self.seq in self.conn.streams:
+        if core is not None and not self.ended_:
             core.credit(self.seq, items, nbytes)
             self.conn._schedule_flush()
 
@@ -225,15 +235,9 @@ class ServerStream:
         """The handler's run: its return value is the stream's final RESPONSE."""
         handler = self.handler
         loop = asyncio.get_running_loop()
-        # A plain handler that reads the client's items blocks while it waits
-        # for them: it runs in the pool, as @blocking handlers do.
-        in_pool = handler.mode == MODE_BLOCKING or (
-            bool(handler.stream & STREAM_IN) and not _is_async(handler.func))
+        in_pool = self.in_pool
         if handler.stream & STREAM_IN:
-            self.input = ThreadInput(self, loop) if in_pool else AsyncInput(self)
             args, kwargs = self._with_input(args, kwargs)
-            if self.window_items:
-                self.give_credit(self.window_items, self.window_bytes)
         pool = self.conn.server.dispatcher.executor()
         if handler.stream & STREAM_OUT:
             if in_pool:
@@ -258,7 +262,10 @@ class ServerStream:
         name = _input_names.get(func)
         if name is None:
             name = _input_names[func] = input_parameter_name(self.handler)
-        return args, dict(kwargs or {}, **{name: self.input})
+        assert name is not None
+        merged: Dict[str, Any] = dict(kwargs or {})
+        merged[name] = self.input
+        return args, merged
 
     async def _sendable(self) -> None:
         """Wait until the client's credit and the transport take one more item."""
@@ -345,6 +352,7 @@ class ServerStream:
 
     def ended(self) -> None:
         """The stream's task finished: a handler still reading items stops."""
+        self.ended_ = True
         if self.input is not None:
             self.input.fail(_Cancelled(f"{self.handler.name}: the stream ended"))
         waiter = self.credit_waiter

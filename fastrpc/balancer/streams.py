@@ -1,0 +1,98 @@
+"""Streams through a balancer: which endpoint a stream goes to, and how it is counted.
+
+Owns the route of a balanced stream (see fastrpc.client.stream): the
+strategy picks an endpoint (a `key` picks as it does for calls) and the
+stream stays pinned to it for its life, counted in flight there the whole
+time, so least-loaded strategies see it. A stream that fails before it
+received anything and sent nothing is opened again on an endpoint it has
+not tried, by the balancer's rules for a call (failover, max_attempts, the
+retry budget; a stream that may have run only when idempotent). Its
+outcome feeds the endpoint's health like a call's: a transport failure
+counts towards ejection, an answer (its result or the handler's error) is
+a sign of life, with the time to the first item as its latency.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, List, Optional
+
+from fastrpc._core.calltable import StreamSlot
+from fastrpc.errors import ConnectionError, RemoteError, TimeoutError
+
+__all__ = ["BalancedRoute", "AsyncBalancedRoute"]
+
+
+class BalancedRoute:
+    """The route of one stream through a blocking Balancer."""
+
+    def __init__(self, balancer: Any, key: Any, idempotent: Optional[bool]) -> None:
+        self.balancer = balancer
+        self.key_hash = balancer.pool.key_hash_for(key)
+        self.idempotent = balancer.idempotent if idempotent is None else idempotent
+        self.member: Any = None
+        self.tried: List[Any] = []
+        self.opened_at = 0.0
+        self.deadline = 0.0
+
+    def _pick(self) -> Any:
+        b = self.balancer
+        if not self.tried:
+            member = b.pool.pick(self.key_hash)
+        else:
+            member = b.untried(self.key_hash, {id(m) for m in self.tried})
+            b.pool.begin(member)
+        self.member = member
+        self.tried.append(member)
+        return member
+
+    def _opened(self, conn: Any) -> Any:
+        self.opened_at = time.monotonic()
+        return conn
+
+    def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+        member = self._pick()
+        try:
+            conn = self.balancer._ready(member)
+            conn.table.open_stream(method, args, slot, deadline_ms, self.balancer.call_settings.call_metadata())
+        except (ConnectionError, TimeoutError) as exc:
+            self.balancer.count_failure(member, 0.0, exc)
+            self.member = None
+            raise
+        conn.flush()
+        return self._opened(conn)
+
+    def ended(self, slot: StreamSlot, error: Optional[BaseException], withdrawn: bool) -> None:
+        member, self.member = self.member, None
+        if member is None:
+            return
+        b = self.balancer
+        if withdrawn:
+            b.pool.release_withdrawn(member)
+        elif error is None or isinstance(error, RemoteError):
+            rtt = max(0.0, time.monotonic() - self.opened_at)
+            if error is not None:
+                b.count_remote(member, error)
+            b.pool.release_answered_many(member, 1, 0 if error is None else 1, rtt)
+        else:
+            b.count_failure(member, self.opened_at, error)
+
+    def may_reopen(self, error: BaseException, opened: int) -> bool:
+        if isinstance(error, RemoteError) and not isinstance(error, ConnectionError):
+            return False
+        return bool(self.balancer.planner.may_retry(error, self.idempotent, opened, self.deadline))
+
+
+class AsyncBalancedRoute(BalancedRoute):
+    """The route of one stream through an AsyncBalancer."""
+
+    async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+        member = self._pick()
+        try:
+            conn = await self.balancer._ready(member)
+            conn.table.open_stream(method, args, slot, deadline_ms, self.balancer.call_settings.call_metadata())
+        except (ConnectionError, TimeoutError) as exc:
+            self.balancer.count_failure(member, 0.0, exc)
+            self.member = None
+            raise
+        conn.flush()
+        return self._opened(conn)
