@@ -10,6 +10,8 @@ Prints the bound address, serves until stdin closes.
 import asyncio
 import sys
 
+import numpy as np
+
 import fastrpc
 
 
@@ -36,6 +38,21 @@ class Arith:
         return seconds
 
 
+class Streams:
+    """Server streams for bench_streams.py."""
+
+    def Items(self, n: int):
+        """n small ints (Arith.Sum-sized results)."""
+        for i in range(n):
+            yield i
+
+    def Chunks(self, n: int, nbytes: int):
+        """n ndarrays of nbytes each (the same array: what is measured is sending it)."""
+        chunk = np.ones(nbytes // 8, dtype=np.float64)
+        for _ in range(n):
+            yield chunk
+
+
 def noop(call, proceed):
     """An interceptor that does nothing but proceed."""
     return proceed(call)
@@ -60,6 +77,7 @@ if __name__ == "__main__":
         set_metrics(False)
     server = fastrpc.Server(bytes_views="bytes_views" in flags, interceptors=interceptors(flags))
     server.register(Arith())
+    server.register(Streams())
     address = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:0"
     codec = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "fastrpc" else None
     print(server.start(address, codec=codec), flush=True)

@@ -105,7 +105,10 @@ cdef class Batch(Slot):
 cdef class StreamSlot(Slot):
     """A stream call's state on the client: items received and not yet taken,
     the end (result or error), the credit each side has left."""
-    cdef object items                  # deque of (item, payload bytes) received, in order
+    cdef list ring                     # the items received and not taken: a ring of window_items slots
+    cdef Py_ssize_t *sizes             # their payloads' sizes, in the same slots
+    cdef Py_ssize_t head               # the slot of the oldest item
+    cdef readonly Py_ssize_t buffered  # items in the ring
     cdef readonly int state            # SlotState: PENDING until the RESPONSE or ERROR (or a failure)
     cdef readonly object value         # the handler's return value, once FINISHED without error
     cdef readonly object error         # the exception, once FINISHED with one
@@ -120,6 +123,7 @@ cdef class StreamSlot(Slot):
     cdef readonly long long owed_items # taken since the last CREDIT we sent back
     cdef readonly long long owed_bytes
     cdef int push(self, object value, Py_ssize_t nbytes) except -1
+    cdef object _pop(self)
     cdef int grant(self, long long items, long long nbytes) except -1
     cdef int _wake_sender(self) except -1
 

@@ -19,6 +19,7 @@ from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThr
                                PyThread_release_lock, NOWAIT_LOCK, WAIT_LOCK)
 from cpython.contextvars cimport get_value as _context_value
 from cpython.ref cimport PyObject
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack
@@ -28,7 +29,6 @@ from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame
                                   KIND_CANCEL, FLAG_DEADLINE, FLAG_LOAD, FLAG_META, FLAG_STREAM,
                                   LENGTH_FIELD, HEADER_SIZE)
 
-import collections
 import concurrent.futures
 import logging
 from collections.abc import Mapping as _Mapping
@@ -677,20 +677,40 @@ cdef class StreamSlot(Slot):
     """
 
     def __cinit__(self):
-        self.items = collections.deque()
         self.state = PENDING
+        self.sizes = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.sizes)
 
     def __init__(self, long long window_items, long long window_bytes):
+        if window_items < 1 or window_bytes < 1:
+            raise ValueError("a stream window is at least 1 item and 1 byte")
         self.window_items = window_items
         self.window_bytes = window_bytes
+        # The sender may not have more than window_items unanswered by our
+        # credit: the ring never needs more slots (a sender that overruns it
+        # fails its stream, see CallTable._stream_item).
+        self.ring = [None] * window_items
+        self.sizes = <Py_ssize_t *>PyMem_Malloc(window_items * sizeof(Py_ssize_t))
+        if self.sizes == NULL:
+            raise MemoryError()
 
     cdef bint ready(self):
-        return self.state != PENDING or len(self.items) != 0
+        return self.state != PENDING or self.buffered != 0
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     cdef int push(self, object value, Py_ssize_t nbytes) except -1:
+        cdef Py_ssize_t cap = len(self.ring), at
         if self.state != PENDING:
             return 0
-        self.items.append((value, nbytes))
+        if self.buffered >= cap:
+            raise ProtocolError("stream item beyond the window")
+        at = (self.head + self.buffered) % cap
+        self.ring[at] = value
+        self.sizes[at] = nbytes
+        self.buffered += 1
         self.received += 1
         return self.wake()
 
@@ -718,33 +738,34 @@ cdef class StreamSlot(Slot):
         self.wake()
         return self._wake_sender()
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef object _pop(self):
+        cdef Py_ssize_t at = self.head
+        value = self.ring[at]
+        self.ring[at] = None
+        self.owed_bytes += self.sizes[at]
+        self.head = (at + 1) % len(self.ring)
+        self.buffered -= 1
+        return value
+
     def pop(self):
         """Take the next item received; IndexError when none is buffered.
         Counts it towards the credit to give back (credit_due)."""
-        value, nbytes = self.items.popleft()
+        if self.buffered == 0:
+            raise IndexError("no item buffered")
         self.owed_items += 1
-        self.owed_bytes += nbytes
-        return value
+        return self._pop()
 
-    def take(self):
-        """Take every item received so far: a list, empty when none is buffered
-        (counted towards the credit to give back, as pop() does)."""
-        cdef list out = []
-        cdef object items = self.items
-        cdef tuple entry
-        cdef Py_ssize_t n = len(items)
-        while n > 0:
-            entry = <tuple>items.popleft()
-            out.append(entry[0])
-            self.owed_bytes += <Py_ssize_t>entry[1]
-            n -= 1
-        self.owed_items += len(out)
+    def take(self, Py_ssize_t limit):
+        """Take up to `limit` items received so far: a list, empty when none is
+        buffered (counted towards the credit to give back, as pop() does)."""
+        cdef Py_ssize_t n = min(self.buffered, limit), i
+        cdef list out = [None] * n
+        for i in range(n):
+            out[i] = self._pop()
+        self.owed_items += n
         return out
-
-    @property
-    def buffered(self):
-        """Items received and not taken yet."""
-        return len(self.items)
 
     @property
     def credit_due(self):
@@ -1321,7 +1342,7 @@ cdef class CallTable:
         if found == NULL or type(<object>found) is not StreamSlot:
             return 0                        # a stream that ended here (cancelled, timed out)
         slot = <StreamSlot>found
-        if len(slot.items) >= slot.window_items:
+        if slot.buffered >= slot.window_items:
             return self._fail_stream(slot, ProtocolError(
                 f"the server sent more than the {slot.window_items} items of credit it had"))
         try:

@@ -174,6 +174,13 @@ class Connection(TableCalls):
     def check_idle(self) -> None:
         """Take in what a server sent to a connection nobody read for a while (a
         GOAWAY, the close of an idle connection) before it carries a new call."""
+        self.read_arrived()
+
+    def read_arrived(self) -> None:
+        """Take in what already arrived, without blocking, unless another thread
+        is reading (it sees it): a stream's consumer calls this between
+        batches of items it had, so that replies to other calls on the
+        connection are not held back behind the stream."""
         if self.error is None and ((self.tls and self.sock.pending())   # type: ignore[attr-defined]
                                    or _readable_now(self.sock)):
             self.engine.read_now(self)

@@ -227,6 +227,15 @@ class Engine:
                 self._promote()
         drain_callbacks()
 
+    def let_waiters_in(self) -> None:
+        """A thread busy with work of its own (a stream's consumer handing out
+        items) gives the CPU away for a moment if another thread waits for a
+        call: that thread needs the GIL to take its reply, and a thread that
+        only releases the GIL for an instant would keep it."""
+        leader = self.leader
+        if self.followers or (leader is not None and leader != threading.get_ident()):
+            os.sched_yield()
+
     def _promote(self) -> None:
         """Wake one follower to take the lead."""
         for slot in list(self.followers):

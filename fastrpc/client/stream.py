@@ -32,6 +32,17 @@ from fastrpc.net import flow
 __all__ = ["Stream", "AsyncStream", "ClientRoute", "AsyncClientRoute"]
 
 _PENDING = 0
+# Items handed out between two looks at the connection: a consumer busy with
+# a stream still takes in what else arrived (replies to other calls on the
+# same connection) at least this often, so those are not held behind it;
+# SHARED_TAKE while other calls are in flight on the connection.
+TAKE = 128
+SHARED_TAKE = 16
+
+
+def _take_size(conn: Any) -> int:
+    """How many items to hand out before looking at `conn` again."""
+    return TAKE if conn is None or len(conn.table.pending) <= 1 else SHARED_TAKE
 
 
 class _CreditWait:
@@ -220,11 +231,16 @@ class Stream(_StreamState):
         # by one: a generator's resume costs less than a call per item.
         while True:
             slot = self._slot
-            batch = slot.take()
+            size = _take_size(self._conn)
+            batch = slot.take(size)
             if batch:
                 if slot.credit_due:
                     self._give_credit(slot)
                 yield from batch
+                if len(batch) == size and self._conn is not None:
+                    self._conn.read_arrived()
+                    if size == SHARED_TAKE:
+                        self._conn.engine.let_waiters_in()
                 continue
             try:
                 yield self.__next__()
@@ -400,12 +416,15 @@ class AsyncStream(_StreamState):
         # Batches of what arrived, handed out one by one (see Stream.__iter__).
         while True:
             slot = self._slot
-            batch = slot.take()
+            size = _take_size(self._conn)
+            batch = slot.take(size)
             if batch:
                 if slot.credit_due:
                     self._give_credit(slot)
                 for item in batch:
                     yield item
+                if len(batch) == size:
+                    await asyncio.sleep(0)     # let the loop take in what else arrived
                 continue
             try:
                 item = await self.__anext__()

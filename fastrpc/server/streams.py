@@ -32,8 +32,11 @@ __all__ = ["ServerStream", "AsyncInput", "ThreadInput"]
 
 # A generator running on the event loop sends at most this many items (and
 # about this many bytes) before it lets the loop run other calls: a large
-# stream must not starve the small calls sharing its connection.
+# stream must not starve the small calls sharing its connection. While
+# other calls arrive on the connection, batches are SHARED_BATCH items: a
+# reply then waits behind fewer items (the stream's rate gives way a little).
 BATCH_ITEMS = 256
+SHARED_BATCH = 16
 BATCH_BYTES = 256 * 1024
 
 _input_names: Dict[Any, Optional[str]] = {}
@@ -290,12 +293,16 @@ class ServerStream:
 
     async def _pump_loop(self, gen: Any) -> Any:
         """A plain generator on the event loop: batches of items, compiled."""
+        calls_seen = -1
         try:
             while True:
                 await self._sendable()
                 core = self.conn.core
+                # Requests arrived since the last batch: the connection is shared.
+                batch = BATCH_ITEMS if core.calls == calls_seen else SHARED_BATCH
+                calls_seen = core.calls
                 n, size, finished, returned = core.stream_items(
-                    self.seq, gen, min(self.items_credit, BATCH_ITEMS), min(self.bytes_credit, BATCH_BYTES))
+                    self.seq, gen, min(self.items_credit, batch), min(self.bytes_credit, BATCH_BYTES))
                 self._spent(n, size)
                 if finished:
                     return returned
