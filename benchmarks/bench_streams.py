@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastrpc
-from conftest import Proc, median_rate, run_peer_client
+from conftest import Proc, run_peer_client
 from bench_rpc import new_loop, timed
 
 SMALL = "small items: a server stream vs the same results by pipelined unary calls"

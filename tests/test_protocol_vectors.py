@@ -12,7 +12,7 @@ import pytest
 import fastrpc
 from fastrpc import packb, unpackb
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import CallTable
+from fastrpc._core.calltable import CallTable, StreamSlot
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PROTOCOL.md")
 
 
@@ -39,6 +39,10 @@ EXPECTED = {
     "meta": (wire.REQUEST, 6, "A.B", [], {"meta": {"token": "x"}}),
     "hello": (wire.PONG, 0, "", {"max_frame_size": 64 * 1024 * 1024, "kwargs": True}, {}),
     "kwargs": (wire.REQUEST, 8, "KV.Put", packb(["a"]) + packb({"ttl": 5}), {}),
+    "stream": (wire.REQUEST, 10, "Svc.Count", [3], {"stream": True}),
+    "credit": (wire.CREDIT, 10, "", [1024, 4194304], {}),
+    "item": (wire.ITEM, 10, "", 7, {}),
+    "end": (wire.END, 10, "", b"", {}),
 }
 
 
@@ -67,6 +71,7 @@ def test_decode_matches_vector(name):
     assert f.deadline_ms == ext.get("deadline_ms")
     assert f.load == ext.get("load")
     assert (unpackb(f.meta) if f.meta is not None else None) == ext.get("meta")
+    assert bool(f.flags & wire.STREAM) == ext.get("stream", False)
 
 
 NDARRAYS = doc_block("ndarray-vectors")
@@ -91,6 +96,19 @@ def test_a_client_writes_the_kwargs_vector():
     table.take_output()
     table.request("KV.Put", fastrpc.Arguments("a", ttl=5), object())
     assert bytes(table.take_output()).hex() == VECTORS["kwargs"]
+
+
+def test_a_client_opens_a_stream_as_the_vectors_say():
+    table = CallTable(max_frame_size=1 << 20, max_depth=16, max_len=1 << 10, max_bytes=1 << 20)
+    for _ in range(9):                       # seqs 1..9, then the stream's 10
+        table.request("A.B", (), None)
+    table.take_output()
+    slot = StreamSlot(1024, 4 * 1024 * 1024)
+    assert table.open_stream("Svc.Count", (3,), slot) == 10
+    assert bytes(table.take_output()).hex() == VECTORS["stream"] + VECTORS["credit"]
+    table.send_item(10, 7)
+    table.control(wire.END, 10)
+    assert bytes(table.take_output()).hex() == VECTORS["item"] + VECTORS["end"]
 
 
 @fastrpc.register_type

@@ -6,6 +6,7 @@ disconnects, errors mid-stream, interleaving with unary calls, numpy chunks."""
 import asyncio
 import concurrent.futures
 import random
+import socket
 import threading
 import time
 
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 
 import fastrpc
+from fastrpc import packb, unpackb
+from fastrpc._core import frame as wire
 from fastrpc.errors import (ConnectionLostError, DeadlineExceeded, EncodeError, InvalidArgumentsError,
                             MethodNotFoundError, RemoteError, StreamClosedError, StreamMismatchError,
                             TimeoutError, UnsupportedError)
-from support import server_process, server_processes, wait_until
+from support import read_frames, server_process, server_processes, wait_until
 from serve import NotFound
 
 
@@ -409,3 +412,74 @@ def test_async_balancer_streams(three):
             return pids, total
     pids, total = run(main())
     assert pids == {p.pid for p in three} and total == 4950
+
+
+# a peer that speaks the frames itself --------------------------------------------------------------
+def _raw(address):
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _open(seq, method, args, credit=(1024, 1 << 20)):
+    return (wire.encode_frame(wire.REQUEST, seq, method, packb(args), stream=True)
+            + wire.encode_frame(wire.CREDIT, seq, "", packb(list(credit))))
+
+
+def _frames_until_reply(sock, seq):
+    """Every frame of stream `seq` up to and including its RESPONSE or ERROR."""
+    out = []
+    while True:
+        frames = read_frames(sock, 1)
+        assert frames, "the server closed the connection"
+        out += [f for f in frames if f.seq == seq]
+        if out and out[-1].kind in (wire.RESPONSE, wire.ERROR):
+            return out
+
+
+def test_stray_stream_frames_are_ignored_and_the_connection_carries_on(server):
+    with _raw(server.address) as sock:
+        sock.sendall(wire.encode_frame(wire.ITEM, 77, "", packb(1))
+                     + wire.encode_frame(wire.END, 78, "", b"")
+                     + wire.encode_frame(wire.CREDIT, 79, "", packb([5, 5]))
+                     + wire.encode_frame(wire.REQUEST, 1, "Arith.Sum", packb([1, 2])))
+        frames = _frames_until_reply(sock, 1)
+        assert frames[-1].kind == wire.RESPONSE and unpackb(frames[-1].payload) == 3
+
+
+def test_a_client_beyond_its_credit_fails_its_stream_only(server):
+    with server_process(env={"FASTRPC_TEST_SERVER": '{"stream_window": [4, 1048576]}'}) as proc:
+        with _raw(proc.address) as sock:
+            # Stall takes 2 items, then reads no more: the 7th item is past 2 + 4.
+            items = b"".join(wire.encode_frame(wire.ITEM, 5, "", packb(i)) for i in range(12))
+            sock.sendall(_open(5, "Streams.Stall", [2]) + items)
+            frames = _frames_until_reply(sock, 5)
+            assert frames[0].kind == wire.CREDIT and unpackb(frames[0].payload) == [4, 1048576]
+            assert frames[-1].kind == wire.ERROR
+            assert unpackb(frames[-1].payload)[:1] == ["ProtocolError"]
+            sock.sendall(wire.encode_frame(wire.REQUEST, 6, "Arith.Sum", packb([2, 2])))
+            assert unpackb(_frames_until_reply(sock, 6)[-1].payload) == 4
+
+
+def test_malformed_credit_and_items_sent_to_a_generator_fail_their_stream(server):
+    with _raw(server.address) as sock:
+        sock.sendall(wire.encode_frame(wire.REQUEST, 3, "Streams.Forever", packb([0.01]), stream=True)
+                     + wire.encode_frame(wire.CREDIT, 3, "", packb("lots")))
+        frames = _frames_until_reply(sock, 3)
+        assert frames[-1].kind == wire.ERROR and unpackb(frames[-1].payload)[0] == "DecodeError"
+        sock.sendall(_open(4, "Streams.Count", [3], credit=(1, 1 << 20))
+                     + wire.encode_frame(wire.ITEM, 4, "", packb("unwanted")))
+        frames = _frames_until_reply(sock, 4)
+        assert frames[-1].kind == wire.ERROR and unpackb(frames[-1].payload)[0] == "StreamMismatch"
+
+
+def test_the_server_sends_no_more_than_the_credit(server):
+    with _raw(server.address) as sock:
+        sock.sendall(_open(9, "Streams.Count", [100], credit=(3, 1 << 20)))
+        frames = read_frames(sock, 3)
+        assert [unpackb(f.payload) for f in frames] == [0, 1, 2]
+            with pytest.raises(socket.timeout):              # nothing more until credit comes
+            read_frames(sock, 1, timeout=0.5)
+        sock.sendall(wire.encode_frame(wire.CREDIT, 9, "", packb([200, 1 << 20])))
+        frames = _frames_until_reply(sock, 9)
+        assert [unpackb(f.payload) for f in frames[:-1]] == list(range(3, 100))
+        assert frames[-1].kind == wire.RESPONSE and unpackb(frames[-1].payload) == "counted 100"
