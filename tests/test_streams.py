@@ -477,7 +477,7 @@ def test_the_server_sends_no_more_than_the_credit(server):
         sock.sendall(_open(9, "Streams.Count", [100], credit=(3, 1 << 20)))
         frames = read_frames(sock, 3)
         assert [unpackb(f.payload) for f in frames] == [0, 1, 2]
-            with pytest.raises(socket.timeout):              # nothing more until credit comes
+        with pytest.raises(socket.timeout):              # nothing more until credit comes
             read_frames(sock, 1, timeout=0.5)
         sock.sendall(wire.encode_frame(wire.CREDIT, 9, "", packb([200, 1 << 20])))
         frames = _frames_until_reply(sock, 9)
