@@ -10,6 +10,7 @@ from fastrpc._core.codec import ExtType, packb, unpackb
 from fastrpc.balancer import STRATEGIES, AsyncBalancer, Balancer, RetryBudget, Strategy
 from fastrpc.balancer.subset import Aperture
 from fastrpc.client import AsyncClient, CallFuture, Client
+from fastrpc.client.stream import AsyncStream, Stream
 from fastrpc.context import CallContext, current_call
 from fastrpc.discovery import (Discovery, EtcdDiscovery, FileDiscovery, Registration,
                                StaticDiscovery)
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncBalancer",
     "AsyncClient",
     "AsyncGoClient",
+    "AsyncStream",
     "Balancer",
     "CallContext",
     "CallFuture",
@@ -62,6 +64,7 @@ __all__ = [
     "Server",
     "ServerCall",
     "StaticDiscovery",
+    "Stream",
     "Strategy",
     "backend",
     "blocking",

@@ -138,3 +138,13 @@ def test_the_readme_observability_example_runs(tmp_path):
     assert "1 1" in lines                                               # the balancer counted the refusal
     assert "{'PermissionDenied': 1}" in lines                           # and so did the server
     assert all("Tenants.Whoami tcp://127.0.0.1:" in line for line in lines if line.startswith("Tenants."))
+
+
+def test_the_readme_streams_example_runs(tmp_path):
+    readme = (DOCS.parent / "README.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "Numbers.Range" in block)
+    script = tmp_path / "readme_streams_example.py"
+    script.write_text(example)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[0, 1, 2, 3, 4]", "4950", "10"]
