@@ -5,6 +5,7 @@ through Client, AsyncClient, Balancer and AsyncBalancer; flow control
 disconnects, errors mid-stream, interleaving with unary calls, numpy chunks."""
 import asyncio
 import concurrent.futures
+import os
 import random
 import socket
 import threading
@@ -19,7 +20,7 @@ from fastrpc._core import frame as wire
 from fastrpc.errors import (ConnectionLostError, DeadlineExceeded, EncodeError, InvalidArgumentsError,
                             MethodNotFoundError, RemoteError, StreamClosedError, StreamMismatchError,
                             TimeoutError, UnsupportedError)
-from support import read_frames, server_process, server_processes, wait_until
+from support import read_frames, rss_kib, server_process, server_processes, wait_until
 from serve import NotFound
 
 
@@ -215,6 +216,43 @@ def test_the_server_holds_the_client_back(fresh_server):
             assert not sender.is_alive()               # send() raised once the stream ended
             assert isinstance(raised[0], concurrent.futures.CancelledError)
             assert wait_until(lambda: c.call("Streams.Ended", "Stall") == "CancelledError")
+
+
+def test_memory_stays_bounded_when_nobody_reads(server):
+    """Measured in resident memory, both ways: a handler that stops reading
+    while the client offers 200 MiB of 1 MiB arrays, and a client that stops
+    reading while the server could send 200 MiB. Each side holds about its
+    byte window (4 MiB by default, 2 MiB asked for here), not the data offered."""
+    with fastrpc.Client(server.address) as c:
+        c.call("Streams.Reset")
+        before = rss_kib(server.pid)
+        s = c.stream("Streams.Stall", 1)
+        chunk = np.ones(1 << 17)                          # 1 MiB
+        sender = threading.Thread(target=lambda: _send_until_cancelled(s, chunk, 200), daemon=True)
+        sender.start()
+        assert wait_until(lambda: c.call("Streams.Taken") == 1)
+        time.sleep(0.5)
+        grown_mib = (rss_kib(server.pid) - before) / 1024
+        assert s.sent <= 1 + 4 + 1 + 1                    # taken, the 4 MiB window, one past it
+        assert grown_mib < 32, grown_mib
+        s.cancel()
+        sender.join(10)
+
+        mine = rss_kib(os.getpid())
+        r = c.stream("Streams.Chunks", 200, 1 << 20, window=(1000, 2 << 20))
+        next(r)
+        time.sleep(0.5)
+        assert r._slot.buffered <= 3
+        assert (rss_kib(os.getpid()) - mine) / 1024 < 32
+        r.cancel()
+
+
+def _send_until_cancelled(stream, item, count):
+    try:
+        for _ in range(count):
+            stream.send(item)
+    except (concurrent.futures.CancelledError, StreamClosedError):
+        pass
 
 
 # cancellation, deadlines, disconnects -------------------------------------------------------------
