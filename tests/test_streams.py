@@ -521,3 +521,37 @@ def test_the_server_sends_no_more_than_the_credit(server):
         frames = _frames_until_reply(sock, 9)
         assert [unpackb(f.payload) for f in frames[:-1]] == list(range(3, 100))
         assert frames[-1].kind == wire.RESPONSE and unpackb(frames[-1].payload) == "counted 100"
+
+
+# which handlers stream --------------------------------------------------------------------------------
+def test_which_handlers_stream_is_read_from_the_handler():
+    from typing import AsyncIterator, Iterable, Iterator
+    from fastrpc._core.servercore import STREAM_IN, STREAM_OUT
+    from fastrpc.server.handlers import build_handler
+
+    class Svc:
+        def listed(self, values: Iterable[int]) -> int:      # a list argument: unary
+            return sum(values)
+
+        def summed(self, scale: int, values: Iterator[int]) -> int:
+            return sum(values) * scale
+
+        def counted(self, n):
+            yield from range(n)
+
+        async def echoed(self, items: "AsyncIterator[int]"):
+            async for x in items:
+                yield x
+
+    svc = Svc()
+    kinds = {name: build_handler(getattr(svc, name), f"Svc.{name}") for name in
+             ("listed", "summed", "counted", "echoed")}
+    assert kinds["listed"].stream == 0
+    assert kinds["summed"].stream == STREAM_IN and kinds["summed"].input_at == 1
+    assert (kinds["summed"].min_args, kinds["summed"].max_args) == (1, 1)   # the client sends scale only
+    assert kinds["counted"].stream == STREAM_OUT
+    assert kinds["echoed"].stream == STREAM_IN | STREAM_OUT
+
+
+def test_the_client_items_go_to_the_annotated_parameter_wherever_it_is(client):
+    assert client.stream("Streams.Total", 5, send=[1, 2]).result() == 15

@@ -80,14 +80,15 @@ def _binder(sig: inspect.Signature) -> Callable[[tuple[Any, ...], Optional[dict[
     return bind
 
 
-# Annotations that make a parameter the client's stream of items.
-_STREAM_TYPES = (collections.abc.Iterator, collections.abc.Iterable,
-                 collections.abc.AsyncIterator, collections.abc.AsyncIterable)
+# Annotations that make a parameter the client's stream of items. Not
+# Iterable: a list argument is commonly annotated so, and stays a list.
+_STREAM_TYPES = (collections.abc.Iterator, collections.abc.AsyncIterator, collections.abc.AsyncIterable)
 
 
 def _input_parameter(func: Callable[..., Any], sig: Optional[inspect.Signature]) -> Optional[inspect.Parameter]:
-    """The parameter annotated as an (async) iterator or iterable, if any: the
-    client's items arrive through it (a client or bidirectional stream)."""
+    """The parameter annotated as an iterator (Iterator, AsyncIterator or
+    AsyncIterable), if any: the client's items arrive through it (a client
+    or bidirectional stream)."""
     if sig is None:
         return None
     try:
@@ -102,7 +103,7 @@ def _input_parameter(func: Callable[..., Any], sig: Optional[inspect.Signature])
         if isinstance(origin, type) and origin in _STREAM_TYPES:
             return param
         if isinstance(hint, str) and hint.split("[", 1)[0].rsplit(".", 1)[-1] in (
-                "Iterator", "Iterable", "AsyncIterator", "AsyncIterable"):
+                "Iterator", "AsyncIterator", "AsyncIterable"):
             return param
     return None
 
@@ -117,9 +118,10 @@ def build_handler(func: Callable[..., Any], name: str) -> Handler:
     """Describe one callable as a Handler named `name`.
 
     A generator function (or async generator function) streams its items
-    to the client; a parameter annotated ``Iterator[...]``/``Iterable[...]``
-    (or their async twins) receives the client's items, and is not sent
-    by the client. Both at once: a bidirectional stream.
+    to the client; a parameter annotated ``Iterator[...]`` (or
+    ``AsyncIterator[...]``) receives the client's items, and is not sent
+    by the client. Both at once: a bidirectional stream. (``Iterable`` does
+    not: a list argument is often annotated so.)
     """
     if not callable(func):
         raise TypeError(f"{name} is not callable")
