@@ -23,7 +23,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack
-from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame,
+from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame, read_credit,
                                   KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
                                   KIND_PONG, KIND_OVERSIZED, KIND_ITEM, KIND_END, KIND_CREDIT,
                                   KIND_CANCEL, FLAG_DEADLINE, FLAG_LOAD, FLAG_META, FLAG_STREAM,
@@ -1356,10 +1356,7 @@ cdef class CallTable:
         if found == NULL or type(<object>found) is not StreamSlot:
             return 0
         try:
-            grant = unpack(f.payload, f.payload_len, None, NULL, &self.limits)
-            if type(grant) is not list or len(grant) != 2 or type(grant[0]) is not int \
-                    or type(grant[1]) is not int or grant[0] < 0 or grant[1] < 0:
-                raise DecodeError("CREDIT is [items, bytes]")
+            grant = read_credit(unpack(f.payload, f.payload_len, None, NULL, &self.limits))
         except Exception as exc:
             return self._fail_stream(<StreamSlot>found, _decode_error(exc))
         return (<StreamSlot>found).grant(grant[0], grant[1])

@@ -65,3 +65,4 @@ cdef Py_ssize_t begin_frame(WriteBuffer b, int kind, int flags, unsigned long lo
                             const char *method, Py_ssize_t method_len) except -1
 cdef int end_frame(WriteBuffer b, Py_ssize_t start) except -1
 cdef int write_empty_frame(WriteBuffer b, int kind, unsigned long long seq) except -1
+cdef tuple read_credit(object grant)     # a CREDIT payload decoded: (items, bytes); DecodeError if it is not

@@ -14,7 +14,7 @@ from libc.string cimport memcpy
 from fastrpc._core.buffer cimport (WriteBuffer, frpc_load_u16, frpc_load_u32, frpc_load_u64,
                                    frpc_store_u16, frpc_store_u32, frpc_store_u64)
 
-from fastrpc.errors import ProtocolError, FrameTooLargeError
+from fastrpc.errors import DecodeError, ProtocolError, FrameTooLargeError
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 # A connection's receive buffer starts at INITIAL_BUFFER (what an idle one
@@ -81,6 +81,14 @@ cdef int end_frame(WriteBuffer b, Py_ssize_t start) except -1:
 cdef int write_empty_frame(WriteBuffer b, int kind, unsigned long long seq) except -1:
     cdef Py_ssize_t start = begin_frame(b, kind, 0, seq, NULL, 0)
     return end_frame(b, start)
+
+
+cdef tuple read_credit(object grant):
+    """A CREDIT frame's payload, decoded: [items, bytes], two ints >= 0."""
+    if type(grant) is not list or len(grant) != 2 or type(grant[0]) is not int \
+            or type(grant[1]) is not int or grant[0] < 0 or grant[1] < 0:
+        raise DecodeError("a CREDIT payload is [items, bytes], two ints >= 0")
+    return (grant[0], grant[1])
 
 
 def encode_frame(int kind, unsigned long long seq, str method="", payload=b"", *,

@@ -17,7 +17,7 @@ from libc.string cimport memcmp
 
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack, unpack_args
-from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame,
+from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, read_credit,
                             KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_NOTIFY, KIND_PING,
                             KIND_PONG, KIND_CANCEL, KIND_GOAWAY, KIND_OVERSIZED,
                             KIND_ITEM, KIND_END, KIND_CREDIT, FLAG_DEADLINE, FLAG_LOAD,
@@ -457,10 +457,7 @@ cdef class ServerCore:
 
     cdef int _stream_credit(self, FrameView *f) except -1:
         try:
-            grant = unpack(f.payload, f.payload_len, None, NULL, &self.limits)
-            if type(grant) is not list or len(grant) != 2 or type(grant[0]) is not int \
-                    or type(grant[1]) is not int or grant[0] < 0 or grant[1] < 0:
-                raise DecodeError("CREDIT is [items, bytes]")
+            grant = read_credit(unpack(f.payload, f.payload_len, None, NULL, &self.limits))
         except Exception as exc:
             self.conn.stream_failed(f.seq, "DecodeError", f"bad CREDIT frame: {exc}")
             return 0

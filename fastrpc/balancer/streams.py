@@ -45,21 +45,24 @@ class BalancedRoute:
         self.tried.append(member)
         return member
 
-    def _opened(self, conn: Any) -> Any:
+    def _open_on(self, conn: Any, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+        conn.table.open_stream(method, args, slot, deadline_ms, self.balancer.call_settings.call_metadata())
+        conn.flush()
         self.opened_at = time.monotonic()
         return conn
+
+    def _not_opened(self, member: Any, exc: BaseException) -> None:
+        """No connection to `member` took the stream: a failure there, nothing sent."""
+        self.balancer.count_failure(member, 0.0, exc)
+        self.member = None
 
     def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
         member = self._pick()
         try:
-            conn = self.balancer._ready(member)
-            conn.table.open_stream(method, args, slot, deadline_ms, self.balancer.call_settings.call_metadata())
+            return self._open_on(self.balancer._ready(member), method, args, slot, deadline_ms)
         except (ConnectionError, TimeoutError) as exc:
-            self.balancer.count_failure(member, 0.0, exc)
-            self.member = None
+            self._not_opened(member, exc)
             raise
-        conn.flush()
-        return self._opened(conn)
 
     def ended(self, slot: StreamSlot, error: Optional[BaseException], withdrawn: bool) -> None:
         member, self.member = self.member, None
@@ -88,11 +91,7 @@ class AsyncBalancedRoute(BalancedRoute):
     async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
         member = self._pick()
         try:
-            conn = await self.balancer._ready(member)
-            conn.table.open_stream(method, args, slot, deadline_ms, self.balancer.call_settings.call_metadata())
+            return self._open_on(await self.balancer._ready(member), method, args, slot, deadline_ms)
         except (ConnectionError, TimeoutError) as exc:
-            self.balancer.count_failure(member, 0.0, exc)
-            self.member = None
+            self._not_opened(member, exc)
             raise
-        conn.flush()
-        return self._opened(conn)

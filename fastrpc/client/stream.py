@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Tuple
+from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import StreamSlot
@@ -133,7 +133,6 @@ class _StreamState:
         self._sent = 0                         # items sent
         self._writing_done = False
         self._reported = False                 # the route was told how it ended
-        self._feeder_error: Optional[BaseException] = None
 
     # state ---------------------------------------------------------------------------
     @property
@@ -169,9 +168,42 @@ class _StreamState:
     def _timed_out(self) -> TimeoutError:
         return TimeoutError(f"stream {self.method} did not complete within {self.timeout}s")
 
-    def _credit_payload(self) -> bytes:
-        items, nbytes = self._slot.take_owed()
-        return bytes(packb([items, nbytes]))
+    # what both drivers do the same way -------------------------------------------------
+    def _take_batch(self, slot: StreamSlot) -> Tuple[List[Any], bool]:
+        """Up to a batch of the items received (giving credit back when due),
+        and whether it was a full one (then the driver looks at the connection
+        before handing out more)."""
+        size = _take_size(self._conn)
+        batch = slot.take(size)
+        if batch and slot.credit_due:
+            self._give_credit(slot)
+        return batch, len(batch) == size
+
+    def _pop(self, slot: StreamSlot) -> Any:
+        value = slot.pop()
+        if slot.credit_due:
+            self._give_credit(slot)
+        return value
+
+    def _give_credit(self, slot: StreamSlot) -> None:
+        conn = self._conn
+        if conn is not None and conn.error is None:
+            items, nbytes = slot.take_owed()
+            conn.table.control(wire.CREDIT, slot.seq, bytes(packb([items, nbytes])))
+            conn.flush()
+
+    def _ended(self, slot: StreamSlot) -> bool:
+        """The attempt in `slot` ended with nothing left to take: True when it
+        is to be opened again elsewhere; False when the stream finished;
+        raises its error otherwise. The route is told either way."""
+        retry = slot.error is not None and self._may_reopen(slot)
+        self._report()
+        if retry:
+            self._reported = False              # the next attempt reports for itself
+            return True
+        if slot.error is not None:
+            raise slot.error
+        return False
 
     def _check_sendable(self) -> None:
         if self._writing_done:
@@ -180,13 +212,55 @@ class _StreamState:
     def _send_blocked(self, slot: StreamSlot) -> BaseException:
         """Why an item cannot go: the stream ended."""
         if slot.error is not None:
-            return slot.error
+            error: BaseException = slot.error
+            return error
         return StreamClosedError(f"stream {self.method} has ended: it takes no more items")
 
-    def _end_error(self, slot: StreamSlot) -> BaseException:
-        error = slot.error
-        assert error is not None
-        return error
+    def _send_now(self, slot: StreamSlot, item: Any) -> None:
+        """Send one item on the server's credit (there is some)."""
+        slot.spend(self._conn.table.send_item(slot.seq, item))
+        self._sent += 1
+
+    def _end_writing(self) -> None:
+        self._writing_done = True
+        conn = self._conn
+        if self._slot.state == _PENDING and conn is not None and conn.error is None:
+            conn.table.control(wire.END, self._slot.seq)
+            conn.flush()
+
+    def _abort(self, error: BaseException) -> None:
+        """End the stream here with `error` and have the server cancel it."""
+        slot = self._slot
+        if slot.finish(error):
+            conn = self._conn
+            if conn is not None:
+                conn.withdraw(slot.seq)
+                conn.flush()
+            self._report(withdrawn=True)
+        self._stop_feeding()
+
+    def _stop_feeding(self) -> None:
+        """The stream ended: stop sending the caller's iterable (where that can be done)."""
+
+    def cancel(self) -> bool:
+        """End the stream on both sides (the handler is cancelled); False if it had ended."""
+        if self._slot.state != _PENDING:
+            return False
+        self._abort(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
+        return True
+
+    def __del__(self) -> None:
+        # Dropped while open (a loop left early): end it on both sides.
+        try:
+            if self._slot.state == _PENDING and self._conn is not None:
+                self.cancel()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "open" if self._slot.state == _PENDING else "ended"
+        return (f"<{type(self).__name__} {self.method} {state} received={self._slot.received} "
+                f"sent={self._sent}>")
 
 
 class Stream(_StreamState):
@@ -227,19 +301,15 @@ class Stream(_StreamState):
 
     # receiving --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
-        # Items are taken in batches (all that arrived), then handed out one
-        # by one: a generator's resume costs less than a call per item.
+        # Items are taken in batches, then handed out one by one: a
+        # generator's resume costs less than a call per item.
         while True:
-            slot = self._slot
-            size = _take_size(self._conn)
-            batch = slot.take(size)
+            batch, full = self._take_batch(self._slot)
             if batch:
-                if slot.credit_due:
-                    self._give_credit(slot)
                 yield from batch
-                if len(batch) == size and self._conn is not None:
+                if full and self._conn is not None:
                     self._conn.read_arrived()
-                    if size == SHARED_TAKE:
+                    if len(batch) == SHARED_TAKE:
                         self._conn.engine.let_waiters_in()
                 continue
             try:
@@ -251,21 +321,13 @@ class Stream(_StreamState):
         slot = self._slot
         while True:
             if slot.buffered:
-                value = slot.pop()
-                if slot.credit_due:
-                    self._give_credit(slot)
-                return value
+                return self._pop(slot)
             if slot.state != _PENDING:
-                if slot.error is not None and self._may_reopen(slot):
-                    self._report()
-                    self._reported = False
-                    self._open()
-                    slot = self._slot
-                    continue
-                self._report()
-                if slot.error is not None:
-                    raise self._end_error(slot)
-                raise StopIteration
+                if not self._ended(slot):
+                    raise StopIteration
+                self._open()
+                slot = self._slot
+                continue
             self._wait(slot)
 
     def recv(self) -> Any:
@@ -285,15 +347,8 @@ class Stream(_StreamState):
                 raise TimeoutError(f"stream {self.method} did not end within {timeout}s")
         return self._slot.value
 
-    def _give_credit(self, slot: StreamSlot) -> None:
-        conn = self._conn
-        if conn is not None and conn.error is None:
-            conn.table.control(wire.CREDIT, slot.seq, self._credit_payload())
-            conn.flush()
-
     def _wait(self, waitable: Any) -> None:
-        conn = self._conn
-        conn.engine.wait(waitable, self._deadline)
+        self._conn.engine.wait(waitable, self._deadline)
         if self._deadline is not None and time.monotonic() >= self._deadline and not waitable.is_ready:
             self._abort(self._timed_out())
 
@@ -307,19 +362,12 @@ class Stream(_StreamState):
             if slot.state != _PENDING:
                 raise self._send_blocked(slot)
             self._wait(_CreditWait(slot))
-        size = self._conn.table.send_item(slot.seq, item)
-        slot.spend(size)
-        self._sent += 1
+        self._send_now(slot, item)
 
     def done_writing(self) -> None:
         """Tell the handler no more items come (its iterator ends)."""
-        if self._writing_done:
-            return
-        self._writing_done = True
-        conn = self._conn
-        if self._slot.state == _PENDING and conn is not None and conn.error is None:
-            conn.table.control(wire.END, self._slot.seq)
-            conn.flush()
+        if not self._writing_done:
+            self._end_writing()
 
     def _feed(self, items: Iterator[Any]) -> None:
         slot = self._slot
@@ -331,25 +379,9 @@ class Stream(_StreamState):
             self.done_writing()
         except Exception as exc:
             if slot.state == _PENDING:
-                # The caller's iterable failed: the stream fails with its error.
-                self._abort(exc)
+                self._abort(exc)                # the caller's iterable failed: so does the stream
 
     # ending -------------------------------------------------------------------------------
-    def _abort(self, error: BaseException) -> None:
-        slot = self._slot
-        if slot.finish(error):
-            conn = self._conn
-            if conn is not None:
-                conn.withdraw(slot.seq)
-            self._report(withdrawn=True)
-
-    def cancel(self) -> bool:
-        """End the stream on both sides (the handler is cancelled); False if it had ended."""
-        if self._slot.state != _PENDING:
-            return False
-        self._abort(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
-        return True
-
     def close(self) -> None:
         """cancel() unless the stream ended."""
         self.cancel()
@@ -359,17 +391,6 @@ class Stream(_StreamState):
 
     def __exit__(self, *exc: Any) -> None:
         self.cancel()
-
-    def __del__(self) -> None:
-        try:
-            if self._slot.state == _PENDING and self._conn is not None:
-                self.cancel()
-        except Exception:
-            pass
-
-    def __repr__(self) -> str:
-        state = "open" if self._slot.state == _PENDING else "ended"
-        return f"<Stream {self.method} {state} received={self._slot.received} sent={self._sent}>"
 
 
 class AsyncStream(_StreamState):
@@ -415,15 +436,11 @@ class AsyncStream(_StreamState):
     async def __aiter__(self) -> AsyncIterator[Any]:
         # Batches of what arrived, handed out one by one (see Stream.__iter__).
         while True:
-            slot = self._slot
-            size = _take_size(self._conn)
-            batch = slot.take(size)
+            batch, full = self._take_batch(self._slot)
             if batch:
-                if slot.credit_due:
-                    self._give_credit(slot)
                 for item in batch:
                     yield item
-                if len(batch) == size:
+                if full:
                     await asyncio.sleep(0)     # let the loop take in what else arrived
                 continue
             try:
@@ -438,23 +455,15 @@ class AsyncStream(_StreamState):
         slot = self._slot
         while True:
             if slot.buffered:
-                value = slot.pop()
-                if slot.credit_due:
-                    self._give_credit(slot)
-                return value
+                return self._pop(slot)
             if slot.state != _PENDING:
-                if slot.error is not None and self._may_reopen(slot):
-                    self._report()
-                    self._reported = False
-                    self._conn = None
-                    self._opening = None
-                    await self.open()
-                    slot = self._slot
-                    continue
-                self._report()
-                if slot.error is not None:
-                    raise self._end_error(slot)
-                raise StopAsyncIteration
+                if not self._ended(slot):
+                    raise StopAsyncIteration
+                self._conn = None
+                self._opening = None
+                await self.open()
+                slot = self._slot
+                continue
             await self._wait(slot, slot.set_waiter, slot.take_waiter)
 
     async def recv(self) -> Any:
@@ -469,11 +478,6 @@ class AsyncStream(_StreamState):
         async for _ in self:
             pass
         return self._slot.value
-
-    def _give_credit(self, slot: StreamSlot) -> None:
-        conn = self._conn
-        if conn is not None and conn.error is None:
-            conn.table.control(wire.CREDIT, slot.seq, self._credit_payload())
 
     async def _wait(self, slot: StreamSlot, set_waiter: Any, take_waiter: Any) -> None:
         future = asyncio.get_running_loop().create_future()
@@ -501,12 +505,10 @@ class AsyncStream(_StreamState):
             if slot.state != _PENDING:
                 raise self._send_blocked(slot)
             await self._wait(slot, slot.set_credit_waiter, slot.take_credit_waiter)
-        size = self._conn.table.send_item(slot.seq, item)
-        slot.spend(size)
-        self._sent += 1
-        conn = self._conn
-        if conn.paused is not None:
-            await conn.paused                  # the transport's buffer is full: let it drain
+        self._send_now(slot, item)
+        paused = self._conn.paused
+        if paused is not None:
+            await paused                       # the transport's buffer is full: let it drain
 
     async def done_writing(self) -> None:
         """Tell the handler no more items come."""
@@ -514,10 +516,7 @@ class AsyncStream(_StreamState):
             return
         if self._conn is None:
             await self.open()
-        self._writing_done = True
-        conn = self._conn
-        if self._slot.state == _PENDING and conn.error is None:
-            conn.table.control(wire.END, self._slot.seq)
+        self._end_writing()
 
     async def _feed(self, items: Any) -> None:
         slot = self._slot
@@ -538,28 +537,10 @@ class AsyncStream(_StreamState):
                 self._abort(exc)
 
     # ending ---------------------------------------------------------------------------------
-    def _abort(self, error: BaseException) -> None:
-        slot = self._slot
-        if slot.finish(error):
-            conn = self._conn
-            if conn is not None:
-                conn.withdraw(slot.seq)
-                conn.flush()
-            self._report(withdrawn=True)
+    def _stop_feeding(self) -> None:
         feeder = self._feeder
         if feeder is not None and not feeder.done() and feeder is not _current_task():
             feeder.cancel()
-
-    def cancel(self) -> bool:
-        """End the stream on both sides; False if it had ended."""
-        if self._slot.state != _PENDING or self._conn is None:
-            if self._conn is None and not self.done:
-                self._slot.finish(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
-                self._report(withdrawn=True)
-                return True
-            return False
-        self._abort(concurrent.futures.CancelledError(f"stream {self.method} was cancelled"))
-        return True
 
     async def aclose(self) -> None:
         """cancel() unless the stream ended."""
@@ -570,17 +551,6 @@ class AsyncStream(_StreamState):
 
     async def __aexit__(self, *exc: Any) -> None:
         self.cancel()
-
-    def __del__(self) -> None:
-        try:
-            if self._slot.state == _PENDING and self._conn is not None:
-                self.cancel()
-        except Exception:
-            pass
-
-    def __repr__(self) -> str:
-        state = "open" if self._slot.state == _PENDING else "ended"
-        return f"<AsyncStream {self.method} {state} received={self._slot.received} sent={self._sent}>"
 
 
 def _current_task() -> Optional["asyncio.Task[Any]"]:
