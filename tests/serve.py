@@ -321,6 +321,10 @@ class Streams:
             raise
         return self.taken
 
+    def First(self, items: "Iterator[Any]", n):
+        """The first `n` of the client's items; the rest are never read."""
+        return [next(items) for _ in range(n)]
+
     def Taken(self):
         return self.taken
 

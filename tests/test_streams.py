@@ -255,6 +255,42 @@ def _send_until_cancelled(stream, item, count):
         pass
 
 
+def test_the_server_ending_first_stops_the_client_sending(client):
+    # From an endless iterable: the handler's answer ends the stream, and the
+    # thread sending the iterable stops.
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+    s = client.stream("Streams.First", 3, send=endless())
+    assert s.result() == [0, 1, 2]
+    s._feeder.join(5)
+    assert not s._feeder.is_alive()
+    by_hand = client.stream("Streams.First", 1)
+    by_hand.send("a")
+    assert by_hand.result() == ["a"]
+    with pytest.raises(StreamClosedError, match="has ended"):
+        by_hand.send("b")
+
+
+def test_the_server_ending_first_stops_an_async_sender(server):
+    async def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+            await asyncio.sleep(0)
+
+    async def main():
+        async with fastrpc.AsyncClient(server.address) as c:
+            s = c.stream("Streams.First", 3, send=endless())
+            first = await s.result()
+            await asyncio.wait_for(asyncio.shield(s._feeder), 5) if not s._feeder.done() else None
+            return first, s._feeder.done()
+    assert run(main()) == ([0, 1, 2], True)
+
+
 # cancellation, deadlines, disconnects -------------------------------------------------------------
 def test_breaking_out_of_the_loop_ends_the_stream_on_the_server(client):
     for item in client.stream("Streams.Forever", 0.001):
@@ -388,6 +424,7 @@ def test_numpy_chunks_both_ways(client):
     chunks = list(client.stream("Streams.Chunks", 5, 1 << 16))
     assert [c.shape for c in chunks] == [(8192,)] * 5
     assert all(np.all(c == i) for i, c in enumerate(chunks))
+    assert all(not c.flags.owndata for c in chunks)             # views of the receive buffer: no copy
     arrays = [np.arange(1000, dtype=np.float64) * i for i in range(10)]
     assert client.stream("Streams.ArraySum", send=arrays).result() == float(sum(a.sum() for a in arrays))
 

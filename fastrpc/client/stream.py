@@ -208,6 +208,8 @@ class _StreamState:
     def _check_sendable(self) -> None:
         if self._writing_done:
             raise StreamClosedError(f"stream {self.method}: done_writing() was called, no more items")
+        if self._slot.state != _PENDING:
+            raise self._send_blocked(self._slot)
 
     def _send_blocked(self, slot: StreamSlot) -> BaseException:
         """Why an item cannot go: the stream ended."""
