@@ -48,6 +48,18 @@ def test_server_stream_keyword_arguments_and_empty(client):
     assert list(client.stream("Streams.Count", 0)) == []
 
 
+def test_streams_are_counted_in_the_client_stats(server):
+    with fastrpc.Client(server.address) as c:
+        list(c.stream("Streams.Count", 3))
+        with pytest.raises(ValueError):
+            list(c.stream("Streams.Fail", 1))
+        c.stream("Streams.Forever").cancel()
+        methods = c.stats()["methods"]
+        assert methods["Streams.Count"]["calls"] == 1 and methods["Streams.Count"]["errors"] == 0
+        assert methods["Streams.Fail"]["error_types"] == {"ValueError": 1}
+        assert methods["Streams.Forever"]["error_types"] == {"CancelledError": 1}
+
+
 def test_recv_raises_eof_at_the_end(client):
     s = client.stream("Streams.Count", 2)
     assert s.recv() == 0 and s.recv() == 1

@@ -33,6 +33,8 @@ class BalancedRoute:
         self.tried: List[Any] = []
         self.opened_at = 0.0
         self.deadline = 0.0
+        #: Where each stream's outcome is counted, by method (the balancer's call_stats()).
+        self.stats: Any = balancer.pool.stats
 
     def _pick(self) -> Any:
         b = self.balancer

@@ -87,6 +87,8 @@ class ClientRoute:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        #: Where each stream's outcome is counted, by method (the client's stats()).
+        self.stats: Any = client._caller.stats
 
     def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
         """Open the stream on a connection; return that connection."""
@@ -133,6 +135,7 @@ class _StreamState:
         self._sent = 0                         # items sent
         self._writing_done = False
         self._reported = False                 # the route was told how it ended
+        self._started = time.monotonic()
 
     # state ---------------------------------------------------------------------------
     @property
@@ -160,10 +163,17 @@ class _StreamState:
         return (slot.error is not None and slot.received == 0 and self._sent == 0
                 and not self._writing_done and self._route.may_reopen(slot.error, self._opened))
 
-    def _report(self, withdrawn: bool = False) -> None:
+    def _report(self, withdrawn: bool = False, final: bool = True) -> None:
+        """Tell the route how this attempt ended (once); count the stream when
+        it is `final` (no other attempt follows)."""
         if not self._reported:
             self._reported = True
-            self._route.ended(self._slot, self._slot.error, withdrawn)
+            error = self._slot.error
+            self._route.ended(self._slot, error, withdrawn)
+            if final:
+                method_stats = self._route.stats.method(self.method)
+                if method_stats is not None:
+                    method_stats.record(time.monotonic() - self._started, error)
 
     def _timed_out(self) -> TimeoutError:
         return TimeoutError(f"stream {self.method} did not complete within {self.timeout}s")
@@ -197,7 +207,7 @@ class _StreamState:
         is to be opened again elsewhere; False when the stream finished;
         raises its error otherwise. The route is told either way."""
         retry = slot.error is not None and self._may_reopen(slot)
-        self._report()
+        self._report(final=not retry)
         if retry:
             self._reported = False              # the next attempt reports for itself
             return True
