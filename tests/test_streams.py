@@ -604,3 +604,16 @@ def test_which_handlers_stream_is_read_from_the_handler():
 
 def test_the_client_items_go_to_the_annotated_parameter_wherever_it_is(client):
     assert client.stream("Streams.Total", 5, send=[1, 2]).result() == 15
+
+
+def test_async_balanced_stream_fails_over_from_a_dead_endpoint():
+    with server_processes(3) as procs:
+        procs[1].kill()
+
+        async def main():
+            async with fastrpc.AsyncBalancer([p.address for p in procs], strategy="round_robin",
+                                             failure="failover") as b:
+                for _ in range(12):
+                    assert [x async for x in b.stream("Streams.Count", 4)] == [0, 1, 2, 3]
+                return b.stats()[procs[1].address]["errors"]
+        assert run(main()) >= 1                                   # the dead one was tried, and counted
