@@ -1,6 +1,7 @@
 """Objects the command-line tests serve with `fastrpc serve cli_targets:...`."""
 import asyncio
 import os
+from typing import Iterator
 
 
 class Arith:
@@ -22,6 +23,18 @@ class Arith:
 
     def Fail(self, message: str):
         raise ValueError(message)
+
+    def Count(self, n: int) -> Iterator[int]:
+        """0 to n - 1, streamed."""
+        yield from range(n)
+
+    def Total(self, items: Iterator[int]) -> int:
+        """The sum of the client's items."""
+        return sum(items)
+
+    def Double(self, items: Iterator[int]) -> Iterator[int]:
+        for x in items:
+            yield 2 * x
 
 
 arith = Arith()

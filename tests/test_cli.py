@@ -36,6 +36,14 @@ def cli(*args, timeout=60, expect=0):
     return out.stdout, out.stderr
 
 
+def cli_input(text, *args, timeout=60, expect=0):
+    """cli() with `text` on standard input."""
+    out = subprocess.run([fastrpc_command(), *args], input=text, capture_output=True, text=True,
+                         timeout=timeout, env=ENV, cwd=HERE)
+    assert out.returncode == expect, (out.returncode, out.stdout, out.stderr)
+    return out.stdout, out.stderr
+
+
 class Serving:
     """A `fastrpc serve ...` process; `address` is the first line it printed."""
 
@@ -113,6 +121,17 @@ def test_an_unreachable_server_is_one_line():
     assert err.startswith("fastrpc call: ValueError:") and len(err.strip().splitlines()) == 1
 
 
+def test_call_streams(served):
+    out, _ = cli("call", served.address, "Arith.Count", "3", "--stream")
+    assert out.splitlines() == ["0", "1", "2"]
+    out, _ = cli_input("1\n2\n3\n", "call", served.address, "Arith.Total", "--send-stdin")
+    assert out.splitlines() == ["6"]
+    out, _ = cli_input("1\n2\n", "call", served.address, "Arith.Double", "--send-stdin")
+    assert out.splitlines() == ["2", "4"]
+    _, err = cli("call", served.address, "Arith.Count", "3", expect=1)
+    assert "is a streaming method: call it with stream()" in err
+
+
 def test_list_and_describe_come_from_reflection(served):
     out, _ = cli("list", served.address)
     assert out.splitlines()[0] == "Arith"
@@ -123,7 +142,10 @@ def test_list_and_describe_come_from_reflection(served):
     method = json.loads(cli("describe", served.address, "Arith.Sum")[0])["Arith"]["methods"]["Sum"]
     assert method == {"params": [{"name": "a", "kind": "positional_or_keyword", "annotation": "int"},
                                  {"name": "b", "kind": "positional_or_keyword", "annotation": "int"}],
-                      "returns": "int", "doc": "The sum of a and b.", "mode": "inline"}
+                      "returns": "int", "doc": "The sum of a and b.", "mode": "inline", "stream": None}
+    assert "  Count(n: int) -> Iterator[int]  [inline, server stream]" in out.splitlines()
+    assert "  Total(items: Iterator[int]) -> int  [blocking, client stream]" in out.splitlines()
+    assert "  Double(items: Iterator[int]) -> Iterator[int]  [blocking, bidirectional stream]" in out.splitlines()
     _, err = cli("describe", served.address, "Nope", expect=1)
     assert "no service or method named 'Nope'" in err
 

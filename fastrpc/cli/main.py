@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import fastrpc
 from fastrpc.cli import bench as benchmarks
@@ -73,12 +73,26 @@ def _client(args: argparse.Namespace, address: Optional[str] = None) -> Any:
 def cmd_call(args: argparse.Namespace) -> int:
     positional = [_json_arg(a) for a in args.args]
     keywords = _pairs(args.kw, "--kw", _json_arg)
+    call_args = (fastrpc.Arguments(*positional, **keywords),) if keywords else tuple(positional)
     with _client(args) as client:
-        if keywords:
-            result = client.call(args.method, fastrpc.Arguments(*positional, **keywords))
-        else:
-            result = client.call(args.method, *positional)
+        if args.stream or args.send_stdin:
+            return _stream(client, args.method, call_args, args.send_stdin)
+        result = client.call(args.method, *call_args)
     print(to_json(result))
+    return 0
+
+
+def _stream(client: Any, method: str, call_args: Tuple[Any, ...], send_stdin: bool) -> int:
+    """`call --stream`: each item the server streams as a JSON line, then the
+    handler's return value unless it is null; with --send-stdin, each line of
+    standard input (JSON) is an item sent to the handler."""
+    items = (_json_arg(line) for line in sys.stdin if line.strip()) if send_stdin else None
+    stream = client.stream(method, *call_args, send=items)
+    for item in stream:
+        print(to_json(item), flush=True)
+    result = stream.result()
+    if result is not None:
+        print(to_json(result))
     return 0
 
 
@@ -119,7 +133,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for service in sorted(described):
         print(service)
         for name, method in sorted(described[service]["methods"].items()):
-            print(f"  {_signature(name, method)}  [{method['mode']}]")
+            streams = f", {method['stream']} stream" if method.get("stream") else ""
+            print(f"  {_signature(name, method)}  [{method['mode']}{streams}]")
     return 0
 
 
@@ -308,6 +323,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", help="positional arguments, each JSON: 10 '\"text\"' '{\"A\": 1}'")
     p.add_argument("--kw", action="append", metavar="NAME=JSON", help="a keyword argument (repeatable)")
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="call metadata (repeatable)")
+    p.add_argument("--stream", action="store_true",
+                   help="open a stream: print each item as a JSON line, then the result unless null")
+    p.add_argument("--send-stdin", action="store_true",
+                   help="stream each line of standard input (JSON) to the method (implies --stream)")
     _client_flags(p)
     p.set_defaults(run=cmd_call)
 

@@ -137,6 +137,8 @@ def build_handler(func: Callable[..., Any], name: str) -> Handler:
         mode = MODE_ASYNC
     elif inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(target):
         mode = MODE_ASYNC
+    elif stream & STREAM_IN:
+        mode = MODE_BLOCKING        # it blocks while it waits for the client's items: the pool
     elif getattr(func, _BLOCKING_ATTR, False) or getattr(target, _BLOCKING_ATTR, False):
         mode = MODE_BLOCKING
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, List, Optional
 
-from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, Handler
+from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, STREAM_IN, STREAM_OUT, Handler
 
 __all__ = ["SERVICE", "Reflection", "describe_handler"]
 
@@ -20,6 +20,8 @@ __all__ = ["SERVICE", "Reflection", "describe_handler"]
 SERVICE = "_fastrpc"
 
 _MODES = {MODE_ASYNC: "async", MODE_BLOCKING: "blocking"}
+# What of a method streams (None: a unary method).
+_STREAMS = {STREAM_OUT: "server", STREAM_IN: "client", STREAM_OUT | STREAM_IN: "bidirectional"}
 _KINDS = {
     inspect.Parameter.POSITIONAL_ONLY: "positional",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
@@ -36,7 +38,8 @@ def _annotation(value: Any) -> Optional[str]:
 
 
 def describe_handler(handler: Handler) -> Dict[str, Any]:
-    """A method's description: parameters, return annotation, docstring, mode."""
+    """A method's description: parameters, return annotation, docstring, mode,
+    and what of it streams ("server", "client", "bidirectional"; None: unary)."""
     params: List[Dict[str, Any]] = []
     returns = None
     try:
@@ -54,7 +57,7 @@ def describe_handler(handler: Handler) -> Dict[str, Any]:
             params.append(entry)
         returns = _annotation(signature.return_annotation)
     return {"params": params, "returns": returns, "doc": inspect.getdoc(handler.func),
-            "mode": _MODES.get(handler.mode, "inline")}
+            "mode": _MODES.get(handler.mode, "inline"), "stream": _STREAMS.get(handler.stream)}
 
 
 class Reflection:
