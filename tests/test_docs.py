@@ -106,33 +106,29 @@ def test_the_tutorial_is_what_the_docs_show():
         assert f".. literalinclude:: tutorial/{script.name}" in page, script.name
 
 
-def test_the_readme_first_example_runs(tmp_path):
+def run_readme_example(tmp_path, marker=None):
+    """Run the README's first ```python block (or the first holding `marker`)
+    as a script; assert it succeeds; return its output lines."""
     readme = (DOCS.parent / "README.md").read_text()
-    example = readme[readme.index("```python\n") + len("```python\n"):]
-    example = example[:example.index("```")]
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    example = blocks[0] if marker is None else next(block for block in blocks if marker in block)
     script = tmp_path / "readme_example.py"
     script.write_text(example)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_the_readme_first_example_runs(tmp_path):
+    run_readme_example(tmp_path)
 
 
 def test_the_readme_typed_example_runs(tmp_path):
-    readme = (DOCS.parent / "README.md").read_text()
-    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "KVProtocol" in block)
-    script = tmp_path / "readme_typed_example.py"
-    script.write_text(example)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    run_readme_example(tmp_path, "KVProtocol")
 
 
 def test_the_readme_observability_example_runs(tmp_path):
-    readme = (DOCS.parent / "README.md").read_text()
-    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "def guard" in block)
-    script = tmp_path / "readme_observability_example.py"
-    script.write_text(example)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = run_readme_example(tmp_path, "def guard")
     assert lines[1] == "1"                                              # the client counted its call
     assert "PermissionDenied: Tenants.Whoami: no tenant" in lines       # refused by the server's guard
     assert "1 1" in lines                                               # the balancer counted the refusal
@@ -141,10 +137,4 @@ def test_the_readme_observability_example_runs(tmp_path):
 
 
 def test_the_readme_streams_example_runs(tmp_path):
-    readme = (DOCS.parent / "README.md").read_text()
-    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "Numbers.Range" in block)
-    script = tmp_path / "readme_streams_example.py"
-    script.write_text(example)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["[0, 1, 2, 3, 4]", "4950", "10"]
+    assert run_readme_example(tmp_path, "Numbers.Range") == ["[0, 1, 2, 3, 4]", "4950", "10"]
