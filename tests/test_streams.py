@@ -311,6 +311,20 @@ def test_breaking_out_of_the_loop_ends_the_stream_on_the_server(client):
     assert wait_until(lambda: client.call("Streams.Ended", "Forever") == "GeneratorExit", 5)
 
 
+def test_breaking_out_of_an_async_for_ends_the_stream_on_the_server(server):
+    async def main():
+        async with fastrpc.AsyncClient(server.address) as c:
+            await c.call("Streams.Reset")
+            async for item in c.stream("Streams.Forever", 0.001):
+                if item >= 5:
+                    break
+            for _ in range(200):
+                if await c.call("Streams.Ended", "Forever"):
+                    return await c.call("Streams.Ended", "Forever")
+                await asyncio.sleep(0.025)
+    assert run(main()) == "GeneratorExit"
+
+
 def test_cancel_reaches_an_async_generator(client):
     s = client.stream("Streams.AForever")
     assert next(s) == 1

@@ -262,12 +262,18 @@ class _StreamState:
         return True
 
     def __del__(self) -> None:
-        # Dropped while open (a loop left early): end it on both sides.
+        # Dropped while open (a loop left early): end it on both sides. Not
+        # here and now: a finalizer may run in any thread, in the middle of
+        # code holding the connection's locks; the cancel is handed to the
+        # thread that owns such work (it keeps the stream alive until then).
         try:
             if self._slot.state == _PENDING and self._conn is not None:
-                self.cancel()
+                self._cancel_later()
         except Exception:
             pass
+
+    def _cancel_later(self) -> None:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         state = "open" if self._slot.state == _PENDING else "ended"
@@ -397,6 +403,9 @@ class Stream(_StreamState):
     def close(self) -> None:
         """cancel() unless the stream ended."""
         self.cancel()
+
+    def _cancel_later(self) -> None:
+        self._conn.engine.defer(self.cancel)        # the engine's helper thread, within a tick
 
     def __enter__(self) -> "Stream":
         return self
@@ -549,6 +558,9 @@ class AsyncStream(_StreamState):
                 self._abort(exc)
 
     # ending ---------------------------------------------------------------------------------
+    def _cancel_later(self) -> None:
+        self._conn.loop.call_soon_threadsafe(self.cancel)    # on the connection's event loop
+
     def _stop_feeding(self) -> None:
         feeder = self._feeder
         if feeder is not None and not feeder.done() and feeder is not _current_task():
