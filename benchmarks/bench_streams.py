@@ -22,6 +22,7 @@ from bench_rpc import new_loop, timed
 SMALL = "small items: a server stream vs the same results by pipelined unary calls"
 CHUNKS = "1 MiB ndarray chunks: a server stream vs the raw C pair's 1 MiB echo"
 P99 = "unary latency while a stream saturates the same connection"
+CPU = "CPU per item, small items: a server stream vs pipelined unary calls (Client.map)"
 MIB = 1 << 20
 
 
@@ -44,6 +45,7 @@ def baselines(report):
     report.baseline(SMALL, "Client.map Arith.Sum (window 1024)", "items/s")
     report.baseline(CHUNKS, "raw C echo, 1 MiB", "MB/s")
     report.baseline(P99, "AsyncClient: p99, idle connection", "µs")
+    report.baseline(CPU, "Client.map: client", "µs/item")
 
 
 def test_map_baseline(benchmark, client, report, quick):
@@ -260,3 +262,40 @@ def test_unary_latency_under_a_stream(fastrpc_server, report, quick):
     assert all(r > 0 for r in streamed)
     if not quick:
         _report_latency(report, "Client", idle, busy, streamed)
+
+
+def _cpu_seconds(pid):
+    """User + system CPU time of process `pid` so far (Linux)."""
+    import os
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_cpu_per_item(report, quick):
+    """Where a small item's time goes, each side measured in its own process:
+    a server process of this test's own (to read its CPU time) and this client."""
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    server = Proc([sys.executable, os.path.join(here, "servers.py"), "tcp://127.0.0.1:0"])
+    n = 2000 if quick else 300_000
+    shapes = {
+        "Client.map": lambda c: len(c.map("Arith.Sum", [(i, 0) for i in range(n)])),
+        "Client.stream": lambda c: sum(1 for _ in c.stream("Streams.Items", n)),
+    }
+    try:
+        with fastrpc.Client(server.address) as c:
+            for name, run_shape in shapes.items():
+                assert run_shape(c) == n                 # warm up, and check
+                client_cpu, server_cpu = [], []
+                for _ in range(1 if quick else 3):
+                    c0, s0 = time.process_time(), _cpu_seconds(server.proc.pid)
+                    run_shape(c)
+                    client_cpu.append((time.process_time() - c0) / n)
+                    server_cpu.append((_cpu_seconds(server.proc.pid) - s0) / n)
+                if not quick:
+                    report.add(CPU, f"{name}: client", 1e6 * statistics.median(client_cpu))
+                    report.add(CPU, f"{name}: server", 1e6 * statistics.median(server_cpu))
+    finally:
+        server.stop()
