@@ -303,6 +303,21 @@ def test_the_server_ending_first_stops_an_async_sender(server):
     assert run(main()) == ([0, 1, 2], True)
 
 
+def test_open_streams_do_not_stop_the_server_reading_and_are_limited():
+    # max_inflight=4: four streams stalled on their credit must not pause the
+    # connection (their credit could never arrive); a fifth is refused.
+    with server_process(env={"FASTRPC_TEST_SERVER": '{"max_inflight": 4}'}) as proc:
+        with fastrpc.Client(proc.address) as c:
+            streams = [c.stream("Streams.Count", 50, window=(1, 1 << 20)) for _ in range(4)]
+            assert [next(s) for s in streams] == [0, 0, 0, 0]
+            assert c.call("Arith.Sum", 1, 2, timeout=5) == 3     # calls still go through
+            with pytest.raises(RemoteError) as info:
+                list(c.stream("Streams.Count", 1))
+            assert info.value.type == "TooManyStreams"
+            assert all(list(s) == list(range(1, 50)) for s in streams)
+            assert list(c.stream("Streams.Count", 2)) == [0, 1]   # room again
+
+
 # cancellation, deadlines, disconnects -------------------------------------------------------------
 def test_breaking_out_of_the_loop_ends_the_stream_on_the_server(client):
     for item in client.stream("Streams.Forever", 0.001):

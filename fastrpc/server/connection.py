@@ -165,6 +165,7 @@ class ServedConnection:
         self.write_blocked = False
         self.reading_paused = False
         self.writable_waiters: list[asyncio.Future[Any]] = []   # streams waiting for the transport to drain
+        self.open_streams = 0       # of the tasks, the streams (they do not pause reading)
 
     # hooks ----------------------------------------------------------------
     def _take_output(self) -> Optional[bytes]:
@@ -177,27 +178,37 @@ class ServedConnection:
         """Tell the client to send new calls elsewhere (where the protocol can)."""
 
     # calls ------------------------------------------------------------------
-    def _start_task(self, key: Any, fut: asyncio.Future[Any], on_done: Callable[[asyncio.Future[Any]], None]) -> None:
-        """Track a call now running as `fut`; past max_inflight, stop reading."""
+    def _start_task(self, key: Any, fut: asyncio.Future[Any], on_done: Callable[[asyncio.Future[Any]], None],
+                    stream: bool = False) -> None:
+        """Track a call now running as `fut`; past max_inflight calls, stop reading.
+
+        A `stream` is tracked (cancelled with the connection) but does not
+        count towards that limit: while reading pauses, its own frames
+        (credit, items, END) could not arrive, and it would never end.
+        Streams have a limit of their own (see FastConnection.open_stream)."""
         self.tasks[key] = fut
         self.server.dispatcher.load.value += 1
+        if stream:
+            self.open_streams += 1
         fut.add_done_callback(on_done)
-        if len(self.tasks) >= self.server.max_inflight and not self.over_limit:
+        if len(self.tasks) - self.open_streams >= self.server.max_inflight and not self.over_limit:
             # Calls already read from the buffer still start; no more are read.
             self.over_limit = True
             self._update_reading()
 
-    def _end_task(self, key: Any, fut: asyncio.Future[Any]) -> bool:
+    def _end_task(self, key: Any, fut: asyncio.Future[Any], stream: bool = False) -> bool:
         """Forget a finished call; return whether it was still tracked under `key`."""
         tracked = self.tasks.get(key) is fut
         if tracked:
             del self.tasks[key]
         self.server.dispatcher.load.value -= 1
+        if stream:
+            self.open_streams -= 1
         return tracked
 
     def _calls_eased(self) -> None:
         """After a call's reply: resume reading at half the limit, report idleness."""
-        if self.over_limit and len(self.tasks) <= self.server.max_inflight // 2:
+        if self.over_limit and len(self.tasks) - self.open_streams <= self.server.max_inflight // 2:
             self.over_limit = False         # resume at half, not at every completion
             self._update_reading()
         if not self.tasks:
@@ -530,18 +541,24 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
     def open_stream(self, handler: Handler, seq: int, args: tuple[Any, ...], kwargs: Optional[dict[Any, Any]],
                     deadline_ms: Optional[int], meta: Any) -> None:
         """A client opened a stream on a streaming method: run it (see fastrpc.server.streams)."""
+        if len(self.streams) >= self.server.max_inflight:
+            handler.record(0.0, "TooManyStreams")
+            self.core.reply_error(seq, "TooManyStreams", f"{handler.name}: {len(self.streams)} streams are open "
+                                  f"on this connection, the server's max_inflight")
+            self._schedule_flush()
+            return
         started = time.monotonic()
         deadline = None if deadline_ms is None else started + deadline_ms / 1000.0
         stream = ServerStream(self, handler, seq, self.server.stream_window)
         self.streams[seq] = stream
         fut = self.server.dispatcher.start_stream(self.server.loop, handler.name, stream.run(args, kwargs),
                                                   deadline, meta, self.peer)
-        self._start_task(seq, fut, functools.partial(self._stream_finished, stream, deadline, started))
+        self._start_task(seq, fut, functools.partial(self._stream_finished, stream, deadline, started), stream=True)
 
     def _stream_finished(self, stream: ServerStream, deadline: Optional[float], started: float,
                          fut: asyncio.Future[Any]) -> None:
         seq = stream.seq
-        self._end_task(seq, fut)
+        self._end_task(seq, fut, stream=True)
         if self.streams.get(seq) is stream:
             del self.streams[seq]
         stream.ended()

@@ -70,7 +70,9 @@ class Server:
     Backpressure: a connection with `max_inflight` calls running (tasks
     and thread-pool calls), or whose peer does not read its replies, is not
     read from until that eases, so one client cannot make the server buffer
-    without bound.
+    without bound. Streams do not count towards it (their own frames must
+    still be read, and flow control bounds them); a connection has at most
+    `max_inflight` streams open, further ones are answered ``TooManyStreams``.
 
     Settings (keyword arguments; defaults in the signature):
 
