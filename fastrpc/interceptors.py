@@ -135,8 +135,8 @@ def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
     """`handler` with `interceptors` around it: a new Handler of the same
     name and arity (its counts carried over). `executor()` gives the pool
     a @blocking handler runs in when an async interceptor makes it a task.
-    Streaming handlers are returned as they are: interceptors see unary
-    calls only (the server's authorize hook covers streams too)."""
+    Streaming handlers are returned as they are: their interceptors run as
+    the stream opens (see open_stream_through)."""
     if handler.stream:
         return handler
     func = handler.func
@@ -182,6 +182,32 @@ def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
     wrapped = Handler(run, name, mode, handler.min_args, handler.max_args, handler.bind, handler.kw_required)
     wrapped.inherit(handler)
     return wrapped
+
+
+async def open_stream_through(interceptors: Sequence[Interceptor], name: str, args: Tuple[Any, ...],
+                              kwargs: Dict[str, Any]) -> ServerCall:
+    """Run the server's interceptors as a stream opens: each may refuse it
+    (raise), read or change its arguments and metadata; ``proceed(call)``
+    returns None at once, the items flowing afterwards. Returns the call as
+    the interceptors passed it on. An interceptor that returns without
+    proceeding refuses the stream (PermissionDenied): a stream has no
+    single result to answer with instead."""
+    opened: List[ServerCall] = []
+
+    async def innermost(call: ServerCall) -> None:
+        opened.append(call)
+
+    await async_client_chain(interceptors, innermost)(_server_call(name, args, kwargs))
+    if not opened:
+        from fastrpc.errors import PermissionDeniedError
+        raise PermissionDeniedError("PermissionDenied", f"{name}: an interceptor did not let the stream open")
+    return opened[-1]
+
+
+def serving_context(call: ServerCall) -> CallContext:
+    """What fastrpc.current_call() gives a handler serving `call`, as the
+    interceptors left it."""
+    return _serving_context(call)
 
 
 def _link(ic: Interceptor, proceed: Callable[[Any], Any]) -> Callable[[Any], Any]:

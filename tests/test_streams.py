@@ -10,6 +10,7 @@ import random
 import socket
 import threading
 import time
+from typing import AsyncIterator  # noqa: F401  (Guarded.Tenant's annotation)
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ import fastrpc
 from fastrpc import packb, unpackb
 from fastrpc._core import frame as wire
 from fastrpc.errors import (ConnectionLostError, DeadlineExceeded, EncodeError, InvalidArgumentsError,
-                            MethodNotFoundError, RemoteError, StreamClosedError, StreamMismatchError,
-                            TimeoutError, UnsupportedError)
+                            MethodNotFoundError, PermissionDeniedError, RemoteError, StreamClosedError,
+                            StreamMismatchError, TimeoutError, UnsupportedError)
 from support import read_frames, rss_kib, server_process, server_processes, wait_until
 
 
@@ -599,6 +600,47 @@ def test_the_server_sends_no_more_than_the_credit(server):
         frames = _frames_until_reply(sock, 9)
         assert [unpackb(f.payload) for f in frames[:-1]] == list(range(3, 100))
         assert frames[-1].kind == wire.RESPONSE and unpackb(frames[-1].payload) == "counted 100"
+
+
+# server interceptors ----------------------------------------------------------------------------------
+class Guarded:
+    """Streams behind a guard interceptor (served in this process)."""
+
+    def Count(self, n):
+        yield from range(n)
+
+    async def Tenant(self, items: "AsyncIterator[int]"):
+        total = 0
+        async for x in items:
+            total += x
+        return [fastrpc.current_call().metadata["tenant"], total]
+
+
+def guard(call, proceed):
+    """Refuses calls without a tenant; adds 1 to Count's argument; names the method in the metadata."""
+    if not call.metadata.get("tenant"):
+        raise PermissionDeniedError("PermissionDenied", f"{call.method}: no tenant")
+    if call.method == "Guarded.Count":
+        call.args = (call.args[0] + 1,)
+    call.metadata["tenant"] = call.metadata["tenant"].upper()
+    return proceed(call)
+
+
+def test_server_interceptors_run_as_a_stream_opens():
+    server = fastrpc.Server(interceptors=[guard])
+    server.register(Guarded())
+    address = server.start()
+    try:
+        with fastrpc.Client(address) as c:
+            with pytest.raises(PermissionDeniedError, match="Guarded.Count: no tenant"):
+                list(c.stream("Guarded.Count", 2))
+            with pytest.raises(PermissionDeniedError):
+                c.stream("Guarded.Tenant", send=[1, 2]).result()
+        with fastrpc.Client(address, metadata={"tenant": "acme"}) as c:
+            assert list(c.stream("Guarded.Count", 2)) == [0, 1, 2]      # the argument as the guard left it
+            assert c.stream("Guarded.Tenant", send=[1, 2]).result() == ["ACME", 3]
+    finally:
+        server.close()
 
 
 # which handlers stream --------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
 
 from fastrpc._core.servercore import MODE_BLOCKING, STREAM_IN, STREAM_OUT, Handler
+from fastrpc.context import CURRENT
 from fastrpc.errors import EncodeError
+from fastrpc.interceptors import open_stream_through, serving_context
 from fastrpc.server.handlers import input_parameter_name
 
 if TYPE_CHECKING:
@@ -239,6 +241,11 @@ class ServerStream:
         handler = self.handler
         loop = asyncio.get_running_loop()
         in_pool = self.in_pool
+        interceptors = self.conn.server.dispatcher.interceptors
+        if interceptors:
+            call = await open_stream_through(interceptors, handler.name, args, kwargs or {})
+            args, kwargs = tuple(call.args), dict(call.kwargs)
+            CURRENT.set(serving_context(call))      # the handler sees what they left (this task's context)
         if handler.stream & STREAM_IN:
             args, kwargs = self._with_input(args, kwargs)
         pool = self.conn.server.dispatcher.executor()
