@@ -643,6 +643,38 @@ def test_server_interceptors_run_as_a_stream_opens():
         server.close()
 
 
+def tenant(call, proceed):
+    """A client interceptor: every call and stream carries a tenant."""
+    call.metadata["tenant"] = "acme"
+    return proceed(call)
+
+
+def test_client_interceptors_run_as_a_stream_opens():
+    server = fastrpc.Server(interceptors=[guard])
+    server.register(Guarded())
+    address = server.start()
+    try:
+        with fastrpc.Client(address, interceptors=[tenant]) as c:
+            s = c.stream("Guarded.Count", 2)
+            assert isinstance(s, fastrpc.Stream) and list(s) == [0, 1, 2]
+            assert c.stream("Guarded.Tenant", send=[1, 2]).result() == ["ACME", 3]
+        with fastrpc.Balancer([address], interceptors=[tenant]) as b:
+            assert list(b.stream("Guarded.Count", 1)) == [0, 1]
+
+        async def main():
+            async def atenant(call, proceed):
+                call.metadata["tenant"] = "async"
+                return await proceed(call)
+            async with fastrpc.AsyncClient(address, interceptors=[atenant]) as c:
+                tenant_seen = await c.stream("Guarded.Tenant", send=[5]).result()
+            async with fastrpc.AsyncBalancer([address], interceptors=[atenant]) as b:
+                counted = [x async for x in b.stream("Guarded.Count", 1)]
+            return tenant_seen, counted
+        assert run(main()) == (["ASYNC", 5], [0, 1])
+    finally:
+        server.close()
+
+
 # which handlers stream --------------------------------------------------------------------------------
 def test_which_handlers_stream_is_read_from_the_handler():
     from typing import AsyncIterator, Iterable, Iterator

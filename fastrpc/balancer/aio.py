@@ -188,8 +188,12 @@ class AsyncBalancer(BalancerCore):
         timeout = bound_timeout(timeout)
         if timeout is not None:
             route.deadline = time.monotonic() + timeout
+        intercepted = None if self._chain is None else (
+            self.interceptors, ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
+                                          self.name, key=key, idempotent=idempotent, balanced=True))
         return AsyncStream(route, method, args if not kwargs else call_args(args, kwargs), timeout=timeout,
-                           window=window or (None, None), settings=self.call_settings, send=send)
+                           window=window or (None, None), settings=self.call_settings, send=send,
+                      intercepted=intercepted)
 
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
            idempotent: Optional[bool] = None, **kwargs: Any) -> asyncio.Task[Any]:

@@ -47,8 +47,9 @@ class BalancedRoute:
         self.tried.append(member)
         return member
 
-    def _open_on(self, conn: Any, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
-        conn.table.open_stream(method, args, slot, deadline_ms, self.balancer.call_settings.call_metadata())
+    def _open_on(self, conn: Any, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int],
+                 meta: Optional[bytes]) -> Any:
+        conn.table.open_stream(method, args, slot, deadline_ms, meta or self.balancer.call_settings.call_metadata())
         conn.flush()
         self.opened_at = time.monotonic()
         return conn
@@ -58,10 +59,11 @@ class BalancedRoute:
         self.balancer.count_failure(member, 0.0, exc)
         self.member = None
 
-    def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+    def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int],
+             meta: Optional[bytes] = None) -> Any:
         member = self._pick()
         try:
-            return self._open_on(self.balancer._ready(member), method, args, slot, deadline_ms)
+            return self._open_on(self.balancer._ready(member), method, args, slot, deadline_ms, meta)
         except (ConnectionError, TimeoutError) as exc:
             self._not_opened(member, exc)
             raise
@@ -90,10 +92,11 @@ class BalancedRoute:
 class AsyncBalancedRoute(BalancedRoute):
     """The route of one stream through an AsyncBalancer."""
 
-    async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+    async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int],
+                         meta: Optional[bytes] = None) -> Any:
         member = self._pick()
         try:
-            return self._open_on(await self.balancer._ready(member), method, args, slot, deadline_ms)
+            return self._open_on(await self.balancer._ready(member), method, args, slot, deadline_ms, meta)
         except (ConnectionError, TimeoutError) as exc:
             self._not_opened(member, exc)
             raise

@@ -472,8 +472,11 @@ class AsyncClient(ClientSettings, Proxying):
         by a task; see Client.stream for `timeout` and `window`."""
         if self.codec != "fastrpc":
             raise UnsupportedError(f"streams need the fastrpc protocol; {self.codec} has none")
+        intercepted = None if self._chain is None else (
+            self.interceptors, ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout, self.address))
         return AsyncStream(AsyncClientRoute(self), method, args if not kwargs else call_args(args, kwargs),
-                           timeout=timeout, window=window or (None, None), settings=self, send=send)
+                           timeout=timeout, window=window or (None, None), settings=self, send=send,
+                           intercepted=intercepted)
 
     async def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""

@@ -23,10 +23,11 @@ import time
 from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import StreamSlot
+from fastrpc._core.calltable import StreamSlot, call_args
 from fastrpc._core.codec import packb
 from fastrpc.context import bound_timeout
 from fastrpc.errors import StreamClosedError, TimeoutError
+from fastrpc.interceptors import ClientCall, async_client_chain, client_chain
 from fastrpc.net import flow
 
 __all__ = ["Stream", "AsyncStream", "ClientRoute", "AsyncClientRoute"]
@@ -90,10 +91,12 @@ class ClientRoute:
         #: Where each stream's outcome is counted, by method (the client's stats()).
         self.stats: Any = client._caller.stats
 
-    def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
-        """Open the stream on a connection; return that connection."""
+    def open(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int],
+             meta: Optional[bytes] = None) -> Any:
+        """Open the stream on a connection; return that connection. `meta`:
+        its encoded metadata (None: the client's own)."""
         conn = self.client.connection()
-        conn.table.open_stream(method, args, slot, deadline_ms, self.client.call_metadata())
+        conn.table.open_stream(method, args, slot, deadline_ms, meta or self.client.call_metadata())
         conn.flush()
         return conn
 
@@ -108,9 +111,10 @@ class ClientRoute:
 class AsyncClientRoute(ClientRoute):
     """An AsyncClient's streams: on its connection (connecting when needed)."""
 
-    async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int]) -> Any:
+    async def open_async(self, method: str, args: Any, slot: StreamSlot, deadline_ms: Optional[int],
+                         meta: Optional[bytes] = None) -> Any:
         conn = await self.client.connection()
-        conn.table.open_stream(method, args, slot, deadline_ms, self.client.call_metadata())
+        conn.table.open_stream(method, args, slot, deadline_ms, meta or self.client.call_metadata())
         conn.flush()
         return conn
 
@@ -120,8 +124,13 @@ class _StreamState:
     deadline, the slot of the current attempt, and the bookkeeping of its end."""
 
     def __init__(self, route: Any, method: str, args: Any, timeout: Optional[float],
-                 window: Tuple[Optional[int], Optional[int]], settings: Any) -> None:
+                 window: Tuple[Optional[int], Optional[int]], settings: Any,
+                 intercepted: Optional[Tuple[Any, ClientCall]] = None) -> None:
         self._route = route
+        # (the client's interceptors, the call they see): they run once, around
+        # the stream's opening; proceed() returns the stream.
+        self._intercepted = intercepted
+        self._meta: Optional[bytes] = None     # the metadata they left, encoded (None: the client's)
         self.method = method
         self._args = args
         self._window = flow.window(*window)
@@ -152,6 +161,12 @@ class _StreamState:
     def sent(self) -> int:
         """Items sent so far."""
         return self._sent
+
+    def _as_intercepted(self, call: ClientCall) -> None:
+        """Open the stream as the interceptors passed `call` on."""
+        self.method = call.method
+        self._args = call.args if not call.kwargs else call_args(call.args, call.kwargs)
+        self._meta = bytes(packb(call.metadata)) if call.metadata else None
 
     def _new_slot(self) -> StreamSlot:
         self._slot = StreamSlot(*self._window)
@@ -296,20 +311,30 @@ class Stream(_StreamState):
 
     def __init__(self, route: Any, method: str, args: Any, *, timeout: Optional[float] = None,
                  window: Tuple[Optional[int], Optional[int]] = (None, None), settings: Any,
-                 send: Optional[Iterable[Any]] = None) -> None:
-        super().__init__(route, method, args, timeout, window, settings)
-        self._open()
+                 send: Optional[Iterable[Any]] = None,
+                 intercepted: Optional[Tuple[Any, ClientCall]] = None) -> None:
+        super().__init__(route, method, args, timeout, window, settings, intercepted)
+        if intercepted is None:
+            self._open()
+        else:
+            interceptors, call = intercepted
+            client_chain(interceptors, self._open_intercepted)(call)
         self._feeder: Optional[threading.Thread] = None
         if send is not None:
             self._feeder = threading.Thread(target=self._feed, args=(iter(send),),
                                             name=f"fastrpc-stream-{method}", daemon=True)
             self._feeder.start()
 
+    def _open_intercepted(self, call: ClientCall) -> "Stream":
+        self._as_intercepted(call)
+        self._open()
+        return self
+
     def _open(self) -> None:
         while True:
             slot = self._new_slot()
             try:
-                self._conn = self._route.open(self.method, self._args, slot, self._deadline_ms)
+                self._conn = self._route.open(self.method, self._args, slot, self._deadline_ms, self._meta)
                 return
             except Exception as exc:
                 slot.finish(exc)
@@ -425,8 +450,8 @@ class AsyncStream(_StreamState):
 
     def __init__(self, route: Any, method: str, args: Any, *, timeout: Optional[float] = None,
                  window: Tuple[Optional[int], Optional[int]] = (None, None), settings: Any,
-                 send: Any = None) -> None:
-        super().__init__(route, method, args, timeout, window, settings)
+                 send: Any = None, intercepted: Optional[Tuple[Any, ClientCall]] = None) -> None:
+        super().__init__(route, method, args, timeout, window, settings, intercepted)
         self._send_source = send
         self._feeder: Optional[asyncio.Task[Any]] = None
         self._opening: Optional[asyncio.Future[Any]] = None
@@ -435,15 +460,26 @@ class AsyncStream(_StreamState):
         """Open the stream now (it opens on first use otherwise)."""
         if self._conn is None and not (self._opened and self.done):
             if self._opening is None:
-                self._opening = asyncio.ensure_future(self._open())
+                if self._intercepted is not None and not self._opened:
+                    interceptors, call = self._intercepted
+                    self._opening = asyncio.ensure_future(
+                        async_client_chain(interceptors, self._open_intercepted)(call))
+                else:
+                    self._opening = asyncio.ensure_future(self._open())
             await asyncio.shield(self._opening)
+        return self
+
+    async def _open_intercepted(self, call: ClientCall) -> "AsyncStream":
+        self._as_intercepted(call)
+        await self._open()
         return self
 
     async def _open(self) -> None:
         while True:
             slot = self._new_slot()
             try:
-                self._conn = await self._route.open_async(self.method, self._args, slot, self._deadline_ms)
+                self._conn = await self._route.open_async(self.method, self._args, slot, self._deadline_ms,
+                                                          self._meta)
                 break
             except Exception as exc:
                 slot.finish(exc)

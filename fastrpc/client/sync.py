@@ -197,8 +197,11 @@ class Client(ClientSettings, Proxying):
         """
         if self.codec != "fastrpc":
             raise UnsupportedError(f"streams need the fastrpc protocol; {self.codec} has none")
+        intercepted = None if self._chain is None else (
+            self.interceptors, ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout, self.address))
         return Stream(ClientRoute(self), method, args if not kwargs else call_args(args, kwargs),
-                      timeout=timeout, window=window or (None, None), settings=self, send=send)
+                      timeout=timeout, window=window or (None, None), settings=self, send=send,
+                      intercepted=intercepted)
 
     def map(self, method: str, args_iterable: Iterable[Any], *, timeout: Optional[float] = None,
             return_exceptions: bool = False, window: int = 1024) -> List[Any]:
