@@ -268,6 +268,18 @@ def _send_until_cancelled(stream, item, count):
         pass
 
 
+def test_an_error_in_the_callers_iterable_fails_the_stream_and_cancels_the_handler(client):
+    def items():
+        yield 1
+        yield 2
+        assert wait_until(lambda: client.call("Streams.Taken") == 2)   # the handler is running
+        raise KeyError("bad input")
+    s = client.stream("Streams.Stall", 2, send=items())
+    with pytest.raises(KeyError, match="bad input"):
+        s.result()
+    assert wait_until(lambda: client.call("Streams.Ended", "Stall") == "CancelledError")
+
+
 def test_the_server_ending_first_stops_the_client_sending(client):
     # From an endless iterable: the handler's answer ends the stream, and the
     # thread sending the iterable stops.
