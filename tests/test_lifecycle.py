@@ -43,7 +43,7 @@ def server():
 def test_reflection_through_every_client_kind(server):
     expected_sum = {"params": [{"name": "a", "kind": "positional_or_keyword", "annotation": "int"},
                                {"name": "b", "kind": "positional_or_keyword", "default": "0", "annotation": "int"}],
-                    "returns": "int", "doc": "a + b.", "mode": "inline"}
+                    "returns": "int", "doc": "a + b.", "mode": "inline", "stream": None}
     with fastrpc.Client(server.address) as c:
         assert c.services() == ["Arith"]
         described = c.describe()
