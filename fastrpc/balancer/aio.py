@@ -19,10 +19,9 @@ from fastrpc._core.codec import packb
 from fastrpc._core.balance import Attempt, Member
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
-from fastrpc.balancer.streams import AsyncBalancedRoute
+from fastrpc.balancer.streams import AsyncBalancedRoute, balanced_stream
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.stream import AsyncStream
-from fastrpc.context import bound_timeout
 from fastrpc.client.batching import give_up
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors, \
@@ -184,16 +183,9 @@ class AsyncBalancer(BalancerCore):
                window: Optional[Tuple[int, int]] = None, **kwargs: Any) -> AsyncStream:
         """Open a stream on the endpoint the strategy picks (see Balancer.stream);
         it opens on first use."""
-        route = AsyncBalancedRoute(self, key, idempotent)
-        timeout = bound_timeout(timeout)
-        if timeout is not None:
-            route.deadline = time.monotonic() + timeout
-        intercepted = None if self._chain is None else (
-            self.interceptors, ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
-                                          self.name, key=key, idempotent=idempotent, balanced=True))
-        return AsyncStream(route, method, args if not kwargs else call_args(args, kwargs), timeout=timeout,
-                           window=window or (None, None), settings=self.call_settings, send=send,
-                      intercepted=intercepted)
+        stream: AsyncStream = balanced_stream(self, AsyncBalancedRoute, AsyncStream, method, args, kwargs, key, timeout, idempotent,
+                                   send, window)
+        return stream
 
     def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
            idempotent: Optional[bool] = None, **kwargs: Any) -> asyncio.Task[Any]:

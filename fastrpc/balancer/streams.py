@@ -14,25 +14,28 @@ a sign of life, with the time to the first item as its latency.
 from __future__ import annotations
 
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from fastrpc._core.calltable import StreamSlot
+from fastrpc._core.calltable import StreamSlot, call_args
+from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionError, RemoteError, TimeoutError
+from fastrpc.interceptors import ClientCall, base_metadata
 
-__all__ = ["BalancedRoute", "AsyncBalancedRoute"]
+__all__ = ["BalancedRoute", "AsyncBalancedRoute", "balanced_stream"]
 
 
 class BalancedRoute:
     """The route of one stream through a blocking Balancer."""
 
-    def __init__(self, balancer: Any, key: Any, idempotent: Optional[bool]) -> None:
+    def __init__(self, balancer: Any, key: Any, idempotent: Optional[bool],
+                 timeout: Optional[float] = None) -> None:
         self.balancer = balancer
         self.key_hash = balancer.pool.key_hash_for(key)
         self.idempotent = balancer.idempotent if idempotent is None else idempotent
         self.member: Any = None
         self.tried: List[Any] = []
         self.opened_at = 0.0
-        self.deadline = 0.0
+        self.deadline = 0.0 if timeout is None else time.monotonic() + timeout   # 0: none (as the planner takes it)
         #: Where each stream's outcome is counted, by method (the balancer's call_stats()).
         self.stats: Any = balancer.pool.stats
 
@@ -100,3 +103,19 @@ class AsyncBalancedRoute(BalancedRoute):
         except (ConnectionError, TimeoutError) as exc:
             self._not_opened(member, exc)
             raise
+
+
+def balanced_stream(balancer: Any, route_class: Any, stream_class: Any, method: str, args: Tuple[Any, ...],
+                    kwargs: Dict[str, Any], key: Any, timeout: Optional[float], idempotent: Optional[bool],
+                    send: Any, window: Optional[Tuple[int, int]]) -> Any:
+    """Balancer.stream and AsyncBalancer.stream: a stream of `stream_class` on a
+    route of `route_class`, through the balancer's interceptors if it has any."""
+    timeout = bound_timeout(timeout)
+    intercepted = None if balancer._chain is None else (
+        balancer.interceptors,
+        ClientCall(method, args, kwargs, base_metadata(balancer.call_settings.metadata), timeout, balancer.name,
+                   key=key, idempotent=idempotent, balanced=True))
+    return stream_class(route_class(balancer, key, idempotent, timeout), method,
+                        args if not kwargs else call_args(args, kwargs), timeout=timeout,
+                        window=window or (None, None), settings=balancer.call_settings, send=send,
+                        intercepted=intercepted)

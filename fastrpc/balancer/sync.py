@@ -13,7 +13,6 @@ import functools
 import logging
 import queue
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
@@ -23,12 +22,11 @@ from fastrpc._core.codec import packb
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.plan import RetryBudget
-from fastrpc.balancer.streams import BalancedRoute
+from fastrpc.balancer.streams import BalancedRoute, balanced_stream
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up
 from fastrpc.client.stream import Stream
 from fastrpc.client.sync import Client
-from fastrpc.context import bound_timeout
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.interceptors import (ClientCall, base_metadata, chain_pool, check_interceptors, client_chain,
                                   map_through, tell_endpoint)
@@ -159,16 +157,9 @@ class Balancer(BalancerCore):
         it stays there for its life. One that fails before anything was
         received or sent is opened again elsewhere, by the rules for a call
         (fastrpc.balancer.streams)."""
-        route = BalancedRoute(self, key, idempotent)
-        timeout = bound_timeout(timeout)
-        if timeout is not None:
-            route.deadline = time.monotonic() + timeout
-        intercepted = None if self._chain is None else (
-            self.interceptors, ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
-                                          self.name, key=key, idempotent=idempotent, balanced=True))
-        return Stream(route, method, args if not kwargs else call_args(args, kwargs), timeout=timeout,
-                      window=window or (None, None), settings=self.call_settings, send=send,
-                      intercepted=intercepted)
+        stream: Stream = balanced_stream(self, BalancedRoute, Stream, method, args, kwargs, key, timeout, idempotent,
+                                   send, window)
+        return stream
 
     def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
              idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
