@@ -11,7 +11,7 @@ import pytest
 import fastrpc
 from fastrpc import Balancer
 from fastrpc.errors import ConnectionError, TimeoutError
-from support import server_processes, wait_until
+from support import server_processes, unused_address, wait_until
 
 
 # randomized interleavings ------------------------------------------------------------------
@@ -388,3 +388,72 @@ def test_a_batch_ignores_replies_in_the_range_it_never_sent():
     settle(batch, 2, "two", False)
     assert batch.results[1] == "two" and batch.remaining == 2
     assert all(isinstance(r, ConnectionError) for r in batch.results[3:])
+
+
+# the garbage collector ------------------------------------------------------------------------------
+def _outcomes(go, cancel_method):
+    """Futures of calls that end every way a call ends (a result, the
+    handler's error, a timeout, a cancellation), each waited on in a frame
+    that also holds the future, as callers' code does; returns weak
+    references to them and the futures of the successful calls (alive)."""
+    import weakref
+    refs, kept = [], []
+
+    def settle(future):
+        try:
+            future.result(10)
+        except (fastrpc.RemoteError, TimeoutError):
+            pass                                  # the traceback holds this frame, and it the future
+        refs.append(weakref.ref(future))
+
+    for i in range(20):
+        ok = go("Arith.Sum", i, 1)
+        assert ok.result(10) == i + 1
+        kept.append(ok)
+        settle(go("Arith.Div", i, 0))
+        settle(go("Arith.Slow", 1.0, i, timeout=0.01))
+        f = go(cancel_method, 1.0, i)
+        f.add_done_callback(lambda done, f=f: None)   # a closure that refers to its future
+        f.cancel()
+        refs.append(weakref.ref(f))
+    return refs, kept
+
+
+@pytest.mark.parametrize("kind", ["client", "balancer"])
+def test_successful_calls_are_not_tracked_and_failed_ones_are_collected(kind):
+    import gc
+    with server_processes(2) as servers:
+        addresses = [s.address for s in servers]
+        with (fastrpc.Client(addresses[0]) if kind == "client"
+              else Balancer(addresses + [unused_address()], strategy="round_robin", health_interval=0)) as c:
+            refs, kept = _outcomes(c.go, "Arith.Slow")
+            # A call that succeeds closes no cycle: its objects stay out of the
+            # collector's view (they are many, and short-lived).
+            assert [gc.is_tracked(f) for f in kept] == [False] * len(kept)
+            if kind == "balancer":
+                assert all(f.source is None for f in kept)
+            # One that fails holds an error whose traceback leads back to it:
+            # the collector must see it, or every failed call would leak.
+            gc.collect()
+            assert [r() for r in refs if r() is not None] == []
+            assert c.call("Arith.Sum", 2, 3) == 5
+
+
+def test_a_balanced_call_that_was_retried_is_collected():
+    import gc
+    import weakref
+    with server_processes(1) as servers:
+        # Every other pick is a dead endpoint: those calls fail there, not
+        # sent, and are retried on the live one.
+        with Balancer([servers[0].address, unused_address()], strategy="round_robin",
+                      health_interval=0, eject_failures=1000,
+                      retry_budget=fastrpc.RetryBudget(ratio=1.0, min_per_second=1000.0)) as b:
+            refs = []
+            for i in range(40):
+                f = b.go("Arith.Sum", i, 1)
+                assert f.result(10) == i + 1
+                refs.append(weakref.ref(f))
+                del f
+            assert sum(s["errors"] for s in b.stats().values()) > 0, "some calls were retried"
+            gc.collect()
+            assert [r() for r in refs if r() is not None] == []

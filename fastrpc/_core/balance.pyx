@@ -18,7 +18,8 @@ membership in one step.
 cimport cython
 
 from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallTable, ClientStats, FINISHED, PENDING,
-                                      complete, frpc_bucket, frpc_monotonic, table_ready, FRPC_NBUCKETS)
+                                      complete, frpc_bucket, frpc_monotonic, table_ready, track, untrack,
+                                      FRPC_NBUCKETS)
 from fastrpc._core.select cimport EndpointTable, Kernel
 
 import threading
@@ -242,6 +243,8 @@ cdef class Pool:
             a.deadline_ms = settings.deadline_ms(t)
         a.meta = settings.metadata() if meta is None else meta
         a.observer = observer
+        if observer is not None:
+            track(a)                      # an interceptor's observer may refer to it
         a.idempotent = self.idempotent if idempotent is None else idempotent
         hedged = a.idempotent and self.hedge_after >= 0.0
         a.number = 1
@@ -278,6 +281,8 @@ cdef class Pool:
             a.deadline_ms = settings.deadline_ms(t)
         a.meta = settings.metadata() if meta is None else meta
         a.observer = observer
+        if observer is not None:
+            track(a)
         a.idempotent = self.idempotent if idempotent is None else idempotent
         a.number = 1
         sent = self.start(a)
@@ -326,10 +331,15 @@ cdef inline int _settle(object sink, object value, bint is_error) except -1:
 @cython.no_gc
 cdef class Attempt(Slot):
     """One try of a balanced call; the slot its endpoint's call table completes."""
-    # Not tracked by the garbage collector (one per call, like CallFuture):
-    # once the caller's future is settled, end_call() drops every reference
-    # that could close a cycle (the other attempts, the failures and their
-    # tracebacks, the arguments).
+    # Not tracked by the garbage collector while it only succeeds (one per
+    # call, like CallFuture; see untrack() in calltable.pyx): once the
+    # caller's future is settled, end_call() drops the references that link
+    # a call's attempts. Anything else that may close a cycle through it (a
+    # failure and its traceback, a retry or hedge, a withdrawal, an
+    # observer) tracks it again first.
+
+    def __cinit__(self):
+        untrack(self)
 
     cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1:
         cdef Pool pool = self.pool
@@ -338,6 +348,8 @@ cdef class Attempt(Slot):
         if not self.running:
             return 0
         self.running = False
+        if is_error:
+            track(self)
         if is_error and not _is_answer(value):
             pool.policy.attempt_failed(self, value)
             return 0
@@ -370,12 +382,18 @@ cdef class Attempt(Slot):
             return None
         return conn
 
+    def keep_in_view(self):
+        """Track this attempt in the garbage collector: it is about to hold
+        what may close a cycle (a failure and its traceback)."""
+        track(self)
+
     def hedge_check(self):
         """The hedge delay passed (a timer): the planner decides."""
         self.pool.policy.hedge(self)
 
     def withdraw_call(self, future):
         """The caller's future was cancelled: withdraw every attempt in flight."""
+        track(self)
         self.pool.policy.withdraw(self)
 
     @property
@@ -391,10 +409,12 @@ cdef class Attempt(Slot):
 
     def expire_call(self, future):
         """The caller's future timed out: give up the call, naming the endpoints tried."""
+        track(self)
         self.pool.policy.expire(self)
 
     def fail(self, error):
         """Settle the caller's future with `error` (the policy gave up)."""
+        track(self)
         _settle(self.sink, error, True)
         self.end_call()
 
@@ -423,6 +443,8 @@ cdef class Attempt(Slot):
     def follow_up(self):
         """A new attempt of the same call (a retry or a hedge), not yet picked or sent."""
         cdef Attempt a = Attempt.__new__(Attempt)
+        track(self)                       # a retry or a hedge: failures and peers link them
+        track(a)
         a.pool = self.pool
         a.sink = self.sink
         a.method = self.method

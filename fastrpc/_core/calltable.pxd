@@ -23,6 +23,11 @@ cdef extern from "fastrpc_hist.h":
     int frpc_bucket(double seconds) nogil
 
 
+# The garbage collector's view of a call's objects (see untracked() in calltable.pyx).
+cdef int untrack(object o) except -1
+cdef int track(object o) except -1
+
+
 cdef enum SlotState:
     PENDING = 0
     FINISHED = 1

@@ -21,6 +21,11 @@ from cpython.contextvars cimport get_value as _context_value
 from cpython.ref cimport PyObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
+cdef extern from "Python.h":
+    void PyObject_GC_Track(object o)
+    void PyObject_GC_UnTrack(object o)
+    int PyObject_GC_IsTracked(object o)
+
 from fastrpc._core.buffer cimport WriteBuffer, frpc_store_u32
 from fastrpc._core.codec cimport DecodeLimits, pack, pack_args, unpack
 from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame, write_empty_frame, read_credit,
@@ -81,6 +86,56 @@ cdef double remaining(double deadline):
 def monotonic():
     """time.monotonic(), from the clock the compiled code reads."""
     return frpc_monotonic()
+
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum: POLLIN
+
+
+def fd_readable(int fd):
+    """Whether `fd` has something to read (bytes, a close, an error) right now:
+    one poll(2) with no timeout and nothing allocated (a balanced call asks
+    this of an idle connection before it carries the call). An error of the
+    check itself answers True, so that the read reports it."""
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLIN
+    p.revents = 0
+    return poll(&p, 1, 0) != 0
+
+
+# --------------------------------------------------------------------------
+# The garbage collector and the objects of a call
+#
+# A call allocates a CallFuture (and a balanced call an Attempt). Slot, their
+# base, holds objects, so CPython makes every subclass a collected type and
+# Cython's no_gc cannot take that back: each one would be tracked, and with
+# a few hundred calls in flight the young generation's collections traverse
+# them again and again (a third of a balanced go() in a burst, under perf).
+# They are untracked as they are made instead. That is safe because a call
+# that succeeds closes no reference cycle through them: the references that
+# do while it is pending (its source, the table's pending entry, a balanced
+# call's attempts) are dropped as it settles. Whatever may close a cycle the
+# call path cannot see (an error and its traceback, a done callback, a
+# concurrent.futures waiter, a value set from Python, an interceptor's
+# observer, a retry's list of failures) tracks the object again first.
+
+cdef int untrack(object o) except -1:
+    """Take `o`, a call's object made just now, out of the collector's view."""
+    PyObject_GC_UnTrack(o)
+    return 0
+
+
+cdef int track(object o) except -1:
+    """Put `o` back in the collector's view: it may now close a cycle."""
+    if not PyObject_GC_IsTracked(o):
+        PyObject_GC_Track(o)
+    return 0
 
 
 # --------------------------------------------------------------------------
@@ -267,13 +322,15 @@ cdef class CallFuture(Slot):
     concurrent.futures.Future is (isinstance, wait(), as_completed(),
     asyncio.wrap_future()).
     """
-    # Not tracked by the garbage collector: a call allocates one, and
-    # tracking them made collections a fifth of a pipelined call's cost.
-    # The references that could close a cycle (engine, source, callbacks)
-    # are dropped as the future finishes.
+    # Not tracked by the garbage collector until it may close a cycle (see
+    # untrack() above): a call allocates one, and tracking them made
+    # collections a fifth of a pipelined call's cost. The references that
+    # could close a cycle while it is pending (engine, source) are dropped
+    # as the future finishes; an error, a callback or a waiter tracks it.
 
     def __cinit__(self):
         self.state = PENDING
+        untrack(self)
 
     def __init__(self, str method=""):
         self.method = method
@@ -290,6 +347,8 @@ cdef class CallFuture(Slot):
         """Settle the future once; later calls do nothing."""
         if self.state != PENDING:
             return 0
+        if error is not None:
+            track(self)                   # its traceback may lead back here
         self.engine = None
         self.source = None
         if self.stats is not None:
@@ -330,6 +389,7 @@ cdef class CallFuture(Slot):
     # completion from Python (connection loss, timeouts, balancer policy) -------
     def set_result(self, value):
         """Complete with `value` (does nothing once the future is done)."""
+        track(self)                       # any value at all: it may refer to this future
         self.finish(value, None, FINISHED)
         drain_callbacks()
 
@@ -402,6 +462,7 @@ cdef class CallFuture(Slot):
     def add_done_callback(self, fn):
         """Call fn(future) when the call completes (now, if it has)."""
         if self.state == PENDING:
+            track(self)                   # a closure may refer to this future
             if self.callbacks is None:
                 self.callbacks = []
             self.callbacks.append(fn)
@@ -453,6 +514,7 @@ cdef class CallFuture(Slot):
 
     @property
     def _waiters(self):
+        track(self)                       # the waiter refers to its futures
         if self.cf_waiters is None:
             self.cf_waiters = []
         return self.cf_waiters

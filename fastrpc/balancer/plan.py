@@ -142,6 +142,7 @@ class Planner:
     def attempt_failed(self, attempt: Attempt, exc: BaseException) -> None:
         """An attempt failed (transport error, timeout, not sent): account, then
         retry, wait for a hedge still running, or give up."""
+        attempt.keep_in_view()                  # it keeps `exc`, whose traceback may lead back to it
         _ended(attempt, exc)
         self.core.count_failure(attempt.member, attempt.started, exc)
         tried = attempt.tried

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import select
 import socket
 import ssl
 import struct
@@ -26,7 +25,7 @@ except ImportError:                      # not POSIX: every call pending at a fa
     pass
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import drain_callbacks, settle, table_is_ready
+from fastrpc._core.calltable import drain_callbacks, fd_readable, settle, table_is_ready
 from fastrpc.client import engine as engines
 from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
 
@@ -182,7 +181,7 @@ class Connection(TableCalls):
         batches of items it had, so that replies to other calls on the
         connection are not held back behind the stream."""
         if self.error is None and ((self.tls and self.sock.pending())   # type: ignore[attr-defined]
-                                   or _readable_now(self.sock)):
+                                   or fd_readable(self.fd)):
             self.engine.read_now(self)
 
     def _on_control(self, kind: int, seq: int, payload: bytes) -> None:
@@ -304,12 +303,3 @@ def fail_undelivered(table: Any, sock: Any, sent: int, writes: Deque[Tuple[int, 
                 slot = table.forget(seq)
                 if slot is not None:
                     settle(slot, seq, error, True)
-
-
-def _readable_now(sock: socket.socket) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    try:
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True                              # let the read report what is wrong
