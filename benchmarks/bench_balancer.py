@@ -1,11 +1,16 @@
 """End to end through the balancer: 4 backend server processes, one balanced
 client, calls/s per strategy next to a direct single-endpoint Client in the
 same run (the cost of balancing), and next to 4 Clients rotated by hand (the
-cost of the balancer's bookkeeping alone, with the same spread)."""
+cost of the balancer's bookkeeping alone, with the same spread). The
+steady states are measured twice: as groups of rounds, and as pairs of a
+direct round and a balanced round run back to back, which a machine whose
+speed drifts skews less."""
 import asyncio
 import itertools
 import os
+import statistics
 import sys
+import time
 
 import pytest
 
@@ -29,6 +34,10 @@ ASYNC_STEADY = "AsyncBalancer.call, 128 awaiting coroutines (steady state), 4 ba
 INFLIGHT = "Balancer.go, 128 in flight, bursts, 4 backends"
 MAP = "Balancer.map, 128 calls per map, 4 backends"
 ASYNC_SEQ = "AsyncBalancer.call sequential, 4 backends"
+PAIRED = ("Balancer.go sliding window of 128 / direct Client.go, rounds taken in turn "
+          "(median of the per-pair ratios)")
+ASYNC_PAIRED = ("AsyncBalancer.call 128 awaiting / direct AsyncClient, rounds taken in turn "
+                "(median of the per-pair ratios)")
 DIRECT = "direct Client, one endpoint"
 ROTATED = "4 Clients rotated by hand"
 # Nearby cities, so geo has real distances to rank (Paris is the origin).
@@ -67,6 +76,9 @@ def rotation(backends):
 def baselines(report):
     for group in (SEQ, STEADY, ASYNC_STEADY, INFLIGHT, MAP, ASYNC_SEQ):
         report.baseline(group, DIRECT, "calls/s")
+    for group in (PAIRED, ASYNC_PAIRED):
+        report.baseline(group, DIRECT, "ratio")
+        report.add(group, DIRECT, 1.0)
 
 
 def endpoints(addresses):
@@ -280,4 +292,69 @@ def test_async_balancer_sequential(benchmark, backends, report, quick, strategy)
         assert loop.run_until_complete(b.call("Arith.Sum", 2, 3)) == 5
     finally:
         loop.run_until_complete(b.close())
+        loop.close()
+
+
+# the same steady states, each balanced round next to a direct one ---------------------------
+# On a shared machine the rate drifts within seconds, and the groups above
+# measure the direct client and each strategy minutes apart. Here every
+# balanced round is paired with a direct round just before it, and the
+# figure is the median of the pairs' ratios.
+
+def paired_ratio(direct_round, balanced_round, pairs):
+    """Median over `pairs` of (balanced rate / direct rate), each pair run back to back."""
+    ratios = []
+    for _ in range(pairs):
+        direct = _timed_round(direct_round)
+        ratios.append(direct / _timed_round(balanced_round))
+    return statistics.median(ratios)
+
+
+def _timed_round(fn):
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_paired_sliding_window(benchmark, backends, report, quick, strategy):
+    n, pairs = steady_calls(quick), (1 if quick else 7)
+    keyed = strategy == "consistent_hash"
+    with fastrpc.Client(backends[0]) as client, Balancer(endpoints(backends), **balancer_options(strategy)) as b:
+        def go(method, i, one):
+            return b.go(method, i, one, key=i if keyed else None)
+        for warm in (client.go, go):
+            assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
+        benchmark.group = PAIRED
+        ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(client.go, "Arith.Sum", n),
+                                                       lambda: sliding_window(go, "Arith.Sum", n), pairs),
+                                   rounds=1)
+        report.add(PAIRED, strategy, ratio)
+        assert ratio > 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_paired_async_awaiting(benchmark, backends, report, quick, strategy):
+    n, pairs = steady_calls(quick), (1 if quick else 7)
+    keyed = strategy == "consistent_hash"
+    loop = new_loop()
+    client = loop.run_until_complete(fastrpc.AsyncClient(backends[0]).connect())
+    b = AsyncBalancer(endpoints(backends), **balancer_options(strategy))
+
+    def call(method, i, one):
+        return b.call(method, i, one, key=i if keyed else None)
+
+    try:
+        for warm in (client.call, call):
+            assert loop.run_until_complete(awaiting(warm, "Arith.Sum", 1280)) == expected_awaiting_sum(1280)
+        benchmark.group = ASYNC_PAIRED
+        ratio = benchmark.pedantic(
+            paired_ratio, args=(lambda: loop.run_until_complete(awaiting(client.call, "Arith.Sum", n)),
+                                lambda: loop.run_until_complete(awaiting(call, "Arith.Sum", n)), pairs),
+            rounds=1)
+        report.add(ASYNC_PAIRED, strategy, ratio)
+        assert ratio > 0
+    finally:
+        loop.run_until_complete(b.close())
+        loop.run_until_complete(client.close())
         loop.close()
