@@ -8,6 +8,9 @@ from fastrpc._core.calltable cimport Slot, CallFuture, CallSettings, ClientStats
 from fastrpc._core.select cimport EndpointTable, Kernel
 
 
+cdef class Attempt
+
+
 cdef class Member:
     """A balancer's view of one endpoint."""
     cdef public object endpoint        # the Endpoint (address, weight, zone, coordinates)
@@ -52,6 +55,8 @@ cdef class Pool:
     cdef public ClientStats stats      # the balancer's calls by method, as its callers saw them
 
     cpdef Member pick(self, unsigned long long key_hash)
+    cpdef bint start(self, Attempt a) except? False
+    cdef int _send(self, Attempt a, object conn, object table) except -1
     cdef int release(self, Member m, double rtt, double now, long long load, bint answered,
                      bint remote) except -1
 
@@ -62,6 +67,7 @@ cdef class Attempt(Slot):
     cdef public Member member
     cdef public object sink            # the caller's future: a CallFuture or an asyncio future
     cdef public object conn            # the connection it went out on
+    cdef object table                  # ... and that connection's call table
     cdef public unsigned long long seq
     cdef public double started         # monotonic time it was sent
     cdef public bint running           # sent and neither answered, failed nor withdrawn

@@ -200,13 +200,16 @@ cdef class Pool:
         """Send attempt `a` (its member picked) on `conn`, a ready connection of
         that member. Raises what encoding raises; ConnectionClosedError when
         the connection closed meanwhile (the call was not sent)."""
+        self._send(a, conn, conn.table)
+
+    cdef int _send(self, Attempt a, object conn, object table) except -1:
         a.conn = conn
+        a.table = table
         a.started = frpc_monotonic()
         a.running = True
         if a.observer is not None:
             a.meta = a.observer.sent(a)           # this attempt's own metadata (its trace context)
         try:
-            table = conn.table
             if type(table) is CallTable:
                 a.seq = (<CallTable>table).request(a.method, a.args, a, a.deadline_ms, a.meta)
             else:
@@ -214,6 +217,7 @@ cdef class Pool:
         except BaseException:
             a.running = False
             raise
+        return 0
 
     def go(self, CallSettings settings, str method, object args, object key, object timeout,
            object idempotent, bytes meta=None, object observer=None):
@@ -294,7 +298,7 @@ cdef class Pool:
             timers.append(loop.call_later(self.hedge_after, self.policy.hedge, a))
         return fut, a, sent, timers
 
-    def start(self, Attempt a):
+    cpdef bint start(self, Attempt a) except? False:
         """Pick an endpoint for `a` and send it on that endpoint's connection if
         it has a ready one: True. False: the member is picked (a.member, counted
         in flight) but needs a connection first."""
@@ -312,7 +316,7 @@ cdef class Pool:
         elif not conn.ready():
             return False
         try:
-            self.send(a, conn)
+            self._send(a, conn, table)
         except ConnectionClosedError:
             return False
         return True
@@ -366,7 +370,9 @@ cdef class Attempt(Slot):
             value = pool.policy.remote_error(self, value)
         _settle(self.sink, value, is_error)
         self.end_call()
-        table = self.conn.table
+        table = self.table
+        if table is None:
+            return 0
         if (<CallTable>table).draining if type(table) is CallTable else table.draining:
             pool.policy.going_away(self.member)
         return 0

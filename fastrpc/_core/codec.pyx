@@ -50,7 +50,10 @@ cdef Py_ssize_t MAX_NDIM = 64
 cdef object MAX_EMPTY_EXTENT = 1 << 62
 DEFAULT_MAX_LEN = 1 << 24
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-MAX_ENCODE_DEPTH = 512
+# Read as a C constant on every value encoded (a module global would be a
+# dictionary look-up and a Python comparison each time).
+cdef int _MAX_ENCODE_DEPTH = 512
+MAX_ENCODE_DEPTH = _MAX_ENCODE_DEPTH
 
 cdef object _ndarray = np.ndarray
 cdef object _frombuffer = np.frombuffer
@@ -337,8 +340,8 @@ cdef int pack(WriteBuffer b, object o, int depth) except -1:
     cdef PyObject *k
     cdef PyObject *v
     cdef double d
-    if depth > MAX_ENCODE_DEPTH:
-        raise EncodeError(f"value nested deeper than {MAX_ENCODE_DEPTH} levels (cyclic?)")
+    if depth > _MAX_ENCODE_DEPTH:
+        raise EncodeError(f"value nested deeper than {_MAX_ENCODE_DEPTH} levels (cyclic?)")
     if o is None:
         return _put1(b, 0xc0)
     if o is True:
