@@ -41,6 +41,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tup
 from fastrpc._core.calltable import Arguments
 from fastrpc._core.servercore import MODE_ASYNC, MODE_BLOCKING, Handler
 from fastrpc.context import CURRENT, CallContext, current_call
+from fastrpc.errors import PermissionDeniedError
 
 __all__ = ["ClientCall", "Interceptor", "ServerCall", "async_client_chain", "client_chain", "intercept_handler",
            "tell_endpoint"]
@@ -119,7 +120,9 @@ def check_interceptors(interceptors: Optional[Sequence[Interceptor]], allow_asyn
 
 
 # server ----------------------------------------------------------------------------------
-def _serving_context(call: ServerCall) -> CallContext:
+def serving_context(call: ServerCall) -> CallContext:
+    """What fastrpc.current_call() gives a handler serving `call`, as the
+    interceptors left it."""
     return CallContext(call.method, call.deadline, call.metadata, call.peer)
 
 
@@ -144,7 +147,7 @@ def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
     any_async = any(_is_async(ic) for ic in interceptors)
     if handler.mode != MODE_ASYNC and not any_async:
         def innermost(call: ServerCall) -> Any:
-            token = CURRENT.set(_serving_context(call))     # what interceptors added, the handler sees
+            token = CURRENT.set(serving_context(call))     # what interceptors added, the handler sees
             try:
                 return func(*call.args, **call.kwargs)
             finally:
@@ -160,7 +163,7 @@ def intercept_handler(handler: Handler, interceptors: Sequence[Interceptor],
         blocking = handler.mode == MODE_BLOCKING
 
         async def innermost_async(call: ServerCall) -> Any:
-            token = CURRENT.set(_serving_context(call))
+            token = CURRENT.set(serving_context(call))
             try:
                 if blocking:
                     ctx = contextvars.copy_context()
@@ -199,15 +202,8 @@ async def open_stream_through(interceptors: Sequence[Interceptor], name: str, ar
 
     await async_client_chain(interceptors, innermost)(_server_call(name, args, kwargs))
     if not opened:
-        from fastrpc.errors import PermissionDeniedError
         raise PermissionDeniedError("PermissionDenied", f"{name}: an interceptor did not let the stream open")
     return opened[-1]
-
-
-def serving_context(call: ServerCall) -> CallContext:
-    """What fastrpc.current_call() gives a handler serving `call`, as the
-    interceptors left it."""
-    return _serving_context(call)
 
 
 def _link(ic: Interceptor, proceed: Callable[[Any], Any]) -> Callable[[Any], Any]:

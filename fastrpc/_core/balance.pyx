@@ -331,8 +331,6 @@ cdef inline int _settle(object sink, object value, bint is_error) except -1:
 
 
 @cython.final
-@cython.freelist(1024)
-@cython.no_gc
 cdef class Attempt(Slot):
     """One try of a balanced call; the slot its endpoint's call table completes."""
     # Not tracked by the garbage collector while it only succeeds (one per

@@ -23,7 +23,7 @@ cdef extern from "fastrpc_hist.h":
     int frpc_bucket(double seconds) nogil
 
 
-# The garbage collector's view of a call's objects (see untracked() in calltable.pyx).
+# The garbage collector's view of a call's objects (see untrack() in calltable.pyx).
 cdef int untrack(object o) except -1
 cdef int track(object o) except -1
 

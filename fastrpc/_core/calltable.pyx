@@ -310,8 +310,6 @@ cdef class ClientStats:
 
 
 @cython.final
-@cython.freelist(1024)
-@cython.no_gc
 cdef class CallFuture(Slot):
     """The result of a blocking call started with go(): a concurrent.futures-style future.
 
@@ -327,6 +325,9 @@ cdef class CallFuture(Slot):
     # collections a fifth of a pipelined call's cost. The references that
     # could close a cycle while it is pending (engine, source) are dropped
     # as the future finishes; an error, a callback or a waiter tracks it.
+    # (Cython's no_gc and freelist would do nothing here: no_gc cannot undo
+    # what Slot's object field makes a collected type, and free lists are
+    # kept only for classes without a compiled base.)
 
     def __cinit__(self):
         self.state = PENDING
