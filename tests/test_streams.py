@@ -638,21 +638,26 @@ def guard(call, proceed):
     return proceed(call)
 
 
-def test_server_interceptors_run_as_a_stream_opens():
+@pytest.fixture
+def guarded():
+    """The address of a server in this process (its interceptors are
+    functions of this module) guarded by `guard`."""
     server = fastrpc.Server(interceptors=[guard])
     server.register(Guarded())
     address = server.start()
-    try:
-        with fastrpc.Client(address) as c:
-            with pytest.raises(PermissionDeniedError, match="Guarded.Count: no tenant"):
-                list(c.stream("Guarded.Count", 2))
-            with pytest.raises(PermissionDeniedError):
-                c.stream("Guarded.Tenant", send=[1, 2]).result()
-        with fastrpc.Client(address, metadata={"tenant": "acme"}) as c:
-            assert list(c.stream("Guarded.Count", 2)) == [0, 1, 2]      # the argument as the guard left it
-            assert c.stream("Guarded.Tenant", send=[1, 2]).result() == ["ACME", 3]
-    finally:
-        server.close()
+    yield address
+    server.close()
+
+
+def test_server_interceptors_run_as_a_stream_opens(guarded):
+    with fastrpc.Client(guarded) as c:
+        with pytest.raises(PermissionDeniedError, match="Guarded.Count: no tenant"):
+            list(c.stream("Guarded.Count", 2))
+        with pytest.raises(PermissionDeniedError):
+            c.stream("Guarded.Tenant", send=[1, 2]).result()
+    with fastrpc.Client(guarded, metadata={"tenant": "acme"}) as c:
+        assert list(c.stream("Guarded.Count", 2)) == [0, 1, 2]      # the argument as the guard left it
+        assert c.stream("Guarded.Tenant", send=[1, 2]).result() == ["ACME", 3]
 
 
 def tenant(call, proceed):
@@ -661,30 +666,24 @@ def tenant(call, proceed):
     return proceed(call)
 
 
-def test_client_interceptors_run_as_a_stream_opens():
-    server = fastrpc.Server(interceptors=[guard])
-    server.register(Guarded())
-    address = server.start()
-    try:
-        with fastrpc.Client(address, interceptors=[tenant]) as c:
-            s = c.stream("Guarded.Count", 2)
-            assert isinstance(s, fastrpc.Stream) and list(s) == [0, 1, 2]
-            assert c.stream("Guarded.Tenant", send=[1, 2]).result() == ["ACME", 3]
-        with fastrpc.Balancer([address], interceptors=[tenant]) as b:
-            assert list(b.stream("Guarded.Count", 1)) == [0, 1]
+def test_client_interceptors_run_as_a_stream_opens(guarded):
+    with fastrpc.Client(guarded, interceptors=[tenant]) as c:
+        s = c.stream("Guarded.Count", 2)
+        assert isinstance(s, fastrpc.Stream) and list(s) == [0, 1, 2]
+        assert c.stream("Guarded.Tenant", send=[1, 2]).result() == ["ACME", 3]
+    with fastrpc.Balancer([guarded], interceptors=[tenant]) as b:
+        assert list(b.stream("Guarded.Count", 1)) == [0, 1]
 
-        async def main():
-            async def atenant(call, proceed):
-                call.metadata["tenant"] = "async"
-                return await proceed(call)
-            async with fastrpc.AsyncClient(address, interceptors=[atenant]) as c:
-                tenant_seen = await c.stream("Guarded.Tenant", send=[5]).result()
-            async with fastrpc.AsyncBalancer([address], interceptors=[atenant]) as b:
-                counted = [x async for x in b.stream("Guarded.Count", 1)]
-            return tenant_seen, counted
-        assert run(main()) == (["ASYNC", 5], [0, 1])
-    finally:
-        server.close()
+    async def main():
+        async def atenant(call, proceed):
+            call.metadata["tenant"] = "async"
+            return await proceed(call)
+        async with fastrpc.AsyncClient(guarded, interceptors=[atenant]) as c:
+            tenant_seen = await c.stream("Guarded.Tenant", send=[5]).result()
+        async with fastrpc.AsyncBalancer([guarded], interceptors=[atenant]) as b:
+            counted = [x async for x in b.stream("Guarded.Count", 1)]
+        return tenant_seen, counted
+    assert run(main()) == (["ASYNC", 5], [0, 1])
 
 
 # which handlers stream --------------------------------------------------------------------------------
