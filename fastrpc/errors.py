@@ -16,6 +16,7 @@ __all__ = [
     "AuthenticationError",
     "DeadlineExceeded",
     "TimeoutError",
+    "RemoteTimeoutError",
     "ConnectionError",
     "ConnectError",
     "ConnectTimeoutError",
@@ -216,7 +217,19 @@ class DeadlineExceeded(RemoteError, TimeoutError):
         RemoteError.__init__(self, type, message)
 
 
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """A handler failed with a timeout (remote type ``TimeoutError``), e.g. a
+    call it made ran out of the deadline it inherited from its caller: a
+    timeout downstream is a timeout for the caller too, whichever side
+    noticed first, so ``except fastrpc.errors.TimeoutError`` (or the builtin
+    ``TimeoutError``) matches it."""
+
+    def __init__(self, type: str = "TimeoutError", message: str = "") -> None:
+        RemoteError.__init__(self, type, message)
+
+
 REMOTE_ERROR_CLASSES["DeadlineExceeded"] = DeadlineExceeded
+REMOTE_ERROR_CLASSES["TimeoutError"] = RemoteTimeoutError
 
 
 class ConnectionError(RPCError, builtins.ConnectionError):

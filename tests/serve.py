@@ -58,7 +58,9 @@ class Arith:
             raise fastrpc.errors.PermissionDeniedError("PermissionDenied", message)
         if kind == "Relayed":                           # a RemoteError from another server, raised on
             raise fastrpc.errors.RemoteError("Quota", message)
-        raise {"KeyError": KeyError, "ZeroDivisionError": ZeroDivisionError, "NotFound": NotFound,
+        if kind == "TimeoutError":                      # e.g. a call the handler made timed out
+            raise fastrpc.errors.TimeoutError(message)
+        raise {"KeyError": KeyError, "BuiltinTimeout": TimeoutError, "ZeroDivisionError": ZeroDivisionError, "NotFound": NotFound,
                "Unregistered": Unregistered, "AttributeError": AttributeError}[kind](message)
 
     async def RaiseLater(self, kind, message):

@@ -87,6 +87,18 @@ def test_a_remote_error_raised_by_a_handler_keeps_its_type_and_message(plain, ki
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_handlers_timeout_is_a_timeout_for_its_caller(plain, kind):
+    # A handler whose own call timed out (inside or just before the caller's
+    # deadline, whichever side noticed first) fails the caller with a timeout,
+    # so one `except TimeoutError` covers both.
+    for raised in ("TimeoutError", "BuiltinTimeout"):
+        exc = raise_through(kind, plain.address, "Arith.Raise", raised, "Back.Slow did not complete")
+        assert isinstance(exc, fastrpc.errors.RemoteTimeoutError) and isinstance(exc, fastrpc.TimeoutError)
+        assert isinstance(exc, TimeoutError) and isinstance(exc, RemoteError)
+        assert exc.type == "TimeoutError" and exc.message == "Back.Slow did not complete"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_unencodable_result_is_an_encode_error(plain, kind):
     exc = raise_through(kind, plain.address, "Arith.Unencodable")
     assert isinstance(exc, EncodeError) and isinstance(exc, RemoteError) and exc.type == "EncodeError"
