@@ -36,10 +36,19 @@ MAP = "Balancer.map, 128 calls per map, 4 backends"
 ASYNC_SEQ = "AsyncBalancer.call sequential, 4 backends"
 PAIRED = ("Balancer.go sliding window of 128 / direct Client.go, rounds taken in turn "
           "(median of the per-pair ratios)")
+PAIRED_ONE = ("Balancer.go sliding window of 128 over ONE backend / direct Client.go on it: the "
+              "balancer's own cost, rounds taken in turn (median of the per-pair ratios)")
 ASYNC_PAIRED = ("AsyncBalancer.call 128 awaiting / direct AsyncClient, rounds taken in turn "
                 "(median of the per-pair ratios)")
 DIRECT = "direct Client, one endpoint"
 ROTATED = "4 Clients rotated by hand"
+# The spread's cost without any balancer code: 4 plain Clients taken in turn
+# call by call, or in runs of a whole window (each backend gets long bursts,
+# as one connection would). Next to the balanced rows they show how much of
+# the gap to one connection is the balancer and how much is 4 server
+# processes sharing the machine's cores with the client.
+SPREADS = {"4 Clients rotated by hand, no balancer": 1,
+           "4 Clients in runs of 128 calls, no balancer": 128}
 # Nearby cities, so geo has real distances to rank (Paris is the origin).
 PLACES = [(48.86, 2.35), (50.85, 4.35), (51.51, -0.13), (52.52, 13.40)]
 
@@ -76,7 +85,7 @@ def rotation(backends):
 def baselines(report):
     for group in (SEQ, STEADY, ASYNC_STEADY, INFLIGHT, MAP, ASYNC_SEQ):
         report.baseline(group, DIRECT, "calls/s")
-    for group in (PAIRED, ASYNC_PAIRED):
+    for group in (PAIRED, PAIRED_ONE, ASYNC_PAIRED):
         report.baseline(group, DIRECT, "ratio")
         report.add(group, DIRECT, 1.0)
 
@@ -330,6 +339,48 @@ def test_paired_sliding_window(benchmark, backends, report, quick, strategy):
                                                        lambda: sliding_window(go, "Arith.Sum", n), pairs),
                                    rounds=1)
         report.add(PAIRED, strategy, ratio)
+        assert ratio > 0
+
+
+@pytest.mark.parametrize("name", SPREADS)
+def test_paired_spread_without_balancer(benchmark, backends, report, quick, name):
+    n, pairs, run = steady_calls(quick), (1 if quick else 7), SPREADS[name]
+    clients = [fastrpc.Client(a) for a in backends]
+    calls = itertools.count()
+
+    def go(method, *args):
+        return clients[(next(calls) // run) % len(clients)].go(method, *args)
+
+    try:
+        for warm in (clients[0].go, go):
+            assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
+        benchmark.group = PAIRED
+        ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(clients[0].go, "Arith.Sum", n),
+                                                       lambda: sliding_window(go, "Arith.Sum", n), pairs),
+                                   rounds=1)
+        report.add(PAIRED, name, ratio)
+        assert ratio > 0
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_paired_one_backend(benchmark, backends, report, quick, strategy):
+    n, pairs = steady_calls(quick), (1 if quick else 7)
+    keyed = strategy == "consistent_hash"
+    options = balancer_options(strategy)
+    with fastrpc.Client(backends[0]) as client, Balancer(endpoints(backends[:1]), **options) as b:
+        def go(method, i, one):
+            return b.go(method, i, one, key=i if keyed else None)
+        for warm in (client.go, go):
+            assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
+        benchmark.group = PAIRED_ONE
+        ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(client.go, "Arith.Sum", n),
+                                                       lambda: sliding_window(go, "Arith.Sum", n), pairs),
+                                   rounds=1)
+        report.add(PAIRED_ONE, strategy, ratio)
+        assert b.stats()[backends[0]]["in_flight"] == 0
         assert ratio > 0
 
 

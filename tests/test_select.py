@@ -63,6 +63,28 @@ def test_xxh64_compiled_matches_reference(data, seed):
     assert compiled.xxh64(data, seed) == reference.xxh64(data, seed)
 
 
+def test_hash_key_hashes_text_bytes_and_decimal_ints(sel):
+    # The placement of keys on the ring depends on these: they must not change.
+    assert sel.hash_key("abc") == sel.hash_key(b"abc") == 0x44BC2CF5AD770999
+    assert sel.hash_key(bytearray(b"abc")) == sel.hash_key(memoryview(b"abc")) == 0x44BC2CF5AD770999
+    assert sel.hash_key("é") == sel.xxh64("é".encode("utf-8"))
+    assert sel.hash_key(12345) == sel.xxh64(b"12345")
+    assert sel.hash_key(-7) == sel.xxh64(b"-7")
+    assert sel.hash_key(2**70) == sel.xxh64(str(2**70).encode())
+
+
+@pytest.mark.parametrize("key", [True, 1.5, None, ("a",), object()])
+def test_hash_key_refuses_other_types(sel, key):
+    with pytest.raises(TypeError, match="a balancing key must be str, bytes or int, not"):
+        sel.hash_key(key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=50), st.binary(max_size=50), st.integers()))
+def test_hash_key_compiled_matches_reference(key):
+    assert compiled.hash_key(key) == reference.hash_key(key)
+
+
 # round robin --------------------------------------------------------------------------
 def test_round_robin_exact_sequence(sel):
     kernel = sel.RoundRobinKernel(table(sel, 4), 0)

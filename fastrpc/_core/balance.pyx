@@ -20,7 +20,7 @@ cimport cython
 from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallTable, ClientStats, FINISHED, PENDING,
                                       complete, frpc_bucket, frpc_monotonic, table_ready, track, untrack,
                                       FRPC_NBUCKETS)
-from fastrpc._core.select cimport EndpointTable, Kernel
+from fastrpc._core.select cimport EndpointTable, Kernel, hash_key
 
 import threading
 
@@ -156,7 +156,7 @@ cdef class Pool:
         """The hash a call's key picks by: its hash, a random one (keyed
         strategies without a key), or 0."""
         if key is not None:
-            return self.policy.hash_key(key)
+            return hash_key(key)
         return self.table.next_random() if self.keyed else 0
 
     cdef int release(self, Member m, double rtt, double now, long long load, bint answered,

@@ -126,3 +126,4 @@ cdef unsigned long long _rotl(unsigned long long x, int r)
 cdef unsigned long long _read64(const unsigned char[:] data, Py_ssize_t p)
 cdef unsigned long long _read32(const unsigned char[:] data, Py_ssize_t p)
 cpdef unsigned long long mix64(unsigned long long x)
+cpdef unsigned long long hash_key(object key) except? 0

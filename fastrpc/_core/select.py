@@ -820,6 +820,22 @@ def xxh64(data, seed=0):
     return h
 
 
+def hash_key(key):
+    """The 64-bit hash of a call's balancing key (what consistent_hash places
+    it by): XXH64 of a str's UTF-8 text, of bytes, or of an int's decimal
+    text. Compiled because a keyed balanced call hashes its key on every
+    call."""
+    if isinstance(key, str):
+        return xxh64(key.encode("utf-8"))
+    if isinstance(key, bytes):
+        return xxh64(key)
+    if isinstance(key, (bytearray, memoryview)):
+        return xxh64(bytes(key))
+    if isinstance(key, int) and not isinstance(key, bool):
+        return xxh64(str(key).encode("ascii"))
+    raise TypeError(f"a balancing key must be str, bytes or int, not {type(key).__name__}")
+
+
 def mix64(x: cython.ulonglong):
     """splitmix64's finalizer: a 64-bit integer hash (seeds, virtual-node points)."""
     z: cython.ulonglong = (x + _G) & _M64

@@ -1,11 +1,12 @@
 # Types of the compiled module fastrpc._core.select (select.py, Cython
 # pure-Python mode). The kernels' internals fall back to Any.
-from typing import Any
+from typing import Any, Union
 
 MAX_PERIOD: int
 
 def xxh64(data: bytes, seed: int = 0) -> int: ...
 def mix64(x: int) -> int: ...
+def hash_key(key: Union[str, bytes, bytearray, memoryview, int]) -> int: ...
 
 class EndpointTable:
     def __init__(self, n: int, seed: int = 1, tau: float = 10.0) -> None: ...

@@ -21,7 +21,7 @@ from fastrpc._core.balance import Member, Pool
 from fastrpc._core.select import EndpointTable
 from fastrpc.balancer.map import MapJob
 from fastrpc.balancer.plan import Planner, RetryBudget
-from fastrpc.balancer.strategies import Strategy, hash_key, make_strategy
+from fastrpc.balancer.strategies import Strategy, make_strategy
 from fastrpc.balancer.subset import Aperture
 from fastrpc.client.proxy import Proxying
 from fastrpc.context import bound_timeout
@@ -362,10 +362,6 @@ class BalancerCore(Proxying):
             known = f"unknown ({type(exc).__name__}: {exc})"
         return (f"{self.discovery!r} has no endpoints for service {self.service!r} "
                 f"(services it has: {known})")
-
-    def hash_key(self, key: Any) -> int:
-        """The 64-bit hash of a call's key (what consistent_hash places it by)."""
-        return hash_key(key)
 
     def untried(self, key_hash: int, used: set[Any]) -> Member:
         """An endpoint a call has not tried yet, eligible if one is; NoEndpointError if none."""

@@ -315,10 +315,6 @@ class Planner:
         """An ejection expiry or slow-start step is due."""
         self.core.maintain()
 
-    def hash_key(self, key: Any) -> int:
-        """The 64-bit hash of a call's key."""
-        return int(self.core.hash_key(key))
-
 
 def _withdraw_seq(attempt: Attempt) -> None:
     conn = attempt.conn

@@ -216,15 +216,8 @@ def make_strategy(spec: Union[str, Strategy], **options: Any) -> Strategy:
 
 
 # keys and rings ----------------------------------------------------------------
-def hash_key(key: Union[str, bytes, int]) -> int:
-    """The 64-bit hash of a call key: XXH64 of its UTF-8 text, bytes, or decimal text for an int."""
-    if isinstance(key, str):
-        return kernels.xxh64(key.encode("utf-8"))
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        return kernels.xxh64(bytes(key))
-    if isinstance(key, int) and not isinstance(key, bool):
-        return kernels.xxh64(str(key).encode("ascii"))
-    raise TypeError(f"a balancing key must be str, bytes or int, not {type(key).__name__}")
+# hash_key (re-exported here) is compiled: a keyed call hashes its key every time.
+hash_key = kernels.hash_key
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
