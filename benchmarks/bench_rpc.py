@@ -1,12 +1,15 @@
 """End to end on loopback, client and server in separate processes: fastrpc
 next to raw C, Go net/rpc and grpcio, measured in the same run."""
 import asyncio
+import socket
 import statistics
 import time
 
 import pytest
 
 import fastrpc
+from fastrpc._core.calltable import CallTable
+from fastrpc._core.codec import unpackb
 from conftest import median_rate, run_peer_client
 from shapes import awaiting, calls_awaited, expected_awaiting_sum, expected_window_sum, sliding_window
 
@@ -144,6 +147,51 @@ def test_fastrpc_sequential(benchmark, client, report, quick):
         q = statistics.quantiles(latencies, n=100)
         report.add(LATENCY, "fastrpc Client.call p50", q[49])
         report.add(LATENCY, "fastrpc Client.call p99", q[98])
+
+
+def test_minimal_python_loop_sequential(fastrpc_server, report, quick):
+    """No client engine at all: one pre-encoded request written and its reply
+    read on a plain blocking socket, against the same fastrpc server. The
+    gap between this row and Client.call is the client's own cost per
+    sequential call; the gap between this row and raw C is the server's
+    and Python's."""
+    n, _, _, _ = sizes(quick)
+    table = CallTable(max_frame_size=1 << 20, max_depth=16, max_len=1 << 10, max_bytes=1 << 20)
+    table.request("Arith.Sum", (2, 3), object())
+    request = bytes(table.take_output())
+    host, port = fastrpc_server.split("//", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reply = _exchange(sock, request, first=True)
+        # A RESPONSE frame (kind 2) whose payload is Arith.Sum's result.
+        assert reply[4] == 2 and unpackb(reply[-1:]) == 5
+        latencies = []
+        for _ in range(5 * n):
+            t = time.perf_counter_ns()
+            got = _exchange(sock, request, len(reply))
+            latencies.append((time.perf_counter_ns() - t) / 1000)
+            assert got == reply
+    if not quick:
+        report.add(LATENCY, "minimal Python socket loop, same server, p50", statistics.quantiles(latencies, n=100)[49])
+        report.add(SEQ, "minimal Python socket loop, same server", 1e6 / statistics.mean(latencies))
+
+
+def _exchange(sock, request, size=0, first=False):
+    """Write `request`, read one reply frame (`size` bytes; or, `first`, the
+    server's hello and then the reply, found by their length prefixes)."""
+    sock.sendall(request)
+    data = b""
+    while True:
+        if len(data) >= 4:
+            end = 4 + int.from_bytes(data[:4], "big")
+            if first and len(data) >= end and data[4] != 2:
+                data = data[end:]              # the hello (or another control frame)
+                continue
+            if len(data) >= (size or end):
+                return data
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
 
 
 def test_fastrpc_async_sequential(benchmark, aclient, report, quick):
