@@ -34,6 +34,9 @@ cdef enum SlotState:
     CANCELLED = 2
 
 
+cdef class CallTable
+
+
 cdef class Slot:
     """What a call table holds for a sequence id until its reply arrives."""
     cdef object waiter        # lock of the thread blocked until ready(); released once, by take_waiter()
@@ -71,6 +74,7 @@ cdef class CallFuture(Slot):
     cdef readonly str method
     cdef public object engine     # drives I/O while result() waits: engine.wait(future, deadline)
     cdef public object source     # withdraws the call: a connection (withdraw(seq)) or a balanced call
+    cdef CallTable table          # the table it was encoded in (a direct call, until it finishes), or None
     cdef public unsigned long long seq
     cdef public double deadline   # monotonic time the call times out, 0: none
     cdef public CallStats stats   # where its outcome is counted as it finishes, or None
@@ -219,5 +223,6 @@ cdef class AsyncCaller:
 
 
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1
+cpdef int drain_callbacks() except -1
 cdef double remaining(double deadline)
 cdef bint table_ready(CallTable t)

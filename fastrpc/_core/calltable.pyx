@@ -352,6 +352,7 @@ cdef class CallFuture(Slot):
             track(self)                   # its traceback may lead back here
         self.engine = None
         self.source = None
+        self.table = None
         if self.stats is not None:
             self.stats.observe(_ended_at() - self.started, "Cancelled" if state == CANCELLED else error)
             self.stats = None
@@ -495,6 +496,8 @@ cdef class CallFuture(Slot):
         source = self.source
         if source is None or self.state != PENDING:
             return None
+        if self.table is not None and self.seq <= self.table.written_seq:
+            return None                   # written (a sequential call's is): no Python call to ask
         return source.unwritten_for(self)
 
     # what concurrent.futures.wait() and as_completed() read -------------------
@@ -1143,6 +1146,7 @@ cdef class CallTable:
         fut.method = method
         fut.engine = engine
         fut.source = self.owner
+        fut.table = self
         if stats is not None:
             fut.started = frpc_monotonic()
             fut.stats = stats

@@ -2,8 +2,9 @@
 
 Owns: the poll set over every blocking connection, who reads it, the one
 helper thread, and timers (call deadlines, heartbeats, hedges, deferred
-work). Calls themselves are compiled (fastrpc._core.calltable); this module
-only decides which thread reads when.
+work). Calls themselves are compiled (fastrpc._core.calltable), and so is
+who reads when a thread waits (fastrpc._core.leading, this engine's base
+class: a blocking call waits through it every time).
 
 There is no reader thread in the common path. A thread that waits for a call
 becomes the *leader*: it polls every connection, reads whatever arrived and
@@ -30,9 +31,10 @@ import select
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 from fastrpc._core.calltable import close_inherited_tables, drain_callbacks
+from fastrpc._core.leading import MAX_SLEEP, Leading
 
 __all__ = ["Engine", "engine", "generation", "reset_after_fork"]
 
@@ -44,9 +46,6 @@ TICK = 0.002
 # With no call pending the helper still looks at the connections this often,
 # for frames of calls nobody waits on (fire-and-forget go()).
 IDLE_TICK = 0.02
-# The longest single sleep in poll() or on a lock: a longer timeout (any
-# finite one works) is waited out in slices, as the OS limits each.
-MAX_SLEEP = 3600.0
 
 
 class _Poller:
@@ -79,33 +78,35 @@ class _Poller:
             events = self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
         return events
 
+    def epoll_poll(self) -> Optional[Callable[[float], List[Any]]]:
+        """epoll's own poll (timeout in seconds, -1: none), or None where
+        there is no epoll: the compiled leader calls it directly."""
+        return self._p.poll if self._epoll is not None else None
+
     def close(self) -> None:
         if self._epoll is not None:
             self._p.close()
 
 
-class Engine:
-    """The process's blocking call engine (see the module docstring)."""
+class Engine(Leading):
+    """The process's blocking call engine (see the module docstring). Who
+    reads when a thread waits (wait(), read_now(), the leader and its
+    followers) is compiled: fastrpc._core.leading.Leading."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.poller = _Poller()
-        self.conns: Dict[int, Any] = {}          # fd -> connection
+        self.epoll_poll = self.poller.epoll_poll()    # the compiled leader polls directly
         self.lead = threading.Lock()             # held by the thread reading now
-        self.leader: Optional[int] = None        # its thread id
-        self.followers: List[Any] = []           # slots whose threads wait for a leader
-        self.helper_leading = False
-        self.reads = 0                           # read batches processed (the helper watches it)
-        self.dirty: set[Any] = set()                  # connections with output not yet written
-        self._local = threading.local()
+        self.leader = 0                          # its thread id, 0: nobody
         self._timers: List[Any] = []                  # heap of (when, n, fn)
         self._count = itertools.count()
         self._deadlines: List[Any] = []               # heap of (deadline, n, future) for go(timeout=)
         self._deadlines_kept = 0                 # its size after the last sweep of finished futures
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self.poller.register(self._wake_r)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.poller.register(self.wake_r)
         self._helper: Optional[threading.Thread] = None
         self._helper_cond = threading.Condition(threading.Lock())
         self._helper_idle = False                # the helper sleeps longer than TICK
@@ -129,180 +130,6 @@ class Engine:
             del self.conns[fd]
             self.poller.unregister(fd)
         self.dirty.discard(conn)
-
-    def output_waiting(self, conn: Any) -> None:
-        """`conn` has frames buffered that nobody flushed yet.
-
-        Nobody is woken for it: a thread that waits for its call writes it
-        first, enough frames are written at once, and the helper writes the
-        rest within a tick (IDLE_TICK when it had nothing to do).
-        """
-        self.dirty.add(conn)
-
-    def flush_dirty(self) -> None:
-        """Write every connection's buffered frames."""
-        while self.dirty:
-            try:
-                conn = self.dirty.pop()
-            except KeyError:
-                return
-            conn.flush()
-
-    # waiting -------------------------------------------------------------------
-    def _thread_lock(self) -> Any:
-        lock = getattr(self._local, "lock", None)
-        if lock is None:
-            lock = self._local.lock = threading.Lock()
-            lock.acquire()
-        return lock
-
-    def wait(self, slot: Any, deadline: Optional[float]) -> None:
-        """Return once `slot` is ready or monotonic `deadline` passes, reading
-        as the leader or sleeping as a follower."""
-        conn = slot.unwritten()
-        if conn is not None:
-            conn.flush()                          # our request first
-        # (Other buffered frames go out when enough wait, or on the helper's
-        # next tick: writing every connection at every wait would cost a
-        # system call, and a wake-up of its server, each.)
-        if self.leader == threading.get_ident():
-            self._lead(slot, deadline)            # a callback of ours waits: read on
-            return
-        lock = None
-        while not slot.is_ready:
-            if self.lead.acquire(False):
-                self.leader = threading.get_ident()
-                try:
-                    self._lead(slot, deadline)
-                finally:
-                    self.leader = None
-                    self.lead.release()
-                    if self.followers:
-                        self._promote()
-            else:
-                if lock is None:
-                    lock = self._thread_lock()
-                self._follow(slot, deadline, lock)
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-
-    def _follow(self, slot: Any, deadline: Optional[float], lock: Any) -> None:
-        if not slot.set_waiter(lock):
-            return                                # ready meanwhile
-        self.followers.append(slot)
-        try:
-            # A leader leaving checks followers after releasing `lead`; we
-            # check `lead` after registering: one of us sees the other.
-            if self.lead.locked() and not slot.is_ready:
-                if self.helper_leading:
-                    self.interrupt()              # the helper yields to a waiting thread
-                timeout = -1 if deadline is None else min(MAX_SLEEP, max(0.0, deadline - time.monotonic()))
-                if lock.acquire(True, timeout):
-                    return                        # released: our slot is ready, or we lead next
-            if slot.take_waiter() is None:
-                lock.acquire()                    # it is being released right now: consume that
-        finally:
-            try:
-                self.followers.remove(slot)
-            except ValueError:
-                pass
-
-    def read_now(self, conn: Any) -> None:
-        """Read `conn` at once unless another thread is reading (it sees the bytes
-        too). Taking the lead for this read, this thread also hands it on: a
-        follower that began waiting meanwhile must not sleep with nobody
-        reading."""
-        if self.leader == threading.get_ident():
-            conn.on_readable()                    # we read for everyone already
-            return
-        if not self.lead.acquire(False):
-            return
-        self.leader = threading.get_ident()
-        try:
-            conn.on_readable()
-        finally:
-            self.leader = None
-            self.lead.release()
-            if self.followers:
-                self._promote()
-        drain_callbacks()
-
-    def let_waiters_in(self) -> None:
-        """A thread busy with work of its own (a stream's consumer handing out
-        items) gives the CPU away for a moment if another thread waits for a
-        call: that thread needs the GIL to take its reply, and a thread that
-        only releases the GIL for an instant would keep it."""
-        leader = self.leader
-        if self.followers or (leader is not None and leader != threading.get_ident()):
-            os.sched_yield()
-
-    def _promote(self) -> None:
-        """Wake one follower to take the lead."""
-        for slot in list(self.followers):
-            lock = slot.take_waiter()
-            if lock is not None:
-                lock.release()
-                return
-
-    def _lead(self, slot: Any, deadline: Optional[float]) -> None:
-        """Read every connection until `slot` is ready or `deadline` passes.
-
-        Another thread may complete `slot` (a dial that failed, a timer, a
-        cancel): the token it then releases interrupts our poll.
-        """
-        token = _LeaderToken(self)
-        if not slot.set_waiter(token):
-            return
-        try:
-            self._read_until(slot, deadline)
-        finally:
-            slot.take_waiter()
-
-    def _read_until(self, slot: Any, deadline: Optional[float]) -> None:
-        poll = self.poller.poll
-        conns = self.conns
-        while not slot.is_ready:
-            events = poll(0) if self.dirty else None
-            if not events:
-                # About to block: now write what every connection holds
-                # back. Batches grow while this thread is busy (fewer system
-                # calls, fewer wake-ups of the servers) and go out as soon as
-                # it would otherwise sit idle.
-                if self.dirty:
-                    self.flush_dirty()
-                if deadline is None:
-                    timeout = None
-                else:
-                    timeout = deadline - time.monotonic()
-                    if timeout <= 0:
-                        return
-                events = poll(timeout)
-            self._dispatch(events, conns)
-
-    def _dispatch(self, events: List[Any], conns: Dict[int, Any]) -> None:
-        for fd, _ in events:
-            conn = conns.get(fd)
-            if conn is not None:
-                conn.on_readable()
-            elif fd == self._wake_r:
-                self._drain_wakeup()
-        self.reads += 1
-        drain_callbacks()
-
-    def interrupt(self) -> None:
-        """Make a poll in progress return: the helper yields to a waiting
-        thread, or another thread completed the leader's own call."""
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass                                  # the pipe is full: a wake-up is pending anyway
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except OSError:
-            pass
 
     # the helper thread ----------------------------------------------------------
     def need_reader(self) -> None:
@@ -414,14 +241,14 @@ class Engine:
                     timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
                 if self._deadlines:
                     timeout = min(timeout, max(0.0, self._deadlines[0][0] - time.monotonic()))
-                self._dispatch(self.poller.poll(timeout), self.conns)
+                self.dispatch(self.poll(timeout))
                 self._run_timers()
         finally:
             self.helper_leading = False
-            self.leader = None
+            self.leader = 0
             self.lead.release()
             if self.followers:
-                self._promote()
+                self.promote()
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -450,7 +277,7 @@ class Engine:
         for conn in list(self.conns.values()):
             conn.abandon()
         self.conns.clear()
-        for fd in (self._wake_r, self._wake_w):
+        for fd in (self.wake_r, self.wake_w):
             try:
                 os.close(fd)
             except OSError:
@@ -463,21 +290,6 @@ def _logged(fn: Callable[[], Any]) -> None:
         fn()
     except Exception:
         log.exception("fastrpc engine task %r failed", fn)
-
-
-class _LeaderToken:
-    """What a leader registers as its slot's waiter: released by another
-    thread, it interrupts the leader's poll (by the leader itself: nothing)."""
-
-    __slots__ = ("engine", "thread")
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.thread = threading.get_ident()
-
-    def release(self) -> None:
-        if threading.get_ident() != self.thread:
-            self.engine.interrupt()
 
 
 _engine: Optional[Engine] = None
