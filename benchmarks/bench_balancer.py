@@ -325,26 +325,36 @@ def _timed_round(fn):
     return time.perf_counter() - started
 
 
+def paired_window(benchmark, report, quick, group, name, direct_go, go):
+    """Report, as `name` in `group`, the median ratio of sliding windows of
+    go() to sliding windows of direct_go(), taken in turn."""
+    n, pairs = steady_calls(quick), (1 if quick else 7)
+    for warm in (direct_go, go):
+        assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
+    benchmark.group = group
+    ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(direct_go, "Arith.Sum", n),
+                                                   lambda: sliding_window(go, "Arith.Sum", n), pairs),
+                               rounds=1)
+    report.add(group, name, ratio)
+    assert ratio > 0
+
+
+def balanced_go(b, strategy):
+    """b.go, with a key per call for the keyed strategy."""
+    if strategy != "consistent_hash":
+        return b.go
+    return lambda method, i, one: b.go(method, i, one, key=i)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_paired_sliding_window(benchmark, backends, report, quick, strategy):
-    n, pairs = steady_calls(quick), (1 if quick else 7)
-    keyed = strategy == "consistent_hash"
     with fastrpc.Client(backends[0]) as client, Balancer(endpoints(backends), **balancer_options(strategy)) as b:
-        def go(method, i, one):
-            return b.go(method, i, one, key=i if keyed else None)
-        for warm in (client.go, go):
-            assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
-        benchmark.group = PAIRED
-        ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(client.go, "Arith.Sum", n),
-                                                       lambda: sliding_window(go, "Arith.Sum", n), pairs),
-                                   rounds=1)
-        report.add(PAIRED, strategy, ratio)
-        assert ratio > 0
+        paired_window(benchmark, report, quick, PAIRED, strategy, client.go, balanced_go(b, strategy))
 
 
 @pytest.mark.parametrize("name", SPREADS)
 def test_paired_spread_without_balancer(benchmark, backends, report, quick, name):
-    n, pairs, run = steady_calls(quick), (1 if quick else 7), SPREADS[name]
+    run = SPREADS[name]
     clients = [fastrpc.Client(a) for a in backends]
     calls = itertools.count()
 
@@ -352,14 +362,7 @@ def test_paired_spread_without_balancer(benchmark, backends, report, quick, name
         return clients[(next(calls) // run) % len(clients)].go(method, *args)
 
     try:
-        for warm in (clients[0].go, go):
-            assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
-        benchmark.group = PAIRED
-        ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(clients[0].go, "Arith.Sum", n),
-                                                       lambda: sliding_window(go, "Arith.Sum", n), pairs),
-                                   rounds=1)
-        report.add(PAIRED, name, ratio)
-        assert ratio > 0
+        paired_window(benchmark, report, quick, PAIRED, name, clients[0].go, go)
     finally:
         for c in clients:
             c.close()
@@ -367,21 +370,10 @@ def test_paired_spread_without_balancer(benchmark, backends, report, quick, name
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_paired_one_backend(benchmark, backends, report, quick, strategy):
-    n, pairs = steady_calls(quick), (1 if quick else 7)
-    keyed = strategy == "consistent_hash"
-    options = balancer_options(strategy)
-    with fastrpc.Client(backends[0]) as client, Balancer(endpoints(backends[:1]), **options) as b:
-        def go(method, i, one):
-            return b.go(method, i, one, key=i if keyed else None)
-        for warm in (client.go, go):
-            assert sliding_window(warm, "Arith.Sum", 300) == expected_window_sum(300)
-        benchmark.group = PAIRED_ONE
-        ratio = benchmark.pedantic(paired_ratio, args=(lambda: sliding_window(client.go, "Arith.Sum", n),
-                                                       lambda: sliding_window(go, "Arith.Sum", n), pairs),
-                                   rounds=1)
-        report.add(PAIRED_ONE, strategy, ratio)
+    with fastrpc.Client(backends[0]) as client, \
+            Balancer(endpoints(backends[:1]), **balancer_options(strategy)) as b:
+        paired_window(benchmark, report, quick, PAIRED_ONE, strategy, client.go, balanced_go(b, strategy))
         assert b.stats()[backends[0]]["in_flight"] == 0
-        assert ratio > 0
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
