@@ -6,6 +6,7 @@ import gc
 import os
 import random
 import threading
+import time
 import weakref
 
 import pytest
@@ -325,6 +326,50 @@ def test_a_callback_may_call_again(server):
         c.go("Arith.Sum", 0, 1).add_done_callback(chain)
         assert done.wait(10)
         assert results == list(range(1, 22))
+
+
+def test_a_call_settled_by_another_thread_wakes_the_thread_reading_for_it(server):
+    """The thread waiting for a call reads the connection (it leads); another
+    thread settling that call (here set_exception(), which sends nothing the
+    poll could see) must interrupt its poll, not leave it blocked until the
+    server answers."""
+    with fastrpc.Client(server.address) as c:
+        f = c.go("Arith.Slow", 5.0, "late")
+        outcome = []
+        waiter = threading.Thread(target=lambda: outcome.append(_outcome_of(f)))
+        waiter.start()
+        assert c.call("Arith.Sum", 1, 1) == 2 and waiter.is_alive()
+        time.sleep(0.2)                           # the waiter is in its poll by now
+        f.set_exception(RuntimeError("settled elsewhere"))
+        waiter.join(3)                            # well before the server's 5 s
+        assert not waiter.is_alive(), "the waiting thread was not woken"
+        assert outcome == ["RuntimeError: settled elsewhere"]
+        assert c.call("Arith.Sum", 2, 3) == 5     # the connection carries on
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_a_waiting_thread_takes_over_reading_when_the_reader_leaves(server, seed):
+    """Many threads wait on one connection at once, their calls ending in a
+    random order: each returns its own result, whichever thread was reading."""
+    rng = random.Random(seed)
+    delays = [rng.choice([0.0, 0.01, 0.05, 0.2]) for _ in range(24)]
+    results = {}
+    with fastrpc.Client(server.address) as c:
+        def wait_for(i):
+            results[i] = c.call("Arith.Slow", delays[i], i, timeout=10)
+        threads = [threading.Thread(target=wait_for, args=(i,)) for i in range(len(delays))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+    assert results == {i: i for i in range(len(delays))}
+
+
+def _outcome_of(future):
+    try:
+        return future.result()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def test_no_helper_thread_per_client(server):
