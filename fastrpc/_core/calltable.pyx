@@ -496,8 +496,8 @@ cdef class CallFuture(Slot):
         source = self.source
         if source is None or self.state != PENDING:
             return None
-        if self.table is not None and self.seq <= self.table.written_seq:
-            return None                   # written (a sequential call's is): no Python call to ask
+        if self.table is not None:        # a direct call: its table says (no Python call to ask)
+            return source if self.seq > self.table.written_seq else None
         return source.unwritten_for(self)
 
     # what concurrent.futures.wait() and as_completed() read -------------------

@@ -213,13 +213,11 @@ cdef class Leading:
         return self._poll(timeout)
 
     cdef _poll(self, timeout):
+        if timeout is not None and timeout > _MAX_SLEEP:
+            timeout = _MAX_SLEEP
         if self.epoll_poll is None:
             return self.poller.poll(timeout)
-        if timeout is None:
-            return self.epoll_poll(-1)
-        if timeout > _MAX_SLEEP:
-            timeout = _MAX_SLEEP
-        return self.epoll_poll(timeout)
+        return self.epoll_poll(-1 if timeout is None else timeout)
 
     def dispatch(self, events):
         """Read the connections `events` name (draining interrupts), then run

@@ -70,12 +70,9 @@ class _Poller:
             pass
 
     def poll(self, timeout: Optional[float]) -> List[Any]:
-        if timeout is not None and timeout > MAX_SLEEP:
-            timeout = MAX_SLEEP
-        if self._epoll is not None:
-            events: List[Any] = self._p.poll(-1 if timeout is None else timeout)
-        else:
-            events = self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        """poll(2), where there is no epoll (seconds, None: no timeout; the
+        leader caps it at MAX_SLEEP). With epoll the leader calls epoll_poll()."""
+        events: List[Any] = self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
         return events
 
     def epoll_poll(self) -> Optional[Callable[[float], List[Any]]]:
