@@ -543,7 +543,7 @@ def test_a_stalled_server_times_out_and_is_ejected():
 
 def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sent():
     # A listener whose accept queue is full: connecting hangs (SYNs dropped).
-    # The call ends at its own timeout (not connect_timeout), naming the
+    # The call (or map) ends at its own timeout (not connect_timeout), naming the
     # endpoint it waited for; when the connection is made later, the call
     # that already failed is not sent.
     import socket
@@ -600,5 +600,82 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
             return exc, finish, ab.stats
         raise AssertionError("the call did not time out")
 
+    def sync_map(address):
+        b = balancer([address], connect_timeout=5, health_interval=0)
+        outcomes = b.map("Arith.Sum", [(1, 2), (3, 4)], timeout=0.3, return_exceptions=True)
+        assert isinstance(outcomes[1], TimeoutError), outcomes
+        return outcomes[0], b.close, b.stats
+
+    def async_map(address):
+        loop = asyncio.new_event_loop()
+        ab = fastrpc.AsyncBalancer([address], connect_timeout=5, health_interval=0)
+        outcomes = loop.run_until_complete(ab.map("Arith.Sum", [(1, 2), (3, 4)], timeout=0.3,
+                                                  return_exceptions=True))
+        assert isinstance(outcomes[1], TimeoutError), outcomes
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+
+        def finish():
+            asyncio.run_coroutine_threadsafe(ab.close(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+        return outcomes[0], finish, ab.stats
+
     check(sync_call)
     check(async_call)
+    check(sync_map)
+    check(async_map)
+
+
+def test_a_call_whose_time_ran_out_while_failing_to_connect_times_out():
+    # The endpoint accepts, then closes the connection 0.3 s later, during
+    # the authentication handshake: the call was never sent (a ConnectError,
+    # which would be retried), but its 0.1 s timeout has passed by then. The
+    # call timed out whether the engine's deadline timer or the failed dial
+    # gets there first; here nobody waits on the call and the timer is held
+    # up (the helper thread runs a slow task), so the failed dial always does.
+    import socket
+
+    from fastrpc.client.engine import engine
+
+    def slow_peer(listener, stop):
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            time.sleep(0.3)
+            conn.close()
+
+    def hold_helper(seconds):
+        busy = threading.Event()
+        engine().schedule(0.0, lambda: (busy.set(), time.sleep(seconds)))
+        assert busy.wait(5), "the helper thread did not run the task"
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        address = "tcp://127.0.0.1:%d" % listener.getsockname()[1]
+        stop = threading.Event()
+        peer = threading.Thread(target=slow_peer, args=(listener, stop), daemon=True)
+        peer.start()
+        try:
+            with balancer([address], auth_secret=b"0123456789abcdef0123", health_interval=0) as b:
+                hold_helper(1.0)
+                f = b.go("Arith.Sum", 1, 2, timeout=0.1)
+                time.sleep(0.6)                 # nobody waits on it: the failed dial is first
+                with pytest.raises(TimeoutError) as info:
+                    f.result(0)
+                assert info.value.endpoints == [address]
+                assert isinstance(info.value.__cause__, ConnectError)    # why it was not sent
+                time.sleep(1.0)
+                hold_helper(1.0)
+                [outcome] = b.map("Arith.Sum", [(1, 2)], timeout=0.1, return_exceptions=True)
+                assert isinstance(outcome, TimeoutError), outcome
+        finally:
+            stop.set()
+            peer.join(5)

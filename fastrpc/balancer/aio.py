@@ -73,6 +73,20 @@ class AsyncBalancer(BalancerCore):
         member.conn = conn
         return conn
 
+    async def _ready_by(self, member: Member, deadline: float) -> Any:
+        """_ready(member), or None when `deadline` (monotonic; 0: none) passes
+        first: the dial then goes on in its task (connect_timeout bounds it),
+        so a call's timeout bounds its wait."""
+        conn = member.conn
+        if not deadline or (conn is not None and conn.usable):
+            return await self._ready(member)
+        dialing = asyncio.ensure_future(self._ready(member))
+        done, _ = await asyncio.wait([dialing], timeout=max(0.0, deadline - time.monotonic()))
+        if dialing in done:
+            return dialing.result()
+        dialing.add_done_callback(_retrieved)       # its outcome, if an error, is nobody's
+        return None
+
     def _close_client(self, client: AsyncClient) -> None:
         try:
             running = asyncio.get_running_loop()
@@ -214,9 +228,12 @@ class AsyncBalancer(BalancerCore):
             shares = []
             for member, positions in job.pick(chunk):
                 try:
-                    conn = await self._ready(member)
+                    conn = await self._ready_by(member, job.deadline)
                 except (ConnectionError, TimeoutError) as exc:       # not sent
                     job.unsent(member, positions, exc)
+                    continue
+                if conn is None:
+                    job.still_connecting(member, positions)
                     continue
                 share = job.send(member, conn, positions)
                 if share is not None:
@@ -396,3 +413,9 @@ async def _health_loop(ref: Any, interval: float) -> None:
         except Exception:
             log.exception("health check failed")
         del balancer
+
+
+def _retrieved(task: "asyncio.Future[Any]") -> None:
+    """Mark a task's outcome as seen (a dial nobody waits for any more)."""
+    if not task.cancelled():
+        task.exception()

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from fastrpc._core.balance import Member, is_answer, scatter
 from fastrpc._core.calltable import Batch
 from fastrpc.balancer.plan import final_error
-from fastrpc.errors import ConnectionClosedError, NoEndpointError
+from fastrpc.errors import ConnectionClosedError, NoEndpointError, TimeoutError
 
 __all__ = ["MapJob", "Share"]
 
@@ -125,6 +125,17 @@ class MapJob:
             return None
         return Share(member, conn, batch, positions, started)
 
+    def still_connecting(self, member: Member, positions: List[int]) -> None:
+        """The deadline passed while connecting to `member`: its items time out
+        there. Not a failure of the endpoint (the dial goes on, and its
+        connection serves later calls), as for a single call."""
+        error = TimeoutError(f"{self.method} did not complete in time: still connecting to {member.endpoint.address}")
+        for p in positions:
+            tried = self.tried.setdefault(p, [])
+            tried.append((member, error))
+            self.failed[p] = final_error(self.method, tried)
+            self.pool.release_withdrawn(member)
+
     def unsent(self, member: Member, positions: List[int], exc: BaseException) -> None:
         """Items picked for `member` could not be sent (no connection): retry them elsewhere."""
         if positions:
@@ -179,7 +190,8 @@ class MapJob:
                 if granted:
                     retry.append(p)
                     continue
-            self.failed[p] = final_error(self.method, tried)
+            timed_out = self.planner.timed_out(exc, self.idempotent, len(tried), self.deadline)
+            self.failed[p] = final_error(self.method, tried, timed_out)
         self.todo[:0] = retry
 
     def timed_out(self) -> bool:

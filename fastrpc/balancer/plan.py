@@ -66,8 +66,10 @@ class RetryBudget:
             return False
 
 
-def final_error(method: str, tried: List[Tuple[Member, BaseException]]) -> BaseException:
-    """The last attempt's error, re-worded to name every endpoint tried (``.endpoints``)."""
+def final_error(method: str, tried: List[Tuple[Member, BaseException]], timed_out: bool = False) -> BaseException:
+    """The last attempt's error, re-worded to name every endpoint tried
+    (``.endpoints``); with `timed_out`, a TimeoutError: the call's deadline
+    passed before it could be retried."""
     last = tried[-1][1]
     addresses = [m.endpoint.address for m, _ in tried]
     if isinstance(last, RemoteError):
@@ -76,7 +78,10 @@ def final_error(method: str, tried: List[Tuple[Member, BaseException]]) -> BaseE
     parts = "; ".join(f"{m.endpoint.address}: {type(e).__name__}: {e}" for m, e in tried)
     what = f"{len(tried)} endpoints" if len(tried) > 1 else "1 endpoint"
     try:
-        error = type(last)(f"{method} failed on {what}: {parts}")
+        if timed_out:
+            error: BaseException = TimeoutError(f"{method} did not complete in time (tried {what}: {parts})")
+        else:
+            error = type(last)(f"{method} failed on {what}: {parts}")
     except TypeError:
         error = ConnectionError(f"{method} failed on {what}: {parts}")
     setattr(error, "endpoints", addresses)       # any exception type: not only fastrpc's
@@ -167,8 +172,16 @@ class Planner:
                 return
             retry.head.current = retry
             self.driver.resend(retry)
+        elif self.timed_out(exc, attempt.idempotent, len(tried), attempt.deadline):
+            # It would have been retried but its time is up: the call timed
+            # out, as when the engine's deadline timer gets there first.
+            attempt.fail(final_error(attempt.method, tried, timed_out=True))
         else:
             attempt.fail(final_error(attempt.method, tried))
+
+    def timed_out(self, exc: BaseException, idempotent: bool, attempts: int, deadline: float) -> bool:
+        """Whether a failed attempt, not retried, was refused its retry only by the deadline."""
+        return bool(deadline) and time.monotonic() >= deadline and self.may_retry(exc, idempotent, attempts, 0.0, budget=False)
 
     def pick_retry(self, attempt: Attempt, pinned: Optional[Member] = None) -> None:
         """Choose attempt's endpoint: `pinned`, else one not tried yet if one is eligible."""

@@ -13,6 +13,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
@@ -85,6 +86,24 @@ class Balancer(BalancerCore):
         conn = self._client(member).connection()
         member.conn = conn
         return conn
+
+    def _ready_by(self, member: Member, deadline: float) -> Any:
+        """_ready(member), or None when `deadline` (monotonic; 0: none) passes
+        first: a dial needed then runs on the engine's dial threads and goes on
+        (connect_timeout bounds it), so a call's timeout bounds its wait."""
+        conn = member.conn
+        if not deadline or (conn is not None and conn.usable):
+            return self._ready(member)
+        dialing: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def dial() -> None:
+            try:
+                dialing.set_result(self._ready(member))
+            except BaseException as exc:
+                dialing.set_exception(exc)
+        engines.engine().dial(dial)
+        concurrent.futures.wait([dialing], max(0.0, deadline - time.monotonic()))
+        return dialing.result() if dialing.done() else None
 
     def _close_client(self, client: Any) -> None:
         client.close()
@@ -221,9 +240,12 @@ class Balancer(BalancerCore):
             shares = []
             for member, positions in job.pick(chunk):
                 try:
-                    conn = self._ready(member)
+                    conn = self._ready_by(member, job.deadline)
                 except (ConnectionError, TimeoutError) as exc:       # not sent
                     job.unsent(member, positions, exc)
+                    continue
+                if conn is None:
+                    job.still_connecting(member, positions)
                     continue
                 share = job.send(member, conn, positions)
                 if share is not None:

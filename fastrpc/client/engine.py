@@ -144,6 +144,8 @@ class Engine(Leading):
     def schedule(self, delay: float, fn: Callable[[], Any]) -> None:
         """Run fn() on the helper thread in `delay` seconds."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._count), fn))
+        if self._helper is None:                # no connection yet started it
+            self._ensure_helper()
         if self._helper_idle or delay < IDLE_TICK:
             self._wake_helper()
 
@@ -175,6 +177,8 @@ class Engine(Leading):
             heap[:] = [entry for entry in heap if not entry[2].done()]
             heapq.heapify(heap)
             self._deadlines_kept = len(heap)
+        if self._helper is None:                # a call that is still dialing, say
+            self._ensure_helper()
         if self._helper_idle:
             self.need_reader()
 
