@@ -20,6 +20,7 @@ MODULES = [
     ("fastrpc._core.frame", "fastrpc/_core/frame.pyx"),
     ("fastrpc._core.calltable", "fastrpc/_core/calltable.pyx"),
     ("fastrpc._core.balance", "fastrpc/_core/balance.pyx"),
+    ("fastrpc._core.transport", "fastrpc/_core/transport.pyx"),
     ("fastrpc._core.leading", "fastrpc/_core/leading.pyx"),
     ("fastrpc._core.servercore", "fastrpc/_core/servercore.pyx"),
     ("fastrpc._core.select", "fastrpc/_core/select.py"),

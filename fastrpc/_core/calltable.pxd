@@ -199,6 +199,9 @@ cdef class CallTable:
     cpdef CallFuture go(self, str method, object args, object deadline_ms, bytes meta, object engine,
                         bint flush=*, CallStats stats=*)
     cdef Py_ssize_t _complete_frames(self) except -1
+    cdef object take_out(self)
+    cpdef Py_ssize_t receive(self, int fd) except -2
+    cdef Py_ssize_t _process(self, Py_ssize_t nbytes) except -1
     cdef object _remote_error(self, FrameView *f)
     cdef int _oversized(self, FrameView *f) except -1
     cdef int _hello(self, FrameView *f) except -1

@@ -20,6 +20,7 @@ from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThr
 from cpython.contextvars cimport get_value as _context_value
 from cpython.ref cimport PyObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.exc cimport PyErr_SetFromErrno
 
 cdef extern from "Python.h":
     void PyObject_GC_Track(object o)
@@ -33,6 +34,7 @@ from fastrpc._core.frame cimport (FrameReader, FrameView, begin_frame, end_frame
                                   KIND_PONG, KIND_OVERSIZED, KIND_ITEM, KIND_END, KIND_CREDIT,
                                   KIND_CANCEL, FLAG_DEADLINE, FLAG_LOAD, FLAG_META, FLAG_STREAM,
                                   LENGTH_FIELD, HEADER_SIZE)
+from fastrpc._core.sockets cimport frpc_recv_now, errno, EAGAIN, EWOULDBLOCK
 
 import concurrent.futures
 import logging
@@ -75,6 +77,9 @@ cdef double _INF = float("inf")
 cdef double IDLE_CHECK = 0.001
 # See CallTable._encoded: the smallest batch written before flush_frames.
 cdef Py_ssize_t MIN_FLUSH = 4
+# CallTable.receive reads up to this many bytes holding the GIL (a short
+# copy); a larger room is read with the GIL released, as socket.recv_into does.
+cdef Py_ssize_t RECV_WITH_GIL = 65536
 
 
 cdef double remaining(double deadline):
@@ -1296,6 +1301,9 @@ cdef class CallTable:
     def take_output(self):
         """Return and clear the encoded frames (bytes, or a memoryview when
         large), or None when there are none."""
+        return self.take_out()
+
+    cdef object take_out(self):
         self.lock_out()
         try:
             self.written_seq = self.next_seq - 1
@@ -1334,12 +1342,36 @@ cdef class CallTable:
         ProtocolError when framing is lost (the caller then fails every
         pending call).
         """
-        global _reply_now, _completing
-        cdef FrameView f
-        cdef PyObject *found
-        cdef Py_ssize_t completed = 0
-        cdef long long load
         self.reader.buffer_updated(nbytes)
+        return self._process(nbytes)
+
+    cpdef Py_ssize_t receive(self, int fd) except -2:
+        """Receive what arrived on the socket `fd` (without waiting) and
+        complete the calls it answers, as process() does; return how many
+        bytes were read: 0 when the peer closed the stream, -1 when nothing
+        had arrived. Raises OSError as recv(2) fails, ProtocolError as
+        process() does."""
+        cdef FrameReader reader = self.reader
+        cdef Py_ssize_t n, room
+        reader.make_room()
+        room = reader.cap - reader.end
+        if room > RECV_WITH_GIL:
+            with nogil:                         # a large read copies a while: others may run
+                n = frpc_recv_now(fd, reader.data + reader.end, room)
+        else:
+            n = frpc_recv_now(fd, reader.data + reader.end, room)
+        if n < 0:
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                return -1
+            PyErr_SetFromErrno(OSError)
+        if n > 0:
+            reader.end += n
+            self._process(n)
+        return n
+
+    cdef Py_ssize_t _process(self, Py_ssize_t nbytes) except -1:
+        global _reply_now, _completing
+        cdef Py_ssize_t completed = 0
         _reply_now = frpc_monotonic()
         if nbytes:
             self.last_io = _reply_now

@@ -57,6 +57,7 @@ cdef class FrameReader:
     cdef Py_ssize_t largest   # the largest frame received whole (a buffer that large is earned)
 
     cdef int _new_buffer(self, Py_ssize_t need) except -1
+    cdef int make_room(self) except -1
     cdef int next_frame(self, FrameView *f) except -1
     cdef int _check_length(self, Py_ssize_t length, bint whole_header) except -1
 

@@ -198,6 +198,11 @@ cdef class FrameReader:
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """Return a writable memoryview to receive the next bytes into."""
+        self.make_room()
+        return memoryview(self.buf)[self.end:]
+
+    cdef int make_room(self) except -1:
+        """Make room to receive into at data + end (cap - end bytes), as get_buffer() does."""
         cdef Py_ssize_t pending = self.end - self.start
         cdef Py_ssize_t need = min(MIN_READ, self.cap // 2)
         cdef Py_ssize_t length
@@ -214,7 +219,7 @@ cdef class FrameReader:
             self._new_buffer(need)
         elif pending == 0 and self.start > 0 and Py_REFCNT(self.buf) == 1:
             self.start = self.end = 0
-        return memoryview(self.buf)[self.end:]
+        return 0
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Record that `nbytes` were written into the last get_buffer() view."""

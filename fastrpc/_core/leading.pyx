@@ -15,6 +15,7 @@ import threading
 from cpython.pythread cimport PyThread_get_thread_ident
 
 from fastrpc._core.calltable cimport drain_callbacks, frpc_monotonic
+from fastrpc._core.transport cimport ConnectionIO
 
 #: The longest single sleep in poll() or on a lock: a longer timeout (any
 #: finite one works) is waited out in slices, as the OS limits each.
@@ -63,7 +64,7 @@ cdef class Leading:
                 conn = dirty.pop()
             except KeyError:
                 return
-            conn.flush()
+            _flush(conn)
 
     # waiting -------------------------------------------------------------------------
     cdef object _thread_lock(self):
@@ -79,7 +80,7 @@ cdef class Leading:
         cdef unsigned long me = PyThread_get_thread_ident()
         conn = slot.unwritten()
         if conn is not None:
-            conn.flush()                          # our request first
+            _flush(conn)                          # our request first
         # (Other buffered frames go out when enough wait, or on the helper's
         # next tick: writing every connection at every wait would cost a
         # system call, and a wake-up of its server, each.)
@@ -137,13 +138,13 @@ cdef class Leading:
         reading."""
         cdef unsigned long me = PyThread_get_thread_ident()
         if self.leader == me:
-            conn.on_readable()                    # we read for everyone already
+            _read(conn)                           # we read for everyone already
             return
         if not self.lead.acquire(False):
             return
         self.leader = me
         try:
-            conn.on_readable()
+            _read(conn)
         finally:
             self.leader = 0
             self.lead.release()
@@ -229,7 +230,7 @@ cdef class Leading:
         for fd, _ in events:
             conn = conns.get(fd)
             if conn is not None:
-                conn.on_readable()
+                _read(conn)
             elif fd == self.wake_r:
                 self._drain_wakeup()
         self.reads += 1
@@ -249,3 +250,19 @@ cdef class Leading:
                 pass
         except OSError:
             pass
+
+
+cdef inline int _flush(conn) except -1:
+    """conn.flush(), without a Python call for a ConnectionIO."""
+    if isinstance(conn, ConnectionIO):
+        return (<ConnectionIO>conn)._flush()
+    conn.flush()
+    return 0
+
+
+cdef inline int _read(conn) except -1:
+    """conn.on_readable(), without a Python call for a ConnectionIO."""
+    if isinstance(conn, ConnectionIO):
+        return (<ConnectionIO>conn)._on_readable()
+    conn.on_readable()
+    return 0

@@ -14,8 +14,6 @@ import os
 import socket
 import ssl
 import struct
-import threading
-import time
 from typing import TYPE_CHECKING, Any, Deque, Optional, Tuple, Union
 
 try:
@@ -26,8 +24,9 @@ except ImportError:                      # not POSIX: every call pending at a fa
 
 from fastrpc._core import frame as wire
 from fastrpc._core.calltable import drain_callbacks, fd_readable, settle, table_is_ready
+from fastrpc._core.transport import ConnectionIO
 from fastrpc.client import engine as engines
-from fastrpc.errors import ConnectionClosedError, ConnectionLostError, RPCError, TimeoutError
+from fastrpc.errors import ConnectionClosedError, ConnectionLostError, TimeoutError
 
 if TYPE_CHECKING:
     from fastrpc._core.calltable import CallTable
@@ -61,11 +60,14 @@ class TableCalls:
         return self.table.request_batch(method, batch, items, limit, deadline_ms, meta)
 
 
-class Connection(TableCalls):
+class Connection(ConnectionIO, TableCalls):
     """A connected blocking socket and the calls in flight on it.
 
     `table` encodes calls and completes them from replies (its `owner` is
     this connection); the engine calls on_readable() when bytes arrive.
+    Writing (flush()) and reading (on_readable()) are compiled, in the base
+    class ConnectionIO (fastrpc._core.transport); `last_io`, the monotonic
+    time bytes last arrived, is the table's.
     """
 
     def __init__(self, address: str, sock: socket.socket, table: Any, engine: Any) -> None:
@@ -76,13 +78,10 @@ class Connection(TableCalls):
         self.table = table
         self.engine = engine
         self.generation = engines.generation
-        self.write_lock = threading.Lock()           # one writer at a time, in take order
-        self.sent = 0                                # bytes written so far
         self.acked_base = stream_acknowledged(sock) or 0   # a handshake's bytes, already acknowledged
-        self.writes: Deque[Tuple[int, int, int]] = collections.deque(maxlen=256)  # (offset, first seq, last seq)
-        self.error: Optional[BaseException] = None
-        self.last_io = time.monotonic()              # last bytes received (heartbeats, idle check)
+        self.writes = collections.deque(maxlen=256)  # (offset, first seq, last seq) of recent writes
         self.ping_sent: Optional[float] = None       # an unanswered heartbeat PING went out then
+        self.start_io()
         table.owner = self
         table.engine = engine
         table.on_control = self._on_control
@@ -110,24 +109,6 @@ class Connection(TableCalls):
         return not table.closed and not table.draining
 
     # writing ------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write every frame encoded so far."""
-        with self.write_lock:
-            table = self.table
-            first_seq = table.written_seq + 1
-            data = table.take_output()
-            if data is None or self.error is not None:
-                return
-            # Where in the stream these calls went: if the connection breaks,
-            # those the server's side never acknowledged were never received
-            # (see _undelivered).
-            self.writes.append((self.sent, first_seq, table.written_seq))
-            self.sent += len(data)
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                self.fail(ConnectionLostError(f"sending to {self.address} failed: {exc}"))
-
     def on_output(self) -> None:
         """The table holds frames nobody flushed yet (called as the first is encoded)."""
         self.engine.output_waiting(self)
@@ -152,24 +133,6 @@ class Connection(TableCalls):
         self.withdraw(future.seq)
 
     # reading ------------------------------------------------------------------
-    def on_readable(self) -> None:
-        """Receive what arrived and complete the calls it answers (the reading thread)."""
-        table = self.table
-        try:
-            while True:
-                n = self.sock.recv_into(table.get_buffer())
-                if n == 0:
-                    self.fail(ConnectionLostError(f"connection to {self.address} closed by the server"))
-                    return
-                self.last_io = time.monotonic()
-                table.process(n)
-                if not (self.tls and self.sock.pending()):   # type: ignore[attr-defined]  # an SSLSocket when tls
-                    return
-        except RPCError as exc:
-            self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
-        except OSError as exc:
-            self.fail(ConnectionLostError(f"connection to {self.address} lost: {exc}"))
-
     def check_idle(self) -> None:
         """Take in what a server sent to a connection nobody read for a while (a
         GOAWAY, the close of an idle connection) before it carries a new call."""
@@ -180,7 +143,7 @@ class Connection(TableCalls):
         is reading (it sees it): a stream's consumer calls this between
         batches of items it had, so that replies to other calls on the
         connection are not held back behind the stream."""
-        if self.error is None and ((self.tls and self.sock.pending())   # type: ignore[attr-defined]
+        if self.error is None and ((self.tls and self.sock.pending())
                                    or fd_readable(self.fd)):
             self.engine.read_now(self)
 

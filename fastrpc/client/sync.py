@@ -143,7 +143,8 @@ class Client(ClientSettings, Proxying):
     @property
     def server_load(self) -> Optional[int]:
         """Calls in flight at the server, as its last reply or PONG reported (None: unknown)."""
-        return self._conn.table.last_load
+        load: Optional[int] = self._conn.table.last_load
+        return load
 
     # calls ---------------------------------------------------------------------------
     def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:

@@ -1,0 +1,18 @@
+# Types of the compiled module fastrpc._core.transport (transport.pyx).
+from typing import Any, Optional
+
+class ConnectionIO:
+    """The socket, call table and write bookkeeping of a blocking connection."""
+    address: str
+    sock: Any
+    table: Any
+    fd: int
+    tls: bool
+    sent: int
+    writes: Any
+    error: Optional[BaseException]
+    @property
+    def last_io(self) -> float: ...
+    def start_io(self) -> None: ...
+    def flush(self) -> None: ...
+    def on_readable(self) -> None: ...
