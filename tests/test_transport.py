@@ -2,6 +2,7 @@
 against a peer played by the test on a real socket: what it writes is
 exactly the frames, a write the socket cannot take at once waits without
 holding up other threads, and replies are taken however the bytes arrive."""
+import signal
 import socket
 import threading
 import time
@@ -88,3 +89,36 @@ def test_receive_tells_nothing_arrived_from_the_end_of_the_stream():
         assert table.receive(ours.fileno()) == 0      # the peer closed
     with pytest.raises(OSError):
         table.receive(ours.fileno())                  # a closed descriptor
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_signal_while_a_call_waits_runs_its_handler(server):
+    # The waiting thread sleeps in epoll_wait(2): a signal interrupts it,
+    # its Python handler runs, and the wait goes on (a handler that
+    # returns) or the call raises what the handler raised.
+    signals = []
+
+    def count(signum, frame):
+        signals.append(signum)
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    with fastrpc.Client(server.address) as client:
+        previous = signal.signal(signal.SIGALRM, count)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+            assert client.call("Arith.Sleep", 0.3) is not None
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            assert signals                          # the handler ran, the call went on
+            signal.signal(signal.SIGALRM, interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(Interrupted):
+                client.call("Arith.Sleep", 5)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert client.call("Arith.Sum", 1, 2) == 3

@@ -43,6 +43,9 @@ cdef class Slot:
     cdef int complete(self, unsigned long long seq, object value, bint is_error, long long load) except -1
     cdef bint ready(self)
     cdef int wake(self) except -1
+    cpdef bint set_waiter(self, lock) except -1
+    cpdef object take_waiter(self)
+    cpdef object unwritten(self)
 
 
 cdef class CallStats:

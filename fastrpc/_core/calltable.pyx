@@ -168,7 +168,7 @@ cdef class Slot:
             w.release()
         return 0
 
-    def set_waiter(self, lock):
+    cpdef bint set_waiter(self, lock) except -1:
         """Register the acquired `lock` of a thread about to block on this slot;
         False (nothing registered) when the slot is ready already."""
         if self.ready():
@@ -176,7 +176,7 @@ cdef class Slot:
         self.waiter = lock
         return True
 
-    def take_waiter(self):
+    cpdef object take_waiter(self):
         """Remove and return the registered lock (None if it was taken, e.g. released)."""
         cdef object w = self.waiter
         self.waiter = None
@@ -187,7 +187,7 @@ cdef class Slot:
         """What a thread waiting on this slot waits for has happened."""
         return self.ready()
 
-    def unwritten(self):
+    cpdef object unwritten(self):
         """The connection holding this slot's request still unwritten, or None
         (a thread about to wait for it writes it first)."""
         return None
@@ -496,7 +496,7 @@ cdef class CallFuture(Slot):
             self.expire()
         return 0
 
-    def unwritten(self):
+    cpdef object unwritten(self):
         """The connection holding this call's request still unwritten, or None."""
         source = self.source
         if source is None or self.state != PENDING:
@@ -881,7 +881,7 @@ cdef class StreamSlot(Slot):
         self.complete(self.seq, error, True, -1)
         return True
 
-    def unwritten(self):
+    cpdef object unwritten(self):
         """The connection to write before waiting (its frames may be what the server waits for)."""
         return self.source
 

@@ -12,10 +12,38 @@ described in the engine's module docstring.
 import os
 import threading
 
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from cpython.pythread cimport PyThread_get_thread_ident
+from libc.math cimport ceil
 
-from fastrpc._core.calltable cimport drain_callbacks, frpc_monotonic
+from fastrpc._core.calltable cimport Slot, drain_callbacks, frpc_monotonic
 from fastrpc._core.transport cimport ConnectionIO
+
+
+cdef extern from * nogil:
+    """
+    #include <errno.h>
+    #ifdef __linux__
+    #include <sys/epoll.h>
+    #else
+    /* No epoll here: the engine polls through its Python poller (epoll_fd
+       stays -1), and this stand-in is never called. */
+    typedef union epoll_data { void *ptr; int fd; } epoll_data_t;
+    struct epoll_event { unsigned int events; epoll_data_t data; };
+    static int epoll_wait(int epfd, struct epoll_event *ev, int n, int ms) { errno = ENOSYS; return -1; }
+    #endif
+    """
+    ctypedef union epoll_data_t:
+        int fd
+    struct epoll_event:
+        unsigned int events
+        epoll_data_t data
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int errno
+    int EINTR
+
+cdef enum:
+    MAX_EVENTS = 64     # events taken per epoll_wait(2): more ready connections wait for the next
 
 #: The longest single sleep in poll() or on a lock: a longer timeout (any
 #: finite one works) is waited out in slices, as the OS limits each.
@@ -42,6 +70,7 @@ cdef class Leading:
         self._local = threading.local()
         self.wake_r = -1
         self.wake_w = -1
+        self.epoll_fd = -1
 
     # connections -------------------------------------------------------------------
     def output_waiting(self, conn):
@@ -78,7 +107,7 @@ cdef class Leading:
         """Return once `slot` is ready or monotonic `deadline` (None: none)
         passes, reading as the leader or sleeping as a follower."""
         cdef unsigned long me = PyThread_get_thread_ident()
-        conn = slot.unwritten()
+        conn = _unwritten(slot)
         if conn is not None:
             _flush(conn)                          # our request first
         # (Other buffered frames go out when enough wait, or on the helper's
@@ -88,15 +117,15 @@ cdef class Leading:
             self._lead(slot, deadline)            # a callback of ours waits: read on
             return
         lock = None
-        lead = self.lead
-        while not slot.is_ready:
-            if lead.acquire(False):
+        while not _is_ready(slot):
+            if not self.lead_taken:
+                self.lead_taken = True
                 self.leader = me
                 try:
                     self._lead(slot, deadline)
                 finally:
                     self.leader = 0
-                    lead.release()
+                    self.lead_taken = False
                     if self.followers:
                         self._promote()
             else:
@@ -108,13 +137,13 @@ cdef class Leading:
 
     cdef _follow(self, slot, deadline, lock):
         cdef double timeout
-        if not slot.set_waiter(lock):
+        if not _set_waiter(slot, lock):
             return                                # ready meanwhile
         self.followers.append(slot)
         try:
             # A leader leaving checks followers after releasing `lead`; we
             # check `lead` after registering: one of us sees the other.
-            if self.lead.locked() and not slot.is_ready:
+            if self.lead_taken and not _is_ready(slot):
                 if self.helper_leading:
                     self.interrupt()              # the helper yields to a waiting thread
                 if deadline is None:
@@ -123,7 +152,7 @@ cdef class Leading:
                     timeout = min(_MAX_SLEEP, max(0.0, <double>deadline - frpc_monotonic()))
                 if lock.acquire(True, timeout):
                     return                        # released: our slot is ready, or we lead next
-            if slot.take_waiter() is None:
+            if _take_waiter(slot) is None:
                 lock.acquire()                    # it is being released right now: consume that
         finally:
             try:
@@ -140,14 +169,15 @@ cdef class Leading:
         if self.leader == me:
             _read(conn)                           # we read for everyone already
             return
-        if not self.lead.acquire(False):
+        if self.lead_taken:
             return
+        self.lead_taken = True
         self.leader = me
         try:
             _read(conn)
         finally:
             self.leader = 0
-            self.lead.release()
+            self.lead_taken = False
             if self.followers:
                 self._promote()
         drain_callbacks()
@@ -161,13 +191,24 @@ cdef class Leading:
         if self.followers or (leader != 0 and leader != PyThread_get_thread_ident()):
             os.sched_yield()
 
+    def take_lead(self):
+        """Become the thread that reads, unless one is: True if taken (give it back with give_lead())."""
+        if self.lead_taken:
+            return False
+        self.lead_taken = True
+        return True
+
+    def give_lead(self):
+        """Stop being the thread that reads (after take_lead())."""
+        self.lead_taken = False
+
     def promote(self):
         """Wake one follower to take the lead."""
         self._promote()
 
     cdef _promote(self):
         for slot in list(self.followers):
-            lock = slot.take_waiter()
+            lock = _take_waiter(slot)
             if lock is not None:
                 lock.release()
                 return
@@ -181,60 +222,77 @@ cdef class Leading:
         cdef LeaderToken token = LeaderToken.__new__(LeaderToken)
         token.engine = self
         token.thread = PyThread_get_thread_ident()
-        if not slot.set_waiter(token):
+        if not _set_waiter(slot, token):
             return
         try:
             self._read_until(slot, deadline)
         finally:
-            slot.take_waiter()
+            _take_waiter(slot)
 
     cdef _read_until(self, slot, deadline):
         cdef double timeout
-        while not slot.is_ready:
-            events = self._poll(0.0) if self.dirty else None
-            if not events:
-                # About to block: now write what every connection holds
-                # back. Batches grow while this thread is busy (fewer system
-                # calls, fewer wake-ups of the servers) and go out as soon as
-                # it would otherwise sit idle.
-                if self.dirty:
-                    self._flush_dirty()
-                if deadline is None:
-                    events = self._poll(None)
-                else:
-                    timeout = <double>deadline - frpc_monotonic()
-                    if timeout <= 0.0:
-                        return
-                    events = self._poll(timeout)
-            self._dispatch(events)
+        while not _is_ready(slot):
+            if self.dirty and self._poll_dispatch(0.0):
+                continue
+            # About to block: now write what every connection holds back.
+            # Batches grow while this thread is busy (fewer system calls,
+            # fewer wake-ups of the servers) and go out as soon as it would
+            # otherwise sit idle.
+            if self.dirty:
+                self._flush_dirty()
+            if deadline is None:
+                self._poll_dispatch(-1.0)
+            else:
+                timeout = <double>deadline - frpc_monotonic()
+                if timeout <= 0.0:
+                    return
+                self._poll_dispatch(timeout)
 
-    def poll(self, timeout):
-        """The ready (fd, events) of the poll set, waiting up to `timeout`
-        seconds (None: until one is; at most MAX_SLEEP at a time)."""
-        return self._poll(timeout)
+    def poll_dispatch(self, timeout):
+        """Wait up to `timeout` seconds (None: until one is; at most
+        MAX_SLEEP at a time) for connections to become readable, read them
+        (draining interrupts), then run the done callbacks of the calls
+        that finished; return how many were ready."""
+        return self._poll_dispatch(-1.0 if timeout is None else max(0.0, <double>timeout))
 
-    cdef _poll(self, timeout):
-        if timeout is not None and timeout > _MAX_SLEEP:
+    cdef int _poll_dispatch(self, double timeout) except -1:
+        """poll_dispatch(); `timeout` < 0: none."""
+        cdef epoll_event events[MAX_EVENTS]
+        cdef int ms, n, i, fd
+        if timeout > _MAX_SLEEP:
             timeout = _MAX_SLEEP
-        if self.epoll_poll is None:
-            return self.poller.poll(timeout)
-        return self.epoll_poll(-1 if timeout is None else timeout)
-
-    def dispatch(self, events):
-        """Read the connections `events` name (draining interrupts), then run
-        the done callbacks of the calls that finished."""
-        self._dispatch(events)
-
-    cdef _dispatch(self, events):
-        cdef dict conns = self.conns
-        for fd, _ in events:
-            conn = conns.get(fd)
-            if conn is not None:
-                _read(conn)
-            elif fd == self.wake_r:
-                self._drain_wakeup()
+        if self.epoll_fd < 0:
+            ready = self.poller.poll(None if timeout < 0.0 else timeout)
+            for fd, _ in ready:
+                self._ready(fd)
+            n = len(ready)
+        else:
+            # epoll_wait(2) itself, as select.epoll.poll would call it, into
+            # an array on the stack: no list of tuples to build and take apart.
+            ms = -1 if timeout < 0.0 else <int>ceil(timeout * 1000.0)
+            if ms == 0:
+                n = epoll_wait(self.epoll_fd, events, MAX_EVENTS, 0)
+            else:
+                with nogil:
+                    n = epoll_wait(self.epoll_fd, events, MAX_EVENTS, ms)
+            if n < 0:
+                if errno != EINTR:
+                    PyErr_SetFromErrno(OSError)
+                PyErr_CheckSignals()              # a handler may raise; else the caller polls again
+                return 0
+            for i in range(n):
+                self._ready(events[i].data.fd)
         self.reads += 1
         drain_callbacks()
+        return n
+
+    cdef int _ready(self, int fd) except -1:
+        conn = self.conns.get(fd)
+        if conn is not None:
+            _read(conn)
+        elif fd == self.wake_r:
+            self._drain_wakeup()
+        return 0
 
     def interrupt(self):
         """Make a poll in progress return: the helper yields to a waiting
@@ -266,3 +324,30 @@ cdef inline int _read(conn) except -1:
         return (<ConnectionIO>conn)._on_readable()
     conn.on_readable()
     return 0
+
+
+# What the engine asks of the slot a thread waits on: a compiled Slot (a
+# call, a batch, a stream) answers through C calls; anything else (a
+# stream's credit wait) through its Python methods.
+cdef inline bint _is_ready(slot) except -1:
+    if isinstance(slot, Slot):
+        return (<Slot>slot).ready()
+    return slot.is_ready
+
+
+cdef inline bint _set_waiter(slot, lock) except -1:
+    if isinstance(slot, Slot):
+        return (<Slot>slot).set_waiter(lock)
+    return slot.set_waiter(lock)
+
+
+cdef inline object _take_waiter(slot):
+    if isinstance(slot, Slot):
+        return (<Slot>slot).take_waiter()
+    return slot.take_waiter()
+
+
+cdef inline object _unwritten(slot):
+    if isinstance(slot, Slot):
+        return (<Slot>slot).unwritten()
+    return slot.unwritten()

@@ -1,5 +1,5 @@
 # Types of the compiled module fastrpc._core.transport (transport.pyx).
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 class ConnectionIO:
     """The socket, call table and write bookkeeping of a blocking connection."""
@@ -9,7 +9,8 @@ class ConnectionIO:
     fd: int
     tls: bool
     sent: int
-    writes: Any
+    @property
+    def writes(self) -> List[Tuple[int, int, int]]: ...
     error: Optional[BaseException]
     @property
     def last_io(self) -> float: ...

@@ -56,23 +56,37 @@ cdef class ConnectionIO:
         self._flush()
 
     cdef int _flush(self) except -1:
-        cdef unsigned long long first_seq
+        cdef CallTable direct = self.direct
+        cdef unsigned long long first_seq, last_seq
+        cdef WriteRecord *record
         if not PyThread_acquire_lock(self.write_lock, NOWAIT_LOCK):
             with nogil:
                 PyThread_acquire_lock(self.write_lock, WAIT_LOCK)
         try:
-            table = self.table
-            first_seq = <unsigned long long>table.written_seq + 1
-            data = self.direct.take_out() if self.direct is not None else table.take_output()
+            if direct is not None:
+                first_seq = direct.written_seq + 1
+                data = direct.take_out()
+                last_seq = direct.written_seq
+            else:
+                table = self.table
+                first_seq = <unsigned long long>table.written_seq + 1
+                data = table.take_output()
+                last_seq = table.written_seq
             if data is None or self.error is not None:
                 return 0
             # Where in the stream these calls went: if the connection breaks,
             # those the server's side never acknowledged were never received
             # (fastrpc.client.connection.fail_undelivered).
-            self.writes.append((self.sent, first_seq, table.written_seq))
+            record = &self.recent[self.recent_next]
+            record.offset = self.sent
+            record.first_seq = first_seq
+            record.last_seq = last_seq
+            self.recent_next = (self.recent_next + 1) % WRITES_KEPT
+            if self.recent_count < WRITES_KEPT:
+                self.recent_count += 1
             self.sent += len(data)
             try:
-                if self.direct is not None:
+                if direct is not None:
                     self._send_all(data)
                 else:
                     self.sock.sendall(data)
@@ -81,6 +95,19 @@ cdef class ConnectionIO:
         finally:
             PyThread_release_lock(self.write_lock)
         return 0
+
+    @property
+    def writes(self):
+        """(stream offset, first seq, last seq) of the most recent writes
+        (WRITES_KEPT at most), oldest first."""
+        cdef int i, at
+        cdef WriteRecord *record
+        kept = []
+        for i in range(self.recent_count):
+            at = (self.recent_next - self.recent_count + i + WRITES_KEPT) % WRITES_KEPT
+            record = &self.recent[at]
+            kept.append((record.offset, record.first_seq, record.last_seq))
+        return kept
 
     cdef int _send_all(self, object data) except -1:
         cdef Py_buffer view

@@ -9,12 +9,11 @@ behind the same methods.
 """
 from __future__ import annotations
 
-import collections
 import os
 import socket
 import ssl
 import struct
-from typing import TYPE_CHECKING, Any, Deque, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Tuple, Union
 
 try:
     import fcntl
@@ -79,7 +78,6 @@ class Connection(ConnectionIO, TableCalls):
         self.engine = engine
         self.generation = engines.generation
         self.acked_base = stream_acknowledged(sock) or 0   # a handshake's bytes, already acknowledged
-        self.writes = collections.deque(maxlen=256)  # (offset, first seq, last seq) of recent writes
         self.ping_sent: Optional[float] = None       # an unanswered heartbeat PING went out then
         self.start_io()
         table.owner = self
@@ -238,7 +236,7 @@ def stream_acknowledged(sock: Any) -> Optional[int]:
 _TCPI_BYTES_ACKED = 120
 
 
-def fail_undelivered(table: Any, sock: Any, sent: int, writes: Deque[Tuple[int, int, int]],
+def fail_undelivered(table: Any, sock: Any, sent: int, writes: Iterable[Tuple[int, int, int]],
                      unsent: int, base: int, address: str) -> None:
     """The peer went away: fail the calls it never received as not sent.
 

@@ -71,14 +71,14 @@ class _Poller:
 
     def poll(self, timeout: Optional[float]) -> List[Any]:
         """poll(2), where there is no epoll (seconds, None: no timeout; the
-        leader caps it at MAX_SLEEP). With epoll the leader calls epoll_poll()."""
+        leader caps it at MAX_SLEEP). With epoll the leader calls epoll_wait(2)
+        on epoll_fd() itself."""
         events: List[Any] = self._p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
         return events
 
-    def epoll_poll(self) -> Optional[Callable[[float], List[Any]]]:
-        """epoll's own poll (timeout in seconds, -1: none), or None where
-        there is no epoll: the compiled leader calls it directly."""
-        return self._p.poll if self._epoll is not None else None
+    def epoll_fd(self) -> int:
+        """The epoll descriptor the compiled leader waits on, or -1 where there is no epoll."""
+        return self._p.fileno() if self._epoll is not None else -1
 
     def close(self) -> None:
         if self._epoll is not None:
@@ -93,8 +93,7 @@ class Engine(Leading):
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.poller = _Poller()
-        self.epoll_poll = self.poller.epoll_poll()    # the compiled leader polls directly
-        self.lead = threading.Lock()             # held by the thread reading now
+        self.epoll_fd = self.poller.epoll_fd()   # the compiled leader waits on it directly
         self.leader = 0                          # its thread id, 0: nobody
         self._timers: List[Any] = []                  # heap of (when, n, fn)
         self._count = itertools.count()
@@ -199,7 +198,7 @@ class Engine(Leading):
             try:
                 self._run_timers()
                 pending = self._pending_calls()
-                if pending and self.reads == seen and not self.lead.locked():
+                if pending and self.reads == seen and not self.lead_taken:
                     self._helper_read()
                 seen = self.reads
                 if self.dirty:
@@ -229,7 +228,7 @@ class Engine(Leading):
 
     def _helper_read(self) -> None:
         """Read while calls are pending and no thread waits to lead."""
-        if not self.lead.acquire(False):
+        if not self.take_lead():
             return
         self.leader = threading.get_ident()
         self.helper_leading = True
@@ -242,12 +241,12 @@ class Engine(Leading):
                     timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
                 if self._deadlines:
                     timeout = min(timeout, max(0.0, self._deadlines[0][0] - time.monotonic()))
-                self.dispatch(self.poll(timeout))
+                self.poll_dispatch(timeout)
                 self._run_timers()
         finally:
             self.helper_leading = False
             self.leader = 0
-            self.lead.release()
+            self.give_lead()
             if self.followers:
                 self.promote()
 
