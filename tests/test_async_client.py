@@ -163,3 +163,39 @@ def test_unix_socket(tmp_path):
 def test_malformed_address_fails_at_construction():
     with pytest.raises(ValueError, match="no port"):
         AsyncClient("localhost")
+
+
+def test_calls_are_counted_by_how_they_ended(server):
+    # Results, the handler's errors, timeouts and cancellations, as the
+    # caller saw them, for the client and for a balancer over the same server.
+    async def calls(target):
+        assert await target.call("Arith.Sum", 1, 2) == 3
+        assert await target.call("Arith.Sum", 2, 2) == 4
+        with pytest.raises(RemoteError):
+            await target.call("Arith.Div", 1, 0)
+        with pytest.raises(TimeoutError):
+            await target.call("Arith.Hang", timeout=0.05)
+        task = asyncio.ensure_future(target.call("Arith.Hang"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    def outcomes(stats):
+        return {name: (s["calls"], s["errors"], s["error_types"]) for name, s in stats.items()}
+
+    async def main():
+        async with AsyncClient(server.address) as c:
+            await calls(c)
+            direct = outcomes(c.stats()["methods"])
+        async with fastrpc.AsyncBalancer([server.address], health_interval=0) as b:
+            await calls(b)
+            balanced = outcomes(b.call_stats())
+        return direct, balanced
+
+    direct, balanced = run(main())
+    assert direct == balanced == {
+        "Arith.Sum": (2, 0, {}),
+        "Arith.Div": (1, 1, {"ZeroDivisionError": 1}),
+        "Arith.Hang": (2, 2, {"TimeoutError": 1, "Cancelled": 1}),
+    }

@@ -17,14 +17,27 @@ membership in one step.
 """
 cimport cython
 
-from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallTable, ClientStats, FINISHED, PENDING,
+from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallStats, CallTable, ClientStats, FINISHED, PENDING,
                                       complete, frpc_bucket, frpc_monotonic, table_ready, track, untrack,
                                       FRPC_NBUCKETS)
 from fastrpc._core.select cimport EndpointTable, Kernel, hash_key
 
 import threading
+from asyncio import (BaseEventLoop as _BaseEventLoop, CancelledError as _AsyncCancelled, Future as _AsyncFuture,
+                     get_running_loop as _running_loop)
 
 from fastrpc.errors import ConnectionClosedError, NoEndpointError, RemoteError, TimeoutError
+
+
+cdef object _base_create_future = _BaseEventLoop.create_future
+
+
+cdef inline object _new_future(object loop):
+    """loop.create_future(), without its Python frame where it is asyncio's
+    own (which only makes a Future bound to the loop)."""
+    if type(loop).create_future is _base_create_future:
+        return _AsyncFuture(loop=loop)
+    return loop.create_future()
 
 
 cdef inline bint _is_answer(object exc):
@@ -274,7 +287,7 @@ cdef class Pool:
         cdef double t = settings.timeout(timeout)
         cdef list timers = None
         cdef bint sent
-        fut = loop.create_future()
+        fut = _new_future(loop)
         a.pool = self
         a.sink = fut
         a.method = method
@@ -297,6 +310,42 @@ cdef class Pool:
                 timers = []
             timers.append(loop.call_later(self.hedge_after, self.policy.hedge, a))
         return fut, a, sent, timers
+
+    async def call_async(self, object driver, CallSettings settings, str method, object args, object key,
+                         object timeout, object idempotent):
+        """One asyncio balanced call without interceptors (AsyncBalancer.call),
+        a compiled coroutine: pick and send (the driver connects first when
+        the endpoint has no connection, in a task, the call's timeout
+        running meanwhile), await the reply, count the call."""
+        cdef CallStats stats
+        cdef double begun
+        cdef Attempt attempt
+        loop = _running_loop()
+        fut, attempt, sent, timers = self.go_async(loop, settings, method, args, key, timeout, idempotent,
+                                                   driver._expire)
+        if not sent:
+            loop.create_task(driver._dial_and_send(attempt))
+        stats = self.stats.of(method)
+        begun = frpc_monotonic()
+        try:
+            result = await fut
+        except _AsyncCancelled:
+            if not fut.done() or fut.cancelled():
+                self.policy.withdraw(attempt)       # the caller's task was cancelled
+            if stats is not None:
+                stats.observe(frpc_monotonic() - begun, "Cancelled")
+            raise
+        except BaseException as exc:
+            if stats is not None:
+                stats.observe(frpc_monotonic() - begun, exc)
+            raise
+        finally:
+            if timers is not None:
+                for timer in timers:
+                    timer.cancel()
+        if stats is not None:
+            stats.observe(frpc_monotonic() - begun, None)
+        return result
 
     cpdef bint start(self, Attempt a) except? False:
         """Pick an endpoint for `a` and send it on that endpoint's connection if

@@ -226,6 +226,7 @@ cdef class AsyncCaller:
     cdef public CallTable table        # the current connection's table (None: connect first)
     cdef public object create_future   # the connection's loop.create_future
     cdef public object expire          # expire(table, seq, future, method, timeout): a call timed out
+    cdef public object client          # the AsyncClient: connection(), address
 
 
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1

@@ -43,7 +43,7 @@ from collections.abc import Mapping as _Mapping
 from fastrpc._core.codec import packb as _packb
 import threading
 import weakref
-from asyncio import InvalidStateError as _AsyncInvalidState
+from asyncio import CancelledError as _AsyncCancelled, InvalidStateError as _AsyncInvalidState
 
 from fastrpc.context import CURRENT, bound_timeout
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, FrameTooLargeError,
@@ -1551,9 +1551,10 @@ cdef bint table_ready(CallTable t):
 cdef class AsyncCaller:
     """An asyncio client's call path (AsyncClient.go and AsyncClient.call)."""
 
-    def __init__(self, CallSettings settings, expire):
+    def __init__(self, CallSettings settings, expire, client=None):
         self.settings = settings
         self.expire = expire
+        self.client = client
         self.table = None
         self.stats = ClientStats()
 
@@ -1573,6 +1574,37 @@ cdef class AsyncCaller:
         if t >= 0.0:
             self.expire(table, seq, fut, method, t)
         return fut, seq
+
+    async def call(self, str method, object args, object timeout, bytes meta=None):
+        """Send a call and return its result (AsyncClient.call): connect first
+        when there is no usable connection; count the call in `stats`. A
+        compiled coroutine: the call's one await is on its reply."""
+        cdef CallStats stats
+        cdef double begun
+        started = self.start(method, args, timeout, meta)
+        if started is None:
+            await self.client.connection()
+            started = self.start(method, args, timeout, meta)
+            if started is None:
+                raise ConnectionClosedError(f"connection to {self.client.address} closed before the call was sent")
+        fut, seq = started
+        conn = self.table.owner                  # what start() sent on (nothing awaited since)
+        stats = self.stats.of(method)
+        begun = frpc_monotonic()
+        try:
+            result = await fut
+        except _AsyncCancelled:
+            conn.withdraw(seq)                   # the caller's task was cancelled: tell the server
+            if stats is not None:
+                stats.observe(frpc_monotonic() - begun, "Cancelled")
+            raise
+        except BaseException as exc:
+            if stats is not None:
+                stats.observe(frpc_monotonic() - begun, exc)
+            raise
+        if stats is not None:
+            stats.observe(frpc_monotonic() - begun, None)
+        return result
 
 
 def table_is_ready(table):

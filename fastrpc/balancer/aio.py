@@ -140,8 +140,10 @@ class AsyncBalancer(BalancerCore):
         if self._chain is not None:
             return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata),
                                                 timeout, self.name, key=key, idempotent=idempotent, balanced=True))
-        return await self._balanced(method, args if not kwargs else call_args(args, kwargs), key, timeout,
-                                    idempotent, None, None)
+        if self._health_task is None:
+            self._ensure_health()
+        return await self.pool.call_async(self, self._per_call, method, args if not kwargs else call_args(args, kwargs),
+                                          key, timeout, idempotent)
 
     async def _send_intercepted(self, call: ClientCall) -> Any:
         """The end of the interceptor chain: the balanced call as the

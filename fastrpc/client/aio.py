@@ -326,7 +326,7 @@ class AsyncClient(ClientSettings, Proxying):
         self._conn: Optional[AsyncConnection] = None
         self._connecting: Optional[asyncio.Future[Any]] = None
         self._closed = False
-        self._caller = AsyncCaller(self.per_call, self._expire_later)   # the compiled call path
+        self._caller = AsyncCaller(self.per_call, self._expire_later, self)   # the compiled call path
         self.interceptors = check_interceptors(self.interceptors, allow_async=True)
         #: The interceptors around the call (None: none, the fast path).
         self._chain = async_client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
@@ -364,7 +364,7 @@ class AsyncClient(ClientSettings, Proxying):
             self._conn = conn
             if isinstance(conn.table, CallTable):   # the compiled call path reads fastrpc's table
                 self._caller.table = conn.table
-                self._caller.create_future = loop.create_future
+                self._caller.create_future = future_factory(loop)
             self._connecting.set_result(None)
             return conn
         except BaseException as exc:
@@ -419,39 +419,13 @@ class AsyncClient(ClientSettings, Proxying):
         if self._chain is not None:
             return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout,
                                                 self.address))
-        return await self._send(method, args if not kwargs else call_args(args, kwargs), timeout, None)
+        return await self._caller.call(method, args if not kwargs else call_args(args, kwargs), timeout)
 
     async def _send_intercepted(self, call: ClientCall) -> Any:
         """The end of the interceptor chain: the call as the interceptors left it."""
         payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
-        return await self._send(call.method, payload, call.timeout, packb(call.metadata) if call.metadata else None)
-
-    async def _send(self, method: str, payload: Any, timeout: Optional[float], meta: Optional[bytes]) -> Any:
-        started = self._caller.start(method, payload, timeout, meta)
-        if started is None:
-            await self.connection()
-            started = self._caller.start(method, payload, timeout, meta)
-            if started is None:
-                raise ConnectionClosedError(f"connection to {self.address} closed before the call was sent")
-        fut, seq = started
-        conn = self._conn                            # what start() sent on (nothing awaited since)
-        assert conn is not None
-        stats = self._caller.stats.method(method)
-        begun = time.monotonic()
-        try:
-            result = await fut
-        except asyncio.CancelledError:
-            conn.withdraw(seq)                       # the caller's task was cancelled: tell the server
-            if stats is not None:
-                stats.record(time.monotonic() - begun, "Cancelled")
-            raise
-        except BaseException as exc:
-            if stats is not None:
-                stats.record(time.monotonic() - begun, exc)
-            raise
-        if stats is not None:
-            stats.record(time.monotonic() - begun, None)
-        return result
+        return await self._caller.call(call.method, payload, call.timeout,
+                                       packb(call.metadata) if call.metadata else None)
 
     def _expire_later(self, table: Any, seq: int, fut: asyncio.Future[Any], method: str, timeout: float) -> None:
         """A call with a timeout was sent on `table`: fail it with TimeoutError then."""
@@ -570,6 +544,15 @@ class AsyncClient(ClientSettings, Proxying):
 
     def __repr__(self) -> str:
         return f"<fastrpc.AsyncClient {self.address}>"
+
+
+def future_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], "asyncio.Future[Any]"]:
+    """What makes a call's future on `loop`: its create_future, or, where that
+    is asyncio's own (a Python frame that only builds a Future), the Future
+    type bound to the loop, the same object made without the frame."""
+    if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+        return functools.partial(asyncio.Future, loop=loop)
+    return loop.create_future
 
 
 def _observe(stats: Any, begun: float, fut: asyncio.Future[Any]) -> None:
