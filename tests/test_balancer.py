@@ -592,17 +592,21 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
         try:
             loop.run_until_complete(ab.call("Arith.Sum", 1, 2))
         except TimeoutError as exc:
-            # The loop keeps running in a thread, so the late dial can finish.
-            thread = threading.Thread(target=loop.run_forever, daemon=True)
-            thread.start()
-
-            def finish():
-                asyncio.run_coroutine_threadsafe(ab.close(), loop).result(5)
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(5)
-                loop.close()
-            return exc, finish, ab.stats
+            return exc, keep_running(loop, ab), ab.stats
         raise AssertionError("the call did not time out")
+
+    def keep_running(loop, ab):
+        """Run `loop` on in a thread, so a late dial can finish; return what
+        closes `ab` and stops it."""
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+
+        def finish():
+            asyncio.run_coroutine_threadsafe(ab.close(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+        return finish
 
     def sync_map(address):
         b = balancer([address], connect_timeout=5, health_interval=0)
@@ -616,15 +620,7 @@ def test_a_call_timing_out_while_connecting_ends_at_its_timeout_and_is_never_sen
         outcomes = loop.run_until_complete(ab.map("Arith.Sum", [(1, 2), (3, 4)], timeout=0.3,
                                                   return_exceptions=True))
         assert isinstance(outcomes[1], TimeoutError), outcomes
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-
-        def finish():
-            asyncio.run_coroutine_threadsafe(ab.close(), loop).result(5)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
-            loop.close()
-        return outcomes[0], finish, ab.stats
+        return outcomes[0], keep_running(loop, ab), ab.stats
 
     check(sync_call)
     check(async_call)

@@ -18,7 +18,7 @@ membership in one step.
 cimport cython
 
 from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallStats, CallTable, ClientStats, FINISHED, PENDING,
-                                      complete, frpc_bucket, frpc_monotonic, table_ready, track, untrack,
+                                      complete, count_since, frpc_bucket, frpc_monotonic, table_ready, track, untrack,
                                       FRPC_NBUCKETS)
 from fastrpc._core.select cimport EndpointTable, Kernel, hash_key
 
@@ -332,19 +332,16 @@ cdef class Pool:
         except _AsyncCancelled:
             if not fut.done() or fut.cancelled():
                 self.policy.withdraw(attempt)       # the caller's task was cancelled
-            if stats is not None:
-                stats.observe(frpc_monotonic() - begun, "Cancelled")
+            count_since(stats, begun, "Cancelled")
             raise
         except BaseException as exc:
-            if stats is not None:
-                stats.observe(frpc_monotonic() - begun, exc)
+            count_since(stats, begun, exc)
             raise
         finally:
             if timers is not None:
                 for timer in timers:
                     timer.cancel()
-        if stats is not None:
-            stats.observe(frpc_monotonic() - begun, None)
+        count_since(stats, begun, None)
         return result
 
     cpdef bint start(self, Attempt a) except? False:

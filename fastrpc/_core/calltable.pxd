@@ -229,6 +229,7 @@ cdef class AsyncCaller:
     cdef public object client          # the AsyncClient: connection(), address
 
 
+cdef int count_since(CallStats stats, double begun, object error) except -1
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1
 cpdef int drain_callbacks() except -1
 cdef double remaining(double deadline)

@@ -283,6 +283,14 @@ OTHER_METHODS = "(other)"
 
 
 @cython.final
+cdef int count_since(CallStats stats, double begun, object error) except -1:
+    """Count in `stats` (None: not counting) a call that began at monotonic
+    `begun` and ended now with `error` (None: a result)."""
+    if stats is not None:
+        stats.observe(frpc_monotonic() - begun, error)
+    return 0
+
+
 cdef class ClientStats:
     """Per-method CallStats of one client or balancer."""
 
@@ -1595,15 +1603,12 @@ cdef class AsyncCaller:
             result = await fut
         except _AsyncCancelled:
             conn.withdraw(seq)                   # the caller's task was cancelled: tell the server
-            if stats is not None:
-                stats.observe(frpc_monotonic() - begun, "Cancelled")
+            count_since(stats, begun, "Cancelled")
             raise
         except BaseException as exc:
-            if stats is not None:
-                stats.observe(frpc_monotonic() - begun, exc)
+            count_since(stats, begun, exc)
             raise
-        if stats is not None:
-            stats.observe(frpc_monotonic() - begun, None)
+        count_since(stats, begun, None)
         return result
 
 
