@@ -559,3 +559,26 @@ KINDS = ["RandomKernel", "RoundRobinKernel", "WeightedRandomKernel", "SmoothWeig
 def test_compiled_and_reference_pick_the_same(kind, n, weights_seed, ops):
     weights = np.random.default_rng(weights_seed).integers(1, 6, n).astype(float)
     assert run_script(compiled, ops, n, weights, kind) == run_script(reference, ops, n, weights, kind)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 6), st.floats(0.0, 0.5), st.floats(0.0, 0.01),
+                          st.integers(-1, 9)), max_size=25))
+def test_a_batch_ends_as_its_calls_one_by_one_would(batches):
+    # end_many(i, count, ...) (a map batch) leaves the table as `count`
+    # end() calls at the same moment do: in-flight counts (never below 0),
+    # the latency EWMA, the load the kernels see (reported included).
+    for sel in (compiled, reference):
+        one, many = sel.EndpointTable(3, seed=3), sel.EndpointTable(3, seed=3)
+        now = 1.0
+        for i, count, rtt, step, reported in batches:
+            for _ in range(4):
+                one.begin(i)
+                many.begin(i)
+            now += step
+            for _ in range(count):
+                one.end(i, rtt, now, reported)
+            many.end_many(i, count, rtt, now, reported)
+            assert list(one.inflight) == list(many.inflight)
+            assert [one.latency(k, now) for k in range(3)] == [many.latency(k, now) for k in range(3)]
+            assert [one.load(k) for k in range(3)] == [many.load(k) for k in range(3)]

@@ -59,6 +59,8 @@ cdef class Pool:
     cdef int _send(self, Attempt a, object conn, object table) except -1
     cdef int release(self, Member m, double rtt, double now, long long load, bint answered,
                      bint remote) except -1
+    cdef int release_n(self, Member m, Py_ssize_t count, Py_ssize_t remote, double rtt, double now,
+                       long long load, bint answered) except -1
 
 
 cdef class Attempt(Slot):

@@ -144,7 +144,8 @@ cdef class Pool:
         `key_hashes`: a list of every item's key hash, or None."""
         cdef dict groups = {}
         cdef list order = []
-        cdef Member m
+        cdef list picked = None                 # the positions of the last member picked
+        cdef Member m, last = None
         cdef unsigned long long key_hash
         try:
             for p in positions:
@@ -153,11 +154,14 @@ cdef class Pool:
                 else:
                     key_hash = self.table.next_random() if self.keyed else 0
                 m = self.pick(key_hash)
-                group = groups.get(id(m))
-                if group is None:
-                    group = groups[id(m)] = (m, [])
-                    order.append(group)
-                (<list>(<tuple>group)[1]).append(p)
+                if m is not last:               # (runs of one endpoint skip the lookup)
+                    group = groups.get(m)
+                    if group is None:
+                        group = groups[m] = (m, [])
+                        order.append(group)
+                    last = m
+                    picked = <list>(<tuple>group)[1]
+                picked.append(p)
         except BaseException:
             for m, picked in order:             # nothing is sent: take the picks back
                 for _ in picked:
@@ -176,19 +180,24 @@ cdef class Pool:
                      bint remote) except -1:
         """A call through `m` ended: answered (a result or the handler's
         error, `rtt` seconds after it was sent) or withdrawn (rtt < 0)."""
-        m.active -= 1
-        m.calls += 1
+        return self.release_n(m, 1, 1 if remote else 0, rtt, now, load, answered)
+
+    cdef int release_n(self, Member m, Py_ssize_t count, Py_ssize_t remote, double rtt, double now,
+                       long long load, bint answered) except -1:
+        """`count` calls through `m` ended alike (`remote` of them with the
+        handler's error): release() for a map batch, at the cost of one."""
+        m.active -= count
+        m.calls += count
         if answered:
-            m.hist[frpc_bucket(rtt)] += 1
-            m.rtt_seconds += rtt
+            m.hist[frpc_bucket(rtt)] += count
+            m.rtt_seconds += rtt * count
             m.last_answer = now
-            if remote:
-                m.remote_errors += 1
+            m.remote_errors += remote
             if m.failures:
                 m.failures = 0
                 m.eject_refused = False
         if m.index >= 0 and not m.removed:
-            self.table.end(m.index, rtt if answered else -1.0, now, load)
+            self.table.end_many(m.index, count, rtt if answered else -1.0, now, load)
         if m.removed and m.active == 0:
             self.policy.member_idle(m)
         if now >= self.next_check:
@@ -203,10 +212,8 @@ cdef class Pool:
                               long long load=-1):
         """`count` calls through `m` were answered (`remote` of them with the
         handler's error), `rtt` seconds after they were sent: a map batch."""
-        cdef double now = frpc_monotonic()
-        cdef Py_ssize_t k
-        for k in range(count):
-            self.release(m, rtt, now, load, True, k < remote)
+        if count > 0:
+            self.release_n(m, count, remote, rtt, frpc_monotonic(), load, True)
 
     # the call path ---------------------------------------------------------------
     def send(self, Attempt a, object conn):

@@ -32,6 +32,8 @@ cdef class EndpointTable:
     cpdef double load(self, Py_ssize_t i)
     cpdef int begin(self, Py_ssize_t i) except -1
     cpdef int end(self, Py_ssize_t i, double rtt, double now, long long reported=*) except -1
+    cpdef int end_many(self, Py_ssize_t i, Py_ssize_t count, double rtt, double now,
+                       long long reported=*) except -1
     cpdef double latency(self, Py_ssize_t i, double now)
     cpdef int set_mask(self, mask) except -1
     cpdef int set_weights(self, weights) except -1

@@ -119,11 +119,26 @@ class EndpointTable:
         Latency feeds a peak EWMA: a slower sample is taken at once, a faster
         one blends in with weight exp(-elapsed / tau).
         """
+        return self.end_many(i, 1, rtt, now, reported)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def end_many(self, i: cython.Py_ssize_t, count: cython.Py_ssize_t, rtt: cython.double,
+                 now: cython.double, reported: cython.longlong = -1):
+        """`count` calls to endpoint i ended together, each after `rtt`
+        seconds (a map batch): as many end() calls, at the cost of one. Their
+        latency samples after the first change nothing (the same latency at
+        the same time blends in with weight exp(0) = 1), so one is taken;
+        a tracking kernel's tree is updated once (its ties are redrawn once,
+        not `count` times: the same odds)."""
         w: cython.double
         old: cython.double
-        if self.inflight[i] > 0:
-            self.inflight[i] -= 1
-            self.total_inflight -= 1
+        ended: cython.longlong = min(count, self.inflight[i])
+        if count <= 0:
+            return 0
+        if ended > 0:
+            self.inflight[i] -= ended
+            self.total_inflight -= ended
         if rtt >= 0.0:
             old = self.ewma[i]
             if rtt > old:
