@@ -40,6 +40,8 @@ PAIRED_ONE = ("Balancer.go sliding window of 128 over ONE backend / direct Clien
               "balancer's own cost, rounds taken in turn (median of the per-pair ratios)")
 ASYNC_PAIRED = ("AsyncBalancer.call 128 awaiting / direct AsyncClient, rounds taken in turn "
                 "(median of the per-pair ratios)")
+ASYNC_PAIRED_ONE = ("AsyncBalancer.call 128 awaiting over ONE backend / direct AsyncClient on it: the "
+                    "balancer's own cost, rounds taken in turn (median of the per-pair ratios)")
 DIRECT = "direct Client, one endpoint"
 ROTATED = "4 Clients rotated by hand"
 # The spread's cost without any balancer code: 4 plain Clients taken in turn
@@ -85,7 +87,7 @@ def rotation(backends):
 def baselines(report):
     for group in (SEQ, STEADY, ASYNC_STEADY, INFLIGHT, MAP, ASYNC_SEQ):
         report.baseline(group, DIRECT, "calls/s")
-    for group in (PAIRED, PAIRED_ONE, ASYNC_PAIRED):
+    for group in (PAIRED, PAIRED_ONE, ASYNC_PAIRED, ASYNC_PAIRED_ONE):
         report.baseline(group, DIRECT, "ratio")
         report.add(group, DIRECT, 1.0)
 
@@ -376,13 +378,15 @@ def test_paired_one_backend(benchmark, backends, report, quick, strategy):
         assert b.stats()[backends[0]]["in_flight"] == 0
 
 
+@pytest.mark.parametrize("spread", [4, 1], ids=["4 backends", "one backend"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_paired_async_awaiting(benchmark, backends, report, quick, strategy):
+def test_paired_async_awaiting(benchmark, backends, report, quick, strategy, spread):
     n, pairs = steady_calls(quick), (1 if quick else 7)
     keyed = strategy == "consistent_hash"
+    group = ASYNC_PAIRED if spread == len(backends) else ASYNC_PAIRED_ONE
     loop = new_loop()
     client = loop.run_until_complete(fastrpc.AsyncClient(backends[0]).connect())
-    b = AsyncBalancer(endpoints(backends), **balancer_options(strategy))
+    b = AsyncBalancer(endpoints(backends[:spread]), **balancer_options(strategy))
 
     def call(method, i, one):
         return b.call(method, i, one, key=i if keyed else None)
@@ -390,12 +394,12 @@ def test_paired_async_awaiting(benchmark, backends, report, quick, strategy):
     try:
         for warm in (client.call, call):
             assert loop.run_until_complete(awaiting(warm, "Arith.Sum", 1280)) == expected_awaiting_sum(1280)
-        benchmark.group = ASYNC_PAIRED
+        benchmark.group = group
         ratio = benchmark.pedantic(
             paired_ratio, args=(lambda: loop.run_until_complete(awaiting(client.call, "Arith.Sum", n)),
                                 lambda: loop.run_until_complete(awaiting(call, "Arith.Sum", n)), pairs),
             rounds=1)
-        report.add(ASYNC_PAIRED, strategy, ratio)
+        report.add(group, strategy, ratio)
         assert ratio > 0
     finally:
         loop.run_until_complete(b.close())
