@@ -17,27 +17,15 @@ membership in one step.
 """
 cimport cython
 
-from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallStats, CallTable, ClientStats, FINISHED, PENDING,
-                                      complete, count_since, frpc_bucket, frpc_monotonic, table_ready, track, untrack,
-                                      FRPC_NBUCKETS)
+from fastrpc._core.calltable cimport (Slot, CallFuture, CallSettings, CallStats, CallTable, ClientStats, FINISHED,
+                                      PENDING, complete, count_since, frpc_bucket, frpc_monotonic, new_future,
+                                      table_ready, track, untrack, FRPC_NBUCKETS)
 from fastrpc._core.select cimport EndpointTable, Kernel, hash_key
 
 import threading
-from asyncio import (BaseEventLoop as _BaseEventLoop, CancelledError as _AsyncCancelled, Future as _AsyncFuture,
-                     get_running_loop as _running_loop)
+from asyncio import CancelledError as _AsyncCancelled, get_running_loop as _running_loop
 
 from fastrpc.errors import ConnectionClosedError, NoEndpointError, RemoteError, TimeoutError
-
-
-cdef object _base_create_future = _BaseEventLoop.create_future
-
-
-cdef inline object _new_future(object loop):
-    """loop.create_future(), without its Python frame where it is asyncio's
-    own (which only makes a Future bound to the loop)."""
-    if type(loop).create_future is _base_create_future:
-        return _AsyncFuture(loop=loop)
-    return loop.create_future()
 
 
 cdef inline bint _is_answer(object exc):
@@ -294,7 +282,7 @@ cdef class Pool:
         cdef double t = settings.timeout(timeout)
         cdef list timers = None
         cdef bint sent
-        fut = _new_future(loop)
+        fut = new_future(loop)
         a.pool = self
         a.sink = fut
         a.method = method

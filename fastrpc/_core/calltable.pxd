@@ -224,12 +224,13 @@ cdef class AsyncCaller:
     cdef public CallSettings settings
     cdef public ClientStats stats      # the client's per-method counts
     cdef public CallTable table        # the current connection's table (None: connect first)
-    cdef public object create_future   # the connection's loop.create_future
+    cdef public object loop            # the connection's event loop (its calls' futures are made there)
     cdef public object expire          # expire(table, seq, future, method, timeout): a call timed out
     cdef public object client          # the AsyncClient: connection(), address
 
 
 cdef int count_since(CallStats stats, double begun, object error) except -1
+cdef object new_future(object loop)
 cdef int complete(object slot, unsigned long long seq, object value, bint is_error, long long load) except -1
 cpdef int drain_callbacks() except -1
 cdef double remaining(double deadline)

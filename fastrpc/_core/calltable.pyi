@@ -194,7 +194,7 @@ class Caller:
 class AsyncCaller:
     settings: CallSettings
     table: Optional[CallTable]
-    create_future: Any
+    loop: Any
     expire: Any
     client: Any
     stats: ClientStats

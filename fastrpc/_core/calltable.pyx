@@ -43,7 +43,8 @@ from collections.abc import Mapping as _Mapping
 from fastrpc._core.codec import packb as _packb
 import threading
 import weakref
-from asyncio import CancelledError as _AsyncCancelled, InvalidStateError as _AsyncInvalidState
+from asyncio import (BaseEventLoop as _BaseEventLoop, CancelledError as _AsyncCancelled, Future as _AsyncFuture,
+                     InvalidStateError as _AsyncInvalidState)
 
 from fastrpc.context import CURRENT, bound_timeout
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, FrameTooLargeError,
@@ -282,7 +283,6 @@ MAX_METHODS = 1000
 OTHER_METHODS = "(other)"
 
 
-@cython.final
 cdef int count_since(CallStats stats, double begun, object error) except -1:
     """Count in `stats` (None: not counting) a call that began at monotonic
     `begun` and ended now with `error` (None: a result)."""
@@ -291,6 +291,7 @@ cdef int count_since(CallStats stats, double begun, object error) except -1:
     return 0
 
 
+@cython.final
 cdef class ClientStats:
     """Per-method CallStats of one client or balancer."""
 
@@ -1556,6 +1557,17 @@ cdef bint table_ready(CallTable t):
 
 
 @cython.final
+cdef object _base_create_future = _BaseEventLoop.create_future
+
+
+cdef object new_future(object loop):
+    """loop.create_future(), without its Python frame where it is asyncio's
+    own (which only makes a Future bound to the loop)."""
+    if type(loop).create_future is _base_create_future:
+        return _AsyncFuture(loop=loop)
+    return loop.create_future()
+
+
 cdef class AsyncCaller:
     """An asyncio client's call path (AsyncClient.go and AsyncClient.call)."""
 
@@ -1576,7 +1588,7 @@ cdef class AsyncCaller:
         if table is None or table.closed or table.draining or table.generation != _generation:
             return None
         t = self.settings.timeout(timeout)
-        fut = self.create_future()
+        fut = new_future(self.loop)
         seq = table.request(method, args, fut, self.settings.deadline_ms(t),
                             self.settings.metadata() if meta is None else meta)
         if t >= 0.0:

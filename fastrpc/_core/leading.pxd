@@ -24,6 +24,7 @@ cdef class Leading:
     cdef _flush_dirty(self)
     cdef _follow(self, slot, deadline, lock)
     cdef _promote(self)
+    cdef bint _take_lead(self)
     cdef _lead(self, slot, deadline)
     cdef _read_until(self, slot, deadline)
     cdef int _poll_dispatch(self, double timeout) except -1

@@ -118,8 +118,7 @@ cdef class Leading:
             return
         lock = None
         while not _is_ready(slot):
-            if not self.lead_taken:
-                self.lead_taken = True
+            if self._take_lead():
                 self.leader = me
                 try:
                     self._lead(slot, deadline)
@@ -169,9 +168,8 @@ cdef class Leading:
         if self.leader == me:
             _read(conn)                           # we read for everyone already
             return
-        if self.lead_taken:
+        if not self._take_lead():
             return
-        self.lead_taken = True
         self.leader = me
         try:
             _read(conn)
@@ -193,6 +191,10 @@ cdef class Leading:
 
     def take_lead(self):
         """Become the thread that reads, unless one is: True if taken (give it back with give_lead())."""
+        return self._take_lead()
+
+    cdef bint _take_lead(self):
+        # No call between the test and the set: under the GIL, the flag is the lock.
         if self.lead_taken:
             return False
         self.lead_taken = True

@@ -32,5 +32,5 @@ cdef class ConnectionIO:
     cdef int recent_count                 # how many it holds
     cdef int _flush(self) except -1
     cdef int _on_readable(self) except -1
-    cdef int _read_python(self) except -1
+    cdef bint _read_python(self) except -1
     cdef int _send_all(self, object data) except -1

@@ -148,37 +148,31 @@ cdef class ConnectionIO:
         self._on_readable()
 
     cdef int _on_readable(self) except -1:
-        cdef CallTable table = self.direct
-        cdef Py_ssize_t n
-        if table is None:
-            return self._read_python()
+        cdef bint closed
         try:
-            n = table.receive(self.fd)
+            if self.direct is not None:
+                closed = self.direct.receive(self.fd) == 0
+            else:
+                closed = self._read_python()
         except RPCError as exc:
             self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
             return 0
         except OSError as exc:
             self.fail(ConnectionLostError(f"connection to {self.address} lost: {exc}"))
             return 0
-        if n == 0:
+        if closed:
             self.fail(ConnectionLostError(f"connection to {self.address} closed by the server"))
         return 0
 
-    cdef int _read_python(self) except -1:
+    cdef bint _read_python(self) except -1:
+        """Read through the socket's and the table's Python methods (TLS, Go
+        codecs): True when the peer closed the stream."""
         table = self.table
         sock = self.sock
-        try:
-            while True:
-                n = sock.recv_into(table.get_buffer())
-                if n == 0:
-                    self.fail(ConnectionLostError(f"connection to {self.address} closed by the server"))
-                    return 0
-                table.process(n)
-                if not (self.tls and sock.pending()):
-                    return 0
-        except RPCError as exc:
-            self.fail(ConnectionLostError(f"protocol error from {self.address}: {exc}"))
-        except OSError as exc:
-            self.fail(ConnectionLostError(f"connection to {self.address} lost: {exc}"))
-        return 0
-
+        while True:
+            n = sock.recv_into(table.get_buffer())
+            if n == 0:
+                return True
+            table.process(n)
+            if not (self.tls and sock.pending()):
+                return False

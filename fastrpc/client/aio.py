@@ -364,7 +364,7 @@ class AsyncClient(ClientSettings, Proxying):
             self._conn = conn
             if isinstance(conn.table, CallTable):   # the compiled call path reads fastrpc's table
                 self._caller.table = conn.table
-                self._caller.create_future = future_factory(loop)
+                self._caller.loop = loop
             self._connecting.set_result(None)
             return conn
         except BaseException as exc:
@@ -544,15 +544,6 @@ class AsyncClient(ClientSettings, Proxying):
 
     def __repr__(self) -> str:
         return f"<fastrpc.AsyncClient {self.address}>"
-
-
-def future_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], "asyncio.Future[Any]"]:
-    """What makes a call's future on `loop`: its create_future, or, where that
-    is asyncio's own (a Python frame that only builds a Future), the Future
-    type bound to the loop, the same object made without the frame."""
-    if type(loop).create_future is asyncio.BaseEventLoop.create_future:
-        return functools.partial(asyncio.Future, loop=loop)
-    return loop.create_future
 
 
 def _observe(stats: Any, begun: float, fut: asyncio.Future[Any]) -> None:
