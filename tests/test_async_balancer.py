@@ -144,6 +144,23 @@ def test_health_checks_mark_down_and_recover():
         run(main())
 
 
+def test_health_checks_start_with_the_first_call_without_async_with():
+    with server_process() as a, server_process() as c:
+        async def main():
+            b = make([a.address, c.address], health_interval=0.1, health_timeout=0.5, health_misses=2)
+            try:
+                await b.call("Arith.Sum", 1, 2)
+                a.kill()
+                deadline = time.monotonic() + 10
+                while b.stats()[a.address]["healthy"] and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert not b.stats()[a.address]["healthy"]
+            finally:
+                await b.close()
+
+        run(main())
+
+
 def test_membership_changes_under_load_drop_nothing(trio):
     async def main():
         async with make([trio[0].address], "least_connections") as b:

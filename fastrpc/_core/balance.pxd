@@ -53,8 +53,15 @@ cdef class Pool:
     cdef public bint idempotent        # calls are idempotent unless they say otherwise
     cdef public double hedge_after     # seconds before an idempotent call is hedged, < 0: never
     cdef public ClientStats stats      # the balancer's calls by method, as its callers saw them
+    cdef public CallSettings settings  # the balancer's per-call settings (timeout, deadline, metadata)
+    cdef public bint start_health      # asyncio: the next call starts the health-check task
 
     cpdef Member pick(self, unsigned long long key_hash)
+    cpdef CallFuture go(self, CallSettings settings, str method, object args, object key, object timeout,
+                        object idempotent, bytes meta=*, object observer=*)
+    cdef list _go_async(self, Attempt a, object loop, CallSettings settings, str method, object args, object key,
+                        object timeout, object idempotent, object driver, bytes meta, object observer,
+                        bint *sent)
     cpdef bint start(self, Attempt a) except? False
     cdef int _send(self, Attempt a, object conn, object table) except -1
     cdef int release(self, Member m, double rtt, double now, long long load, bint answered,

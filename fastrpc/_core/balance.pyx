@@ -25,6 +25,7 @@ from fastrpc._core.select cimport EndpointTable, Kernel, hash_key
 import threading
 from asyncio import CancelledError as _AsyncCancelled, get_running_loop as _running_loop
 
+from fastrpc._core.calltable import call_args
 from fastrpc.errors import ConnectionClosedError, NoEndpointError, RemoteError, TimeoutError
 
 
@@ -227,8 +228,8 @@ cdef class Pool:
             raise
         return 0
 
-    def go(self, CallSettings settings, str method, object args, object key, object timeout,
-           object idempotent, bytes meta=None, object observer=None):
+    cpdef CallFuture go(self, CallSettings settings, str method, object args, object key, object timeout,
+                        object idempotent, bytes meta=None, object observer=None):
         """Start a blocking balanced call; return its future (Balancer.go).
 
         The first attempt goes out now on the picked endpoint's connection,
@@ -272,16 +273,25 @@ cdef class Pool:
         return fut
 
     def go_async(self, object loop, CallSettings settings, str method, object args, object key,
-                 object timeout, object idempotent, object expire, bytes meta=None, object observer=None):
+                 object timeout, object idempotent, object driver, bytes meta=None, object observer=None):
         """Start an asyncio balanced call (AsyncBalancer.call): return (future,
         first attempt, sent, timers). When not sent, the picked endpoint needs
         a connection first (the driver connects, then sends the attempt).
         `timers` (None, or a list to cancel when the call ends) holds the
-        call's timeout, which calls expire(attempt, future), and its hedge."""
+        call's timeout, which calls driver._expire(attempt, future), and its hedge."""
         cdef Attempt a = Attempt.__new__(Attempt)
+        cdef bint sent = False
+        timers = self._go_async(a, loop, settings, method, args, key, timeout, idempotent, driver, meta, observer,
+                                &sent)
+        return a.sink, a, sent, timers
+
+    cdef list _go_async(self, Attempt a, object loop, CallSettings settings, str method, object args, object key,
+                        object timeout, object idempotent, object driver, bytes meta, object observer,
+                        bint *sent):
+        """go_async() with its first attempt given (`a`, whose sink becomes the
+        future): returns the timers, sets `sent`."""
         cdef double t = settings.timeout(timeout)
         cdef list timers = None
-        cdef bint sent
         fut = new_future(loop)
         a.pool = self
         a.sink = fut
@@ -297,47 +307,14 @@ cdef class Pool:
             track(a)
         a.idempotent = self.idempotent if idempotent is None else idempotent
         a.number = 1
-        sent = self.start(a)
+        sent[0] = self.start(a)
         if t >= 0.0:
-            timers = [loop.call_later(t, expire, a, fut)]
+            timers = [loop.call_later(t, driver._expire, a, fut)]
         if a.idempotent and self.hedge_after >= 0.0:
             if timers is None:
                 timers = []
             timers.append(loop.call_later(self.hedge_after, self.policy.hedge, a))
-        return fut, a, sent, timers
-
-    async def call_async(self, object driver, CallSettings settings, str method, object args, object key,
-                         object timeout, object idempotent):
-        """One asyncio balanced call without interceptors (AsyncBalancer.call),
-        a compiled coroutine: pick and send (the driver connects first when
-        the endpoint has no connection, in a task, the call's timeout
-        running meanwhile), await the reply, count the call."""
-        cdef CallStats stats
-        cdef double begun
-        cdef Attempt attempt
-        loop = _running_loop()
-        fut, attempt, sent, timers = self.go_async(loop, settings, method, args, key, timeout, idempotent,
-                                                   driver._expire)
-        if not sent:
-            loop.create_task(driver._dial_and_send(attempt))
-        stats = self.stats.of(method)
-        begun = frpc_monotonic()
-        try:
-            result = await fut
-        except _AsyncCancelled:
-            if not fut.done() or fut.cancelled():
-                self.policy.withdraw(attempt)       # the caller's task was cancelled
-            count_since(stats, begun, "Cancelled")
-            raise
-        except BaseException as exc:
-            count_since(stats, begun, exc)
-            raise
-        finally:
-            if timers is not None:
-                for timer in timers:
-                    timer.cancel()
-        count_since(stats, begun, None)
-        return result
+        return timers
 
     cpdef bint start(self, Attempt a) except? False:
         """Pick an endpoint for `a` and send it on that endpoint's connection if
@@ -533,3 +510,89 @@ def new_attempt(Pool pool, object sink, str method, object args, unsigned long l
     a.idempotent = idempotent
     a.number = 1
     return a
+
+
+# The balancers' public call methods, compiled -------------------------------------
+# Balancer.go, Balancer.call and AsyncBalancer.call are these functions,
+# bound as methods like any function in a class body: a balanced call runs no
+# Python frame of fastrpc's on its way out nor, asyncio, on its way back.
+# With interceptors they take the balancer's Python path.
+
+@cython.embedsignature(False)             # the signature is the method's, not this name's
+def balancer_go(self, str method, *args, key=None, timeout=None, idempotent=None, **kwargs):
+    """Start a call on the endpoint the strategy picks; return its future
+    (a concurrent.futures.Future).
+
+    A failure before the call was sent (cannot connect, connection gone)
+    is retried on another endpoint ("failover"), the same one
+    ("failtry"), or not at all ("failfast"). A call that may have run
+    (timeout, connection lost after sending) is retried only when
+    `idempotent`. RemoteError (the handler raised) is never retried.
+    Errors name the endpoints tried (``exc.endpoints``). With
+    failure="backup", an idempotent call gets a hedged copy on another
+    endpoint after backup_after; the first reply wins.
+    """
+    cdef Pool pool
+    if self._chain is not None:
+        return self._go_intercepted(method, args, kwargs, key, timeout, idempotent)
+    pool = <Pool?>self.pool
+    return pool.go(pool.settings, method, args if not kwargs else call_args(args, kwargs), key, timeout, idempotent)
+
+
+@cython.embedsignature(False)             # the signature is the method's, not this name's
+def balancer_call(self, str method, *args, key=None, timeout=None, idempotent=None, **kwargs):
+    """Call `method` on the endpoint the strategy picks; return the result
+    (failures as in go()). Raises the call's error, or TimeoutError."""
+    cdef Pool pool
+    cdef CallFuture fut
+    if self._chain is not None:
+        return self._call_intercepted(method, args, kwargs, key, timeout, idempotent)
+    pool = <Pool?>self.pool
+    fut = pool.go(pool.settings, method, args if not kwargs else call_args(args, kwargs), key, timeout, idempotent)
+    try:
+        return fut.result()
+    except BaseException:
+        if fut.state == PENDING:                # interrupted (KeyboardInterrupt): withdraw
+            fut.cancel()
+        raise
+
+
+@cython.embedsignature(False)             # the signature is the method's, not this name's
+async def async_balancer_call(self, str method, *args, key=None, timeout=None, idempotent=None, **kwargs):
+    """Call `method` on the endpoint the strategy picks (see Balancer.go for
+    what happens on failure); return the result or raise."""
+    cdef Pool pool
+    cdef Attempt a
+    cdef CallStats stats
+    cdef double begun
+    cdef bint sent = False
+    if self._chain is not None:
+        return await self._call_intercepted(method, args, kwargs, key, timeout, idempotent)
+    pool = <Pool?>self.pool
+    if pool.start_health:
+        self._ensure_health()
+    loop = _running_loop()
+    a = Attempt.__new__(Attempt)
+    timers = pool._go_async(a, loop, pool.settings, method, args if not kwargs else call_args(args, kwargs), key,
+                            timeout, idempotent, self, None, None, &sent)
+    fut = a.sink
+    if not sent:
+        loop.create_task(self._dial_and_send(a))    # connect first, the call's timeout running meanwhile
+    stats = pool.stats.of(method)
+    begun = frpc_monotonic()
+    try:
+        result = await fut
+    except _AsyncCancelled:
+        if not fut.done() or fut.cancelled():
+            pool.policy.withdraw(a)             # the caller's task was cancelled
+        count_since(stats, begun, "Cancelled")
+        raise
+    except BaseException as exc:
+        count_since(stats, begun, exc)
+        raise
+    finally:
+        if timers is not None:
+            for timer in timers:
+                timer.cancel()
+    count_since(stats, begun, None)
+    return result

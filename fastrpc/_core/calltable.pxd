@@ -217,6 +217,8 @@ cdef class Caller:
     cdef public CallTable table        # the current connection's table (None: dial first)
     cdef public object client          # the Client: connection() when table is not ready
     cdef CallTable _table(self)
+    cpdef CallFuture go(self, str method, object args, object timeout, bytes meta=*)
+    cpdef object call(self, str method, object args, object timeout, bytes meta=*)
 
 
 cdef class AsyncCaller:

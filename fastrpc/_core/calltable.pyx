@@ -1694,7 +1694,7 @@ cdef class Caller:
             t = self.table
         return t
 
-    def go(self, str method, object args, object timeout, bytes meta=None):
+    cpdef CallFuture go(self, str method, object args, object timeout, bytes meta=None):
         """Client.go: start a call; its future fails at its timeout, waited on or not.
         `meta`: the call's encoded metadata (None: the client's)."""
         cdef double t = self.settings.timeout(timeout)
@@ -1707,7 +1707,7 @@ cdef class Caller:
             table.engine.watch_deadline(fut)
         return fut
 
-    def call(self, str method, object args, object timeout, bytes meta=None):
+    cpdef object call(self, str method, object args, object timeout, bytes meta=None):
         """Client.call: the result, or the call's error; at the timeout the call
         is withdrawn and TimeoutError raised. `meta`: as for go()."""
         cdef double t = self.settings.timeout(timeout)
@@ -1735,3 +1735,45 @@ cdef object _decode_error(object exc):
     if isinstance(exc, DecodeError):
         return exc
     return DecodeError(f"the reply cannot be decoded: {type(exc).__name__}: {exc}")
+
+
+# The clients' public call methods, compiled ---------------------------------------
+# Client.go, Client.call and AsyncClient.call are these functions, bound as
+# methods like any function in a class body: a call runs no Python frame of
+# fastrpc's before its request is encoded (a frame there cost as much as
+# encoding the call). With interceptors they take the client's Python path.
+
+@cython.embedsignature(False)             # the signature is the method's, not this name's
+def client_go(self, str method, *args, timeout=None, **kwargs):
+    """Start a call and return its future (a concurrent.futures.Future).
+
+    Like net/rpc's Go. Frames are written in batches; waiting on the
+    future (result(), exception()) writes at once. With a timeout, the
+    future fails with TimeoutError when it passes, waited on or not.
+    """
+    if self._chain is not None:
+        return self._go_intercepted(method, args, kwargs, timeout)
+    return (<Caller?>self._caller).go(method, args if not kwargs else call_args(args, kwargs), timeout)
+
+
+@cython.embedsignature(False)             # the signature is the method's, not this name's
+def client_call(self, str method, *args, timeout=None, **kwargs):
+    """Call `method` with `args` (and keyword arguments) and return its result.
+
+    Raises RemoteError (the handler raised or the method does not
+    exist), TimeoutError (no reply within `timeout`, default the
+    client's; the call is then withdrawn), ConnectionError (the
+    connection failed).
+    """
+    if self._chain is not None:
+        return self._call_intercepted(method, args, kwargs, timeout)
+    return (<Caller?>self._caller).call(method, args if not kwargs else call_args(args, kwargs), timeout)
+
+
+@cython.embedsignature(False)             # the signature is the method's, not this name's
+async def async_client_call(self, str method, *args, timeout=None, **kwargs):
+    """Call `method` with `args` (and keyword arguments); return its result
+    or raise (see Client.call)."""
+    if self._chain is not None:
+        return await self._call_intercepted(method, args, kwargs, timeout)
+    return await (<AsyncCaller?>self._caller).call(method, args if not kwargs else call_args(args, kwargs), timeout)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 from fastrpc._core.calltable import call_args
 from fastrpc._core.codec import packb
-from fastrpc._core.balance import Attempt, Member
+from fastrpc._core.balance import Attempt, Member, async_balancer_call
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
 from fastrpc.balancer.streams import AsyncBalancedRoute, balanced_stream
@@ -55,7 +55,7 @@ class AsyncBalancer(BalancerCore):
         self.interceptors = check_interceptors(self.interceptors, allow_async=True)
         self._chain = async_client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
         self.planner.driver = self
-        self._per_call = self.call_settings.per_call     # what the compiled call path reads
+        self.pool.start_health = True                    # the first call starts the health checks
 
     # connections ------------------------------------------------------------------
     def _client(self, member: Member) -> AsyncClient:
@@ -131,19 +131,18 @@ class AsyncBalancer(BalancerCore):
         if self._health_task is None and self.health_interval > 0 and not self._closed:
             self._health_task = asyncio.get_running_loop().create_task(
                 _health_loop(weakref.ref(self), self.health_interval))
+        self.pool.start_health = False
 
     # calls -----------------------------------------------------------------------
-    async def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-                   idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
-        """Call `method` on the endpoint the strategy picks (see Balancer.go for
-        what happens on failure); return the result or raise."""
-        if self._chain is not None:
-            return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata),
-                                                timeout, self.name, key=key, idempotent=idempotent, balanced=True))
-        if self._health_task is None:
-            self._ensure_health()
-        return await self.pool.call_async(self, self._per_call, method, args if not kwargs else call_args(args, kwargs),
-                                          key, timeout, idempotent)
+    # call() is compiled (fastrpc._core.balance): no Python coroutine per call.
+    call = async_balancer_call
+
+    async def _call_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any], key: Key,
+                                timeout: Optional[float], idempotent: Optional[bool]) -> Any:
+        """call() through the interceptors."""
+        assert self._chain is not None          # the compiled call() comes here only with interceptors
+        return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata),
+                                            timeout, self.name, key=key, idempotent=idempotent, balanced=True))
 
     async def _send_intercepted(self, call: ClientCall) -> Any:
         """The end of the interceptor chain: the balanced call as the
@@ -159,7 +158,7 @@ class AsyncBalancer(BalancerCore):
         if self._health_task is None:
             self._ensure_health()
         future, attempt, sent, timers = self.pool.go_async(
-            asyncio.get_running_loop(), self._per_call, method, payload, key, timeout, idempotent, self._expire, meta,
+            asyncio.get_running_loop(), self.pool.settings, method, payload, key, timeout, idempotent, self, meta,
             observer)
         if not sent:
             # Connect in a task: the call's timeout runs meanwhile.

@@ -140,6 +140,7 @@ class BalancerCore(Proxying):
         self.pool.policy = self.planner
         self.pool.idempotent = idempotent
         self.pool.hedge_after = backup_after if failure == "backup" and max_attempts > 1 else -1.0
+        self.pool.settings = self.call_settings.per_call
         self.failure = failure
         self.max_attempts = max_attempts
         self.idempotent = idempotent

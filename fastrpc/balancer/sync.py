@@ -17,7 +17,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
-from fastrpc._core.balance import Attempt, Member
+from fastrpc._core.balance import Attempt, Member, balancer_call, balancer_go
 from fastrpc._core.calltable import CallFuture, call_args
 from fastrpc._core.codec import packb
 from fastrpc.balancer import fleet
@@ -148,26 +148,22 @@ class Balancer(BalancerCore):
             self._send(attempt, conn, flush)
 
     # calls ----------------------------------------------------------------------------
-    def go(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-           idempotent: Optional[bool] = None, **kwargs: Any) -> CallFuture:
-        """Start a call on the endpoint the strategy picks; return its future
-        (a concurrent.futures.Future).
+    # go() and call() are compiled (fastrpc._core.balance): no Python frame per call.
+    go = balancer_go
+    call = balancer_call
 
-        A failure before the call was sent (cannot connect, connection gone)
-        is retried on another endpoint ("failover"), the same one
-        ("failtry"), or not at all ("failfast"). A call that may have run
-        (timeout, connection lost after sending) is retried only when
-        `idempotent`. RemoteError (the handler raised) is never retried.
-        Errors name the endpoints tried (``exc.endpoints``). With
-        failure="backup", an idempotent call gets a hedged copy on another
-        endpoint after backup_after; the first reply wins.
-        """
-        if self._chain is not None:
-            return chain_pool().submit(self.call, method, *args, key=key, timeout=timeout,  # type: ignore[return-value]
-                                       idempotent=idempotent, **kwargs)
-        payload = args if not kwargs else call_args(args, kwargs)
-        return self.pool.go(self.call_settings.per_call, method, payload, key, timeout,
-                            idempotent)
+    def _go_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any], key: Key,
+                        timeout: Optional[float], idempotent: Optional[bool]) -> CallFuture:
+        """go() through the interceptors: call() in the interceptors' pool."""
+        return chain_pool().submit(self.call, method, *args, key=key, timeout=timeout,  # type: ignore[return-value]
+                                   idempotent=idempotent, **kwargs)
+
+    def _call_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any], key: Key,
+                          timeout: Optional[float], idempotent: Optional[bool]) -> Any:
+        """call() through the interceptors."""
+        assert self._chain is not None          # the compiled call() comes here only with interceptors
+        return self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
+                                      self.name, key=key, idempotent=idempotent, balanced=True))
 
     def stream(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
                idempotent: Optional[bool] = None, send: Optional[Iterable[Any]] = None,
@@ -179,16 +175,6 @@ class Balancer(BalancerCore):
         stream: Stream = balanced_stream(self, BalancedRoute, Stream, method, args, kwargs, key, timeout, idempotent,
                                    send, window)
         return stream
-
-    def call(self, method: str, *args: Any, key: Key = None, timeout: Optional[float] = None,
-             idempotent: Optional[bool] = None, **kwargs: Any) -> Any:
-        """Call `method` on the endpoint the strategy picks; return the result
-        (failures as in go()). Raises the call's error, or TimeoutError."""
-        if self._chain is not None:
-            return self._chain(ClientCall(method, args, kwargs, base_metadata(self.call_settings.metadata), timeout,
-                                          self.name, key=key, idempotent=idempotent, balanced=True))
-        payload = args if not kwargs else call_args(args, kwargs)
-        return self._wait(self.pool.go(self.call_settings.per_call, method, payload, key, timeout, idempotent))
 
     @staticmethod
     def _wait(future: CallFuture) -> Any:

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
-from fastrpc._core.calltable import AsyncCaller, Batch, CallTable, call_args
+from fastrpc._core.calltable import AsyncCaller, Batch, CallTable, async_client_call, call_args
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
@@ -413,13 +413,15 @@ class AsyncClient(ClientSettings, Proxying):
             future.add_done_callback(functools.partial(_observe, stats, time.monotonic()))
         return future
 
-    async def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
-        """Call `method` with `args` (and keyword arguments); return its result
-        or raise (see Client.call)."""
-        if self._chain is not None:
-            return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout,
-                                                self.address))
-        return await self._caller.call(method, args if not kwargs else call_args(args, kwargs), timeout)
+    # call() is compiled (fastrpc._core.calltable): no Python coroutine per call.
+    call = async_client_call
+
+    async def _call_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                                timeout: Optional[float]) -> Any:
+        """call() through the interceptors."""
+        assert self._chain is not None          # the compiled call() comes here only with interceptors
+        return await self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout,
+                                            self.address))
 
     async def _send_intercepted(self, call: ClientCall) -> Any:
         """The end of the interceptor chain: the call as the interceptors left it."""

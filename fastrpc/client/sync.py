@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from fastrpc._core.calltable import Batch, Caller, CallFuture, CallTable, call_args
+from fastrpc._core.calltable import Batch, Caller, CallFuture, CallTable, call_args, client_call, client_go
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
 from fastrpc.client.batching import give_up, map_steps
@@ -147,33 +147,25 @@ class Client(ClientSettings, Proxying):
         return load
 
     # calls ---------------------------------------------------------------------------
-    def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
-        """Call `method` with `args` (and keyword arguments) and return its result.
+    # call() and go() are compiled (fastrpc._core.calltable): no Python frame per call.
+    call = client_call
+    go = client_go
 
-        Raises RemoteError (the handler raised or the method does not
-        exist), TimeoutError (no reply within `timeout`, default the
-        client's; the call is then withdrawn), ConnectionError (the
-        connection failed).
-        """
-        if self._chain is not None:
-            return self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout, self.address))
-        return self._caller.call(method, (args if not kwargs else call_args(args, kwargs)), timeout)
+    def _call_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                          timeout: Optional[float]) -> Any:
+        """call() through the interceptors."""
+        assert self._chain is not None          # the compiled call() comes here only with interceptors
+        return self._chain(ClientCall(method, args, kwargs, base_metadata(self.metadata), timeout, self.address))
+
+    def _go_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                        timeout: Optional[float]) -> CallFuture:
+        """go() through the interceptors: call() in the interceptors' pool."""
+        return chain_pool().submit(self.call, method, *args, timeout=timeout, **kwargs)  # type: ignore[return-value]
 
     def _send_intercepted(self, call: ClientCall) -> Any:
         """The end of the interceptor chain: the call as the interceptors left it."""
         payload = call.args if not call.kwargs else call_args(call.args, call.kwargs)
         return self._caller.call(call.method, payload, call.timeout, packb(call.metadata) if call.metadata else None)
-
-    def go(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> CallFuture:
-        """Start a call and return its future (a concurrent.futures.Future).
-
-        Like net/rpc's Go. Frames are written in batches; waiting on the
-        future (result(), exception()) writes at once. With a timeout, the
-        future fails with TimeoutError when it passes, waited on or not.
-        """
-        if self._chain is not None:
-            return chain_pool().submit(self.call, method, *args, timeout=timeout, **kwargs)  # type: ignore[return-value]
-        return self._caller.go(method, (args if not kwargs else call_args(args, kwargs)), timeout)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Send a one-way call: no reply, no error report."""
