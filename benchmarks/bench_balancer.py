@@ -170,10 +170,8 @@ def test_rotated_sliding_window(benchmark, rotation, report, quick):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_balancer_sliding_window(benchmark, backends, report, quick, strategy):
     n, (_, _, rounds) = steady_calls(quick), sizes(quick)
-    keyed = strategy == "consistent_hash"
     with Balancer(endpoints(backends), **balancer_options(strategy)) as b:
-        def go(method, i, one):
-            return b.go(method, i, one, key=i if keyed else None)
+        go = call_sites(None, b.go, strategy)[1]
         timed(benchmark, report, STEADY, strategy, lambda: sliding_window(go, "Arith.Sum", n), rounds, n)
         assert sliding_window(go, "Arith.Sum", 300) == expected_window_sum(300)
         assert all(s["in_flight"] == 0 for s in b.stats().values())
@@ -195,13 +193,9 @@ def test_direct_async_awaiting(benchmark, backends, report, quick):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_async_balancer_awaiting(benchmark, backends, report, quick, strategy):
     n, (_, _, rounds) = steady_calls(quick), sizes(quick)
-    keyed = strategy == "consistent_hash"
     loop = new_loop()
     b = AsyncBalancer(endpoints(backends), **balancer_options(strategy))
-
-    def call(method, i, one):
-        return b.call(method, i, one, key=i if keyed else None)
-
+    call = call_sites(None, b.call, strategy)[1]
     try:
         timed(benchmark, report, ASYNC_STEADY, strategy,
               lambda: loop.run_until_complete(awaiting(call, "Arith.Sum", n)), rounds, calls_awaited(n))
@@ -341,17 +335,19 @@ def paired_window(benchmark, report, quick, group, name, direct_go, go):
     assert ratio > 0
 
 
-def balanced_go(b, strategy):
-    """b.go, with a key per call for the keyed strategy."""
+def call_sites(direct, balanced, strategy):
+    """(direct, balanced) as the shapes call them: the methods themselves or,
+    for the keyed strategy (a key per call), each through a Python function
+    of the same shape, so both sides of a ratio pay the same call site."""
     if strategy != "consistent_hash":
-        return b.go
-    return lambda method, i, one: b.go(method, i, one, key=i)
+        return direct, balanced
+    return (lambda method, i, one: direct(method, i, one)), (lambda method, i, one: balanced(method, i, one, key=i))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_paired_sliding_window(benchmark, backends, report, quick, strategy):
     with fastrpc.Client(backends[0]) as client, Balancer(endpoints(backends), **balancer_options(strategy)) as b:
-        paired_window(benchmark, report, quick, PAIRED, strategy, client.go, balanced_go(b, strategy))
+        paired_window(benchmark, report, quick, PAIRED, strategy, *call_sites(client.go, b.go, strategy))
 
 
 @pytest.mark.parametrize("name", SPREADS)
@@ -374,7 +370,7 @@ def test_paired_spread_without_balancer(benchmark, backends, report, quick, name
 def test_paired_one_backend(benchmark, backends, report, quick, strategy):
     with fastrpc.Client(backends[0]) as client, \
             Balancer(endpoints(backends[:1]), **balancer_options(strategy)) as b:
-        paired_window(benchmark, report, quick, PAIRED_ONE, strategy, client.go, balanced_go(b, strategy))
+        paired_window(benchmark, report, quick, PAIRED_ONE, strategy, *call_sites(client.go, b.go, strategy))
         assert b.stats()[backends[0]]["in_flight"] == 0
 
 
@@ -382,21 +378,17 @@ def test_paired_one_backend(benchmark, backends, report, quick, strategy):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_paired_async_awaiting(benchmark, backends, report, quick, strategy, spread):
     n, pairs = steady_calls(quick), (1 if quick else 7)
-    keyed = strategy == "consistent_hash"
     group = ASYNC_PAIRED if spread == len(backends) else ASYNC_PAIRED_ONE
     loop = new_loop()
     client = loop.run_until_complete(fastrpc.AsyncClient(backends[0]).connect())
     b = AsyncBalancer(endpoints(backends[:spread]), **balancer_options(strategy))
-
-    def call(method, i, one):
-        return b.call(method, i, one, key=i if keyed else None)
-
+    direct, call = call_sites(client.call, b.call, strategy)
     try:
-        for warm in (client.call, call):
+        for warm in (direct, call):
             assert loop.run_until_complete(awaiting(warm, "Arith.Sum", 1280)) == expected_awaiting_sum(1280)
         benchmark.group = group
         ratio = benchmark.pedantic(
-            paired_ratio, args=(lambda: loop.run_until_complete(awaiting(client.call, "Arith.Sum", n)),
+            paired_ratio, args=(lambda: loop.run_until_complete(awaiting(direct, "Arith.Sum", n)),
                                 lambda: loop.run_until_complete(awaiting(call, "Arith.Sum", n)), pairs),
             rounds=1)
         report.add(group, strategy, ratio)

@@ -57,6 +57,7 @@ cdef class Pool:
     cdef public bint start_health      # asyncio: the next call starts the health-check task
 
     cpdef Member pick(self, unsigned long long key_hash)
+    cpdef unsigned long long key_hash_for(self, object key) except? 0
     cpdef CallFuture go(self, CallSettings settings, str method, object args, object key, object timeout,
                         object idempotent, bytes meta=*, object observer=*)
     cdef list _go_async(self, Attempt a, object loop, CallSettings settings, str method, object args, object key,

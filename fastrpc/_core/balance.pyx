@@ -158,7 +158,7 @@ cdef class Pool:
             raise
         return order
 
-    def key_hash_for(self, key):
+    cpdef unsigned long long key_hash_for(self, object key) except? 0:
         """The hash a call's key picks by: its hash, a random one (keyed
         strategies without a key), or 0."""
         if key is not None:

@@ -120,12 +120,12 @@ cdef class GeoKernel(Kernel):
     cdef Py_ssize_t p2c_in(self, Py_ssize_t t)
 
 
-cpdef unsigned long long xxh64(const unsigned char[:] data, unsigned long long seed=*)
+cpdef unsigned long long xxh64(bytes data, unsigned long long seed=*)
 cdef double _now()
 cdef unsigned long long _round(unsigned long long acc, unsigned long long lane)
 cdef unsigned long long _merge(unsigned long long acc, unsigned long long val)
 cdef unsigned long long _rotl(unsigned long long x, int r)
-cdef unsigned long long _read64(const unsigned char[:] data, Py_ssize_t p)
-cdef unsigned long long _read32(const unsigned char[:] data, Py_ssize_t p)
+cdef unsigned long long _read64(bytes data, Py_ssize_t p)
+cdef unsigned long long _read32(bytes data, Py_ssize_t p)
 cpdef unsigned long long mix64(unsigned long long x)
 cpdef unsigned long long hash_key(object key) except? 0

@@ -787,7 +787,7 @@ def _read32(data, p: cython.Py_ssize_t):
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def xxh64(data, seed=0):
-    """XXH64 of a bytes-like object (the reference algorithm, little-endian lanes)."""
+    """XXH64 of a bytes object (the reference algorithm, little-endian lanes)."""
     n: cython.Py_ssize_t = len(data)
     p: cython.Py_ssize_t = 0
     h: cython.ulonglong
