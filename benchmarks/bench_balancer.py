@@ -42,6 +42,10 @@ ASYNC_PAIRED = ("AsyncBalancer.call 128 awaiting / direct AsyncClient, rounds ta
                 "(median of the per-pair ratios)")
 ASYNC_PAIRED_ONE = ("AsyncBalancer.call 128 awaiting over ONE backend / direct AsyncClient on it: the "
                     "balancer's own cost, rounds taken in turn (median of the per-pair ratios)")
+MAP_PAIRED = ("Balancer.map 128 per map / direct Client.map, rounds taken in turn "
+              "(median of the per-pair ratios)")
+MAP_PAIRED_ONE = ("Balancer.map 128 per map over ONE backend / direct Client.map on it: the balancer's own "
+                  "cost, rounds taken in turn (median of the per-pair ratios)")
 DIRECT = "direct Client, one endpoint"
 ROTATED = "4 Clients rotated by hand"
 # The spread's cost without any balancer code: 4 plain Clients taken in turn
@@ -87,7 +91,7 @@ def rotation(backends):
 def baselines(report):
     for group in (SEQ, STEADY, ASYNC_STEADY, INFLIGHT, MAP, ASYNC_SEQ):
         report.baseline(group, DIRECT, "calls/s")
-    for group in (PAIRED, PAIRED_ONE, ASYNC_PAIRED, ASYNC_PAIRED_ONE):
+    for group in (PAIRED, PAIRED_ONE, ASYNC_PAIRED, ASYNC_PAIRED_ONE, MAP_PAIRED, MAP_PAIRED_ONE):
         report.baseline(group, DIRECT, "ratio")
         report.add(group, DIRECT, 1.0)
 
@@ -397,3 +401,27 @@ def test_paired_async_awaiting(benchmark, backends, report, quick, strategy, spr
         loop.run_until_complete(b.close())
         loop.run_until_complete(client.close())
         loop.close()
+
+
+# A map is a burst (send 128, wait for all), whose rate on a shared machine
+# moves between rounds more than a steady state's: its paired rows.
+@pytest.mark.parametrize("spread", [4, 1], ids=["4 backends", "one backend"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_paired_map(benchmark, backends, report, quick, strategy, spread):
+    _, batches, _ = sizes(quick)
+    pairs = 1 if quick else 7
+    group = MAP_PAIRED if spread == len(backends) else MAP_PAIRED_ONE
+    args = [(i, 1) for i in range(128)]
+    keys = [f"user:{i}" for i in range(128)] if strategy == "consistent_hash" else None
+    expected = [i + 1 for i in range(128)]
+    with fastrpc.Client(backends[0]) as client, \
+            Balancer(endpoints(backends[:spread]), **balancer_options(strategy)) as b:
+        assert client.map("Arith.Sum", args) == expected and b.map("Arith.Sum", args, keys=keys) == expected
+        benchmark.group = group
+        ratio = benchmark.pedantic(
+            paired_ratio, args=(lambda: [client.map("Arith.Sum", args) for _ in range(batches)],
+                                lambda: [b.map("Arith.Sum", args, keys=keys) for _ in range(batches)], pairs),
+            rounds=1)
+        report.add(group, strategy, ratio)
+        assert ratio > 0
+        assert all(s["in_flight"] == 0 for s in b.stats().values())
