@@ -55,6 +55,7 @@ cdef class Pool:
     cdef public ClientStats stats      # the balancer's calls by method, as its callers saw them
     cdef public CallSettings settings  # the balancer's per-call settings (timeout, deadline, metadata)
     cdef public bint start_health      # asyncio: the next call starts the health-check task
+    cdef public object loop            # asyncio: the loop the connections live on (None: none yet)
 
     cpdef Member pick(self, unsigned long long key_hash)
     cpdef unsigned long long key_hash_for(self, object key) except? 0

@@ -571,7 +571,12 @@ async def async_balancer_call(self, str method, *args, key=None, timeout=None, i
     pool = <Pool?>self.pool
     if pool.start_health:
         self._ensure_health()
-    loop = _running_loop()
+    # The call's future is made on the loop its connections live on, as an
+    # AsyncClient's is: asyncio.get_running_loop() is a system call on some
+    # Pythons (3.11 checks getpid() each time), as costly as the rest of a call.
+    loop = pool.loop
+    if loop is None:
+        loop = _running_loop()
     a = Attempt.__new__(Attempt)
     timers = pool._go_async(a, loop, pool.settings, method, args if not kwargs else call_args(args, kwargs), key,
                             timeout, idempotent, self, None, None, &sent)

@@ -50,7 +50,6 @@ class AsyncBalancer(BalancerCore):
 
     def __init__(self, endpoints: Iterable[Union[str, Endpoint]] = (), **settings: Unpack[BalancerOptions]) -> None:
         self._health_task: Optional[asyncio.Task[Any]] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None   # where the connections live
         super().__init__(endpoints, **settings)
         self.interceptors = check_interceptors(self.interceptors, allow_async=True)
         self._chain = async_client_chain(self.interceptors, self._send_intercepted) if self.interceptors else None
@@ -63,7 +62,7 @@ class AsyncBalancer(BalancerCore):
         if client is None:
             if member.removed or self._closed:
                 raise ConnectionClosedError(f"endpoint {member.endpoint.address} was removed")
-            self._loop = asyncio.get_running_loop()
+            self.pool.loop = asyncio.get_running_loop()       # where the connections live
             client = member.client = AsyncClient(member.endpoint.address, **self.client_settings)
         return client
 
@@ -94,11 +93,11 @@ class AsyncBalancer(BalancerCore):
             running = None
         if running is not None:
             running.create_task(client.close())
-        elif self._loop is not None and not self._loop.is_closed():
+        elif self.pool.loop is not None and not self.pool.loop.is_closed():
             # Removed from another thread (a discovery watch): close on the
             # connections' own loop.
             try:
-                asyncio.run_coroutine_threadsafe(client.close(), self._loop)
+                asyncio.run_coroutine_threadsafe(client.close(), self.pool.loop)
             except RuntimeError:
                 pass    # the loop stopped meanwhile: the connection went with it
 
