@@ -76,8 +76,6 @@ cdef double _INF = float("inf")
 # call (its owner's ready()), so a call is not written to a connection
 # already known to be closed: it goes elsewhere, as one never sent.
 cdef double IDLE_CHECK = 0.001
-# See CallTable._encoded: the smallest batch written before flush_frames.
-cdef Py_ssize_t MIN_FLUSH = 4
 # CallTable.receive reads up to this many bytes holding the GIL (a short
 # copy); a larger room is read with the GIL released, as socket.recv_into does.
 cdef Py_ssize_t RECV_WITH_GIL = 65536
@@ -1127,13 +1125,14 @@ cdef class CallTable:
     cdef int _encoded(self, bint was_empty) except -1:
         """Frames were added: have the owner write them now, or know that some wait.
 
-        They are written once `flush_frames` (or `flush_bytes`) wait, or
-        earlier, once at least MIN_FLUSH wait and they are as many as the
-        calls already written and unanswered: the server then has less
-        queued than we hold back, and would soon sit idle. A connection
-        with few calls in flight thus writes in growing batches (4, 8,
-        16...), one with many at `flush_frames`: the server always has work
-        while a batch is on its way, at one system call per batch.
+        They are written once `flush_frames` (or `flush_bytes`) wait;
+        before that by whoever needs them out: a caller waiting for its own
+        call, the blocking engine before it sleeps (every connection's),
+        the asyncio client at the end of the loop's pass. Writing earlier
+        (e.g. as soon as the server has fewer calls queued than we hold
+        back) was measured worse: more, smaller writes, and a wake-up of
+        the server each (4 backends of a Balancer, sliding window: 0.83M
+        -> 0.5M calls/s).
         """
         cdef Py_ssize_t frames = self.out.frames
         if self.owner is None:
