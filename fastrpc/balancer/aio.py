@@ -154,14 +154,14 @@ class AsyncBalancer(BalancerCore):
                         idempotent: Optional[bool], meta: Optional[bytes], call: Optional[ClientCall],
                         observer: Any = None) -> Any:
         """One balanced call: pick, send (connecting first if needed), wait, count."""
-        if self._health_task is None:
+        if self.pool.start_health:
             self._ensure_health()
+        loop = self.pool.loop or asyncio.get_running_loop()   # the connections' loop, as call() uses
         future, attempt, sent, timers = self.pool.go_async(
-            asyncio.get_running_loop(), self.pool.settings, method, payload, key, timeout, idempotent, self, meta,
-            observer)
+            loop, self.pool.settings, method, payload, key, timeout, idempotent, self, meta, observer)
         if not sent:
             # Connect in a task: the call's timeout runs meanwhile.
-            asyncio.get_running_loop().create_task(self._dial_and_send(attempt))
+            loop.create_task(self._dial_and_send(attempt))
         stats = self.pool.stats.method(method)
         begun = time.monotonic()
         error: Optional[BaseException] = None
@@ -220,7 +220,7 @@ class AsyncBalancer(BalancerCore):
                 raise TypeError("map(keys=...) through interceptors: call() with key= per item instead")
             return await amap_through(self.call, method, list(args_iterable), return_exceptions, window,
                                       timeout=timeout, idempotent=idempotent)
-        if self._health_task is None:
+        if self.pool.start_health:
             self._ensure_health()
         job = self.map_job(method, args_iterable, keys, timeout, idempotent)
         loop = asyncio.get_running_loop()
