@@ -140,21 +140,25 @@ def test_the_readme_streams_example_runs(tmp_path):
     assert run_readme_example(tmp_path, "Numbers.Range") == ["[0, 1, 2, 3, 4]", "4950", "10"]
 
 
-@pytest.mark.parametrize("method, parameters", [
-    (fastrpc.Client.call, ["self", "method", "args", "timeout", "kwargs"]),
-    (fastrpc.Client.go, ["self", "method", "args", "timeout", "kwargs"]),
-    (fastrpc.AsyncClient.call, ["self", "method", "args", "timeout", "kwargs"]),
-    (fastrpc.Balancer.call, ["self", "method", "args", "key", "timeout", "idempotent", "kwargs"]),
-    (fastrpc.Balancer.go, ["self", "method", "args", "key", "timeout", "idempotent", "kwargs"]),
-    (fastrpc.AsyncBalancer.call, ["self", "method", "args", "key", "timeout", "idempotent", "kwargs"]),
+@pytest.mark.parametrize("qualname, parameters", [
+    ("Client.call", ["self", "method", "args", "timeout", "kwargs"]),
+    ("Client.go", ["self", "method", "args", "timeout", "kwargs"]),
+    ("AsyncClient.call", ["self", "method", "args", "timeout", "kwargs"]),
+    ("Balancer.call", ["self", "method", "args", "key", "timeout", "idempotent", "kwargs"]),
+    ("Balancer.go", ["self", "method", "args", "key", "timeout", "idempotent", "kwargs"]),
+    ("AsyncBalancer.call", ["self", "method", "args", "key", "timeout", "idempotent", "kwargs"]),
 ])
-def test_the_compiled_call_methods_look_like_methods(method, parameters):
+def test_the_compiled_call_methods_look_like_methods(qualname, parameters):
     # They are compiled functions in the class body: the reference, help()
     # and introspection must see what a Python method would show.
+    cls, name = qualname.split(".")
+    method = getattr(getattr(fastrpc, cls), name)
+    assert (method.__name__, method.__qualname__) == (name, qualname)
     signature = inspect.signature(method)
     assert list(signature.parameters) == parameters
     assert signature.parameters["args"].kind is inspect.Parameter.VAR_POSITIONAL
-    assert all(signature.parameters[name].default is None for name in parameters[3:-1])
-    assert method.__doc__.strip() and not method.__doc__.startswith(method.__name__)   # no embedded signature
-    is_async = method.__name__.startswith("async_")
-    assert inspect.iscoroutinefunction(method) is is_async
+    assert all(signature.parameters[p].default is None for p in parameters[3:-1])
+    assert method.__doc__.strip() and "(self" not in method.__doc__.splitlines()[0]   # no embedded signature
+    assert inspect.iscoroutinefunction(method) is cls.startswith("Async")
+    instance = object.__new__(getattr(fastrpc, cls))
+    assert list(inspect.signature(getattr(instance, name)).parameters) == parameters[1:]   # binds as a method

@@ -601,3 +601,10 @@ async def async_balancer_call(self, str method, *args, key=None, timeout=None, i
                 timer.cancel()
     count_since(stats, begun, None)
     return result
+
+
+# Named as the methods they are (tracebacks, help(), introspection).
+for _function, _qualname in ((balancer_go, "Balancer.go"), (balancer_call, "Balancer.call"),
+                             (async_balancer_call, "AsyncBalancer.call")):
+    _function.__name__ = _qualname.rpartition(".")[2]
+    _function.__qualname__ = _qualname

@@ -1776,3 +1776,10 @@ async def async_client_call(self, str method, *args, timeout=None, **kwargs):
     if self._chain is not None:
         return await self._call_intercepted(method, args, kwargs, timeout)
     return await (<AsyncCaller?>self._caller).call(method, args if not kwargs else call_args(args, kwargs), timeout)
+
+
+# Named as the methods they are (tracebacks, help(), introspection).
+for _function, _qualname in ((client_go, "Client.go"), (client_call, "Client.call"),
+                             (async_client_call, "AsyncClient.call")):
+    _function.__name__ = _qualname.rpartition(".")[2]
+    _function.__qualname__ = _qualname

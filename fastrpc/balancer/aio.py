@@ -27,6 +27,7 @@ from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, Tim
 from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors, \
     tell_endpoint
 from fastrpc.net.endpoint import Endpoint
+from fastrpc.net.loop import coroutine_method
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -134,7 +135,7 @@ class AsyncBalancer(BalancerCore):
 
     # calls -----------------------------------------------------------------------
     # call() is compiled (fastrpc._core.balance): no Python coroutine per call.
-    call = async_balancer_call
+    call = coroutine_method(async_balancer_call)
 
     async def _call_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any], key: Key,
                                 timeout: Optional[float], idempotent: Optional[bool]) -> Any:

@@ -31,7 +31,7 @@ from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, b
 from fastrpc.observability import registry as observed
 from fastrpc.errors import (AuthenticationError, ConnectError, ConnectionClosedError, ConnectionLostError,
                             ConnectTimeoutError, RPCError, TimeoutError, UnsupportedError)
-from fastrpc.net.loop import feed_buffered
+from fastrpc.net.loop import coroutine_method, feed_buffered
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -414,7 +414,7 @@ class AsyncClient(ClientSettings, Proxying):
         return future
 
     # call() is compiled (fastrpc._core.calltable): no Python coroutine per call.
-    call = async_client_call
+    call = coroutine_method(async_client_call)
 
     async def _call_intercepted(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
                                 timeout: Optional[float]) -> Any:

@@ -1,11 +1,14 @@
-"""Event loop selection: uvloop when installed (the `uvloop` extra), plain
-asyncio otherwise."""
+"""Event loop helpers: selection (uvloop when installed, the `uvloop` extra;
+plain asyncio otherwise), bytes a protocol receives before it takes over a
+connection, and compiled coroutine functions as methods."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 
 from types import ModuleType
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar, cast
 
 _uvloop: Optional[ModuleType]
 try:  # optional dependency
@@ -13,7 +16,9 @@ try:  # optional dependency
 except ImportError:  # pragma: no cover - depends on the environment
     _uvloop = None
 
-__all__ = ["new_event_loop", "feed_buffered"]
+__all__ = ["new_event_loop", "feed_buffered", "coroutine_method"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def new_event_loop(use_uvloop: bool | None = None) -> asyncio.AbstractEventLoop:
@@ -38,3 +43,19 @@ def feed_buffered(protocol: asyncio.BufferedProtocol, transport: asyncio.BaseTra
         buf[:n] = data[:n]
         data = data[n:]
         protocol.buffer_updated(n)
+
+
+def coroutine_method(compiled: F) -> F:
+    """`compiled`, an ``async def`` compiled by Cython, to be placed in a class
+    body as a method. Python 3.9's inspect.iscoroutinefunction() recognises
+    only Python functions: there it is wrapped in one (a Python frame per
+    call on 3.9 only), so code that asks still learns it is a coroutine
+    function."""
+    if sys.version_info >= (3, 10):
+        return compiled
+
+    @functools.wraps(compiled)
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        return await compiled(*args, **kwargs)
+
+    return cast(F, method)

@@ -134,7 +134,7 @@ async def _run(server: Any, method: str, params: Any, headers: Dict[str, str], p
             if asyncio.iscoroutine(result):
                 result = await result
         else:
-            result = await dispatcher.start(asyncio.get_running_loop(), handler, args, None, None, kwargs, peer)
+            result = await dispatcher.start(server.loop, handler, args, None, None, kwargs, peer)
     except asyncio.CancelledError as exc:
         dispatcher.finished(handler, started, exc)
         raise
