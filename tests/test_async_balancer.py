@@ -127,11 +127,15 @@ def test_backup_request_wins_over_a_slow_endpoint():
         run(main())
 
 
-def test_health_checks_mark_down_and_recover():
+@pytest.mark.parametrize("entered", [True, False], ids=["async with", "started by the first call"])
+def test_health_checks_mark_down_and_recover(entered):
+    # Health checks run from `async with`, or without it from the first call.
     with server_process() as a, server_process() as c:
         async def main():
-            async with make([a.address, c.address], health_interval=0.1, health_timeout=0.5,
-                            health_misses=2) as b:
+            b = make([a.address, c.address], health_interval=0.1, health_timeout=0.5, health_misses=2)
+            if entered:
+                await b.__aenter__()
+            try:
                 await b.call("Arith.Sum", 1, 2)
                 a.kill()
                 deadline = time.monotonic() + 10
@@ -140,21 +144,6 @@ def test_health_checks_mark_down_and_recover():
                 assert not b.stats()[a.address]["healthy"]
                 pids = {(await b.call("Arith.Lag", 0))[1] for _ in range(20)}
                 assert pids == {c.pid}
-
-        run(main())
-
-
-def test_health_checks_start_with_the_first_call_without_async_with():
-    with server_process() as a, server_process() as c:
-        async def main():
-            b = make([a.address, c.address], health_interval=0.1, health_timeout=0.5, health_misses=2)
-            try:
-                await b.call("Arith.Sum", 1, 2)
-                a.kill()
-                deadline = time.monotonic() + 10
-                while b.stats()[a.address]["healthy"] and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                assert not b.stats()[a.address]["healthy"]
             finally:
                 await b.close()
 
