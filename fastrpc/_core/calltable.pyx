@@ -1555,7 +1555,6 @@ cdef bint table_ready(CallTable t):
     return bool(t.pending) or frpc_monotonic() - t.last_io <= IDLE_CHECK
 
 
-@cython.final
 cdef object _base_create_future = _BaseEventLoop.create_future
 
 
@@ -1567,6 +1566,7 @@ cdef object new_future(object loop):
     return loop.create_future()
 
 
+@cython.final
 cdef class AsyncCaller:
     """An asyncio client's call path (AsyncClient.go and AsyncClient.call)."""
 
