@@ -40,6 +40,7 @@ __all__ = [
     "RemoteDecodeError",
     "RemoteTraceback",
     "register_error",
+    "caller_error_type",
     "UnsupportedError",
 ]
 
@@ -156,6 +157,23 @@ def error_type_name(exc: BaseException) -> str:
     if name is None and isinstance(exc, RemoteError):
         return exc.type                         # relayed (or raised to refuse): the type it names
     return cls.__name__ if name is None else name
+
+
+def caller_error_type(error: BaseException | str) -> str:
+    """The type name a caller counts a failed call under (client and
+    balancer statistics, client spans): a remote error's type, else the
+    exception's class name (a name is taken as it is).
+
+    The server's ``DeadlineExceeded`` counts as ``TimeoutError``: the call's
+    timeout travels with it, so the server may notice the deadline before
+    the caller's own timer does; either way the call timed out, and which
+    side noticed first must not change what it is counted as."""
+    if isinstance(error, str):
+        name = error
+    else:
+        remote = getattr(error, "type", None)
+        name = remote if isinstance(remote, str) else type(error).__name__
+    return "TimeoutError" if name == "DeadlineExceeded" else name
 
 
 def error_message(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import fastrpc
-from fastrpc.errors import PermissionDeniedError
+from fastrpc.errors import DeadlineExceeded, PermissionDeniedError
 from fastrpc.observability import otel
 
 spans = InMemorySpanExporter()
@@ -72,6 +72,11 @@ class Arith:
     async def Slow(self, seconds):
         await asyncio.sleep(seconds)
         return seconds
+
+    def Expire(self):
+        """The reply a server sends when a call's deadline passes there
+        before the caller's own timer fires (the order a race decides)."""
+        raise DeadlineExceeded("DeadlineExceeded", "Arith.Expire was cancelled at its deadline")
 
 
 class Probe:

@@ -356,6 +356,57 @@ def test_client_and_balancer_count_calls_errors_and_timeouts(observed):
     assert 0 < endpoint["p50"] <= endpoint["p99"] <= 10
 
 
+def test_a_timeout_the_server_noticed_first_counts_as_a_timeout(observed, sdk):
+    """A call's timeout travels with it, so the server may answer
+    DeadlineExceeded before the caller's own timer fires: the caller gets a
+    TimeoutError either way, and its statistics and spans count it as one,
+    whichever side noticed first. Arith.Expire answers as such a server does."""
+    spans, tracer_provider, reader, meter_provider = sdk
+    ic = otel.client_interceptor(tracer_provider, meter_provider)
+
+    async def with_asyncio():
+        async with fastrpc.AsyncClient(observed.address) as c:
+            with pytest.raises(fastrpc.TimeoutError):
+                await c.call("Arith.Expire")
+            assert isinstance((await c.map("Arith.Expire", [()], return_exceptions=True))[0], TimeoutError)
+            direct = c.stats()["methods"]["Arith.Expire"]
+        async with fastrpc.AsyncBalancer([observed.address], health_interval=0) as b:
+            with pytest.raises(fastrpc.TimeoutError):
+                await b.call("Arith.Expire")
+            balanced = b.call_stats()["Arith.Expire"]
+        return direct, balanced
+
+    with fastrpc.Client(observed.address) as c, fastrpc.Client(observed.address, interceptors=[ic]) as traced:
+        with pytest.raises(fastrpc.TimeoutError):
+            c.call("Arith.Expire")
+        assert isinstance(c.go("Arith.Expire").exception(5), TimeoutError)
+        assert isinstance(c.map("Arith.Expire", [()], return_exceptions=True)[0], TimeoutError)
+        with pytest.raises(fastrpc.errors.DeadlineExceeded):
+            traced.call("Arith.Expire")
+        client = c.stats()["methods"]["Arith.Expire"]
+        served = [s for s in c.call("Probe.Spans") if s["name"] == "Arith.Expire"]
+    with fastrpc.Balancer([observed.address], interceptors=[ic]) as b, fastrpc.Balancer([observed.address]) as plain:
+        with pytest.raises(fastrpc.TimeoutError):
+            b.call("Arith.Expire")
+        with pytest.raises(fastrpc.TimeoutError):
+            plain.call("Arith.Expire")
+        assert isinstance(plain.map("Arith.Expire", [()], return_exceptions=True)[0], TimeoutError)
+        traced_balanced = b.call_stats()["Arith.Expire"]
+        balanced = plain.call_stats()["Arith.Expire"]
+    async_direct, async_balanced = asyncio.run(with_asyncio())
+    assert (client["calls"], client["errors"], client["error_types"]) == (3, 3, {"TimeoutError": 3})
+    assert (balanced["calls"], balanced["error_types"]) == (2, {"TimeoutError": 2})
+    assert traced_balanced["error_types"] == {"TimeoutError": 1}
+    assert async_direct["error_types"] == {"TimeoutError": 2} and async_balanced["error_types"] == {"TimeoutError": 1}
+    # the client spans (a call, a balanced call and its attempt) and durations say the same
+    mine = [s for s in spans.get_finished_spans() if s.name == "Arith.Expire"]
+    assert len(mine) == 3 and {s.attributes["error.type"] for s in mine} == {"TimeoutError"}
+    durations = points(reader, "rpc.client.call.duration")
+    assert {p.attributes.get("error.type") for p in durations} == {"TimeoutError"}
+    # the server's own span keeps what it answered
+    assert served and {s["attributes"]["error.type"] for s in served} == {"DeadlineExceeded"}
+
+
 def test_counts_are_exact_under_randomized_interleavings(observed):
     """Threads mixing call, go, map and notify, through interceptors or not:
     every call counted once, on both sides."""

@@ -48,7 +48,7 @@ from asyncio import (BaseEventLoop as _BaseEventLoop, CancelledError as _AsyncCa
 
 from fastrpc.context import CURRENT, bound_timeout
 from fastrpc.errors import (ConnectionClosedError, ConnectionLostError, DecodeError, FrameTooLargeError,
-                            ProtocolError, TimeoutError, UnsupportedError, remote_error)
+                            ProtocolError, TimeoutError, UnsupportedError, caller_error_type, remote_error)
 
 log = logging.getLogger("fastrpc.client")
 
@@ -202,12 +202,6 @@ class ConcurrentFuture(concurrent.futures.Future):
     """
 
 
-cdef str _error_name(object error):
-    """The type an error is counted under: a remote error's type name, else its class's."""
-    name = getattr(error, "type", None)
-    return name if type(name) is str else type(error).__name__
-
-
 #: Upper bounds (seconds) of every latency histogram; one more bucket takes the rest.
 LATENCY_BUCKETS = tuple(frpc_bounds[i] for i in range(FRPC_NBUCKETS - 1))
 
@@ -226,7 +220,7 @@ cdef class CallStats:
         self.hist[frpc_bucket(seconds)] += 1
         if error is not None:
             self.errors += 1
-            name = error if type(error) is str else _error_name(error)
+            name = caller_error_type(error)
             self.error_types[name] = self.error_types.get(name, 0) + 1
         return 0
 

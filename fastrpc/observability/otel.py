@@ -34,6 +34,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from fastrpc._core.codec import packb
+from fastrpc.errors import caller_error_type
 from fastrpc.interceptors import ClientCall, ServerCall
 from fastrpc.net.address import parse_address
 
@@ -75,10 +76,12 @@ def _server_attributes(target: Optional[str]) -> Dict[str, Any]:
 class _Timing:
     """Ends one span and records one duration, once, whatever way the call ends."""
 
-    __slots__ = ("span", "histogram", "attributes", "started", "trace")
+    __slots__ = ("span", "histogram", "attributes", "started", "trace", "error_type")
 
-    def __init__(self, otel: Any, span: Any, histogram: Any, attributes: Dict[str, Any]) -> None:
+    def __init__(self, otel: Any, span: Any, histogram: Any, attributes: Dict[str, Any],
+                 error_type: Callable[[BaseException], str] = _error_type) -> None:
         self.trace = otel.trace
+        self.error_type = error_type
         self.span = span
         self.histogram = histogram
         self.attributes = attributes
@@ -87,7 +90,7 @@ class _Timing:
     def end(self, exc: Optional[BaseException]) -> None:
         attributes = self.attributes
         if exc is not None:
-            attributes = dict(attributes, **{"error.type": _error_type(exc)})
+            attributes = dict(attributes, **{"error.type": self.error_type(exc)})
             self.span.set_attribute("error.type", attributes["error.type"])
             self.span.record_exception(exc)
             self.span.set_status(self.trace.Status(self.trace.StatusCode.ERROR, str(exc)))
@@ -189,7 +192,7 @@ class _AttemptSpans:
                                           kind=self.otel.trace.SpanKind.CLIENT, attributes=attributes)
         trace = self.otel.trace
         if isinstance(error, BaseException):
-            span.set_attribute("error.type", _error_type(error))
+            span.set_attribute("error.type", caller_error_type(error))
             span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
         elif error is not None:                 # withdrawn: a hedge that lost, or a call taken back
             span.set_attribute("fastrpc.attempt.outcome", str(error))
@@ -220,7 +223,7 @@ def client_interceptor(tracer_provider: Any = None, meter_provider: Any = None) 
             attributes.update(_server_attributes(call.target))
             span = tracer.start_span(call.method, kind=kind, attributes=attributes)
             inject(call.metadata, context=otel.trace.set_span_in_context(span))
-        timing = _Timing(otel, span, histogram, attributes)
+        timing = _Timing(otel, span, histogram, attributes, caller_error_type)
 
         def name_endpoint() -> None:
             # Through a balancer: which endpoint answered is known once it did.
