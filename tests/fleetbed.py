@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 __all__ = ["Fleet", "FleetBedError", "Host", "LinkProxy"]
@@ -45,11 +46,12 @@ def check_prerequisites():
 class Host:
     """One namespace of a Fleet: `name`, `ip` (its address), and processes run in it."""
 
-    def __init__(self, fleet, name, netns, veth, ip):
+    def __init__(self, fleet, name, netns, veth, ip, inside):
         self.fleet = fleet
         self.name = name
         self.netns = netns
-        self.veth = veth
+        self.veth = veth                    # its link's end on the bridge
+        self.inside = inside                # the end inside its namespace
         self.ip = ip
         self.processes = []
 
@@ -76,9 +78,28 @@ class Host:
         """Cut this host off: its link to the bridge goes down (a partition)."""
         _ip("link", "set", self.veth, "down")
 
-    def up(self):
-        """Heal a partition: the link comes back."""
+    def up(self, wait=10.0):
+        """Heal a partition: the link comes back. Returns once both ends carry
+        traffic and the bridge forwards it: the kernel reports a carrier
+        change up to a second late (its link watch is rate-limited), and
+        until then packets are dropped, so a connect at once could fail."""
         _ip("link", "set", self.veth, "up")
+        deadline = time.monotonic() + wait
+        while not self.link_ready():
+            if time.monotonic() > deadline:
+                raise FleetBedError(f"the link of {self.name} did not come back up within {wait} s")
+            time.sleep(0.02)
+
+    def link_ready(self):
+        """Whether this host's link carries traffic: both ends up, the bridge port forwarding."""
+        outside = _ip("-o", "link", "show", self.veth, check=False).stdout
+        inside = _ip("-n", self.netns, "-o", "link", "show", self.inside, check=False).stdout
+        try:
+            with open(f"/sys/class/net/{self.veth}/brport/state") as f:
+                forwarding = f.read().strip() == "3"     # BR_STATE_FORWARDING
+        except OSError:
+            forwarding = False
+        return "state UP" in outside and "state UP" in inside and forwarding
 
     def stop_processes(self):
         for proc in self.processes:
@@ -125,7 +146,7 @@ class Fleet:
         netns = f"frn{self.tag}{number}"
         outside, inside = f"frv{self.tag}{number}", f"fri{self.tag}{number}"
         _ip("netns", "add", netns)
-        host = Host(self, name, netns, outside, f"{self.subnet}.{number}")
+        host = Host(self, name, netns, outside, f"{self.subnet}.{number}", inside)
         self.hosts[name] = host
         _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
         _ip("link", "set", inside, "netns", netns)
