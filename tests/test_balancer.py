@@ -86,6 +86,10 @@ def test_map_spreads_keeps_order_and_keys(trio):
         assert b.map("Arith.Echo", ["a", ("b",), b"c"]) == ["a", "b", b"c"]
         assert b.map("Arith.Sum", []) == []
         assert sorted(s["calls"] for s in b.stats().values()) == [1001, 1001, 1001]
+        # any iterable of items: a tuple, a generator, a list subclass
+        assert b.map("Arith.Sum", tuple((i, 2) for i in range(50))) == [i + 2 for i in range(50)]
+        assert b.map("Arith.Sum", ((i, 3) for i in range(50)), window=7) == [i + 3 for i in range(50)]
+        assert b.map("Arith.Sum", type("Items", (list,), {})([(1, 1), (2, 2)])) == [2, 4]
     with balancer([s.address for s in trio], "consistent_hash") as b:
         # 97 distinct keys: one of 3 nodes owning none of them is out of the
         # question (with 17, a node was now and then left out by the ports' luck)

@@ -386,7 +386,7 @@ class BalancerCore(Proxying):
     def map_job(self, method: str, args_iterable: Iterable[Any], keys: Optional[Iterable[Any]],
                 timeout: Optional[float], idempotent: Optional[bool]) -> MapJob:
         """The bookkeeping of one map() (fastrpc.balancer.map), for either driver."""
-        items = args_iterable if isinstance(args_iterable, (list, tuple)) else list(args_iterable)
+        items = args_iterable if type(args_iterable) is list else list(args_iterable)
         key_hashes = None
         if keys is not None:
             keys = list(keys)

@@ -10,9 +10,9 @@ call() would retry it. The drivers only connect and wait.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from fastrpc._core.balance import Member, is_answer, scatter
+from fastrpc._core.balance import Member, gather, is_answer, scatter
 from fastrpc._core.calltable import Batch
 from fastrpc.balancer.plan import final_error
 from fastrpc.errors import ConnectionClosedError, NoEndpointError, TimeoutError
@@ -36,7 +36,7 @@ class Share:
 class MapJob:
     """The state of one balanced map() (see the module docstring)."""
 
-    def __init__(self, core: Any, method: str, items: Sequence[Any], key_hashes: Optional[List[int]],
+    def __init__(self, core: Any, method: str, items: List[Any], key_hashes: Optional[List[int]],
                  deadline: float, deadline_ms: Optional[int], meta: Optional[bytes], idempotent: bool) -> None:
         self.core = core
         self.pool = core.pool
@@ -103,7 +103,7 @@ class MapJob:
         batch = Batch(len(positions), True)
         started = time.monotonic()
         try:
-            conn.submit_batch(self.method, batch, map(self.items.__getitem__, positions),
+            conn.submit_batch(self.method, batch, iter(gather(self.items, positions)),
                               len(positions), self.deadline_ms, self.meta)
         except ConnectionClosedError as exc:
             self.unsent(member, positions[batch.issued:], exc)
