@@ -448,7 +448,8 @@ def test_never_more_than_half_ejected_and_panic_mode(caplog):
                   health_timeout=0.2) as b:
         with caplog.at_level("WARNING", logger="fastrpc.balancer"):
             assert wait_until(lambda: b.panic, timeout=5)
-        assert "panic" in caplog.text
+            # the health thread sets the flag, then logs: wait for the line too
+            assert wait_until(lambda: "entering panic mode" in caplog.text, timeout=5)
         tried = set()
         for _ in range(6):
             with pytest.raises(ConnectError) as info:
