@@ -41,6 +41,7 @@ __all__ = [
     "RemoteTraceback",
     "register_error",
     "caller_error_type",
+    "recorded_error_type",
     "UnsupportedError",
 ]
 
@@ -159,20 +160,22 @@ def error_type_name(exc: BaseException) -> str:
     return cls.__name__ if name is None else name
 
 
+def recorded_error_type(error: BaseException) -> str:
+    """The type name an exception is recorded under (statistics, spans): a
+    remote error's type, else the exception's class name."""
+    remote = getattr(error, "type", None)
+    return remote if isinstance(remote, str) else type(error).__name__
+
+
 def caller_error_type(error: BaseException | str) -> str:
     """The type name a caller counts a failed call under (client and
-    balancer statistics, client spans): a remote error's type, else the
-    exception's class name (a name is taken as it is).
-
-    The server's ``DeadlineExceeded`` counts as ``TimeoutError``: the call's
-    timeout travels with it, so the server may notice the deadline before
-    the caller's own timer does; either way the call timed out, and which
-    side noticed first must not change what it is counted as."""
-    if isinstance(error, str):
-        name = error
-    else:
-        remote = getattr(error, "type", None)
-        name = remote if isinstance(remote, str) else type(error).__name__
+    balancer statistics, client spans): recorded_error_type() (a name is
+    taken as it is), except that the server's ``DeadlineExceeded`` counts as
+    ``TimeoutError``: the call's timeout travels with it, so the server may
+    notice the deadline before the caller's own timer does; either way the
+    call timed out, and which side noticed first must not change what it is
+    counted as."""
+    name = error if isinstance(error, str) else recorded_error_type(error)
     return "TimeoutError" if name == "DeadlineExceeded" else name
 
 

@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from fastrpc._core.codec import packb
-from fastrpc.errors import caller_error_type
+from fastrpc.errors import caller_error_type, recorded_error_type
 from fastrpc.interceptors import ClientCall, ServerCall
 from fastrpc.net.address import parse_address
 
@@ -56,11 +56,6 @@ def _api() -> Any:
     return opentelemetry
 
 
-def _error_type(exc: BaseException) -> str:
-    name = getattr(exc, "type", None)
-    return name if isinstance(name, str) else type(exc).__name__
-
-
 def _server_attributes(target: Optional[str]) -> Dict[str, Any]:
     if not target:
         return {}
@@ -79,7 +74,7 @@ class _Timing:
     __slots__ = ("span", "histogram", "attributes", "started", "trace", "error_type")
 
     def __init__(self, otel: Any, span: Any, histogram: Any, attributes: Dict[str, Any],
-                 error_type: Callable[[BaseException], str] = _error_type) -> None:
+                 error_type: Callable[[BaseException], str] = recorded_error_type) -> None:
         self.trace = otel.trace
         self.error_type = error_type
         self.span = span
