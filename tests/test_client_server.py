@@ -187,6 +187,22 @@ def test_ndarray_arguments_and_results(client):
     assert z.shape == (1_000_000,) and not z.any()
 
 
+def test_results_kept_as_views_or_arrays_survive_later_replies(server):
+    # Decoded ndarrays (and bytes, with bytes_views) point into the receive
+    # buffer, which is reused once nothing points into it: what a caller
+    # keeps is never overwritten by later replies.
+    with Client(server.address, bytes_views=True) as c:
+        kept = []
+        for i in range(40):
+            got = c.call("Arith.Echo", [bytes([i]) * 50_000, np.full(6_000, i, dtype=np.int64)])
+            assert isinstance(got[0], memoryview) and isinstance(got[1], np.ndarray)
+            kept.append(got)
+            assert len(c.call("Arith.Echo", b"\xff" * 70_000)) == 70_000   # dropped at once
+        for i, (blob, arr) in enumerate(kept):
+            assert bytes(blob) == bytes([i]) * 50_000
+            assert (arr == i).all()
+
+
 def test_large_payload_round_trip(client):
     blob = os.urandom(8 * 1024 * 1024)
     assert client.call("Arith.Echo", blob) == blob

@@ -118,6 +118,31 @@ def test_large_frame_buffer_grows_with_bytes_received_not_declared():
     assert len(frames) == 1 and frames[0].payload == packb(b"y" * 3_000_000)
 
 
+def test_receive_buffer_is_reused_once_nothing_points_into_it():
+    # Every frame consumed and no view or array left on the buffer: the next
+    # bytes go to the start of the same memory (a fresh buffer costs an
+    # allocation, zero-filling it and a copy each time the room runs out).
+    frame = wire.encode_frame(wire.RESPONSE, 1, "", packb(b"\xab" * 60000))
+    reader = wire.FrameReader()
+    for _ in range(3):
+        assert len(reader.feed(frame)) == 1
+    view = reader.get_buffer(-1)
+    assert bytes(view[:len(frame)]) == frame        # the last frame, where it was received
+    del view
+    # A frame's bytes still referenced after it was consumed (as a decoded
+    # bytes view or ndarray is): later frames never overwrite them.
+    view = reader.get_buffer(-1)
+    view[:len(frame)] = frame
+    held = view[:len(frame)].toreadonly()
+    del view
+    reader.buffer_updated(len(frame))
+    assert [f.seq for f in reader.frames()] == [1]
+    other = wire.encode_frame(wire.RESPONSE, 2, "", packb(b"\xcd" * 60000))
+    for _ in range(10):
+        assert [f.seq for f in reader.feed(other)] == [2]
+    assert bytes(held[:len(frame)]) == frame
+
+
 def test_declared_size_alone_allocates_nothing_large():
     reader = wire.FrameReader()
     view = reader.get_buffer(-1)

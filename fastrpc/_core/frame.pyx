@@ -8,7 +8,7 @@ means is up to the codec and the client/server cores.
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.ref cimport Py_REFCNT
+from cpython.ref cimport PyObject
 from libc.string cimport memcpy
 
 from fastrpc._core.buffer cimport (WriteBuffer, frpc_load_u16, frpc_load_u32, frpc_load_u64,
@@ -23,6 +23,17 @@ DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 # the length it declared, so memory is bounded by what a peer sent.
 INITIAL_BUFFER = 4096
 DEFAULT_CHUNK = 256 * 1024
+
+cdef extern from *:
+    """
+    /* Whether `o` has no other reference than the one it is reached through.
+       Cython takes a new reference to an attribute before passing it to a
+       function, so Py_REFCNT(self.buf) in Cython code is never 1: the
+       pointer is passed borrowed instead. */
+    #define frpc_sole_reference(o) (Py_REFCNT(o) == 1)
+    """
+    bint frpc_sole_reference(PyObject *o)
+
 MIN_READ = 16 * 1024
 
 REQUEST = KIND_REQUEST
@@ -178,7 +189,7 @@ cdef class FrameReader:
         cdef Py_ssize_t pending = self.end - self.start
         cdef Py_ssize_t size = max(min(2 * self.cap, self.chunk), pending + need)
         cdef bytearray fresh
-        if Py_REFCNT(self.buf) == 1 and self.cap >= pending + need and self.cap <= self.chunk * 4:
+        if frpc_sole_reference(<PyObject *>self.buf) and self.cap >= pending + need and self.cap <= self.chunk * 4:
             # Nobody else holds this buffer (no decoded ndarray, no view):
             # slide the tail to the front and reuse it.
             if pending:
@@ -217,7 +228,7 @@ cdef class FrameReader:
                 if length <= self.max_frame_size + LENGTH_FIELD and length - pending > need:
                     need = min(length - pending, max(need, pending, self.largest - pending))
             self._new_buffer(need)
-        elif pending == 0 and self.start > 0 and Py_REFCNT(self.buf) == 1:
+        elif pending == 0 and self.start > 0 and frpc_sole_reference(<PyObject *>self.buf):
             self.start = self.end = 0
         return 0
 
