@@ -1,6 +1,7 @@
 """TLS (mutual too), the shared-secret handshake, per-call metadata and the
 authorize hook, with certificates made at run time by openssl."""
 import asyncio
+import os
 import socket
 import ssl
 import threading
@@ -80,10 +81,15 @@ def test_tls_calls_from_every_client(certs):
                 [i + 1 for i in range(300)]
             assert c.map("Guarded.Sum", [(i, i) for i in range(500)]) == [2 * i for i in range(500)]
             assert c.call("Guarded.Sum", "x" * 200_000, "y") == "x" * 200_000 + "y"   # many TLS records
+            big = os.urandom(300_000)          # large bytes: written from their own memory, both ways
+            assert c.call("Guarded.Sum", big, b"!") == big + b"!"
+            assert c.map("Guarded.Sum", [(big, b"") for _ in range(3)]) == [big] * 3
 
         async def use_async():
             async with fastrpc.AsyncClient(address, ssl=client_context(certs)) as ac:
                 assert await ac.call("Guarded.Sum", 2, 3) == 5
+                big = os.urandom(300_000)
+                assert await ac.call("Guarded.Sum", big, b"?") == big + b"?"
                 return await ac.map("Guarded.Later", list(range(100)))
         assert run(use_async()) == list(range(100))
     finally:

@@ -58,8 +58,30 @@ cdef class WriteBuffer:
         self.size += n
         return 0
 
+    cdef int attach(self, bytes payload) except -1:
+        """Add `payload` at the current end without copying it (vectored owners)."""
+        cdef Py_ssize_t n = len(payload)
+        if self.attached is None:
+            self.attached = []
+        self.attached.append((self.size, payload, n))
+        self.attached_bytes += n
+        return 0
+
+    cdef int rollback(self, Py_ssize_t start) except -1:
+        """Drop everything encoded after `start` (a frame that failed), attachments too."""
+        cdef list attached = self.attached
+        self.size = start
+        if attached is not None:
+            while attached and <Py_ssize_t>attached[-1][0] > start:
+                self.attached_bytes -= <Py_ssize_t>attached.pop()[2]
+            if not attached:
+                self.attached = None
+        return 0
+
     cdef bytes take(self):
         """Return the contents as bytes and empty the buffer."""
+        if self.attached is not None:
+            raise BufferError("take() of a WriteBuffer holding attachments: use take_output()")
         cdef bytes out = PyBytes_FromStringAndSize(self.data, self.size)
         self.reset()
         return out
@@ -73,6 +95,8 @@ cdef class WriteBuffer:
         """
         cdef WriteBuffer full
         cdef char *fresh
+        if self.attached is not None:
+            return self._take_pieces()
         if self.size == 0:
             return None
         if self.size < DETACH_SIZE or self.exports > 0:
@@ -86,10 +110,29 @@ cdef class WriteBuffer:
         self.data, self.size, self.cap, self.frames = fresh, 0, FRESH_SIZE, 0
         return memoryview(full)
 
+    cdef list _take_pieces(self):
+        """take_output() with attachments: the list of buffers to write in order."""
+        cdef list attached = self.attached
+        cdef list pieces = []
+        cdef Py_ssize_t at = 0, offset
+        self.attached = None
+        self.attached_bytes = self.frame_attached = 0
+        view = memoryview(self.take_output())      # the bytes around the attachments
+        for offset, payload, _ in attached:
+            if offset > at:
+                pieces.append(view[at:offset])
+                at = offset
+            pieces.append(payload)
+        if at < len(view):
+            pieces.append(view[at:])
+        return pieces
+
     cdef void reset(self):
         cdef char *p
         self.size = 0
         self.frames = 0
+        self.attached = None
+        self.attached_bytes = self.frame_attached = 0
         # Give back memory after a very large message, keep it otherwise.
         if self.cap > (1 << 20) and self.exports == 0:
             p = <char *>PyMem_Realloc(self.data, FRESH_SIZE)
@@ -98,7 +141,7 @@ cdef class WriteBuffer:
                 self.cap = FRESH_SIZE
 
     def __len__(self):
-        return self.size
+        return self.size + self.attached_bytes
 
     def getvalue(self):
         """Return a copy of the contents as bytes."""
@@ -126,3 +169,10 @@ cdef class WriteBuffer:
 
     def __releasebuffer__(self, Py_buffer *view):
         self.exports -= 1
+
+
+def output_size(data) -> int:
+    """Bytes in what take_output() returned: a buffer, or a list of them."""
+    if type(data) is list:
+        return sum([len(piece) for piece in data])
+    return len(data)

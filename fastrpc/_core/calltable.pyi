@@ -161,7 +161,8 @@ class CallTable:
     def __init__(self, *, max_frame_size: int, max_depth: int, max_len: int, max_bytes: int,
                  bytes_views: bool = False, owner: Any = None, flush_frames: int = 32,
                  flush_bytes: int = 65536, default: Optional[Callable[[Any], Any]] = None,
-                 ext_hook: Optional[Callable[[int, bytes], Any]] = None, keep_tuples: bool = False) -> None: ...
+                 ext_hook: Optional[Callable[[int, bytes], Any]] = None, keep_tuples: bool = False,
+                 vectored: bool = False) -> None: ...
     def request(self, method: str, args: Any, slot: Any, deadline_ms: Optional[int] = None,
                 meta: Optional[bytes] = None) -> int: ...
     def go(self, method: str, args: Any, deadline_ms: Optional[int], meta: Optional[bytes], engine: Any,

@@ -9,7 +9,8 @@ of Slot in fastrpc._core.balance), or any future-like object with
 set_result/set_exception (asyncio futures).
 
 Nothing here does I/O: the drivers (fastrpc.client) hand received bytes to
-process() and write what take_output() returns.
+process() and write what take_output() returns (with `vectored`, a list of
+buffers when large bytes payloads are attached rather than copied).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -975,7 +976,7 @@ cdef class CallTable:
     def __init__(self, *, Py_ssize_t max_frame_size, Py_ssize_t max_depth,
                  Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False, owner=None,
                  Py_ssize_t flush_frames=32, Py_ssize_t flush_bytes=65536,
-                 default=None, ext_hook=None, bint keep_tuples=False):
+                 default=None, ext_hook=None, bint keep_tuples=False, bint vectored=False):
         self.reader = FrameReader(max_frame_size)
         # A reply above max_frame_size fails its call alone (its bytes are
         # dropped as they come); the connection's other calls go on.
@@ -992,6 +993,7 @@ cdef class CallTable:
         self.limits.ext_hook = NULL if ext_hook is None else <PyObject *>ext_hook
         self.out.default = default
         self.out.keep_tuples = keep_tuples
+        self.out.vectored = vectored
         self.peer_kwargs = 0
         self.method_cache = {}
         self.on_control = None
@@ -1055,12 +1057,12 @@ cdef class CallTable:
             else:
                 pack_args(self.out, <tuple>args)
         except BaseException:
-            self.out.size = start
+            self.out.rollback(start)
             raise
-        length = self.out.size - start - LENGTH_FIELD
+        length = self.out.since(start) - LENGTH_FIELD
         if self.peer_max_frame and length > self.peer_max_frame:
             # The server would refuse it: fail this call here, send nothing.
-            self.out.size = start
+            self.out.rollback(start)
             raise FrameTooLargeError(
                 f"{method.decode('utf-8', 'replace')}: request of {length} bytes is above "
                 f"the server's max_frame_size={self.peer_max_frame}")
@@ -1131,7 +1133,7 @@ cdef class CallTable:
         cdef Py_ssize_t frames = self.out.frames
         if self.owner is None:
             return 0
-        if frames >= self.flush_frames or self.out.size >= self.flush_bytes:
+        if frames >= self.flush_frames or self.out.total() >= self.flush_bytes:
             self.owner.flush()
         elif was_empty:
             self.owner.on_output()
@@ -1249,11 +1251,11 @@ cdef class CallTable:
             try:
                 pack(self.out, value, 0)
             except BaseException:
-                self.out.size = start
+                self.out.rollback(start)
                 raise
-            size = self.out.size - start - HEADER_SIZE
+            size = self.out.since(start) - HEADER_SIZE
             if self.peer_max_frame and size + HEADER_SIZE - LENGTH_FIELD > self.peer_max_frame:
-                self.out.size = start
+                self.out.rollback(start)
                 raise FrameTooLargeError(
                     f"stream item of {size} bytes is above the server's max_frame_size={self.peer_max_frame}")
             end_frame(self.out, start)
@@ -1321,12 +1323,12 @@ cdef class CallTable:
     @property
     def out_bytes(self):
         """Bytes encoded but not yet taken."""
-        return self.out.size
+        return self.out.total()
 
     @property
     def wants_flush(self):
         """Enough output waits that it should be written now."""
-        return self.out.frames >= self.flush_frames or self.out.size >= self.flush_bytes
+        return self.out.frames >= self.flush_frames or self.out.total() >= self.flush_bytes
 
     def clear_output(self):
         """Drop encoded frames not yet taken (the connection is gone)."""

@@ -23,7 +23,7 @@ from libc.stdint cimport int64_t, uint64_t, int8_t, int16_t, int32_t
 
 from fastrpc._core.buffer cimport (WriteBuffer, frpc_load_u16, frpc_load_u32, frpc_load_u64,
                                    frpc_load_f32, frpc_load_f64, frpc_store_u16, frpc_store_u32,
-                                   frpc_store_u64, frpc_store_f64)
+                                   frpc_store_u64, frpc_store_f64, ATTACH_SIZE)
 
 import numpy as np
 from fastrpc.errors import EncodeError, DecodeError, DecodeLimitError
@@ -300,7 +300,7 @@ cdef int _pack_ndarray(WriteBuffer b, object arr) except -1:
         raise EncodeError("numpy array dtype or rank cannot be encoded")
     # version, order, dtype length, dtype, ndim, shape, pad length, pad, data
     meta = 3 + len(dtype_str) + 1 + 8 * ndim + 1
-    start = b.size + 6 + meta  # ext32 header is 6 bytes
+    start = b.total() + 6 + meta  # ext32 header is 6 bytes
     pad = (-start) & 15        # align the data to 16 bytes within the buffer
     body = meta + pad + nbytes
     b.ensure(6 + body)
@@ -382,6 +382,8 @@ cdef int pack(WriteBuffer b, object o, int depth) except -1:
     if PyBytes_CheckExact(o):
         n = PyBytes_GET_SIZE(o)
         _pack_raw_header(b, n, False)
+        if n >= ATTACH_SIZE and b.vectored:
+            return b.attach(<bytes>o)        # sent from its own memory, not copied
         return b.write(PyBytes_AS_STRING(o), n)
     return _pack_other(b, o, depth)
 
@@ -399,15 +401,16 @@ cdef int pack_args(WriteBuffer b, tuple args) except -1:
 cdef int _pack_nested(WriteBuffer b, signed char code, object payload, int depth) except -1:
     """An ext whose content is one MessagePack value: ext32 header, the value,
     then the length patched in (it is not known before)."""
-    cdef Py_ssize_t start = b.size
+    cdef Py_ssize_t start = b.size, attached = b.attached_bytes, length
     b.ensure(6)
     b.data[start] = <char>0xc9
     b.data[start + 5] = <char>code
     b.size += 6
     pack(b, payload, depth + 1)
-    if b.size - start - 6 > 0xffffffff:
+    length = b.size - start - 6 + b.attached_bytes - attached     # attached payloads count too
+    if length > 0xffffffff:
         raise EncodeError("ext payload longer than 4 GiB cannot be encoded")
-    frpc_store_u32(b.data + start + 1, <unsigned int>(b.size - start - 6))
+    frpc_store_u32(b.data + start + 1, <unsigned int>length)
     return 0
 
 

@@ -75,14 +75,15 @@ cdef Py_ssize_t begin_frame(WriteBuffer b, int kind, int flags, unsigned long lo
     if method_len:
         memcpy(p + HEADER_SIZE, method, method_len)
     b.size = start + HEADER_SIZE + method_len
+    b.frame_attached = b.attached_bytes
     return start
 
 
 cdef int end_frame(WriteBuffer b, Py_ssize_t start) except -1:
     """Back-patch the length of the frame begun at `start`."""
-    cdef Py_ssize_t length = b.size - start - LENGTH_FIELD
+    cdef Py_ssize_t length = b.since(start) - LENGTH_FIELD
     if length > 0xffffffffLL:
-        b.size = start
+        b.rollback(start)
         raise FrameTooLargeError(f"frame of {length} bytes cannot be framed (4 GiB max)")
     frpc_store_u32(b.data + start, <unsigned int>length)
     b.frames += 1

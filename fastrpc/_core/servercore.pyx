@@ -224,7 +224,7 @@ cdef class ServerCore:
     def __init__(self, dict handlers, services, conn, *,
                  Py_ssize_t max_frame_size, Py_ssize_t max_depth,
                  Py_ssize_t max_len, Py_ssize_t max_bytes, bint bytes_views=False,
-                 default=None, ext_hook=None, bint keep_tuples=False):
+                 default=None, ext_hook=None, bint keep_tuples=False, bint vectored=False):
         self.reader = FrameReader(max_frame_size)
         # A request above max_frame_size fails alone; its bytes are dropped
         # as they come, and the connection's other calls go on.
@@ -242,6 +242,7 @@ cdef class ServerCore:
         self.limits.ext_hook = NULL if ext_hook is None else <PyObject *>ext_hook
         self.out.default = default
         self.out.keep_tuples = keep_tuples
+        self.out.vectored = vectored          # take_output() may return a list of buffers
         self.last_name = None
         self.last_handler = None
         self.calls = 0
@@ -301,7 +302,7 @@ cdef class ServerCore:
     @property
     def pending_output(self):
         """Bytes of encoded replies not yet taken."""
-        return self.out.size
+        return self.out.total()
 
     cdef Handler _lookup(self, FrameView *f):
         cdef bytes name
@@ -472,10 +473,10 @@ cdef class ServerCore:
         try:
             pack(self.out, value, 0)
         except BaseException:
-            self.out.size = start
+            self.out.rollback(start)
             raise
         end_frame(self.out, start)
-        return self.out.size - start - HEADER_SIZE
+        return self.out.since(start) - HEADER_SIZE
 
     def stream_items(self, unsigned long long seq, iterator, Py_ssize_t max_items, Py_ssize_t max_bytes):
         """Encode ITEMs of a server stream from a plain iterator (a sync
@@ -556,7 +557,7 @@ cdef class ServerCore:
         try:
             pack(self.out, value, 0)
         except Exception as exc:
-            self.out.size = start
+            self.out.rollback(start)
             self._error(seq, "EncodeError", f"result cannot be encoded: {exc}")
             return 1
         return end_frame(self.out, start)
@@ -574,7 +575,7 @@ cdef class ServerCore:
                 pack_args(self.out, (type_name, message, traceback))
         except Exception:
             # Unencodable text (lone surrogates): fall back to a plain message.
-            self.out.size = start
+            self.out.rollback(start)
             start = self._begin_reply(KIND_ERROR, seq)
             pack_args(self.out, (type_name, "error message could not be encoded"))
         return end_frame(self.out, start)

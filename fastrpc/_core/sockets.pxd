@@ -6,6 +6,8 @@ cdef extern from *:
     #include <poll.h>
     #include <sys/types.h>
     #include <sys/socket.h>
+    #include <sys/uio.h>
+    #include <string.h>
     #ifndef MSG_NOSIGNAL
     #define MSG_NOSIGNAL 0      /* Python ignores SIGPIPE anyway */
     #endif
@@ -42,7 +44,32 @@ cdef extern from *:
                 return -1;
         }
     }
+
+    /* sendmsg() of `n` buffers, waiting for room as long as it takes (the
+       caller releases the GIL): bytes written (> 0, possibly fewer than
+       asked), or -1 with errno set (EINTR included). */
+    static Py_ssize_t frpc_sendv_wait(int fd, struct iovec *iov, int n) {
+        struct msghdr m;
+        struct pollfd w;
+        ssize_t r;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = iov;
+        m.msg_iovlen = n;
+        for (;;) {
+            r = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                return (Py_ssize_t)r;
+            w.fd = fd;
+            w.events = POLLOUT;
+            w.revents = 0;
+            if (poll(&w, 1, -1) < 0)
+                return -1;
+        }
+    }
     """
+    struct iovec:
+        void *iov_base
+        size_t iov_len
     int errno
     int EAGAIN
     int EWOULDBLOCK
@@ -50,3 +77,4 @@ cdef extern from *:
     Py_ssize_t frpc_recv_now(int fd, char *p, Py_ssize_t n) nogil
     Py_ssize_t frpc_send_now(int fd, const char *p, Py_ssize_t n) nogil
     Py_ssize_t frpc_send_wait(int fd, const char *p, Py_ssize_t n) nogil
+    Py_ssize_t frpc_sendv_wait(int fd, iovec *iov, int n) nogil

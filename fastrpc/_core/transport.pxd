@@ -34,3 +34,4 @@ cdef class ConnectionIO:
     cdef int _on_readable(self) except -1
     cdef bint _read_python(self) except -1
     cdef int _send_all(self, object data) except -1
+    cdef int _send_pieces(self, list pieces) except -1

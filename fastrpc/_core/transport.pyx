@@ -16,7 +16,10 @@ from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThr
                                PyThread_release_lock, WAIT_LOCK, NOWAIT_LOCK)
 
 from fastrpc._core.calltable cimport CallTable
-from fastrpc._core.sockets cimport frpc_send_now, frpc_send_wait, errno, EAGAIN, EWOULDBLOCK, EINTR
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from fastrpc._core.sockets cimport (frpc_send_now, frpc_send_wait, frpc_sendv_wait, iovec, errno, EAGAIN,
+                                    EWOULDBLOCK, EINTR)
+from fastrpc._core.buffer import output_size
 
 from fastrpc.errors import ConnectionLostError, RPCError
 
@@ -24,6 +27,8 @@ from fastrpc.errors import ConnectionLostError, RPCError
 # (they nearly always fit the socket's buffer); larger ones, and what did
 # not fit, are written with the GIL released, as socket.sendall does.
 cdef Py_ssize_t SEND_WITH_GIL = 65536
+# Buffers per sendmsg(2): well under any system's IOV_MAX (1024 on Linux).
+cdef int IOV_BATCH = 512
 
 
 cdef class ConnectionIO:
@@ -84,8 +89,16 @@ cdef class ConnectionIO:
             self.recent_next = (self.recent_next + 1) % WRITES_KEPT
             if self.recent_count < WRITES_KEPT:
                 self.recent_count += 1
-            self.sent += len(data)
             try:
+                if type(data) is list:            # large bytes payloads sent from their own memory
+                    self.sent += output_size(data)
+                    if direct is not None:
+                        self._send_pieces(data)
+                    else:
+                        for piece in data:
+                            self.sock.sendall(piece)
+                    return 0
+                self.sent += len(data)
                 if direct is not None:
                     self._send_all(data)
                 else:
@@ -140,6 +153,49 @@ cdef class ConnectionIO:
                     PyErr_SetFromErrno(OSError)
         finally:
             PyBuffer_Release(&view)
+        return 0
+
+    cdef int _send_pieces(self, list pieces) except -1:
+        """Write `pieces` (buffers) in order with as few sendmsg(2) calls as
+        the kernel allows, the GIL released (they are large: attachments)."""
+        cdef Py_ssize_t count = len(pieces), acquired = 0, first = 0, r
+        cdef int fd = self.fd, batch
+        cdef Py_buffer *views = <Py_buffer *>PyMem_Malloc(count * sizeof(Py_buffer))
+        cdef iovec *iov = <iovec *>PyMem_Malloc(count * sizeof(iovec))
+        try:
+            if views == NULL or iov == NULL:
+                raise MemoryError()
+            for acquired in range(count):
+                PyObject_GetBuffer(pieces[acquired], &views[acquired], PyBUF_SIMPLE)
+                iov[acquired].iov_base = views[acquired].buf
+                iov[acquired].iov_len = <size_t>views[acquired].len
+            acquired = count
+            while first < count:
+                if iov[first].iov_len == 0:
+                    first += 1
+                    continue
+                batch = <int>min(count - first, IOV_BATCH)
+                with nogil:
+                    r = frpc_sendv_wait(fd, iov + first, batch)
+                if r < 0:
+                    if errno == EINTR:
+                        if PyErr_CheckSignals() < 0:      # a handler raised (KeyboardInterrupt...)
+                            return -1
+                        continue
+                    PyErr_SetFromErrno(OSError)
+                while r > 0:                  # skip what was written
+                    if <size_t>r >= iov[first].iov_len:
+                        r -= iov[first].iov_len
+                        first += 1
+                    else:
+                        iov[first].iov_base = <char *>iov[first].iov_base + r
+                        iov[first].iov_len -= r
+                        r = 0
+        finally:
+            for r in range(acquired):
+                PyBuffer_Release(&views[r])
+            PyMem_Free(views)
+            PyMem_Free(iov)
         return 0
 
     # reading ---------------------------------------------------------------------

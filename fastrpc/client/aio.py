@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from fastrpc._core import frame as wire
+from fastrpc._core.buffer import output_size
 from fastrpc._core.calltable import AsyncCaller, Batch, CallTable, async_client_call, call_args
 from fastrpc.client.proxy import Proxying
 from fastrpc.client import engine as engines
@@ -227,8 +228,12 @@ class AsyncConnection(TableCalls):
         data = table.take_output()
         if data is not None and self.error is None:
             self.writes.append((self.sent, first_seq, table.written_seq))
-            self.sent += len(data)
-            self.transport.write(data)
+            if type(data) is list:              # large bytes payloads sent from their own memory
+                self.sent += output_size(data)
+                self.transport.writelines(data)
+            else:
+                self.sent += len(data)
+                self.transport.write(data)
 
     def peer_closed(self) -> None:
         """The server closed its side: calls it never received fail as not sent

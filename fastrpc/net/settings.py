@@ -208,7 +208,7 @@ class ClientSettings:
         return CallTable(max_frame_size=self.max_frame_size, max_depth=self.max_depth,
                          max_len=self.max_len, max_bytes=self.max_bytes,
                          bytes_views=self.bytes_views, default=self.default, ext_hook=self.ext_hook,
-                         keep_tuples=self.keep_tuples, **options)
+                         keep_tuples=self.keep_tuples, vectored=True, **options)
 
     def deadline_ms(self, timeout: Optional[float]) -> Optional[int]:
         """The deadline field for a call with `timeout`, or None to send none."""

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Set
 
 from fastrpc._core import codec
+from fastrpc._core.buffer import output_size
 from fastrpc._core import frame as wire
 from fastrpc._core.servercore import Handler, ServerCore, format_traceback
 from fastrpc.server.accept import RateLimitedLog
@@ -43,6 +44,17 @@ PEER_CHECK = 0.05
 # The largest frame read from a peer that skipped the authentication
 # handshake (only to answer it "Unauthenticated").
 UNAUTHENTICATED_FRAME = 64 * 1024
+
+
+def write_output(transport: Any, data: Any, connections: "ConnectionSet") -> None:
+    """Write what a core's take_output() returned: a buffer, or a list of
+    them (large bytes payloads sent from their own memory, in one writev)."""
+    if type(data) is list:
+        connections.bytes_sent += output_size(data)
+        transport.writelines(data)
+    else:
+        connections.bytes_sent += len(data)
+        transport.write(data)
 
 
 def _peer_gone(transport: Any) -> bool:
@@ -282,8 +294,7 @@ class ServedConnection:
 
     def _write(self, data: Any) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
-            self.server.connections.bytes_sent += len(data)
-            self.transport.write(data)
+            write_output(self.transport, data, self.server.connections)
 
     #: Whether the calls still running stop when the peer hangs up. fastrpc's
     #: own protocol: yes (nobody is left to receive their replies, and its
@@ -339,7 +350,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             # A refused connection reads frames only to answer them.
             max_frame_size=min(s.max_frame_size, UNAUTHENTICATED_FRAME) if refused else s.max_frame_size,
             max_depth=s.max_depth, max_len=s.max_len, max_bytes=s.max_bytes, bytes_views=s.bytes_views,
-            default=s.default, ext_hook=s.ext_hook, keep_tuples=s.keep_tuples)
+            default=s.default, ext_hook=s.ext_hook, keep_tuples=s.keep_tuples, vectored=True)
         if s.report_load:
             self.core.load = s.dispatcher.load
         self.core.authorize = s.authorize
@@ -462,8 +473,7 @@ class FastConnection(ServedConnection, asyncio.BufferedProtocol):
             self.transport.abort()
             return
         if out is not None:
-            self.server.connections.bytes_sent += len(out)
-            self.transport.write(out)
+            write_output(self.transport, out, self.server.connections)
 
     def eof_received(self) -> Optional[bool]:
         return False  # close our side too; replies already written still go out
