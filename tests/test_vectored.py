@@ -170,3 +170,33 @@ def test_balancer(server):
             payloads = [blob(45_000, i) for i in range(20)]
             assert [b.call("Arith.Echo", p) for p in payloads] == payloads
             assert b.map("Arith.Echo", [(p,) for p in payloads]) == payloads
+
+
+def test_streams_both_ways(server):
+    payloads = [blob(40_000 + i, i) for i in range(12)]
+    with fastrpc.Client(server.address) as c:
+        for method in ("Streams.Echo", "Streams.AEcho"):
+            assert list(c.stream(method, send=iter(payloads), window=(4, 1 << 20))) == payloads
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_server_replies_on_either_event_loop(use_uvloop):
+    class Blob:
+        def Make(self, n, seed):
+            return blob(n, seed)
+
+        def Pair(self, a, b):
+            return [a, b, len(a) + len(b)]
+    server = fastrpc.Server(use_uvloop=use_uvloop)
+    server.register(Blob())
+    try:
+        with fastrpc.Client(server.start("tcp://127.0.0.1:0")) as c:
+            for i, n in enumerate(SIZES):
+                got = c.call("Blob.Make", n, i)
+                assert len(got) == n and got[:4] == i.to_bytes(4, "big")
+                a, b = blob(n, i), blob(ATTACH, i + 1)
+                assert c.call("Blob.Pair", a, b) == [a, b, n + ATTACH]
+            replies = c.map("Blob.Make", [(50_000, i) for i in range(64)], window=32)
+            assert [r[:4] for r in replies] == [i.to_bytes(4, "big") for i in range(64)]
+    finally:
+        server.close()
