@@ -27,27 +27,10 @@ cdef extern from *:
         return (Py_ssize_t)send(fd, p, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
 
-    /* send(), waiting for room as long as it takes (the caller releases the
-       GIL): bytes written (> 0), or -1 with errno set (EINTR included, so
-       the caller can run signal handlers). */
-    static Py_ssize_t frpc_send_wait(int fd, const char *p, Py_ssize_t n) {
-        struct pollfd w;
-        ssize_t r;
-        for (;;) {
-            r = send(fd, p, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-                return (Py_ssize_t)r;
-            w.fd = fd;
-            w.events = POLLOUT;
-            w.revents = 0;
-            if (poll(&w, 1, -1) < 0)
-                return -1;
-        }
-    }
-
     /* sendmsg() of `n` buffers, waiting for room as long as it takes (the
        caller releases the GIL): bytes written (> 0, possibly fewer than
-       asked), or -1 with errno set (EINTR included). */
+       asked), or -1 with errno set (EINTR included, so the caller can run
+       signal handlers). */
     static Py_ssize_t frpc_sendv_wait(int fd, struct iovec *iov, int n) {
         struct msghdr m;
         struct pollfd w;
@@ -65,6 +48,14 @@ cdef extern from *:
             if (poll(&w, 1, -1) < 0)
                 return -1;
         }
+    }
+
+    /* The same for one buffer. */
+    static Py_ssize_t frpc_send_wait(int fd, const char *p, Py_ssize_t n) {
+        struct iovec one;
+        one.iov_base = (void *)p;
+        one.iov_len = (size_t)n;
+        return frpc_sendv_wait(fd, &one, 1);
     }
     """
     struct iovec:
