@@ -3,6 +3,7 @@
 Every test runs on the compiled module and on the same source run as plain
 Python (the reference); given the same seed both must pick the same endpoints.
 """
+import enum
 import os
 import subprocess
 import sys
@@ -71,6 +72,15 @@ def test_hash_key_hashes_text_bytes_and_decimal_ints(sel):
     assert sel.hash_key(12345) == sel.xxh64(b"12345")
     assert sel.hash_key(-7) == sel.xxh64(b"-7")
     assert sel.hash_key(2**70) == sel.xxh64(str(2**70).encode())
+    for n in (0, 9, 10, -1, -10, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 2**64, -10**30):
+        assert sel.hash_key(n) == sel.xxh64(str(n).encode()), n
+
+
+def test_hash_key_of_an_int_subclass_is_its_text():
+    # Not only plain ints: a subclass hashes its str(), as it always did.
+    class Level(enum.IntEnum):
+        HIGH = 3
+    assert compiled.hash_key(Level.HIGH) == reference.hash_key(Level.HIGH) == compiled.xxh64(str(Level.HIGH).encode())
 
 
 @pytest.mark.parametrize("key", [True, 1.5, None, ("a",), object()])

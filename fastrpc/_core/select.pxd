@@ -128,4 +128,5 @@ cdef unsigned long long _rotl(unsigned long long x, int r)
 cdef unsigned long long _read64(bytes data, Py_ssize_t p)
 cdef unsigned long long _read32(bytes data, Py_ssize_t p)
 cpdef unsigned long long mix64(unsigned long long x)
+cdef bytes _decimal_text(object key)
 cpdef unsigned long long hash_key(object key) except? 0

@@ -21,6 +21,8 @@ import numpy as np
 
 if cython.compiled:
     from cython.cimports.libc.math import exp, log
+    from cython.cimports.cpython.bytes import PyBytes_FromStringAndSize
+    from cython.cimports.cpython.long import PyLong_AsLongLongAndOverflow
 else:
     from math import exp, log
 
@@ -835,11 +837,38 @@ def xxh64(data, seed=0):
     return h
 
 
+@cython.cfunc
+def _decimal_text(key: object) -> bytes:
+    """str(key).encode("ascii") for an int (compiled only): the digits are
+    written straight into the bytes, without the str in between (a third of
+    what a keyed call cost more than one without a key)."""
+    overflow: cython.int = 0
+    v: cython.longlong = PyLong_AsLongLongAndOverflow(key, cython.address(overflow))
+    digits: cython.char[24]
+    at: cython.int = 24
+    u: cython.ulonglong
+    if overflow:
+        return str(key).encode("ascii")
+    u = (cython.cast(cython.ulonglong, 0) - cython.cast(cython.ulonglong, v)) if v < 0 else v
+    while True:
+        at -= 1
+        digits[at] = cython.cast(cython.char, 48 + u % 10)     # '0' + digit
+        u = u // 10
+        if u == 0:
+            break
+    if v < 0:
+        at -= 1
+        digits[at] = 45                                        # '-'
+    return PyBytes_FromStringAndSize(cython.address(digits[at]), 24 - at)
+
+
 def hash_key(key):
     """The 64-bit hash of a call's balancing key (what consistent_hash places
     it by): XXH64 of a str's UTF-8 text, of bytes, or of an int's decimal
     text. Compiled because a keyed balanced call hashes its key on every
     call."""
+    if cython.compiled and type(key) is int:
+        return xxh64(_decimal_text(key))
     if isinstance(key, str):
         return xxh64(key.encode("utf-8"))
     if isinstance(key, bytes):
