@@ -844,7 +844,7 @@ def _decimal_text(key: object) -> bytes:
     what a keyed call cost more than one without a key)."""
     overflow: cython.int = 0
     v: cython.longlong = PyLong_AsLongLongAndOverflow(key, cython.address(overflow))
-    digits: cython.char[24]
+    digits = cython.declare(cython.char[24])
     at: cython.int = 24
     u: cython.ulonglong
     if overflow:
