@@ -76,11 +76,20 @@ def test_hash_key_hashes_text_bytes_and_decimal_ints(sel):
         assert sel.hash_key(n) == sel.xxh64(str(n).encode()), n
 
 
+def test_hash_key_of_text_that_is_not_utf8_raises_as_encoding_does(sel):
+    with pytest.raises(UnicodeEncodeError):
+        sel.hash_key("user:\ud800")
+
+
 def test_hash_key_of_an_int_subclass_is_its_text():
     # Not only plain ints: a subclass hashes its str(), as it always did.
     class Level(enum.IntEnum):
         HIGH = 3
     assert compiled.hash_key(Level.HIGH) == reference.hash_key(Level.HIGH) == compiled.xxh64(str(Level.HIGH).encode())
+
+    class Name(str):
+        pass
+    assert compiled.hash_key(Name("abc")) == reference.hash_key(Name("abc")) == 0x44BC2CF5AD770999
 
 
 @pytest.mark.parametrize("key", [True, 1.5, None, ("a",), object()])

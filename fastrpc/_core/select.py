@@ -23,6 +23,7 @@ if cython.compiled:
     from cython.cimports.libc.math import exp, log
     from cython.cimports.cpython.bytes import PyBytes_FromStringAndSize
     from cython.cimports.cpython.long import PyLong_AsLongLongAndOverflow
+    from cython.cimports.cpython.unicode import PyUnicode_AsUTF8String
 else:
     from math import exp, log
 
@@ -867,8 +868,11 @@ def hash_key(key):
     it by): XXH64 of a str's UTF-8 text, of bytes, or of an int's decimal
     text. Compiled because a keyed balanced call hashes its key on every
     call."""
-    if cython.compiled and type(key) is int:
-        return xxh64(_decimal_text(key))
+    if cython.compiled:
+        if type(key) is int:
+            return xxh64(_decimal_text(key))
+        if type(key) is str:                    # key.encode("utf-8") without the method call
+            return xxh64(PyUnicode_AsUTF8String(key))
     if isinstance(key, str):
         return xxh64(key.encode("utf-8"))
     if isinstance(key, bytes):
