@@ -392,7 +392,7 @@ class BalancerCore(Proxying):
             keys = list(keys)
             if len(keys) != len(items):
                 raise ValueError(f"keys has {len(keys)} entries for {len(items)} items")
-            key_hashes = [self.pool.key_hash_for(k) for k in keys]
+            key_hashes = list(map(self.pool.key_hash_for, keys))
         timeout = bound_timeout(timeout, self.timeout)
         settings = self.call_settings
         return MapJob(self, method, items, key_hashes,
