@@ -35,3 +35,9 @@ def _no_op_directive(*_args: Any, **_kwargs: Any) -> Callable[[Any], Any]:
 
 
 boundscheck = wraparound = cdivision = _no_op_directive
+
+
+def cfunc(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` itself (a C-level function when compiled; the reference runs
+    such functions only where `compiled` says so)."""
+    return func
