@@ -108,6 +108,16 @@ def test_timeouts_are_not_repeated_and_cancel_withdraws(trio):
             with pytest.raises(TimeoutError):
                 await b.map("Arith.Hang", [()] * 3, timeout=0.2)
             assert all(s["in_flight"] == 0 for s in b.stats().values())
+            # A map cancelled with shares in flight withdraws them, and the
+            # endpoints' in-flight counts (which load-aware strategies pick
+            # by) come back to zero.
+            mapping = asyncio.ensure_future(b.map("Arith.Hang", [()] * 40, window=16))
+            await asyncio.sleep(0.1)
+            assert sum(s["in_flight"] for s in b.stats().values()) == 16
+            mapping.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await mapping
+            assert all(s["in_flight"] == 0 for s in b.stats().values())
 
     run(main())
 

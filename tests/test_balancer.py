@@ -102,6 +102,41 @@ def test_map_spreads_keeps_order_and_keys(trio):
             b.map("Arith.Pid", [()] * 3, keys=["a"])
 
 
+class Lagging:
+    """Work(i) takes `delay` seconds, one call at a time (an inline handler)."""
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def Work(self, i):
+        time.sleep(self.delay)
+        return i
+
+
+@pytest.mark.parametrize("strategy", ["least_connections", "p2c"])
+def test_a_long_map_gives_a_slow_endpoint_less(strategy):
+    # More items than the window: more are picked as batches complete, so a
+    # load-aware strategy sends most of them to the fast endpoint. (Window by
+    # window, every window waiting for its slowest batch, each got half.)
+    servers = [fastrpc.Server(), fastrpc.Server()]
+    servers[0].register(Lagging(0.0), "Lag")
+    servers[1].register(Lagging(0.004), "Lag")
+    fast, slow = (s.start("tcp://127.0.0.1:0") for s in servers)
+    try:
+        with balancer([fast, slow], strategy) as b:
+            assert b.map("Lag.Work", list(range(400)), window=32) == list(range(400))
+            assert b.stats()[slow]["calls"] <= 100, b.stats()
+
+        async def use_async():
+            async with fastrpc.AsyncBalancer([fast, slow], strategy=strategy) as ab:
+                assert await ab.map("Lag.Work", list(range(400)), window=32) == list(range(400))
+                return ab.stats()[slow]["calls"]
+        assert asyncio.run(use_async()) <= 100
+    finally:
+        for s in servers:
+            s.close()
+
+
 def test_map_errors_name_endpoints_and_nothing_stays_in_flight(trio):
     dead = unused_address()
     with balancer([dead, trio[0].address], "round_robin", eject_failures=1000) as b:

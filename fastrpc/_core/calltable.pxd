@@ -88,6 +88,11 @@ cdef class CallFuture(Slot):
     cdef int _wait(self, object timeout) except -1
 
 
+cdef class Progress(Slot):
+    """Ready once fired since the last reset (the first of several batches done)."""
+    cdef bint fired
+
+
 cdef class Batch(Slot):
     """The results of a map(): one list slot per item, filled in reply order."""
     cdef readonly list results

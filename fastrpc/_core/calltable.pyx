@@ -576,6 +576,25 @@ cdef _raise(object error):
 
 
 @cython.final
+cdef class Progress(Slot):
+    """Ready once fire() was called since the last reset(): a thread waits
+    on it for the first of several batches to finish (Balancer.map gives
+    each of its batches `fire` as their on_progress)."""
+
+    cdef bint ready(self):
+        return self.fired
+
+    def fire(self):
+        """Something the waiter waits for happened: wake it."""
+        self.fired = True
+        self.wake()
+
+    def reset(self):
+        """Wait for the next fire() from now on."""
+        self.fired = False
+
+
+@cython.final
 cdef class Batch(Slot):
     """The results of a map(): one list entry per item, filled as replies arrive.
 

@@ -19,6 +19,7 @@ from fastrpc._core.codec import packb
 from fastrpc._core.balance import Attempt, Member, async_balancer_call
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
+from fastrpc.balancer.map import MapWindow
 from fastrpc.balancer.streams import AsyncBalancedRoute, balanced_stream
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.stream import AsyncStream
@@ -213,8 +214,9 @@ class AsyncBalancer(BalancerCore):
                   return_exceptions: bool = False, window: int = 1024) -> List[Any]:
         """Call `method` once per item, spread over the endpoints; results in order.
 
-        As Balancer.map: each endpoint's share of a window goes out as one
-        pipelined batch, the shares concurrently.
+        As Balancer.map: the items picked for one endpoint go out as one
+        pipelined batch, at most `window` items in flight, more picked as
+        batches complete.
         """
         if self._chain is not None:
             if keys is not None:
@@ -225,40 +227,47 @@ class AsyncBalancer(BalancerCore):
             self._ensure_health()
         job = self.map_job(method, args_iterable, keys, timeout, idempotent)
         loop = asyncio.get_running_loop()
-        for chunk in job.chunks(window):
-            shares = []
-            for member, positions in job.pick(chunk):
-                try:
-                    conn = await self._ready_by(member, job.deadline)
-                except (ConnectionError, TimeoutError) as exc:       # not sent
-                    job.unsent(member, positions, exc)
-                    continue
-                if conn is None:
-                    job.still_connecting(member, positions)
-                    continue
-                share = job.send(member, conn, positions)
-                if share is not None:
-                    shares.append(share)
-            waiters = []
-            for share in shares:
-                share.batch.wake_below = 1
-                if not share.batch.done:
-                    waiter = loop.create_future()
-                    share.batch.on_progress = _resolver(waiter)
-                    waiters.append(waiter)
-            try:
-                if waiters:
+        flight = MapWindow(window)
+        try:
+            while True:
+                if flight.wants(job):
+                    for member, positions in job.pick(job.take(flight.room)):
+                        try:
+                            conn = await self._ready_by(member, job.deadline)
+                        except (ConnectionError, TimeoutError) as exc:   # not sent
+                            job.unsent(member, positions, exc)
+                            continue
+                        if conn is None:
+                            job.still_connecting(member, positions)
+                            continue
+                        share = job.send(member, conn, positions)
+                        if share is not None:
+                            share.batch.wake_below = 1
+                            flight.add(share)
+                if not flight.live:
+                    if job.pending:
+                        continue                # items to send again (retries)
+                    break
+                done = flight.done()
+                if not done:
+                    waiter = loop.create_future()     # resolved as the first share completes
+                    resolve = _resolver(waiter)
+                    for share in flight.live:
+                        share.batch.on_progress = resolve
                     remaining = None if not job.deadline else max(0.0, job.deadline - time.monotonic())
-                    await asyncio.wait(waiters, timeout=remaining)
-            except asyncio.CancelledError:
-                for share in shares:
-                    give_up(share.conn, share.batch, method)
-                raise
-            for share in shares:
-                share.batch.on_progress = None
-                if not share.batch.done:                             # the deadline passed
-                    give_up(share.conn, share.batch, method)
-                job.settle(share)
+                    await asyncio.wait([waiter], timeout=remaining)
+                    done = flight.done()
+                    if not done:                # the deadline passed
+                        for share in flight.live:
+                            give_up(share.conn, share.batch, method)
+                        done = flight.done()
+                for share in done:
+                    share.batch.on_progress = None
+                    flight.remove(share)
+                    job.settle(share)
+        except BaseException:                   # cancelled: nothing of it may stay in flight
+            job.abandon(flight.live)
+            raise
         return job.outcome(return_exceptions)
 
     async def notify(self, method: str, *args: Any, key: Key = None, **kwargs: Any) -> None:

@@ -1,8 +1,9 @@
 """One balanced map(): items picked one by one, sent as one batch per endpoint, retried.
 
 Owns the bookkeeping of Balancer.map and AsyncBalancer.map: a pick per
-item (its key, for consistent_hash), the items grouped into one pipelined
-batch per endpoint per window, each batch encoded by the same encoder as
+item (its key, for consistent_hash), the items sent as one pipelined batch
+per endpoint (a share) at a time, at most a window of them in flight and
+more sent as shares complete, each batch encoded by the same encoder as
 single calls (carrying the call's deadline and metadata), and each item's
 outcome: a result, the handler's error, or a transport failure retried as
 call() would retry it. The drivers only connect and wait.
@@ -10,14 +11,15 @@ call() would retry it. The drivers only connect and wait.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from fastrpc._core.balance import Member, gather, is_answer, scatter
 from fastrpc._core.calltable import Batch
 from fastrpc.balancer.plan import final_error
+from fastrpc.client.batching import give_up
 from fastrpc.errors import ConnectionClosedError, NoEndpointError, TimeoutError
 
-__all__ = ["MapJob", "Share"]
+__all__ = ["MapJob", "MapWindow", "Share"]
 
 
 class Share:
@@ -31,6 +33,45 @@ class Share:
         self.batch = batch
         self.positions = positions
         self.started = started
+
+
+class MapWindow:
+    """The shares of a map in flight: at most `size` items, as Client.map's
+    window. Items go out again as shares complete, once a quarter of the
+    window is free (so shares do not shrink to a few items each), to the
+    endpoints picked then: a fast endpoint gets more of a long map instead
+    of waiting for the slowest one at every window."""
+
+    __slots__ = ("size", "step", "live", "in_flight")
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.step = max(1, self.size // 4)
+        self.live: List[Share] = []
+        self.in_flight = 0
+
+    @property
+    def room(self) -> int:
+        """Items that may go out now."""
+        return self.size - self.in_flight
+
+    def wants(self, job: "MapJob") -> bool:
+        """Send more of `job` now: items wait and enough room is free (or nothing is in flight)."""
+        return job.pending and (self.room >= self.step or not self.live)
+
+    def add(self, share: Share) -> None:
+        """`share` went out."""
+        self.live.append(share)
+        self.in_flight += len(share.positions)
+
+    def remove(self, share: Share) -> None:
+        """`share` is settled."""
+        self.live.remove(share)
+        self.in_flight -= len(share.positions)
+
+    def done(self) -> List[Share]:
+        """The shares in flight whose every item has its outcome."""
+        return [share for share in self.live if share.batch.done]
 
 
 class MapJob:
@@ -51,17 +92,25 @@ class MapJob:
         self.results: List[Any] = [None] * len(items)
         self.failed: Dict[int, BaseException] = {}
         self.tried: Dict[int, List[Tuple[Member, BaseException]]] = {}
-        self.todo: List[int] = []
+        self.retries: List[int] = []            # positions to send again, before fresh ones
+        self.fresh = 0                          # positions below this were taken once
         self.started = time.monotonic()
         self.stats = core.pool.stats.method(method)     # the balancer's counts of `method`
 
-    def chunks(self, window: int) -> Iterator[List[int]]:
-        """Item positions in windows of `window`; retried items go out first."""
-        self.todo = list(range(len(self.items)))
-        window = max(1, window)
-        while self.todo:
-            chunk, self.todo = self.todo[:window], self.todo[window:]
-            yield chunk
+    @property
+    def pending(self) -> bool:
+        """Items wait to be sent (fresh ones, or failed ones to retry)."""
+        return bool(self.retries) or self.fresh < len(self.items)
+
+    def take(self, n: int) -> List[int]:
+        """Up to `n` positions of items to send next; retried items go first."""
+        chunk = self.retries[:n]
+        del self.retries[:n]
+        k = min(n - len(chunk), len(self.items) - self.fresh)
+        if k > 0:
+            chunk += range(self.fresh, self.fresh + k)
+            self.fresh += k
+        return chunk
 
     def pick(self, chunk: List[int]) -> List[Tuple[Member, List[int]]]:
         """An endpoint per item (a retried item avoids the endpoints it tried), grouped by endpoint."""
@@ -115,7 +164,7 @@ class MapJob:
             self.failed[positions[bad]] = exc
             for _ in positions[bad:]:
                 self.pool.release_withdrawn(member)
-            self.todo[:0] = positions[bad + 1:]
+            self.retries[:0] = positions[bad + 1:]
             positions = positions[:bad]
         conn.flush()
         # Entries of items not sent (after a failure above) are closed in the
@@ -124,6 +173,15 @@ class MapJob:
         if not positions:
             return None
         return Share(member, conn, batch, positions, started)
+
+    def abandon(self, shares: List[Share]) -> None:
+        """The map is given up (cancelled, interrupted): withdraw the shares in
+        flight (the servers cancel them) and release their endpoints' counts."""
+        for share in shares:
+            share.batch.on_progress = None
+            give_up(share.conn, share.batch, self.method)
+            for _ in share.positions:
+                self.pool.release_withdrawn(share.member)
 
     def still_connecting(self, member: Member, positions: List[int]) -> None:
         """The deadline passed while connecting to `member`: its items time out
@@ -192,7 +250,7 @@ class MapJob:
                     continue
             timed_out = self.planner.timed_out(exc, self.idempotent, len(tried), self.deadline)
             self.failed[p] = final_error(self.method, tried, timed_out)
-        self.todo[:0] = retry
+        self.retries[:0] = retry
 
     def timed_out(self) -> bool:
         """The map's deadline has passed."""

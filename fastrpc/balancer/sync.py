@@ -18,10 +18,11 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 from fastrpc._core.balance import Attempt, Member, balancer_call, balancer_go
-from fastrpc._core.calltable import CallFuture, call_args
+from fastrpc._core.calltable import CallFuture, Progress, call_args
 from fastrpc._core.codec import packb
 from fastrpc.balancer import fleet
 from fastrpc.balancer.core import BalancerCore
+from fastrpc.balancer.map import MapWindow
 from fastrpc.balancer.plan import RetryBudget
 from fastrpc.balancer.streams import BalancedRoute, balanced_stream
 from fastrpc.client import engine as engines
@@ -208,9 +209,12 @@ class Balancer(BalancerCore):
 
         Items are as in Client.map (a tuple is the argument list, anything
         else the one argument); `keys` gives each item its key for
-        consistent_hash. Each item is picked as a call() would be, and each
-        endpoint's share of a window goes out as one pipelined batch that
-        carries the call's deadline and metadata. Failed items are retried
+        consistent_hash. Each item is picked as a call() would be, and the
+        items picked for one endpoint go out as one pipelined batch that
+        carries the call's deadline and metadata; at most `window` items
+        are in flight (as in Client.map), more are picked as batches
+        complete, so a fast endpoint takes more of a long map than a slow
+        one under the load-aware strategies. Failed items are retried
         as call() retries. Every item completes before this returns; the
         first error (by position, naming the endpoints its item tried) is
         then raised, unless `return_exceptions` puts exceptions in the list.
@@ -222,26 +226,45 @@ class Balancer(BalancerCore):
             return map_through(self.go, method, items, return_exceptions, timeout=timeout, idempotent=idempotent)
         job = self.map_job(method, args_iterable, keys, timeout, idempotent)
         engine = engines.engine()
-        for chunk in job.chunks(window):
-            shares = []
-            for member, positions in job.pick(chunk):
-                try:
-                    conn = self._ready_by(member, job.deadline)
-                except (ConnectionError, TimeoutError) as exc:       # not sent
-                    job.unsent(member, positions, exc)
-                    continue
-                if conn is None:
-                    job.still_connecting(member, positions)
-                    continue
-                share = job.send(member, conn, positions)
-                if share is not None:
-                    shares.append(share)
-            for share in shares:
-                share.batch.wake_below = 1
-                engine.wait(share.batch, job.deadline or None)
-                if not share.batch.done:                             # the deadline passed
-                    give_up(share.conn, share.batch, method)
-                job.settle(share)
+        flight = MapWindow(window)
+        progress = Progress()                   # fired as each share completes
+        try:
+            while True:
+                if flight.wants(job):
+                    for member, positions in job.pick(job.take(flight.room)):
+                        try:
+                            conn = self._ready_by(member, job.deadline)
+                        except (ConnectionError, TimeoutError) as exc:   # not sent
+                            job.unsent(member, positions, exc)
+                            continue
+                        if conn is None:
+                            job.still_connecting(member, positions)
+                            continue
+                        share = job.send(member, conn, positions)
+                        if share is not None:
+                            share.batch.wake_below = 1
+                            share.batch.on_progress = progress.fire
+                            flight.add(share)
+                if not flight.live:
+                    if job.pending:
+                        continue                    # items to send again (retries)
+                    break
+                progress.reset()
+                done = flight.done()
+                if not done:
+                    engine.wait(progress, job.deadline or None)
+                    done = flight.done()
+                    if not done:                    # the deadline passed
+                        for share in flight.live:
+                            give_up(share.conn, share.batch, method)
+                        done = flight.done()
+                for share in done:
+                    share.batch.on_progress = None
+                    flight.remove(share)
+                    job.settle(share)
+        except BaseException:                   # interrupted: nothing of it may stay in flight
+            job.abandon(flight.live)
+            raise
         return job.outcome(return_exceptions)
 
     def notify(self, method: str, *args: Any, key: Key = None, **kwargs: Any) -> None:
