@@ -138,6 +138,10 @@ def free_port():
         return s.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """etcd exited because one of its ports was taken meanwhile."""
+
+
 class EtcdProcess:
     """A real single-member etcd on loopback ports with its own data directory.
 
@@ -147,17 +151,25 @@ class EtcdProcess:
     """
 
     def __init__(self, data_dir, tls=None):
-        import shutil
         if shutil.which("etcd") is None:
             raise RuntimeError("etcd is required (make deps installs Debian's etcd-server)")
         self.data_dir = str(data_dir)
-        self.client_port, self.peer_port = free_port(), free_port()
         self.tls = tls
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.client_port}"
         self.proc = None
         self.log = None
-        self.start()
+        # A free port is free until someone takes it: between free_port()
+        # and etcd's bind, an outgoing connection of another test may get it
+        # as its own (ephemeral) port. Then etcd exits at once; try others.
+        for _ in range(5):
+            self.client_port, self.peer_port = free_port(), free_port()
+            self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.client_port}"
+            try:
+                self.start()
+                return
+            except PortTaken:
+                self.stop()
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        raise RuntimeError(f"etcd found no free ports in 5 attempts (see {self.data_dir}.log)")
 
     def start(self):
         peer = f"http://127.0.0.1:{self.peer_port}"
@@ -177,6 +189,10 @@ class EtcdProcess:
     def _serving(self):
         import socket
         if self.proc.poll() is not None:
+            self.log.flush()
+            with open(self.data_dir + ".log", "rb") as log:
+                if b"address already in use" in log.read()[-2000:]:
+                    raise PortTaken(f"etcd could not bind port {self.client_port} or {self.peer_port}")
             raise RuntimeError(f"etcd exited with {self.proc.returncode} (see {self.data_dir}.log)")
         with socket.socket() as s:
             s.settimeout(0.2)
