@@ -23,7 +23,6 @@ from fastrpc.balancer.map import MapWindow
 from fastrpc.balancer.streams import AsyncBalancedRoute, balanced_stream
 from fastrpc.client.aio import AsyncClient
 from fastrpc.client.stream import AsyncStream
-from fastrpc.client.batching import give_up
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
 from fastrpc.interceptors import ClientCall, amap_through, async_client_chain, base_metadata, check_interceptors, \
     tell_endpoint
@@ -248,23 +247,14 @@ class AsyncBalancer(BalancerCore):
                     if job.pending:
                         continue                # items to send again (retries)
                     break
-                done = flight.done()
-                if not done:
+                if not flight.done():
                     waiter = loop.create_future()     # resolved as the first share completes
                     resolve = _resolver(waiter)
                     for share in flight.live:
                         share.batch.on_progress = resolve
                     remaining = None if not job.deadline else max(0.0, job.deadline - time.monotonic())
                     await asyncio.wait([waiter], timeout=remaining)
-                    done = flight.done()
-                    if not done:                # the deadline passed
-                        for share in flight.live:
-                            give_up(share.conn, share.batch, method)
-                        done = flight.done()
-                for share in done:
-                    share.batch.on_progress = None
-                    flight.remove(share)
-                    job.settle(share)
+                flight.settle(job)
         except BaseException:                   # cancelled: nothing of it may stay in flight
             job.abandon(flight.live)
             raise

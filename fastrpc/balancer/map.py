@@ -73,6 +73,20 @@ class MapWindow:
         """The shares in flight whose every item has its outcome."""
         return [share for share in self.live if share.batch.done]
 
+    def settle(self, job: "MapJob") -> None:
+        """After a wait: settle the shares that are done. None done means the
+        wait ended at the map's deadline: the rest are given up (withdrawn,
+        their items failed with TimeoutError) and settled too."""
+        done = self.done()
+        if not done:
+            for share in self.live:
+                give_up(share.conn, share.batch, job.method)
+            done = self.done()
+        for share in done:
+            share.batch.on_progress = None
+            self.remove(share)
+            job.settle(share)
+
 
 class MapJob:
     """The state of one balanced map() (see the module docstring)."""

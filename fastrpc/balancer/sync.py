@@ -26,7 +26,6 @@ from fastrpc.balancer.map import MapWindow
 from fastrpc.balancer.plan import RetryBudget
 from fastrpc.balancer.streams import BalancedRoute, balanced_stream
 from fastrpc.client import engine as engines
-from fastrpc.client.batching import give_up
 from fastrpc.client.stream import Stream
 from fastrpc.client.sync import Client
 from fastrpc.errors import ConnectionClosedError, ConnectionError, RPCError, TimeoutError
@@ -250,18 +249,9 @@ class Balancer(BalancerCore):
                         continue                    # items to send again (retries)
                     break
                 progress.reset()
-                done = flight.done()
-                if not done:
+                if not flight.done():
                     engine.wait(progress, job.deadline or None)
-                    done = flight.done()
-                    if not done:                    # the deadline passed
-                        for share in flight.live:
-                            give_up(share.conn, share.batch, method)
-                        done = flight.done()
-                for share in done:
-                    share.batch.on_progress = None
-                    flight.remove(share)
-                    job.settle(share)
+                flight.settle(job)
         except BaseException:                   # interrupted: nothing of it may stay in flight
             job.abandon(flight.live)
             raise
