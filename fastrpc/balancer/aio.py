@@ -241,7 +241,6 @@ class AsyncBalancer(BalancerCore):
                             continue
                         share = job.send(member, conn, positions)
                         if share is not None:
-                            share.batch.wake_below = 1
                             flight.add(share)
                 if not flight.live:
                     if job.pending:

@@ -164,6 +164,7 @@ class MapJob:
     def send(self, member: Member, conn: Any, positions: List[int]) -> Optional[Share]:
         """Encode the items at `positions` as one batch on `conn` and write it."""
         batch = Batch(len(positions), True)
+        batch.wake_below = 1                    # a share is waited for whole
         started = time.monotonic()
         try:
             conn.submit_batch(self.method, batch, iter(gather(self.items, positions)),

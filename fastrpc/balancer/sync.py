@@ -241,7 +241,6 @@ class Balancer(BalancerCore):
                             continue
                         share = job.send(member, conn, positions)
                         if share is not None:
-                            share.batch.wake_below = 1
                             share.batch.on_progress = progress.fire
                             flight.add(share)
                 if not flight.live:
