@@ -201,3 +201,36 @@ def test_calls_are_counted_by_how_they_ended(server):
         "Arith.Div": (1, 1, {"ZeroDivisionError": 1}),
         "Arith.Hang": (2, 2, {"TimeoutError": 1, "Cancelled": 1}),
     }
+
+
+def test_writes_carry_more_frames_when_many_calls_are_in_flight(server):
+    # With few calls in flight a write goes once 32 frames wait; with many,
+    # once half of those in flight do (up to 64): each write wakes the
+    # server for more calls while it still has the other half to answer.
+    async def frames_per_write(c, awaiting):
+        conn = c._conn
+        plain, sizes = conn.flush, []
+
+        def flush():
+            sizes.append(conn.table.out_frames)
+            plain()
+
+        async def worker(k):
+            return [await c.call("Arith.Sum", k, i) for i in range(40)]
+
+        conn.flush = flush                 # the table asks its owner to write through this
+        try:
+            results = await asyncio.gather(*(worker(k) for k in range(awaiting)))
+        finally:
+            del conn.flush
+        assert results == [[k + i for i in range(40)] for k in range(awaiting)]
+        return [n for n in sizes if n]
+
+    async def main():
+        async with AsyncClient(server.address) as c:
+            await c.call("Arith.Sum", 0, 0)
+            return await frames_per_write(c, 256), await frames_per_write(c, 48)
+
+    many, few = run(main())
+    assert max(many) == 64 and many.count(64) >= len(many) // 4, many
+    assert max(few) <= 32, few

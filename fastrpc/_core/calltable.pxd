@@ -182,6 +182,8 @@ cdef class CallTable:
     cdef public bint closed            # the connection failed or was closed: nothing new is sent
     cdef public bint draining          # the server sent GOAWAY: no new calls here
     cdef public Py_ssize_t flush_frames   # a submit asks for a flush once this many frames wait
+    cdef public Py_ssize_t flush_frames_max  # ... raised up to this while many calls are in flight
+    cdef Py_ssize_t in_flight_at_read     # calls pending when the last bytes arrived (before completing any)
     cdef public Py_ssize_t flush_bytes    # ... or this many bytes
     cdef public object owner           # the connection: flush(), on_output(), withdraw_call(); None: none
     cdef public object engine          # drives the futures of calls made here (blocking clients)
@@ -196,6 +198,7 @@ cdef class CallTable:
     cdef void unlock_out(self)
     cdef bytes _method(self, str method)
     cdef int _encoded(self, bint was_empty) except -1
+    cdef Py_ssize_t _flush_limit(self)
     cdef int _encode_request(self, int kind, unsigned long long seq, bytes method,
                              object args, object deadline_ms, bytes meta, int flags=*) except -1
     cdef int _encode_other_args(self, bytes method, object args) except -1

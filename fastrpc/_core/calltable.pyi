@@ -155,6 +155,7 @@ class CallTable:
     closed: bool
     draining: bool
     flush_frames: int
+    flush_frames_max: int
     flush_bytes: int
     owner: Any
     engine: Any
@@ -164,7 +165,8 @@ class CallTable:
     generation: int
     def __init__(self, *, max_frame_size: int, max_depth: int, max_len: int, max_bytes: int,
                  bytes_views: bool = False, owner: Any = None, flush_frames: int = 32,
-                 flush_bytes: int = 65536, default: Optional[Callable[[Any], Any]] = None,
+                 flush_bytes: int = 65536, flush_frames_max: int = 0,
+                 default: Optional[Callable[[Any], Any]] = None,
                  ext_hook: Optional[Callable[[int, bytes], Any]] = None, keep_tuples: bool = False,
                  vectored: bool = False) -> None: ...
     def request(self, method: str, args: Any, slot: Any, deadline_ms: Optional[int] = None,

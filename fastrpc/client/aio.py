@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient"]
 
 FLUSH_FRAMES = 32
+# ... raised to half the calls in flight, up to this (CallTable._flush_limit).
+FLUSH_FRAMES_MAX = 64
 FLUSH_BYTES = 64 * 1024
 
 
@@ -160,7 +162,8 @@ class AsyncConnection(TableCalls):
         self.client = client
         self.address = client.address
         self.loop = loop
-        self.table = client.new_call_table(owner=self, flush_frames=FLUSH_FRAMES, flush_bytes=FLUSH_BYTES)
+        self.table = client.new_call_table(owner=self, flush_frames=FLUSH_FRAMES, flush_bytes=FLUSH_BYTES,
+                                           flush_frames_max=FLUSH_FRAMES_MAX)
         self.table.on_control = self._on_control
         # Set once open() connects; None only before.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
