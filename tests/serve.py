@@ -355,9 +355,13 @@ def main():
         server.register_with(fastrpc.EtcdDiscovery(etcd), os.environ.get("FASTRPC_TEST_SERVICE", "arith"),
                              weight=float(os.environ.get("FASTRPC_TEST_WEIGHT", "1")),
                              ttl=float(os.environ.get("FASTRPC_TEST_TTL", "2")))
-    print(bound, flush=True)
+    # The handler goes in before the address is printed: a test may send
+    # SIGTERM as soon as it has the address and calls in flight, and
+    # without a handler the signal kills the process with no graceful
+    # close (seen in CI: exit -15, the client's calls reset, no GOAWAY).
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(bound, flush=True)
     stop.wait()
     server.close()
     print("closed", flush=True)

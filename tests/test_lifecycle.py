@@ -156,6 +156,33 @@ def test_serve_forever_drains_on_sigterm_as_on_sigint(tmp_path, sig):
             proc.wait()
 
 
+def test_sigterm_sent_as_soon_as_the_address_is_known_closes_gracefully(tmp_path):
+    # ready() hands out the address: a SIGTERM sent at that moment (here by
+    # ready() itself, the earliest anyone can) drains and returns, exit 0;
+    # with the handlers installed after ready() the signal killed the process.
+    script = tmp_path / "serve.py"
+    script.write_text(textwrap.dedent('''
+        import os, signal
+        import fastrpc
+
+        server = fastrpc.Server(grace=5)
+        server.serve_forever("tcp://127.0.0.1:0", ready=lambda bound: os.kill(os.getpid(), signal.SIGTERM))
+        print("drained", flush=True)
+    '''))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "drained"), proc.stderr
+
+
+def test_an_exception_in_ready_is_raised_by_serve_forever():
+    def ready(bound):
+        raise RuntimeError(f"cannot announce {bound[0]}")
+
+    server = fastrpc.Server()
+    with pytest.raises(RuntimeError, match=r"cannot announce tcp://127\.0\.0\.1:\d+"):
+        server.serve_forever("tcp://127.0.0.1:0", ready=ready)
+    server.close()
+
+
 def test_registering_a_class_is_a_clear_error():
     with pytest.raises(TypeError, match=r"register an instance of Arith, not the class itself \(server.register\(Arith\(\)\)\)"):
         fastrpc.Server().register(Arith)

@@ -325,7 +325,10 @@ class Server:
         In the main thread, SIGTERM and SIGINT (Ctrl-C) close the server
         gracefully, as close() does: GOAWAY, in-flight calls finish within
         `grace`, then this returns. `codec` and `ssl` are as for start();
-        `ready(bound_addresses)` is called once every listener is up.
+        `ready(bound_addresses)` is called once every listener is up, on the
+        running loop with the signal handlers in place (a SIGTERM sent as
+        soon as it announces the address closes gracefully); what it raises,
+        serve_forever() raises.
         """
         if self._thread is not None:
             raise RuntimeError("server already runs in a background thread")
@@ -335,13 +338,21 @@ class Server:
         try:
             addresses = [address] if isinstance(address, str) else list(address)
             bound = [loop.run_until_complete(self.listen(a, codec, ssl)) for a in addresses]
-            if ready is not None:
-                ready(bound)
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self._begin_close, None)
                     handled.append(sig)
+            # ready() runs on the running loop, after the handlers: whoever
+            # learns the address from it (a process manager, a test) may send
+            # SIGTERM at once, and that must close gracefully. Before the
+            # handlers it killed the process; before run_forever() (uvloop)
+            # the signal was lost.
+            failed: List[BaseException] = []
+            if ready is not None:
+                loop.call_soon(_announce, loop, ready, bound, failed)
             loop.run_forever()
+            if failed:
+                raise failed[0]
         except KeyboardInterrupt:
             loop.run_until_complete(self._aclose(self.grace))
         finally:
@@ -637,3 +648,14 @@ def _remove_stale_socket(path: str) -> None:
                 probe.close()
     except FileNotFoundError:
         pass
+
+
+def _announce(loop: asyncio.AbstractEventLoop, ready: Callable[[List[str]], None], bound: List[str],
+              failed: List[BaseException]) -> None:
+    """serve_forever()'s ready(bound), on its loop: an exception stops the
+    loop and is raised by serve_forever()."""
+    try:
+        ready(bound)
+    except BaseException as exc:                # raised again where serve_forever() was called
+        failed.append(exc)
+        loop.stop()
