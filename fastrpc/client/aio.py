@@ -1,8 +1,9 @@
 """AsyncClient: the asyncio client.
 
 Calls are encoded into the connection's buffer and written once per event
-loop pass, or as soon as FLUSH_FRAMES are waiting, so that client and server
-work at the same time instead of taking turns.
+loop pass, or as soon as FLUSH_FRAMES are waiting (with many calls in flight,
+half of them, up to FLUSH_FRAMES_MAX), so that client and server work at the
+same time instead of taking turns.
 """
 from __future__ import annotations
 
