@@ -102,34 +102,35 @@ class Placement:
     same way. With fewer than two CPUs nothing is pinned."""
 
     def __init__(self):
-        self.cpus = sorted(os.sched_getaffinity(0))
+        cpus = sorted(os.sched_getaffinity(0))
+        self.every_cpu = set(cpus)
+        # (client CPUs, server CPUs); None with fewer than two CPUs
+        self.apart = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 else None
         self.servers = set()                    # pids of running server processes
         self.active = False
 
-    def _apart(self):
-        return len(self.cpus) >= 2 and self.active
+    def _place(self, client_cpus, server_cpus):
+        _pin(os.getpid(), client_cpus)
+        for pid in self.servers:
+            _pin(pid, server_cpus)
 
     def server_started(self, pid):
         self.servers.add(pid)
-        if self._apart():
-            _pin(pid, {self.cpus[1]})
+        if self.active and self.apart:
+            _pin(pid, self.apart[1])
 
     def server_stopped(self, pid):
         self.servers.discard(pid)
 
     def __enter__(self):
         self.active = True
-        if self._apart():
-            _pin(os.getpid(), {self.cpus[0]})
-            for pid in self.servers:
-                _pin(pid, {self.cpus[1]})
+        if self.apart:
+            self._place(*self.apart)
         return self
 
     def __exit__(self, *exc):
-        if self._apart():
-            _pin(os.getpid(), set(self.cpus))
-            for pid in self.servers:
-                _pin(pid, set(self.cpus))
+        if self.apart:
+            self._place(self.every_cpu, self.every_cpu)
         self.active = False
 
 
